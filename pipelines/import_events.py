@@ -1,0 +1,266 @@
+"""Import: a customer's day partitions -> the validated, de-duplicated event lake.
+
+Local (the embedded default runner):
+  ./run.sh import --source ./bucket/events --date 2023-01-01 --lake ./lake
+Dataflow:
+  python -m pipelines.import_events --source gs://customer/events --date 2023-01-01 \\
+    --lake gs://acme-lake/events --runner DataflowRunner --project P --region asia-northeast3 \\
+    --temp_location gs://acme-lake/tmp --setup_file ./setup.py
+
+The day is read only when PREFIX/dt=DAY/_SUCCESS exists. Rows are validated against the import
+contract (`./run.sh schema import`), normalized, de-duplicated by insert_id and committed to
+LAKE/dt=DAY/ with a manifest and `_SUCCESS`; rejected rows go to LAKE/_rejected/dt=DAY/ with a
+reason. The run report is printed and kept at LAKE/_runs/RUN_ID.json.
+"""
+import dataclasses
+import datetime
+import json
+import math
+import sys
+import time
+import typing
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import options as opts
+from schemas.reports import DayReport, RunReport
+from transforms import storage
+from transforms.accounting import DayStats, MergeStats
+from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
+                               WriteShards, partition_dir)
+from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
+from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
+                             wait_for_success)
+from transforms.validate import ValidateEvents
+
+PIPELINE = 'import'
+RUNS_DIR = '_runs'
+
+
+class ImportOptions(PipelineOptions):
+  """Import a customer's day partitions (PREFIX/dt=YYYY-MM-DD/*.parquet + _SUCCESS) into the lake."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders '
+                        '(local path, s3://, gs://, azfs://)')
+    parser.add_argument('--lake', help='lake root the day is written to')
+    parser.add_argument('--date', help='day to import, YYYY-MM-DD (default: yesterday in --timezone)')
+    parser.add_argument('--from_date', help='first day of a range to import (with --to_date)')
+    parser.add_argument('--to_date', help='last day of a range to import, inclusive')
+    parser.add_argument('--timezone', default='UTC', help='IANA zone that defines "yesterday"')
+    parser.add_argument('--environment', default='production',
+                        help='environment recorded on every row (default production)')
+    parser.add_argument('--shards', type=int, default=None,
+                        help='files per day; default: source bytes / --target_file_mb')
+    parser.add_argument('--target_file_mb', type=int, default=128,
+                        help='target size of a lake file when --shards is not given')
+    parser.add_argument('--dedupe_lookback_days', type=int, default=0,
+                        help='also drop insert_ids already in the lake for N previous days')
+    parser.add_argument('--wait_for_success', default=None,
+                        help='wait this long (e.g. 30m, 2h) for the source _SUCCESS marker')
+    parser.add_argument('--max_rejected_ratio', type=float, default=0.05,
+                        help='do not publish a day whose rejected share exceeds this (0..1)')
+    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+    parser.add_argument('--report', default=None, help='also write the JSON run report here')
+
+
+@dataclasses.dataclass
+class ImportPlan:
+  run_id: str
+  source: str
+  lake: str
+  environment: str
+  days: list[DayInventory]
+  shards: dict[str, int]
+  max_rejected_ratio: float
+  seen_files: list[tuple[str, str]]       # (dt being imported, committed lake file to exclude)
+  started_at: datetime.datetime
+
+  @property
+  def staging(self) -> str:
+    return storage.join(self.lake, STAGING_DIR, self.run_id)
+
+
+def date_range(o: ImportOptions) -> list[datetime.date]:
+  zone = opts.parse_zone('--timezone', o.timezone)
+  if o.date and (o.from_date or o.to_date):
+    raise opts.UsageError('give either --date or --from_date/--to_date, not both')
+  if o.from_date or o.to_date:
+    if not (o.from_date and o.to_date):
+      raise opts.UsageError('--from_date and --to_date go together: give both (inclusive range)')
+    first, last = opts.parse_date('--from_date', o.from_date), opts.parse_date('--to_date', o.to_date)
+    if last < first:
+      raise opts.UsageError(f'--to_date {last} is before --from_date {first}')
+    return [first + datetime.timedelta(days=i) for i in range((last - first).days + 1)]
+  return [opts.parse_date('--date', o.date) if o.date else opts.yesterday(zone)]
+
+
+def check(o: ImportOptions) -> None:
+  for flag in ('source', 'lake'):
+    if not getattr(o, flag):
+      raise opts.UsageError(f'--{flag} is required: e.g. --{flag} '
+                            + ('s3://customer-bucket/events' if flag == 'source' else './lake'))
+  if o.shards is not None and not 1 <= o.shards <= 99_999:
+    raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
+  if o.target_file_mb < 1:
+    raise opts.UsageError('--target_file_mb must be at least 1')
+  if not 0.0 <= o.max_rejected_ratio <= 1.0:
+    raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
+  if o.dedupe_lookback_days < 0:
+    raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
+  if storage.join(o.lake, '') .startswith(storage.join(o.source, '')):
+    raise opts.UsageError('--lake must not lie inside --source')
+
+
+def plan(o: ImportOptions) -> ImportPlan:
+  check(o)
+  days = date_range(o)
+  wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
+  inventories = []
+  for day in days:
+    directory = storage.join(o.source, f'dt={day.isoformat()}')
+    wait_for_success(directory, wait)
+    inventories.append(inspect_day(o.source, day))
+  shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
+            for inv in inventories}
+  in_run = {inv.dt for inv in inventories}
+  seen = []
+  for day in days:
+    for back in range(1, o.dedupe_lookback_days + 1):
+      prev = (day - datetime.timedelta(days=back)).isoformat()
+      directory = partition_dir(o.lake, prev)
+      if prev in in_run or not storage.exists(storage.join(directory, SUCCESS)):
+        continue
+      seen.extend((day.isoformat(), p) for p in storage.list_files(directory)
+                  if p.endswith('.parquet'))
+  return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake, o.environment, inventories,
+                    shards, o.max_rejected_ratio, seen,
+                    datetime.datetime.now(datetime.timezone.utc))
+
+
+class ReadSeenIds(beam.DoFn):
+  """(dt, committed lake file) -> ((dt, shard), (SEEN, insert_ids)) for --dedupe_lookback_days."""
+
+  def __init__(self, shards: dict[str, int]):
+    self._shards = shards
+
+  def process(self, element: tuple[str, str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    dt, path = element
+    with storage.open_read(path) as f:
+      ids = pq.read_table(f, columns=['insert_id'])
+    batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
+    for shard, part in split_by_shard(batch, self._shards[dt]):
+      yield (dt, shard), (SEEN, part.column('insert_id'))
+
+
+def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]:
+  """Wires the import; returns the PCollections tests and callers may want."""
+  groups = [g for inv in p.days for g in inv.row_groups]
+  raw = (pipeline
+         | 'PlanRowGroups' >> beam.Create(groups)
+         | 'SpreadRowGroups' >> beam.Reshuffle()
+         | 'ReadRowGroups' >> beam.ParDo(ReadRowGroups()))
+  checked = raw | 'ValidateEvents' >> ValidateEvents(p.environment)
+  seen = None
+  if p.seen_files:
+    seen = (pipeline | 'LookbackFiles' >> beam.Create(p.seen_files)
+            | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
+  deduped = checked.main | 'DedupeEvents' >> DedupeEvents(p.shards, seen)
+  written = deduped.main | 'WriteShards' >> beam.ParDo(
+      WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
+  rejected_files = (checked.rejected
+                    | 'GroupRejected' >> beam.GroupByKey()
+                    | 'WriteRejected' >> beam.ParDo(WriteRejected(p.staging)))
+  planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])
+  stats = ((checked.stats, deduped.stats, written.stats, planned)
+           | 'AllStats' >> beam.Flatten()
+           | 'StatsPerDay' >> beam.CombinePerKey(MergeStats()))
+  settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
+                            p.max_rejected_ratio)
+  reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
+             | 'JoinDay' >> beam.CoGroupByKey()
+             | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
+  _ = (reports
+       | 'CollectReports' >> beam.combiners.ToList()
+       | 'WriteRunReport' >> beam.Map(write_report, p))
+  return {'reports': reports, 'rejected': checked.rejected, 'files': written.files}
+
+
+def report_path(lake: str, run_id: str) -> str:
+  return storage.join(lake, RUNS_DIR, f'{run_id}.json')
+
+
+def write_report(days: list[DayReport], p: ImportPlan) -> None:
+  report = RunReport(run_id=p.run_id, pipeline=PIPELINE, source=p.source, lake=p.lake,
+                     started_at=p.started_at, days=sorted(days, key=lambda d: d.dt),
+                     ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
+  storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
+  storage.delete_tree(p.staging)
+
+
+def counters(result) -> dict[str, int]:
+  out = {}
+  for c in result.metrics().query(MetricsFilter())['counters']:
+    name = f'{c.key.metric.namespace}.{c.key.metric.name}'
+    out[name] = out.get(name, 0) + (c.committed if c.committed is not None else c.attempted)
+  return dict(sorted(out.items()))
+
+
+def summary(report: RunReport) -> str:
+  lines = [f'eventferry {report.pipeline} run {report.run_id}: {report.source} -> {report.lake}']
+  head = f"{'day':<10} {'status':<9} {'in':>10} {'written':>10} {'rejected':>9} {'dupes':>8} " \
+         f"{'files':>5} {'MiB':>8}"
+  lines.append(head)
+  for d in report.days:
+    lines.append(f'{d.dt:<10} {d.status:<9} {d.rows_in:>10,} {d.rows_written:>10,} '
+                 f'{d.rows_rejected:>9,} {d.rows_duplicate:>8,} {d.files:>5} '
+                 f'{d.bytes / 2**20:>8.1f}')
+    for reason, count in d.rejected_by_reason.items():
+      lines.append(f'{"":<10}   rejected {reason}: {count:,}')
+    for flag, count in d.flags.items():
+      lines.append(f'{"":<10}   flagged {flag}: {count:,}')
+    if d.message:
+      lines.append(f'{"":<10}   {d.message}')
+  rows = sum(d.rows_in for d in report.days)
+  rate = rows / report.seconds if report.seconds else 0
+  lines.append(f'{rows:,} events in {report.seconds:.1f}s ({rate:,.0f} events/s). '
+               f'Lake: {report.lake}/dt=...; rejected rows: {report.lake}/{REJECTED_DIR}/dt=...; '
+               f'report: {report_path(report.lake, report.run_id)}')
+  if report.ignored_files:
+    lines.append(f'ignored side files (not data): {", ".join(report.ignored_files[:5])}'
+                 + (' ...' if len(report.ignored_files) > 5 else ''))
+  return '\n'.join(lines)
+
+
+def run(argv: list[str]) -> int:
+  options = opts.parse(ImportOptions, argv, './run.sh import')
+  o = options.view_as(ImportOptions)
+  try:
+    p = plan(o)
+  except SourceError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 3
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  result = pipeline.run()
+  result.wait_until_finish()
+  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
+  report.finished_at = datetime.datetime.now(datetime.timezone.utc)
+  report.seconds = round(time.monotonic() - start, 3)
+  report.metrics = counters(result)
+  text = report.model_dump_json(indent=2).encode()
+  storage.write_bytes(report_path(p.lake, p.run_id), text)
+  if o.report:
+    storage.write_bytes(o.report, text)
+  print(summary(report))
+  return 0 if report.ok else 1
+
+
+if __name__ == '__main__':
+  sys.exit(opts.main_guard(run))

@@ -1,0 +1,98 @@
+"""Command-line options shared by every pipeline, and their fail-fast checks.
+
+Beam-style snake_case flags on PipelineOptions subclasses; every Beam option passes through. A wrong
+flag stops the command before any pipeline is built, with a message naming the flag and the fix.
+"""
+import argparse
+import datetime
+import re
+import sys
+import uuid
+import zoneinfo
+
+from apache_beam.options import pipeline_options as po
+
+DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
+
+
+class UsageError(ValueError):
+  """A flag is missing or wrong; the message names it and says how to fix it."""
+
+
+def parse_date(flag: str, value: str) -> datetime.date:
+  try:
+    return datetime.date.fromisoformat(value)
+  except (TypeError, ValueError):
+    raise UsageError(f'{flag} {value!r} is not a date: use YYYY-MM-DD, e.g. {flag} 2023-01-01')
+
+
+def parse_duration(flag: str, value: str | None) -> float:
+  """'90s', '30m', '2h', '1d' or plain seconds -> seconds."""
+  if value is None:
+    return 0.0
+  m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*', value)
+  if not m:
+    raise UsageError(f'{flag} {value!r} is not a duration: use e.g. 90s, 30m, 2h or 1d')
+  return float(m.group(1)) * {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400}[m.group(2)]
+
+
+def parse_zone(flag: str, value: str) -> zoneinfo.ZoneInfo:
+  try:
+    return zoneinfo.ZoneInfo(value)
+  except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise UsageError(f'{flag} {value!r} is not an IANA time zone: use e.g. UTC or Asia/Seoul')
+
+
+def yesterday(zone: zoneinfo.ZoneInfo) -> datetime.date:
+  return datetime.datetime.now(zone).date() - datetime.timedelta(days=1)
+
+
+def new_run_id() -> str:
+  now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+  return f'{now}-{uuid.uuid4().hex[:8]}'
+
+
+def _all_option_classes(cls=po.PipelineOptions):
+  for sub in cls.__subclasses__():
+    yield sub
+    yield from _all_option_classes(sub)
+
+
+def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -> po.PipelineOptions:
+  """Parses argv into `option_class`, refusing unknown flags and printing --help for ours."""
+  ours = argparse.ArgumentParser(prog=usage, description=(option_class.__doc__ or '').strip(),
+                                 epilog='Every Apache Beam option passes through as well '
+                                 '(--runner, --project, --s3_endpoint_url, ...). Default runner: '
+                                 f'{DEFAULT_RUNNER}.', formatter_class=argparse.RawDescriptionHelpFormatter)
+  option_class._add_argparse_args(ours)
+  if '-h' in argv or '--help' in argv:
+    ours.print_help()
+    raise SystemExit(0)
+  everything = po._BeamArgumentParser(allow_abbrev=False, add_help=False)
+  for cls in {c for c in _all_option_classes()}:
+    try:
+      cls._add_argparse_args(everything)
+    except argparse.ArgumentError:
+      pass   # an option two Beam classes both declare
+  _, unknown = everything.parse_known_args(argv)
+  flags = [a for a in unknown if a.startswith('--')]
+  if flags:
+    raise UsageError(f'unknown flag {flags[0]}: see --help for the flags this command takes '
+                     '(Beam options pass through too).')
+  if unknown:
+    raise UsageError(f'unexpected argument {unknown[0]!r}: every value needs its --flag.')
+  options = option_class(argv)
+  std = options.view_as(po.StandardOptions)
+  if not std.runner:
+    std.runner = DEFAULT_RUNNER
+  return options
+
+
+def main_guard(run, argv=None) -> int:
+  """Runs `run(argv)`, turning UsageError into a one-line message and exit code 2."""
+  argv = sys.argv[1:] if argv is None else argv
+  try:
+    return run(argv)
+  except UsageError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# eventferry's one entry point: sets up .venv on first use (quietly when already done), then runs
+# a subcommand. ./run.sh help lists them.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PY=${PYTHON:-python3}
+
+ensure_venv() {
+  local stamp="$VENV/.installed-$(cat setup.py | sha1sum | cut -c1-12)"
+  [ -f "$stamp" ] && return 0
+  echo "run.sh: installing eventferry and Apache Beam into $VENV (first run, about a minute)..." >&2
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  if ! "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test]' >"$VENV/install.log" 2>&1; then
+    tail -30 "$VENV/install.log" >&2
+    echo "run.sh: pip install failed; the full log is $VENV/install.log" >&2
+    exit 1
+  fi
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
+
+usage() {
+  cat <<'USAGE'
+usage: ./run.sh COMMAND [flags]
+  demo                 generate a sample customer bucket (3 days, ~100k events) and import it
+  test [pytest args]   run the test suite
+  import [flags]       import customer day partitions into the lake (--help for flags)
+  schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
+  bench import         benchmark the import against DuckDB and plain pyarrow on 1M events
+USAGE
+}
+
+cmd=${1:-help}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  help|-h|--help) usage ;;
+  demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
+  test)   ensure_venv; exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@" ;;
+  import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
+  schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
+  bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench."${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
+  *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
+esac

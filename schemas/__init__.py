@@ -1,0 +1,1 @@
+"""Contracts of eventferry: pydantic models and the Arrow schemas derived from them."""

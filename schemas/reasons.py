@@ -1,0 +1,47 @@
+"""Why a row was rejected or flagged. The codes appear verbatim in the dead-letter output."""
+import enum
+
+
+class Reason(str, enum.Enum):
+  """Rejection reasons, in the order they are checked: a row carries the first that applies."""
+
+  def __new__(cls, code: str, explanation: str):
+    member = str.__new__(cls, code)
+    member._value_ = code
+    member.explanation = explanation
+    return member
+
+  INVALID_MAP = ('invalid_map', 'a map column held a value that is not a JSON object of strings')
+  MISSING_INSERT_ID = ('missing_insert_id', 'insert_id is null or empty')
+  INVALID_INSERT_ID = ('invalid_insert_id', 'insert_id is not a UUID (8-4-4-4-12 hex digits)')
+  MISSING_EVENT_KEY = ('missing_event_key', 'event_key is null, empty or only whitespace')
+  MISSING_TS = ('missing_ts', 'ts is null')
+  INVALID_TS = ('invalid_ts', 'ts could not be read as a timestamp')
+  MISSING_ID = ('missing_identifier_id', "identifiers has no non-empty 'id'")
+  MISSING_DEVICE_ID = ('missing_identifier_device_id', "identifiers has no non-empty 'device_id'")
+  MISSING_OSNAME = ('missing_platform_osname', "platform_properties has no non-empty 'osname'")
+  MISSING_APPVERSION = ('missing_platform_appversion',
+                        "platform_properties has no non-empty 'appversion'")
+  INVALID_METRIC_VALUE = ('invalid_metric_value',
+                          'metric_value is NaN, infinite or not a number')
+  METRIC_VALUE_OUT_OF_RANGE = ('metric_value_out_of_range',
+                               'metric_value does not fit decimal(24,6) (|v| >= 10^18)')
+
+
+class Flag(str, enum.Enum):
+  """Conditions that are counted and reported but do not reject the row."""
+
+  def __new__(cls, code: str, explanation: str):
+    member = str.__new__(cls, code)
+    member._value_ = code
+    member.explanation = explanation
+    return member
+
+  TS_OUTSIDE_DAY = ('ts_outside_day',
+                    'ts lies more than a day before or after the partition day (kept)')
+  METRIC_VALUE_DEFAULTED = ('metric_value_defaulted',
+                            'metric_value was null and was stored as 0.000000 (kept)')
+  METRIC_VALUE_ROUNDED = ('metric_value_rounded',
+                          'metric_value had more than 6 decimals and was rounded (kept)')
+  KEY_COLLISION = ('map_key_collision',
+                   'map keys collided after lower-casing; one entry kept per key (see README)')

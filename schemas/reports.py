@@ -1,0 +1,61 @@
+"""Contracts of what a run leaves behind: partition manifests and run reports."""
+import datetime
+import typing
+
+import pydantic
+
+Status = typing.Literal['published', 'refused', 'failed']
+
+
+class ManifestFile(pydantic.BaseModel):
+  name: str
+  rows: int
+  bytes: int
+  sha256: str
+
+
+class Manifest(pydantic.BaseModel):
+  """`_manifest.json` of a committed partition; written just before `_SUCCESS`."""
+  version: int = 1
+  run_id: str
+  pipeline: str
+  source: str
+  partition: str
+  committed_at: datetime.datetime
+  schema_fingerprint: str
+  rows: int
+  bytes: int
+  files: list[ManifestFile]
+
+
+class DayReport(pydantic.BaseModel):
+  dt: str
+  status: Status
+  message: str = ''
+  rows_in: int
+  rows_written: int
+  rows_rejected: int
+  rows_duplicate: int
+  rejected_by_reason: dict[str, int]
+  flags: dict[str, int]
+  files: int
+  bytes: int
+  partition: str
+  rejected_partition: str
+
+
+class RunReport(pydantic.BaseModel):
+  run_id: str
+  pipeline: str
+  source: str
+  lake: str
+  started_at: datetime.datetime
+  finished_at: datetime.datetime | None = None
+  seconds: float | None = None
+  ignored_files: list[str] = []
+  metrics: dict[str, int] = {}
+  days: list[DayReport]
+
+  @property
+  def ok(self) -> bool:
+    return all(d.status == 'published' for d in self.days)

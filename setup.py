@@ -1,0 +1,24 @@
+"""eventferry: Apache Beam pipelines that move product-analytics events in and out of an event lake.
+
+Packages `pipelines`, `transforms` and `schemas` for Beam workers (`--setup_file ./setup.py`).
+Beam is pinned to one version here, in the Dockerfile and in the docs.
+"""
+import setuptools
+
+BEAM_VERSION = '2.77.0'
+
+setuptools.setup(
+    name='eventferry',
+    version='0.1.0',
+    description='Import, ingest and export product-analytics events with Apache Beam',
+    packages=setuptools.find_packages(include=['pipelines', 'transforms', 'schemas']),
+    python_requires='>=3.10',
+    install_requires=[
+        f'apache-beam[gcp,aws]=={BEAM_VERSION}',
+        'pyarrow==25.0.1',
+        'pydantic==2.14.3',
+    ],
+    extras_require={
+        'test': ['pytest==9.0.3', 'duckdb==2.0.0'],
+    },
+)

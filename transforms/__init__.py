@@ -1,0 +1,1 @@
+"""Composable PTransforms and the column functions they run."""

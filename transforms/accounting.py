@@ -1,0 +1,49 @@
+"""Per-day counts that every stage adds to, and the invariant they must satisfy."""
+import collections
+import dataclasses
+
+import apache_beam as beam
+
+
+@dataclasses.dataclass
+class DayStats:
+  rows_in: int = 0
+  rows_written: int = 0
+  rows_rejected: int = 0
+  rows_duplicate: int = 0
+  rejected: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  flags: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+  def add(self, other: 'DayStats') -> 'DayStats':
+    self.rows_in += other.rows_in
+    self.rows_written += other.rows_written
+    self.rows_rejected += other.rows_rejected
+    self.rows_duplicate += other.rows_duplicate
+    self.rejected.update(other.rejected)
+    self.flags.update(other.flags)
+    return self
+
+  def balance_error(self) -> str | None:
+    """None when rows_in = written + rejected + duplicate, else a message saying by how much."""
+    out = self.rows_written + self.rows_rejected + self.rows_duplicate
+    if out == self.rows_in:
+      return None
+    return (f'accounting mismatch: rows_in {self.rows_in} != written {self.rows_written} + '
+            f'rejected {self.rows_rejected} + duplicate {self.rows_duplicate} (= {out})')
+
+
+class MergeStats(beam.CombineFn):
+  def create_accumulator(self) -> DayStats:
+    return DayStats()
+
+  def add_input(self, acc: DayStats, stats: DayStats) -> DayStats:
+    return acc.add(stats)
+
+  def merge_accumulators(self, accs) -> DayStats:
+    total = DayStats()
+    for acc in accs:
+      total.add(acc)
+    return total
+
+  def extract_output(self, acc: DayStats) -> DayStats:
+    return acc

@@ -1,0 +1,224 @@
+"""Read what customers really produce as the import contract's Arrow types.
+
+Each function takes one column as the file holds it and returns the contract's type plus a boolean
+numpy mask of rows that could not be converted (the caller rejects them with a reason). A column
+whose *type* cannot be read as the contract raises ContractError, naming what was found.
+
+Rounding rule for metric_value: values with more than 6 decimals are rounded to 6, half away from
+zero (1.2345665 -> 1.234567, -1.2345665 -> -1.234567), as Spark's and Java's HALF_UP do. Floats are
+rounded from their IEEE-754 value. Values with |v| >= 10^18, NaN and infinities are rejected.
+"""
+import decimal
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+METRIC_TYPE = pa.decimal128(24, 6)
+MAP_TYPE = pa.map_(pa.string(), pa.string())
+TS_TYPE = pa.timestamp('ms', tz='UTC')
+_WIDE = pa.decimal128(38, 6)
+_LIMIT = decimal.Decimal(10) ** 18
+_ROUNDING = 'half_towards_infinity'   # Arrow's name for HALF_UP (away from zero)
+_MS_PER = {'s': None, 'ms': 1, 'us': 1000, 'ns': 1_000_000}
+
+
+class ContractError(ValueError):
+  """A column's type cannot be read as the import contract."""
+
+  def __init__(self, column: str, found: pa.DataType, expected: str):
+    super().__init__(f"column '{column}' is {found}; expected {expected}")
+    self.column, self.found, self.expected = column, found, expected
+
+
+def _none(n: int) -> np.ndarray:
+  return np.zeros(n, dtype=bool)
+
+
+def _mask(arr: pa.Array) -> np.ndarray:
+  return np.asarray(pc.fill_null(arr, False), dtype=bool)
+
+
+def _is_text(t: pa.DataType) -> bool:
+  return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+  return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+
+
+def to_string(arr: pa.Array, column: str) -> pa.Array:
+  arr = _plain(arr)
+  if _is_text(arr.type) or pa.types.is_null(arr.type):
+    return arr.cast(pa.string())
+  if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+    return arr.cast(pa.string())   # raises on invalid UTF-8: the file is refused by name
+  raise ContractError(column, arr.type, 'a string')
+
+
+def to_timestamp(arr: pa.Array, column: str = 'ts') -> tuple[pa.Array, np.ndarray]:
+  """Any timestamp unit and zone (naive means UTC), or ISO-8601 text -> timestamp[ms, UTC],
+  floored to the millisecond."""
+  arr = _plain(arr)
+  if pa.types.is_null(arr.type):
+    return pa.nulls(len(arr), TS_TYPE), _none(len(arr))
+  if _is_text(arr.type):
+    return _parse_timestamps(arr)
+  if not pa.types.is_timestamp(arr.type):
+    raise ContractError(column, arr.type, 'a TIMESTAMP (or ISO-8601 text)')
+  unit = arr.type.unit
+  ints = arr.cast(pa.int64())
+  if unit == 's':
+    ms = pc.multiply_checked(ints, 1000)
+  elif _MS_PER[unit] == 1:
+    ms = ints
+  else:
+    values = np.asarray(pc.fill_null(ints, 0)) // _MS_PER[unit]   # floor, also before 1970
+    ms = pa.array(values, pa.int64(), mask=np.asarray(ints.is_null()))
+  return ms.cast(TS_TYPE), _none(len(arr))
+
+
+def _parse_timestamps(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+  try:
+    parsed = arr.cast(pa.timestamp('ns', tz='UTC'))
+    return to_timestamp(parsed)[0], _none(len(arr))
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    pass
+  import datetime
+  out, bad = [], _none(len(arr))
+  for i, text in enumerate(arr.to_pylist()):
+    try:
+      value = None if text is None else datetime.datetime.fromisoformat(text.strip())
+      if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+      out.append(value)
+    except ValueError:
+      out.append(None)
+      bad[i] = True
+  return pa.array(out, pa.timestamp('us', tz='UTC')).cast(TS_TYPE, safe=False), bad
+
+
+def to_metric(arr: pa.Array, column: str = 'metric_value'
+              ) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+  """-> (decimal(24,6) values, invalid mask, out-of-range mask, rounded mask). Nulls stay null."""
+  arr = _plain(arr)
+  n = len(arr)
+  t = arr.type
+  if pa.types.is_null(t):
+    return pa.nulls(n, METRIC_TYPE), _none(n), _none(n), _none(n)
+  if _is_text(t):
+    return _metric_from_text(arr)
+  invalid, rounded = _none(n), _none(n)
+  if pa.types.is_floating(t):
+    invalid = _mask(pc.invert(pc.is_finite(arr)))
+    arr = pc.if_else(invalid, None, arr)
+    wider, arr = arr, pc.round(arr, 6, round_mode=_ROUNDING)
+    rounded = _mask(pc.not_equal(wider, arr))
+    big = _mask(pc.greater_equal(pc.abs(arr), 1e18))
+    arr = pc.if_else(big, None, arr)
+    return arr.cast(METRIC_TYPE, safe=False), invalid, big, rounded
+  if pa.types.is_integer(t):
+    arr = arr.cast(pa.int64()).cast(_WIDE)
+  elif pa.types.is_decimal(t):
+    if t.scale > 6:
+      wider = pc.round(arr, 6, round_mode=_ROUNDING)
+      rounded = _mask(pc.not_equal(wider, arr))
+      arr = wider
+    arr = _rescale(arr)
+  else:
+    raise ContractError(column, t, 'decimal(24,6), an integer, a float or numeric text')
+  big = _mask(pc.greater_equal(pc.abs(arr), pa.scalar(_LIMIT, _WIDE)))
+  arr = pc.if_else(big, None, arr)
+  return arr.cast(METRIC_TYPE), invalid, big, rounded
+
+
+def _rescale(arr: pa.Array) -> pa.Array:
+  """A decimal of any precision/scale <= 6 -> decimal(38,6), or (76,6) when it is wider."""
+  t = arr.type
+  integer_digits = t.precision - t.scale
+  if integer_digits + 6 <= 38:
+    return arr.cast(_WIDE)
+  return arr.cast(pa.decimal256(76, 6))
+
+
+def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+  values, invalid, big, rounded = [], *(_none(len(arr)) for _ in range(3))
+  for i, text in enumerate(arr.to_pylist()):
+    if text is None:
+      values.append(None)
+      continue
+    try:
+      d = decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+      d = None
+    if d is None or not d.is_finite():
+      invalid[i] = True
+      values.append(None)
+      continue
+    q = d.quantize(decimal.Decimal('0.000001'), rounding=decimal.ROUND_HALF_UP,
+                   context=decimal.Context(prec=80))
+    rounded[i] = q != d
+    if abs(q) >= _LIMIT:
+      big[i] = True
+      q = None
+    values.append(q)
+  return pa.array(values, METRIC_TYPE), invalid, big, rounded
+
+
+def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray]:
+  """map<string, X>, list<struct<key, value>> (BigQuery) or JSON object text -> map<string,string>.
+  Null maps become empty maps; the mask marks text that is not a JSON object."""
+  arr = _plain(arr)
+  n = len(arr)
+  t = arr.type
+  if pa.types.is_null(t):
+    return pa.MapArray.from_arrays(np.zeros(n + 1, np.int32), pa.array([], pa.string()),
+                                   pa.array([], pa.string())), _none(n)
+  if _is_text(t):
+    return _map_from_json(arr)
+  if pa.types.is_map(t):
+    keys, items = arr.keys, arr.items
+  elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type) \
+      and {'key', 'value'} <= {f.name for f in t.value_type}:
+    keys, items = arr.values.field('key'), arr.values.field('value')
+  else:
+    raise ContractError(column, t, 'map<string,string>, list<struct<key,value>> or a JSON object string')
+  offsets = np.asarray(arr.offsets, dtype=np.int64)
+  start, end = int(offsets[0]), int(offsets[-1])
+  keys = to_string(keys.slice(start, end - start), column + '.key')
+  items = _map_values(items.slice(start, end - start), column)
+  return pa.MapArray.from_arrays(pa.array(offsets - start, pa.int32()), keys, items), _none(n)
+
+
+def _map_values(items: pa.Array, column: str) -> pa.Array:
+  items = _plain(items)
+  if _is_text(items.type) or pa.types.is_null(items.type) or pa.types.is_binary(items.type):
+    return to_string(items, column + '.value')
+  if pa.types.is_nested(items.type):
+    raise ContractError(column, items.type, 'map values of scalar type')
+  return items.cast(pa.string())
+
+
+def _json_value(v) -> str | None:
+  if v is None or isinstance(v, str):
+    return v
+  return json.dumps(v, ensure_ascii=False)
+
+
+def _map_from_json(arr: pa.Array) -> tuple[pa.MapArray, np.ndarray]:
+  offsets, keys, items, bad = [0], [], [], _none(len(arr))
+  for i, text in enumerate(arr.to_pylist()):
+    if text is not None and text.strip():
+      try:
+        obj = json.loads(text)
+      except ValueError:
+        obj = None
+      if isinstance(obj, dict):
+        keys.extend(obj)
+        items.extend(_json_value(v) for v in obj.values())
+      else:
+        bad[i] = True
+    offsets.append(len(keys))
+  return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keys, pa.string()),
+                                 pa.array(items, pa.string())), bad

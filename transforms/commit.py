@@ -1,0 +1,191 @@
+"""The partition commit we own (Beam's file sinks leave stale shards: see FIELD-NOTES.md).
+
+Workers write each shard under a staging prefix with a deterministic name. One commit step per
+partition then:
+  1. deletes `_SUCCESS`, so readers see the partition as not ready;
+  2. renames the staged files into place (same names overwrite the old ones);
+  3. deletes every other file the partition held before (stale shards);
+  4. writes `_manifest.json` (files, rows, bytes, sha256, schema fingerprint, run id, source);
+  5. writes `_SUCCESS`, last.
+A reader that trusts `_SUCCESS` never sees a missing, partial or stale file, and a rerun replaces
+the partition exactly.
+"""
+import dataclasses
+import datetime
+import typing
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from schemas.events import LAKE_SCHEMA, fingerprint
+from schemas.reports import DayReport, Manifest, ManifestFile
+from transforms import storage
+from transforms.accounting import DayStats
+from transforms.read import SUCCESS
+from transforms.validate import REJECTED_SCHEMA
+
+MANIFEST = '_manifest.json'
+REJECTED_DIR = '_rejected'
+STAGING_DIR = '_staging'
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedFile:
+  name: str
+  path: str
+  rows: int
+  bytes: int
+  sha256: str
+
+
+def shard_name(shard: int, shards: int, ext: str = 'parquet') -> str:
+  return f'part-{shard:05d}-of-{shards:05d}.{ext}'
+
+
+def partition_dir(root: str, dt: str) -> str:
+  return storage.join(root, f'dt={dt}')
+
+
+def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
+  sink = pa.BufferOutputStream()
+  pq.write_table(table, sink, compression='snappy')
+  data = memoryview(sink.getvalue())
+  digest = storage.write_bytes(path, data)
+  return StagedFile(name, path, table.num_rows, len(data), digest)
+
+
+def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:
+  success = storage.join(target, SUCCESS)
+  storage.delete([success])
+  before = storage.list_files(target) if storage.exists(target) else {}
+  finals = [storage.join(target, f.name) for f in staged]
+  storage.rename([f.path for f in staged], finals)
+  keep = set(finals) | {storage.join(target, MANIFEST)}
+  storage.delete(p for p in before if p not in keep)
+  storage.write_bytes(storage.join(target, MANIFEST),
+                      manifest.model_dump_json(indent=2).encode())
+  storage.write_bytes(success, b'')
+
+
+def manifest_for(staged: list[StagedFile], *, run_id: str, pipeline: str, source: str,
+                 partition: str, schema: pa.Schema) -> Manifest:
+  files = sorted(staged, key=lambda f: f.name)
+  return Manifest(run_id=run_id, pipeline=pipeline, source=source, partition=partition,
+                  committed_at=datetime.datetime.now(datetime.timezone.utc),
+                  schema_fingerprint=fingerprint(schema), rows=sum(f.rows for f in files),
+                  bytes=sum(f.bytes for f in files),
+                  files=[ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
+                         for f in files])
+
+
+class WriteShards(beam.DoFn):
+  """((dt, shard), table) -> (dt, StagedFile) under STAGING/dt=DT/; stats tagged 'stats'."""
+  files = Metrics.counter('eventferry.write', 'files')
+  rows = Metrics.counter('eventferry.write', 'rows_written')
+
+  def __init__(self, staging: str, shards: dict[str, int]):
+    self._staging = staging
+    self._shards = shards
+
+  def process(self, element):  # ((dt, shard), pa.Table)
+    (dt, shard), table = element
+    name = shard_name(shard, self._shards[dt])
+    staged = write_parquet(table, storage.join(partition_dir(self._staging, dt), name), name)
+    self.files.inc()
+    self.rows.inc(staged.rows)
+    yield beam.pvalue.TaggedOutput('stats', (dt, DayStats(rows_written=staged.rows)))
+    yield dt, staged
+
+
+class WriteRejected(beam.DoFn):
+  """(dt, [rejected batches]) -> (dt, StagedFile): one file per day, ordered by file and row."""
+
+  def __init__(self, staging: str):
+    self._staging = staging
+
+  def process(self, element: tuple[str, typing.Iterable[pa.RecordBatch]]):
+    dt, batches = element
+    table = pa.Table.from_batches(list(batches), schema=REJECTED_SCHEMA)
+    table = table.sort_by([('source_file', 'ascending'), ('source_row', 'ascending')])
+    name = shard_name(0, 1)
+    path = storage.join(partition_dir(storage.join(self._staging, REJECTED_DIR), dt), name)
+    yield dt, write_parquet(table, path, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitSettings:
+  lake: str
+  staging: str
+  run_id: str
+  pipeline: str
+  source: str
+  shards: dict[str, int]
+  max_rejected_ratio: float
+
+
+class CommitDay(beam.DoFn):
+  """(dt, {'lake': [StagedFile], 'rejected': [StagedFile], 'stats': [DayStats]}) -> DayReport.
+
+  Checks the accounting and the quality gate; publishes the lake partition only when both hold.
+  The rejected partition is always published, so the customer can inspect it."""
+  published = Metrics.counter('eventferry.commit', 'days_published')
+  refused = Metrics.counter('eventferry.commit', 'days_refused')
+
+  def __init__(self, settings: CommitSettings):
+    self._s = settings
+
+  def process(self, element) -> typing.Iterator[DayReport]:
+    dt, parts = element
+    s = self._s
+    stats = DayStats()
+    for partial in parts['stats']:
+      stats.add(partial)
+    staged = list(parts['lake'])
+    rejected_files = list(parts['rejected'])
+    target = partition_dir(s.lake, dt)
+    rejected_target = partition_dir(storage.join(s.lake, REJECTED_DIR), dt)
+    commit_partition(rejected_target, rejected_files, manifest_for(
+        rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
+        partition=rejected_target, schema=REJECTED_SCHEMA))
+
+    status, message = 'published', ''
+    ratio = stats.rows_rejected / stats.rows_in if stats.rows_in else 0.0
+    if stats.balance_error():
+      status, message = 'failed', stats.balance_error()
+    elif ratio > s.max_rejected_ratio:
+      status = 'refused'
+      message = (f'{stats.rows_rejected} of {stats.rows_in} rows rejected ({ratio:.2%}) > '
+                 f'--max_rejected_ratio {s.max_rejected_ratio:.2%}; the day was not published. '
+                 f'Inspect {rejected_target}, fix the source and rerun, or raise the ratio.')
+    if status == 'published':
+      staged = staged + self._empty_shards(dt, staged)
+      commit_partition(target, staged, manifest_for(
+          staged, run_id=s.run_id, pipeline=s.pipeline, source=s.source, partition=target,
+          schema=LAKE_SCHEMA))
+      self.published.inc()
+    else:
+      storage.delete(f.path for f in staged)
+      self.refused.inc()
+    yield DayReport(
+        dt=dt, status=status, message=message, rows_in=stats.rows_in,
+        rows_written=stats.rows_written,
+        rows_rejected=stats.rows_rejected, rows_duplicate=stats.rows_duplicate,
+        rejected_by_reason=dict(sorted(stats.rejected.items())),
+        flags={k: v for k, v in sorted(stats.flags.items()) if v},
+        files=len(staged) if status == 'published' else 0,
+        bytes=sum(f.bytes for f in staged) if status == 'published' else 0,
+        partition=target, rejected_partition=rejected_target)
+
+  def _empty_shards(self, dt: str, staged: list[StagedFile]) -> list[StagedFile]:
+    """Empty files for shards that received no rows, so a day always has all N parts."""
+    n = self._s.shards[dt]
+    have = {f.name for f in staged}
+    out = []
+    for shard in range(n):
+      name = shard_name(shard, n)
+      if name not in have:
+        path = storage.join(partition_dir(self._s.staging, dt), name)
+        out.append(write_parquet(LAKE_SCHEMA.empty_table(), path, name))
+    return out

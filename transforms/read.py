@@ -1,0 +1,151 @@
+"""Reading a customer's day partition: the `_SUCCESS` gate, the file inventory and row groups.
+
+`inspect_day` runs when the job is launched, before the pipeline is built: it lists
+PREFIX/dt=DAY/, refuses a day without `_SUCCESS`, reads every data file's Parquet footer and checks
+that its columns can be read as the import contract, so a bad file stops the run with its name
+before any worker starts. The pipeline then reads row groups in parallel (`ReadRowGroups`).
+"""
+import dataclasses
+import datetime
+import time
+import typing
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from transforms import storage
+from transforms.coerce import ContractError
+from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
+
+SUCCESS = '_SUCCESS'
+DATA_SUFFIXES = ('.parquet', '.parq')
+BATCH_ROWS = 262_144
+
+
+class SourceError(RuntimeError):
+  """The source day cannot be imported as it is; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RowGroup:
+  dt: str
+  path: str
+  index: int
+  first_row: int
+  rows: int
+
+
+@dataclasses.dataclass
+class DayInventory:
+  dt: str
+  directory: str
+  files: dict[str, int]          # data file path -> bytes
+  ignored: list[str]             # side files we do not read (.crc, _committed_*, .DS_Store ...)
+  row_groups: list[RowGroup]
+
+  @property
+  def bytes(self) -> int:
+    return sum(self.files.values())
+
+  @property
+  def rows(self) -> int:
+    return sum(g.rows for g in self.row_groups)
+
+
+def day_directory(prefix: str, day: datetime.date) -> str:
+  return storage.join(prefix, f'dt={day.isoformat()}')
+
+
+def is_data_file(name: str) -> bool:
+  return not name.startswith(('_', '.')) and name.lower().endswith(DATA_SUFFIXES)
+
+
+def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep) -> None:
+  """Polls for DIRECTORY/_SUCCESS with backoff (5 s doubling to 5 min) until `timeout_s`."""
+  marker = storage.join(directory, SUCCESS)
+  deadline = time.monotonic() + timeout_s
+  delay = 5.0
+  while not storage.exists(marker):
+    left = deadline - time.monotonic()
+    if left <= 0:
+      waited = f' after waiting {timeout_s:.0f}s' if timeout_s else ''
+      raise SourceError(
+          f'{marker} does not exist{waited}: the day is not complete. The customer writes '
+          f'{SUCCESS} when every file of the day is in place; rerun then, or pass '
+          f'--wait_for_success 2h to wait for it.')
+    sleep(min(delay, left))
+    delay = min(delay * 2, 300.0)
+
+
+def inspect_day(prefix: str, day: datetime.date) -> DayInventory:
+  directory = day_directory(prefix, day)
+  listing = storage.list_files(directory)
+  files, ignored = {}, []
+  for path, size in sorted(listing.items()):
+    name = path[len(directory):].lstrip('/')
+    if name == SUCCESS:
+      continue
+    if '/' in name or not is_data_file(name):
+      ignored.append(name)
+    else:
+      files[path] = size
+  groups = []
+  for path in files:
+    groups.extend(_row_groups(day.isoformat(), path, files[path]))
+  return DayInventory(day.isoformat(), directory, files, ignored, groups)
+
+
+def _row_groups(dt: str, path: str, size: int) -> list[RowGroup]:
+  if size == 0:
+    raise SourceError(f'{path} is empty (0 bytes), not a Parquet file. Remove it or rewrite it, '
+                      f'then rewrite {SUCCESS}.')
+  try:
+    with storage.open_read(path) as f:
+      meta = pq.ParquetFile(f).metadata
+      schema = meta.schema.to_arrow_schema()
+  except (pa.ArrowInvalid, OSError) as e:
+    raise SourceError(f'{path} cannot be read as Parquet ({e}). Rewrite the file, or remove it '
+                      f'if it does not belong to the day.') from e
+  try:
+    check_columns(schema)
+    validate_batch(_empty(schema), 'probe')
+  except ContractError as e:
+    raise SourceError(f'{path}: {e}. See `./run.sh schema import` for the contract.') from e
+  out, first = [], 0
+  for i in range(meta.num_row_groups):
+    rows = meta.row_group(i).num_rows
+    out.append(RowGroup(dt, path, i, first, rows))
+    first += rows
+  return out
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+  batch = pa.RecordBatch.from_pylist([], schema=schema)
+  return with_lineage(batch, '', 0)
+
+
+def with_lineage(batch: pa.RecordBatch, source: str, first_row: int) -> pa.RecordBatch:
+  """Adds `_source_file` and `_source_row` (0-based row number within the file)."""
+  n = batch.num_rows
+  source_col = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                              pa.array([source])).cast(pa.string())
+  rows = pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
+  return pa.RecordBatch.from_arrays(batch.columns + [source_col, rows],
+                                    names=batch.schema.names + [SOURCE_FILE, SOURCE_ROW])
+
+
+class ReadRowGroups(beam.DoFn):
+  """RowGroup -> (dt, raw batch with lineage columns), in batches of at most BATCH_ROWS rows."""
+  rows_read = Metrics.counter('eventferry.read', 'rows_in')
+
+  def process(self, group: RowGroup) -> typing.Iterator[tuple[str, pa.RecordBatch]]:
+    with storage.open_read(group.path) as f:
+      parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit='ms')
+      first = group.first_row
+      for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
+        self.rows_read.inc(batch.num_rows)
+        yield group.dt, with_lineage(batch, group.path, first)
+        first += batch.num_rows

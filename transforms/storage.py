@@ -1,0 +1,69 @@
+"""File I/O through Beam's FileSystems, so every store Beam knows (local, s3://, gs://, azfs://)
+works the same way. Paths are plain strings; directories are prefixes ending without '/'."""
+import hashlib
+import posixpath
+import typing
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+RAW = CompressionTypes.UNCOMPRESSED
+
+
+def join(base: str, *parts: str) -> str:
+  return FileSystems.join(base.rstrip('/'), *parts)
+
+
+def basename(path: str) -> str:
+  return posixpath.basename(path.rstrip('/'))
+
+
+def exists(path: str) -> bool:
+  return FileSystems.exists(path)
+
+
+def list_files(directory: str) -> dict[str, int]:
+  """Every file directly or indirectly under `directory`, as {path: size in bytes}."""
+  pattern = join(directory, '**')
+  found = {}
+  for match in FileSystems.match([pattern])[0].metadata_list:
+    found[match.path] = match.size_in_bytes
+  return found
+
+
+def read_bytes(path: str) -> bytes:
+  with FileSystems.open(path, compression_type=RAW) as f:
+    return f.read()
+
+
+def open_read(path: str) -> typing.BinaryIO:
+  return FileSystems.open(path, compression_type=RAW)
+
+
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes `data` to `path` (replacing it) and returns its sha256."""
+  with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
+    f.write(data)
+  return hashlib.sha256(data).hexdigest()
+
+
+def delete(paths: typing.Iterable[str]) -> None:
+  paths = [p for p in paths if FileSystems.exists(p)]
+  if paths:
+    FileSystems.delete(paths)
+
+
+def rename(sources: list[str], destinations: list[str]) -> None:
+  """Moves files, replacing existing destinations. Local disk needs the parent folders first."""
+  for parent in {posixpath.dirname(d) for d in destinations}:
+    if FileSystems.get_scheme(parent) is None and not FileSystems.exists(parent):
+      FileSystems.mkdirs(parent)
+  if sources:
+    FileSystems.rename(sources, destinations)
+
+
+def delete_tree(directory: str) -> None:
+  """Deletes every file under `directory` (object stores have no real directories)."""
+  delete(list_files(directory))
+  if FileSystems.exists(directory):
+    FileSystems.delete([directory])

@@ -1,0 +1,221 @@
+"""Validation and normalization of event batches against the import contract, vectorized.
+
+`validate_batch` takes a batch as read (any column types the coerce module accepts, plus the
+lineage columns `_source_file` and `_source_row`) and returns the lake rows, the rejected rows (with
+their original values, a reason code and a detail), and the counts. Python runs per row only for
+rejected rows, to explain them.
+"""
+import dataclasses
+import datetime
+import json
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pydantic
+from apache_beam.metrics import Metrics
+
+from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, REQUIRED_KEYS, UUID_PATTERN,
+                            ImportEvent)
+from schemas.reasons import Flag, Reason
+from transforms import coerce, normalize
+from transforms.accounting import DayStats
+
+SOURCE_FILE = '_source_file'
+SOURCE_ROW = '_source_row'
+LINEAGE = (SOURCE_FILE, SOURCE_ROW)
+REJECTED_SCHEMA = pa.schema([
+    pa.field('reason', pa.string(), nullable=False),
+    pa.field('detail', pa.string(), nullable=False),
+    pa.field('source_file', pa.string(), nullable=False),
+    pa.field('source_row', pa.int64(), nullable=False),
+    pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
+])
+_REASONS = list(Reason)
+_DAY_MS = 86_400_000
+
+
+@dataclasses.dataclass
+class Validated:
+  valid: pa.RecordBatch      # LAKE_SCHEMA columns plus the lineage columns
+  rejected: pa.RecordBatch   # REJECTED_SCHEMA
+  stats: DayStats
+
+
+def constant(value, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
+  return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                        pa.array([value], type_)).cast(type_)
+
+
+def check_columns(schema: pa.Schema) -> list[str]:
+  """Raises ContractError for a missing contract column; returns the extra columns (ignored)."""
+  names = set(schema.names)
+  for field in IMPORT_SCHEMA:
+    if field.name not in names:
+      raise coerce.ContractError(field.name, pa.null(), f'{field.type} (the column is missing)')
+  return sorted(names - set(IMPORT_SCHEMA.names) - set(LINEAGE))
+
+
+def _has_key(arr: pa.MapArray, key: str) -> np.ndarray:
+  """Rows whose map holds `key` with a non-empty value. O(entries), no per-row Python."""
+  offsets = np.asarray(arr.offsets, dtype=np.int64)
+  keys = arr.keys.slice(offsets[0], offsets[-1] - offsets[0])
+  items = arr.items.slice(offsets[0], offsets[-1] - offsets[0])
+  hit = pc.and_(pc.equal(keys, key), pc.greater(pc.utf8_length(items), 0))
+  positions = np.flatnonzero(np.asarray(pc.fill_null(hit, False))) + offsets[0]
+  present = np.zeros(len(arr), dtype=bool)
+  present[np.searchsorted(offsets, positions, side='right') - 1] = True
+  return present
+
+
+def _blank(arr: pa.Array) -> np.ndarray:
+  return np.asarray(pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0), True))
+
+
+def validate_batch(raw: pa.RecordBatch, environment: str,
+                   day: datetime.date | None = None) -> Validated:
+  n = raw.num_rows
+  check_columns(raw.schema)
+  stats = DayStats(rows_in=n)
+  col = {name: raw.column(name) for name in IMPORT_SCHEMA.names}
+  failures: list[tuple[Reason, np.ndarray]] = []
+
+  maps, bad_map = {}, np.zeros(n, dtype=bool)
+  for name in MAP_COLUMNS:
+    as_map, bad = coerce.to_map(col[name], name)
+    maps[name], dropped = normalize.lower_map_keys(as_map)
+    stats.flags[Flag.KEY_COLLISION.value] += dropped
+    bad_map |= bad
+  failures.append((Reason.INVALID_MAP, bad_map))
+
+  insert_id = normalize.lower_uuid(coerce.to_string(col['insert_id'], 'insert_id'))
+  failures.append((Reason.MISSING_INSERT_ID, _blank(insert_id)))
+  failures.append((Reason.INVALID_INSERT_ID, ~np.asarray(
+      pc.fill_null(pc.match_substring_regex(insert_id, UUID_PATTERN), False))))
+  event_key = coerce.to_string(col['event_key'], 'event_key')
+  failures.append((Reason.MISSING_EVENT_KEY, _blank(event_key)))
+
+  ts, bad_ts = coerce.to_timestamp(col['ts'])
+  failures.append((Reason.MISSING_TS, np.asarray(ts.is_null()) & ~bad_ts))
+  failures.append((Reason.INVALID_TS, bad_ts))
+  for name, keys in REQUIRED_KEYS.items():
+    for key, reason in zip(keys, (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID)
+                           if name == 'identifiers' else
+                           (Reason.MISSING_OSNAME, Reason.MISSING_APPVERSION)):
+      failures.append((reason, ~_has_key(maps[name], key)))
+
+  metric, bad_metric, big_metric, rounded = coerce.to_metric(col['metric_value'])
+  failures.append((Reason.INVALID_METRIC_VALUE, bad_metric))
+  failures.append((Reason.METRIC_VALUE_OUT_OF_RANGE, big_metric))
+
+  reason = np.full(n, -1, dtype=np.int16)
+  for reason_code, mask in reversed(failures):
+    reason[mask] = _REASONS.index(reason_code)
+  ok = reason < 0
+
+  null_metric = np.asarray(metric.is_null()) & ok
+  stats.flags[Flag.METRIC_VALUE_DEFAULTED.value] += int(null_metric.sum())
+  stats.flags[Flag.METRIC_VALUE_ROUNDED.value] += int((rounded & ok).sum())
+  metric = pc.fill_null(metric, pa.scalar(0, coerce.METRIC_TYPE))
+  if day is not None:
+    start = int(datetime.datetime(day.year, day.month, day.day,
+                                  tzinfo=datetime.timezone.utc).timestamp() * 1000)
+    ms = ts.cast(pa.int64())
+    outside = pc.or_(pc.less(ms, start - _DAY_MS), pc.greater_equal(ms, start + 2 * _DAY_MS))
+    stats.flags[Flag.TS_OUTSIDE_DAY.value] += int(np.asarray(pc.fill_null(outside, False))[ok].sum())
+
+  columns = {'ts': ts, 'environment': constant(environment, n), 'event_key': event_key,
+             'identifiers': maps['identifiers'], 'insert_id': insert_id, 'metric_value': metric,
+             'user_properties': maps['user_properties'],
+             'event_properties': maps['event_properties'],
+             'platform_properties': maps['platform_properties']}
+  lake = pa.RecordBatch.from_arrays([columns[f.name] for f in LAKE_SCHEMA], schema=LAKE_SCHEMA)
+  lineage = pa.RecordBatch.from_arrays([raw.column(SOURCE_FILE), raw.column(SOURCE_ROW)],
+                                       names=list(LINEAGE))
+  keep = pa.array(ok)
+  valid = _with_lineage(lake.filter(keep), lineage.filter(keep))
+  bad_rows = np.flatnonzero(~ok)
+  rejected = explain(raw, lake, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
+  stats.rows_rejected = len(bad_rows)
+  stats.rejected.update(r.value for r in (_REASONS[i] for i in reason[bad_rows]))
+  return Validated(valid, rejected, stats)
+
+
+def _with_lineage(lake: pa.RecordBatch, lineage: pa.RecordBatch) -> pa.RecordBatch:
+  return pa.RecordBatch.from_arrays(lake.columns + lineage.columns,
+                                    names=lake.schema.names + lineage.schema.names)
+
+
+def _json_default(value):
+  if isinstance(value, bytes):
+    return value.decode('utf-8', errors='backslashreplace')
+  return str(value)
+
+
+def _original(row: dict) -> str:
+  return json.dumps({k: v for k, v in row.items() if k not in LINEAGE},
+                    default=_json_default, ensure_ascii=False)
+
+
+def explain(raw: pa.RecordBatch, lake: pa.RecordBatch, rows: np.ndarray,
+            reasons: list[Reason]) -> pa.RecordBatch:
+  """The rejected rows: original values, reason code, and pydantic's account of what is wrong."""
+  if len(rows) == 0:
+    return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
+  idx = pa.array(rows)
+  originals = raw.take(idx).to_pylist()
+  normalized = lake.take(idx).to_pylist()
+  details = [_detail(reason, row) for reason, row in zip(reasons, normalized)]
+  return pa.RecordBatch.from_arrays([
+      pa.array([r.value for r in reasons], pa.string()),
+      pa.array(details, pa.string()),
+      pa.array([str(o.get(SOURCE_FILE)) for o in originals], pa.string()),
+      pa.array([o.get(SOURCE_ROW) for o in originals], pa.int64()),
+      pa.array([_original(o) for o in originals], pa.string()),
+  ], schema=REJECTED_SCHEMA)
+
+
+def _detail(reason: Reason, row: dict) -> str:
+  row = {k: (dict(v) if isinstance(v, list) else v) for k, v in row.items() if k != 'environment'}
+  try:
+    ImportEvent.model_validate(row)
+    problems = ''
+  except pydantic.ValidationError as e:
+    problems = '; '.join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+  return f'{reason.explanation}' + (f' [{problems}]' if problems else '')
+
+
+class ValidateBatches(beam.DoFn):
+  """(dt, raw batch) -> (dt, lake batch); tagged 'rejected' (dt, rejected batch), 'stats'."""
+
+  def __init__(self, environment: str, flag_outside_day: bool = True):
+    self._environment = environment
+    self._flag_outside_day = flag_outside_day
+    self._rejected = {r.value: Metrics.counter('eventferry.validate', f'rejected_{r.value}')
+                      for r in Reason}
+    self._valid = Metrics.counter('eventferry.validate', 'rows_valid')
+
+  def process(self, element: tuple[str, pa.RecordBatch]):
+    dt, raw = element
+    day = datetime.date.fromisoformat(dt) if self._flag_outside_day else None
+    result = validate_batch(raw, self._environment, day)
+    self._valid.inc(result.valid.num_rows)
+    for code, count in result.stats.rejected.items():
+      self._rejected[code].inc(count)
+    yield beam.pvalue.TaggedOutput('stats', (dt, result.stats))
+    if result.rejected.num_rows:
+      yield beam.pvalue.TaggedOutput('rejected', (dt, result.rejected))
+    if result.valid.num_rows:
+      yield dt, result.valid
+
+
+class ValidateEvents(beam.PTransform):
+  """Validates and normalizes (dt, batch) elements; outputs 'main', 'rejected' and 'stats'."""
+
+  def __init__(self, environment: str, flag_outside_day: bool = True):
+    super().__init__()
+    self._fn = ValidateBatches(environment, flag_outside_day)
+
+  def expand(self, batches):
+    return batches | beam.ParDo(self._fn).with_outputs('rejected', 'stats', main='main')
