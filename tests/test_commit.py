@@ -1,0 +1,37 @@
+"""The partition commit: stale files removed, manifest and _SUCCESS last, exact replacement."""
+import json
+import os
+
+from schemas.events import LAKE_SCHEMA
+from transforms import storage
+from transforms.commit import commit_partition, manifest_for, write_parquet
+
+
+def stage(tmp_path, names):
+  return [write_parquet(LAKE_SCHEMA.empty_table(), str(tmp_path / 'staging' / n), n) for n in names]
+
+
+def commit(tmp_path, names):
+  staged = stage(tmp_path, names)
+  target = str(tmp_path / 'lake' / 'dt=2023-01-01')
+  commit_partition(target, staged, manifest_for(staged, run_id='r', pipeline='t', source='s',
+                                                partition=target, schema=LAKE_SCHEMA))
+  return target
+
+
+def test_rerun_with_fewer_shards_leaves_nothing_stale(tmp_path):
+  commit(tmp_path, [f'part-{i:05d}-of-00004.parquet' for i in range(4)])
+  target = commit(tmp_path, [f'part-{i:05d}-of-00002.parquet' for i in range(2)])
+  assert sorted(os.listdir(target)) == ['_SUCCESS', '_manifest.json', 'part-00000-of-00002.parquet',
+                                        'part-00001-of-00002.parquet']
+  manifest = json.loads(storage.read_bytes(os.path.join(target, '_manifest.json')))
+  assert [f['name'] for f in manifest['files']] == ['part-00000-of-00002.parquet',
+                                                    'part-00001-of-00002.parquet']
+  assert os.path.getsize(os.path.join(target, '_SUCCESS')) == 0
+
+
+def test_success_is_written_after_everything_else(tmp_path):
+  target = commit(tmp_path, ['part-00000-of-00001.parquet'])
+  mtimes = {n: os.stat(os.path.join(target, n)).st_mtime_ns for n in os.listdir(target)}
+  assert mtimes['_SUCCESS'] >= max(mtimes.values())
+  assert not os.listdir(tmp_path / 'staging')

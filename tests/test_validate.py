@@ -1,0 +1,100 @@
+"""Validation: every reason code, contracts vs Arrow schemas, lineage and accounting."""
+import datetime
+import decimal
+import json
+
+import pyarrow as pa
+import pytest
+
+from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent, arrow_schema
+from schemas.reasons import Reason
+from tests.conftest import MAP, SCHEMA, event, raw_batch, uuid
+from transforms.validate import validate_batch
+
+
+def test_arrow_schemas_are_derived_from_the_pydantic_contracts():
+  assert IMPORT_SCHEMA == arrow_schema(ImportEvent)
+  assert [(f.name, str(f.type), f.nullable) for f in IMPORT_SCHEMA] == [
+      ('ts', 'timestamp[ms, tz=UTC]', False), ('event_key', 'string', False),
+      ('identifiers', 'map<string, string>', False), ('insert_id', 'string', False),
+      ('metric_value', 'decimal128(24, 6)', False), ('user_properties', 'map<string, string>', False),
+      ('event_properties', 'map<string, string>', False),
+      ('platform_properties', 'map<string, string>', False)]
+  assert LAKE_SCHEMA.names == list(LakeEvent.model_fields)
+
+
+@pytest.mark.parametrize('override,reason', [
+    ({'insert_id': None}, Reason.MISSING_INSERT_ID),
+    ({'insert_id': '  '}, Reason.MISSING_INSERT_ID),
+    ({'insert_id': 'not-a-uuid'}, Reason.INVALID_INSERT_ID),
+    ({'insert_id': uuid(1) + 'x'}, Reason.INVALID_INSERT_ID),
+    ({'event_key': None}, Reason.MISSING_EVENT_KEY),
+    ({'event_key': ' \t'}, Reason.MISSING_EVENT_KEY),
+    ({'ts': None}, Reason.MISSING_TS),
+    ({'identifiers': [('device_id', 'd')]}, Reason.MISSING_ID),
+    ({'identifiers': [('id', ''), ('device_id', 'd')]}, Reason.MISSING_ID),
+    ({'identifiers': [('id', 'u')]}, Reason.MISSING_DEVICE_ID),
+    ({'identifiers': None}, Reason.MISSING_ID),
+    ({'platform_properties': [('appversion', '1')]}, Reason.MISSING_OSNAME),
+    ({'platform_properties': [('OSNAME', 'iOS')]}, Reason.MISSING_APPVERSION),
+])
+def test_each_rule_rejects_with_its_reason(override, reason):
+  batch = raw_batch([event(1), event(2, **override)])
+  result = validate_batch(batch, 'production')
+  assert result.valid.num_rows == 1
+  rejected = result.rejected.to_pylist()
+  assert [r['reason'] for r in rejected] == [reason.value]
+  assert rejected[0]['source_file'] == 'f.parquet' and rejected[0]['source_row'] == 1
+  assert reason.explanation in rejected[0]['detail']
+  assert json.loads(rejected[0]['original'])['insert_id'] == override.get('insert_id', uuid(2))
+  assert result.stats.rows_in == 2 and result.stats.rows_rejected == 1
+
+
+def test_metric_problems_are_rejected():
+  schema = SCHEMA.set(SCHEMA.get_field_index('metric_value'), pa.field('metric_value', pa.float64()))
+  rows = [event(1, metric_value=1.25), event(2, metric_value=float('nan')),
+          event(3, metric_value=-float('inf')), event(4, metric_value=1e18),
+          event(5, metric_value=None)]
+  result = validate_batch(raw_batch(rows, schema), 'production')
+  assert [r['reason'] for r in result.rejected.to_pylist()] == [
+      'invalid_metric_value', 'invalid_metric_value', 'metric_value_out_of_range']
+  assert result.valid.column('metric_value').to_pylist() == [decimal.Decimal('1.25'), 0]
+  assert result.stats.flags['metric_value_defaulted'] == 1
+
+
+def test_normalized_lake_rows():
+  row = event(7, insert_id=uuid(7).upper(),
+              identifiers=[('ID', 'u'), ('Device_Id', 'd'), ('device_id', 'kept')],
+              ts=datetime.datetime(2023, 1, 1, 0, 0, 0, 999999, tzinfo=datetime.timezone.utc))
+  schema = SCHEMA.set(0, pa.field('ts', pa.timestamp('us', tz='UTC')))
+  result = validate_batch(raw_batch([row], schema), 'staging', datetime.date(2023, 1, 1))
+  lake = result.valid.to_pylist()[0]
+  assert lake['insert_id'] == uuid(7)
+  assert lake['identifiers'] == [('id', 'u'), ('device_id', 'kept')]
+  assert lake['ts'] == datetime.datetime(2023, 1, 1, 0, 0, 0, 999000, tzinfo=datetime.timezone.utc)
+  assert lake['environment'] == 'staging'
+  assert lake['event_properties'] == [('product_category', '레저')]
+  assert result.stats.flags['map_key_collision'] == 1
+
+
+def test_ts_far_outside_the_day_is_flagged_not_rejected():
+  far = datetime.datetime(2022, 6, 1, tzinfo=datetime.timezone.utc)
+  result = validate_batch(raw_batch([event(1), event(2, ts=far)]), 'p', datetime.date(2023, 1, 1))
+  assert result.valid.num_rows == 2 and result.stats.flags['ts_outside_day'] == 1
+
+
+def test_valid_rows_satisfy_the_pydantic_contract():
+  result = validate_batch(raw_batch([event(i) for i in range(5)]), 'production')
+  for row in result.valid.select(LAKE_SCHEMA.names).to_pylist():
+    maps = {k: dict(v) for k, v in row.items() if isinstance(v, list)}
+    LakeEvent.model_validate({**row, **maps})
+
+
+def test_json_identifiers_as_the_seed_prints_them():
+  schema = SCHEMA.set(2, pa.field('identifiers', pa.string()))
+  rows = [event(1, identifiers='{"ID": "u", "device_id": "d", "user_id": "49591"}'),
+          event(2, identifiers='{not json')]
+  result = validate_batch(raw_batch(rows, schema), 'production')
+  assert result.valid.column('identifiers').to_pylist() == [
+      [('id', 'u'), ('device_id', 'd'), ('user_id', '49591')]]
+  assert result.rejected.column('reason').to_pylist() == ['invalid_map']
