@@ -1,0 +1,45 @@
+"""The source gate and the inventory of a customer's day."""
+import datetime
+import os
+
+import pytest
+
+from tests.conftest import event, table, write_file
+from transforms import storage
+from transforms.read import SourceError, inspect_day, wait_for_success
+
+
+def test_wait_for_success_polls_with_backoff_until_the_marker_appears(tmp_path):
+  waits = []
+
+  def sleep(seconds):
+    waits.append(seconds)
+    if len(waits) == 3:
+      storage.write_bytes(str(tmp_path / '_SUCCESS'), b'')
+
+  wait_for_success(str(tmp_path), 3600, sleep=sleep)
+  assert waits == [5.0, 10.0, 20.0]
+
+
+def test_wait_for_success_gives_up_saying_what_is_missing(tmp_path):
+  with pytest.raises(SourceError, match='_SUCCESS does not exist after waiting'):
+    wait_for_success(str(tmp_path), 0.01, sleep=lambda s: None)
+
+
+def test_inventory_skips_side_files_and_refuses_empty_or_foreign_files(tmp_path):
+  day = tmp_path / 'dt=2023-01-01'
+  write_file(str(day / 'part-00000-abc-c000.snappy.parquet'), table([event(1), event(2)]))
+  for side in ('.part-00000-abc-c000.snappy.parquet.crc', '_committed_123', '_started_123',
+               '.DS_Store', '_SUCCESS'):
+    storage.write_bytes(str(day / side), b'')
+  inv = inspect_day(str(tmp_path), datetime.date(2023, 1, 1))
+  assert inv.rows == 2 and len(inv.files) == 1
+  assert sorted(inv.ignored) == ['.DS_Store', '.part-00000-abc-c000.snappy.parquet.crc',
+                                 '_committed_123', '_started_123']
+  storage.write_bytes(str(day / 'empty.parquet'), b'')
+  with pytest.raises(SourceError, match='empty.parquet is empty'):
+    inspect_day(str(tmp_path), datetime.date(2023, 1, 1))
+  os.remove(day / 'empty.parquet')
+  storage.write_bytes(str(day / 'notes.parquet'), b'this is not parquet')
+  with pytest.raises(SourceError, match='notes.parquet cannot be read as Parquet'):
+    inspect_day(str(tmp_path), datetime.date(2023, 1, 1))
