@@ -37,6 +37,7 @@ from transforms.validate import ValidateEvents
 
 PIPELINE = 'import'
 RUNS_DIR = '_runs'
+SHUFFLE_DIR = '_shuffle'
 
 
 class ImportOptions(PipelineOptions):
@@ -170,7 +171,8 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   if p.seen_files:
     seen = (pipeline | 'LookbackFiles' >> beam.Create(p.seen_files)
             | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
-  deduped = checked.main | 'DedupeEvents' >> DedupeEvents(p.shards, seen)
+  deduped = checked.main | 'DedupeEvents' >> DedupeEvents(
+      p.shards, storage.join(p.staging, SHUFFLE_DIR), seen)
   written = deduped.main | 'WriteShards' >> beam.ParDo(
       WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected

@@ -1,5 +1,6 @@
 """De-duplication and sharding (pure functions and the Beam transform)."""
 import datetime
+import os
 
 import apache_beam as beam
 import numpy as np
@@ -32,7 +33,7 @@ def test_earliest_ts_wins_then_first_file_then_first_row():
   assert dict(zip(out['insert_id'].to_pylist(), out['event_key'].to_pylist())) == {
       uuid(1): 'early', uuid(2): 'file_a'}
   assert dropped == 3
-  assert out['insert_id'].to_pylist() == sorted(out['insert_id'].to_pylist())
+  assert out['event_key'].to_pylist() == ['file_a', 'early']   # source order: a.parquet first
 
 
 def test_seen_ids_from_earlier_days_are_dropped():
@@ -40,13 +41,14 @@ def test_seen_ids_from_earlier_days_are_dropped():
   assert out['insert_id'].to_pylist() == [uuid(1)] and dropped == 1
 
 
-def test_dedupe_transform_meets_copies_across_batches_in_one_shard():
-  batches = [('2023-01-01', lake_batch([event(i) for i in range(0, 60)])),
-             ('2023-01-01', lake_batch([event(i) for i in range(30, 90)]))]
+def test_dedupe_transform_meets_copies_across_batches_in_one_shard(tmp_path):
+  batches = [('2023-01-01', lake_batch([event(i) for i in range(0, 60)], 'a.parquet')),
+             ('2023-01-01', lake_batch([event(i) for i in range(30, 90)], 'b.parquet'))]
   with TestPipeline(runner='FnApiRunner') as p:
-    out = p | beam.Create(batches) | DedupeEvents({'2023-01-01': 4})
+    out = p | beam.Create(batches) | DedupeEvents({'2023-01-01': 4}, str(tmp_path))
     ids = out.main | beam.FlatMap(lambda kv: [(kv[0][1], i) for i in kv[1]['insert_id'].to_pylist()])
     expected = [(int(shard_of(pa.array([uuid(i)]), 4)[0]), uuid(i)) for i in range(90)]
     assert_that(ids, equal_to(expected), label='OnePerIdInItsShard')
     dupes = out.stats | beam.Map(lambda kv: kv[1].rows_duplicate) | beam.CombineGlobally(sum)
     assert_that(dupes, equal_to([30]), label='ThirtyDuplicates')
+  assert not [f for _, _, files in os.walk(tmp_path) for f in files], 'spill files left behind'

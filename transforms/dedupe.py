@@ -1,11 +1,19 @@
 """De-duplication by insert_id, sharded so each shard is owned by one worker.
 
+Rows reach their shard through files, not through Beam's shuffle: each validated batch is split by
+shard and spilled as a zstd Arrow IPC file under the run's staging prefix, and only the file paths
+cross the GroupByKey. On the FnApiRunner this cut a 1M-event import from 22 s to a few seconds (the
+runner copies large elements several times through protobuf), and on Dataflow it keeps shuffle
+volume tiny. Spill names derive from the batch's source file and first row, so a retried bundle
+overwrites its own files.
+
 A row's shard comes from the last 8 hex digits of its (validated, lower-case) insert_id, so every
 copy of an insert_id meets in the same shard, whichever file or worker it came from. Within a shard
 one sort by (insert_id, ts, source file, source row) both picks the survivor of each insert_id (the
-earliest ts; ties go to the first file name, then the first row) and fixes the row order of the
-output, so the same input always gives byte-identical files.
+earliest ts; ties go to the first file name, then the first row). Output rows keep the source
+order (file name, then row number), so the same input always gives byte-identical files.
 """
+import hashlib
 import typing
 
 import apache_beam as beam
@@ -15,6 +23,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA
+from transforms import storage
 from transforms.accounting import DayStats
 from transforms.validate import SOURCE_FILE, SOURCE_ROW
 
@@ -51,48 +60,86 @@ def split_by_shard(batch: pa.RecordBatch, shards: int) -> typing.Iterator[tuple[
       yield s, ordered.slice(bounds[s], bounds[s + 1] - bounds[s])
 
 
-def dedupe(batches: list[pa.RecordBatch], seen: list[pa.Array] = ()) -> tuple[pa.Table, int]:
-  """-> (one row per insert_id not in `seen`, sorted by insert_id, in LAKE_SCHEMA; rows dropped)."""
-  if not batches:
+def spill(batch: pa.RecordBatch, path: str) -> None:
+  sink = pa.BufferOutputStream()
+  options = pa.ipc.IpcWriteOptions(compression='zstd')
+  with pa.ipc.new_stream(sink, batch.schema, options=options) as writer:
+    writer.write_batch(batch)
+  storage.write_bytes(path, memoryview(sink.getvalue()))
+
+
+def unspill(path: str) -> pa.Table:
+  with storage.open_read(path) as f:
+    return pa.ipc.open_stream(pa.py_buffer(f.read())).read_all()
+
+
+def spill_name(batch: pa.RecordBatch) -> str:
+  """Deterministic per batch: its source file and first row (the lineage columns)."""
+  first = f'{batch.column(SOURCE_FILE)[0]}:{batch.column(SOURCE_ROW)[0]}'
+  return hashlib.sha1(first.encode()).hexdigest()[:20] + '.arrows'
+
+
+def _lineage_start(part: pa.Table | pa.RecordBatch) -> tuple[str, int]:
+  return str(part.column(SOURCE_FILE)[0]), part.column(SOURCE_ROW)[0].as_py()
+
+
+def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: list[pa.Array] = ()) -> tuple[pa.Table, int]:
+  """-> (one row per insert_id not in `seen`, in LAKE_SCHEMA, in source order; rows dropped).
+
+  Parts are contiguous row ranges of source files; concatenated in (file, first row) order they
+  give a table in source order whatever order they arrived in. Survivors are found with one sort of
+  the key columns and kept with a filter, which preserves that order (a gather in sorted order was
+  5x slower)."""
+  parts = sorted((p for p in parts if p.num_rows), key=_lineage_start)
+  if not parts:
     return LAKE_SCHEMA.empty_table(), 0
-  table = pa.Table.from_batches(batches)
-  keys = table.select(['insert_id', 'ts', SOURCE_FILE, SOURCE_ROW])
+  table = pa.concat_tables([pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p
+                            for p in parts])
+  keys = table.select(['insert_id', 'ts', SOURCE_FILE, SOURCE_ROW]).combine_chunks()
   order = pc.sort_indices(keys, sort_keys=[('insert_id', 'ascending'), ('ts', 'ascending'),
                                            (SOURCE_FILE, 'ascending'), (SOURCE_ROW, 'ascending')])
-  ids = keys['insert_id'].take(order).combine_chunks()
+  ids = keys['insert_id'].take(order)
   first = np.ones(len(ids), dtype=bool)
   if len(ids) > 1:
     first[1:] = np.asarray(pc.not_equal(ids[1:], ids[:-1]))
   if seen:
     known = pa.concat_arrays([s.cast(pa.string()) for s in seen])
     first &= ~np.asarray(pc.is_in(ids, value_set=known))
-  survivors = order.filter(pa.array(first))
-  out = table.select(LAKE_SCHEMA.names).take(survivors)
-  return out.cast(LAKE_SCHEMA), table.num_rows - len(survivors)
+  keep = np.zeros(len(ids), dtype=bool)
+  keep[np.asarray(order)[first]] = True
+  out = table.select(LAKE_SCHEMA.names).filter(pa.array(keep))
+  return out.cast(LAKE_SCHEMA), table.num_rows - int(keep.sum())
 
 
-class AssignShards(beam.DoFn):
-  def __init__(self, shards: dict[str, int]):
+class SpillShards(beam.DoFn):
+  """(dt, batch) -> ((dt, shard), (NEW, spill file path)) for every shard the batch touches."""
+
+  def __init__(self, shards: dict[str, int], spill_root: str):
     self._shards = shards
+    self._root = spill_root
 
   def process(self, element: tuple[str, pa.RecordBatch]
-              ) -> typing.Iterator[tuple[ShardKey, tuple[str, pa.RecordBatch]]]:
+              ) -> typing.Iterator[tuple[ShardKey, tuple[str, str]]]:
     dt, batch = element
+    name = spill_name(batch)
     for shard, part in split_by_shard(batch, self._shards[dt]):
-      yield (dt, shard), (NEW, part)
+      path = storage.join(self._root, f'dt={dt}', f'shard={shard:05d}', name)
+      spill(part, path)
+      yield (dt, shard), (NEW, path)
 
 
 class DedupeShard(beam.DoFn):
-  """((dt, shard), [(NEW, batch) | (SEEN, ids)]) -> ((dt, shard), table); stats tagged 'stats'."""
+  """((dt, shard), [(NEW, spill path) | (SEEN, ids)]) -> ((dt, shard), table); 'stats' tagged."""
   duplicates = Metrics.counter('eventferry.dedupe', 'rows_duplicate')
 
   def process(self, element):
     (dt, shard), values = element
-    new = [v for kind, v in values if kind == NEW]
+    new = sorted(v for kind, v in values if kind == NEW)
     seen = [v for kind, v in values if kind == SEEN]
     if not new:
       return
-    table, dropped = dedupe(new, seen)
+    table, dropped = dedupe([unspill(path) for path in new], seen)
+    storage.delete(new)
     self.duplicates.inc(dropped)
     yield beam.pvalue.TaggedOutput('stats', (dt, DayStats(rows_duplicate=dropped)))
     yield (dt, shard), table
@@ -100,18 +147,22 @@ class DedupeShard(beam.DoFn):
 
 class DedupeEvents(beam.PTransform):
   """(dt, batch) -> ((dt, shard), deduplicated sorted table); outputs 'main' and 'stats'.
+  Batches travel to their shard as spill files under `spill_root`.
 
   `seen` optionally carries ((dt, shard), (SEEN, insert_ids)) of earlier lake days to drop too."""
 
-  def __init__(self, shards: dict[str, int], seen: beam.PCollection | None = None):
+  def __init__(self, shards: dict[str, int], spill_root: str,
+               seen: beam.PCollection | None = None):
     super().__init__()
     self._shards = shards
+    self._spill_root = spill_root
     self._seen = seen
 
   def expand(self, events):
-    keyed = events | 'AssignShards' >> beam.ParDo(AssignShards(self._shards))
+    keyed = events | 'SpillShards' >> beam.ParDo(SpillShards(self._shards, self._spill_root))
     if self._seen is not None:
       keyed = (keyed, self._seen) | 'WithSeenIds' >> beam.Flatten()
     return (keyed
             | 'GroupShards' >> beam.GroupByKey()
-            | 'DedupeShard' >> beam.ParDo(DedupeShard()).with_outputs('stats', main='main'))
+            | 'DedupeShard' >> beam.ParDo(DedupeShard()).with_output_types(
+                tuple[ShardKey, pa.Table]).with_outputs('stats', main='main'))

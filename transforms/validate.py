@@ -13,11 +13,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pydantic
 from apache_beam.metrics import Metrics
 
-from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, REQUIRED_KEYS, UUID_PATTERN,
-                            ImportEvent)
+from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, REQUIRED_KEYS, UUID_PATTERN
 from schemas.reasons import Flag, Reason
 from transforms import coerce, normalize
 from transforms.accounting import DayStats
@@ -136,7 +134,7 @@ def validate_batch(raw: pa.RecordBatch, environment: str,
   keep = pa.array(ok)
   valid = _with_lineage(lake.filter(keep), lineage.filter(keep))
   bad_rows = np.flatnonzero(~ok)
-  rejected = explain(raw, lake, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
+  rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
   stats.rows_rejected = len(bad_rows)
   stats.rejected.update(r.value for r in (_REASONS[i] for i in reason[bad_rows]))
   return Validated(valid, rejected, stats)
@@ -158,32 +156,42 @@ def _original(row: dict) -> str:
                     default=_json_default, ensure_ascii=False)
 
 
-def explain(raw: pa.RecordBatch, lake: pa.RecordBatch, rows: np.ndarray,
-            reasons: list[Reason]) -> pa.RecordBatch:
-  """The rejected rows: original values, reason code, and pydantic's account of what is wrong."""
+_COLUMN_OF = {
+    Reason.MISSING_INSERT_ID: 'insert_id', Reason.INVALID_INSERT_ID: 'insert_id',
+    Reason.MISSING_EVENT_KEY: 'event_key', Reason.MISSING_TS: 'ts', Reason.INVALID_TS: 'ts',
+    Reason.MISSING_ID: 'identifiers', Reason.MISSING_DEVICE_ID: 'identifiers',
+    Reason.MISSING_OSNAME: 'platform_properties', Reason.MISSING_APPVERSION: 'platform_properties',
+    Reason.INVALID_METRIC_VALUE: 'metric_value', Reason.METRIC_VALUE_OUT_OF_RANGE: 'metric_value',
+}
+
+
+def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.RecordBatch:
+  """The rejected rows: original values (JSON), reason code, and what was found where."""
   if len(rows) == 0:
     return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
-  idx = pa.array(rows)
-  originals = raw.take(idx).to_pylist()
-  normalized = lake.take(idx).to_pylist()
-  details = [_detail(reason, row) for reason, row in zip(reasons, normalized)]
+  originals = raw.take(pa.array(rows)).to_pylist()
+  maps = [f.name for f in raw.schema if pa.types.is_map(f.type)]
+  for row in originals:
+    for name in maps:
+      if row[name] is not None:
+        row[name] = dict(row[name])
   return pa.RecordBatch.from_arrays([
       pa.array([r.value for r in reasons], pa.string()),
-      pa.array(details, pa.string()),
-      pa.array([str(o.get(SOURCE_FILE)) for o in originals], pa.string()),
-      pa.array([o.get(SOURCE_ROW) for o in originals], pa.int64()),
+      pa.array([_detail(r, o) for r, o in zip(reasons, originals)], pa.string()),
+      pa.array([str(o[SOURCE_FILE]) for o in originals], pa.string()),
+      pa.array([o[SOURCE_ROW] for o in originals], pa.int64()),
       pa.array([_original(o) for o in originals], pa.string()),
   ], schema=REJECTED_SCHEMA)
 
 
 def _detail(reason: Reason, row: dict) -> str:
-  row = {k: (dict(v) if isinstance(v, list) else v) for k, v in row.items() if k != 'environment'}
-  try:
-    ImportEvent.model_validate(row)
-    problems = ''
-  except pydantic.ValidationError as e:
-    problems = '; '.join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-  return f'{reason.explanation}' + (f' [{problems}]' if problems else '')
+  column = _COLUMN_OF.get(reason)
+  if column is None:
+    return reason.explanation
+  found = json.dumps(row.get(column), default=_json_default, ensure_ascii=False)
+  if len(found) > 200:
+    found = found[:200] + '...'
+  return f'{reason.explanation}; found {column}={found}'
 
 
 class ValidateBatches(beam.DoFn):
@@ -218,4 +226,5 @@ class ValidateEvents(beam.PTransform):
     self._fn = ValidateBatches(environment, flag_outside_day)
 
   def expand(self, batches):
-    return batches | beam.ParDo(self._fn).with_outputs('rejected', 'stats', main='main')
+    return batches | beam.ParDo(self._fn).with_output_types(
+        tuple[str, pa.RecordBatch]).with_outputs('rejected', 'stats', main='main')
