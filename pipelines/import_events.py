@@ -216,12 +216,13 @@ def counters(result) -> dict[str, int]:
 def summary(report: RunReport) -> str:
   lines = [f'eventferry {report.pipeline} run {report.run_id}: {report.source} -> {report.lake}']
   head = f"{'day':<10} {'status':<9} {'in':>10} {'written':>10} {'rejected':>9} {'dupes':>8} " \
-         f"{'files':>5} {'MiB':>8}"
+         f"{'files':>5} {'MiB':>8} {'seconds':>8} {'events/s':>9}"
   lines.append(head)
   for d in report.days:
+    rate = d.rows_in / report.seconds if report.seconds else 0
     lines.append(f'{d.dt:<10} {d.status:<9} {d.rows_in:>10,} {d.rows_written:>10,} '
                  f'{d.rows_rejected:>9,} {d.rows_duplicate:>8,} {d.files:>5} '
-                 f'{d.bytes / 2**20:>8.1f}')
+                 f'{d.bytes / 2**20:>8.1f} {report.seconds:>8.1f} {rate:>9,.0f}')
     for reason, count in d.rejected_by_reason.items():
       lines.append(f'{"":<10}   rejected {reason}: {count:,}')
     for flag, count in d.flags.items():
@@ -230,6 +231,8 @@ def summary(report: RunReport) -> str:
       lines.append(f'{"":<10}   {d.message}')
   rows = sum(d.rows_in for d in report.days)
   rate = rows / report.seconds if report.seconds else 0
+  if len(report.days) > 1:
+    lines.append('(the days ran in one job: seconds is the job\'s, events/s the day\'s share of it)')
   lines.append(f'{rows:,} events in {report.seconds:.1f}s ({rate:,.0f} events/s). '
                f'Lake: {report.lake}/dt=...; rejected rows: {report.lake}/{REJECTED_DIR}/dt=...; '
                f'report: {report_path(report.lake, report.run_id)}')

@@ -11,6 +11,7 @@ A reader that trusts `_SUCCESS` never sees a missing, partial or stale file, and
 the partition exactly.
 """
 import dataclasses
+import hashlib
 import datetime
 import typing
 
@@ -52,8 +53,8 @@ def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
   sink = pa.BufferOutputStream()
   pq.write_table(table, sink, compression='snappy')
   data = memoryview(sink.getvalue())
-  digest = storage.write_bytes(path, data)
-  return StagedFile(name, path, table.num_rows, len(data), digest)
+  storage.write_bytes(path, data)
+  return StagedFile(name, path, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
 
 
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:

@@ -1,6 +1,5 @@
 """File I/O through Beam's FileSystems, so every store Beam knows (local, s3://, gs://, azfs://)
 works the same way. Paths are plain strings; directories are prefixes ending without '/'."""
-import hashlib
 import posixpath
 import typing
 
@@ -40,11 +39,10 @@ def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
 
 
-def write_bytes(path: str, data: bytes) -> str:
-  """Writes `data` to `path` (replacing it) and returns its sha256."""
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path`, replacing it."""
   with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
     f.write(data)
-  return hashlib.sha256(data).hexdigest()
 
 
 def delete(paths: typing.Iterable[str]) -> None:
