@@ -39,6 +39,6 @@ case "$cmd" in
   test)   ensure_venv; exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
-  bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench."${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
+  bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -50,8 +50,11 @@ def partition_dir(root: str, dt: str) -> str:
 
 
 def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
+  """zstd: as fast to write as snappy here and 40% smaller. Min/max statistics only for scalar
+  columns: on map columns they cost write time and prune nothing."""
   sink = pa.BufferOutputStream()
-  pq.write_table(table, sink, compression='snappy')
+  scalar = [f.name for f in table.schema if not pa.types.is_nested(f.type)]
+  pq.write_table(table, sink, compression='zstd', write_statistics=scalar)
   data = memoryview(sink.getvalue())
   storage.write_bytes(path, data)
   return StagedFile(name, path, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
