@@ -46,7 +46,7 @@ class ImportOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders '
-                        '(local path, s3://, gs://, azfs://)')
+                        '(a local path; cloud stores are tested in a later release)')
     parser.add_argument('--lake', help='lake root the day is written to')
     parser.add_argument('--date', help='day to import, YYYY-MM-DD (default: yesterday in --timezone)')
     parser.add_argument('--from_date', help='first day of a range to import (with --to_date)')

@@ -170,3 +170,14 @@ def test_help_lists_every_flag():
   for flag in ('--source', '--lake', '--date', '--from_date', '--to_date', '--timezone',
                '--shards', '--dedupe_lookback_days', '--wait_for_success', '--max_rejected_ratio'):
     assert flag in out
+
+
+def test_a_complete_day_without_data_is_published_empty(tmp_path):
+  bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
+  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  out = import_day(bucket, lake)
+  assert '2023-01-01 published' in out.stdout
+  manifest = json.loads((lake / 'dt=2023-01-01' / '_manifest.json').read_text())
+  assert manifest['rows'] == 0 and [f['name'] for f in manifest['files']] == [
+      'part-00000-of-00001.parquet']
+  assert ds.dataset(str(lake / 'dt=2023-01-01')).to_table().num_rows == 0
