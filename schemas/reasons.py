@@ -2,8 +2,8 @@
 import enum
 
 
-class Reason(str, enum.Enum):
-  """Rejection reasons, in the order they are checked: a row carries the first that applies."""
+class _Explained(str, enum.Enum):
+  """A code with a one-line explanation: Member = ('code', 'explanation')."""
 
   def __new__(cls, code: str, explanation: str):
     member = str.__new__(cls, code)
@@ -11,6 +11,9 @@ class Reason(str, enum.Enum):
     member.explanation = explanation
     return member
 
+
+class Reason(_Explained):
+  """Rejection reasons, in the order they are checked: a row carries the first that applies."""
   INVALID_MAP = ('invalid_map', 'a map column held a value that is not a JSON object of strings')
   MISSING_INSERT_ID = ('missing_insert_id', 'insert_id is null or empty')
   INVALID_INSERT_ID = ('invalid_insert_id', 'insert_id is not a UUID (8-4-4-4-12 hex digits)')
@@ -28,15 +31,8 @@ class Reason(str, enum.Enum):
                                'metric_value does not fit decimal(24,6) (|v| >= 10^18)')
 
 
-class Flag(str, enum.Enum):
+class Flag(_Explained):
   """Conditions that are counted and reported but do not reject the row."""
-
-  def __new__(cls, code: str, explanation: str):
-    member = str.__new__(cls, code)
-    member._value_ = code
-    member.explanation = explanation
-    return member
-
   TS_OUTSIDE_DAY = ('ts_outside_day',
                     'ts lies more than a day before or after the partition day (kept)')
   METRIC_VALUE_DEFAULTED = ('metric_value_defaulted',
