@@ -26,6 +26,7 @@ usage: ./run.sh COMMAND [flags]
   demo                 generate a sample customer bucket (3 days, ~100k events) and import it
   test [pytest args]   run the test suite
   import [flags]       import customer day partitions into the lake (--help for flags)
+  export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
   bench import         benchmark the import against DuckDB and plain pyarrow on 1M events
 USAGE
@@ -38,6 +39,7 @@ case "$cmd" in
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
   test)   ensure_venv; exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
+  export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

@@ -48,10 +48,7 @@ class ImportOptions(PipelineOptions):
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders '
                         '(a local path; cloud stores are tested in a later release)')
     parser.add_argument('--lake', help='lake root the day is written to')
-    parser.add_argument('--date', help='day to import, YYYY-MM-DD (default: yesterday in --timezone)')
-    parser.add_argument('--from_date', help='first day of a range to import (with --to_date)')
-    parser.add_argument('--to_date', help='last day of a range to import, inclusive')
-    parser.add_argument('--timezone', default='UTC', help='IANA zone that defines "yesterday"')
+    opts.add_date_args(parser, 'import')
     parser.add_argument('--environment', default='production',
                         help='environment recorded on every row (default production)')
     parser.add_argument('--shards', type=int, default=None,
@@ -85,20 +82,6 @@ class ImportPlan:
     return storage.join(self.lake, STAGING_DIR, self.run_id)
 
 
-def date_range(o: ImportOptions) -> list[datetime.date]:
-  zone = opts.parse_zone('--timezone', o.timezone)
-  if o.date and (o.from_date or o.to_date):
-    raise opts.UsageError('give either --date or --from_date/--to_date, not both')
-  if o.from_date or o.to_date:
-    if not (o.from_date and o.to_date):
-      raise opts.UsageError('--from_date and --to_date go together: give both (inclusive range)')
-    first, last = opts.parse_date('--from_date', o.from_date), opts.parse_date('--to_date', o.to_date)
-    if last < first:
-      raise opts.UsageError(f'--to_date {last} is before --from_date {first}')
-    return [first + datetime.timedelta(days=i) for i in range((last - first).days + 1)]
-  return [opts.parse_date('--date', o.date) if o.date else opts.yesterday(zone)]
-
-
 def check(o: ImportOptions) -> None:
   for flag in ('source', 'lake'):
     if not getattr(o, flag):
@@ -118,7 +101,7 @@ def check(o: ImportOptions) -> None:
 
 def plan(o: ImportOptions) -> ImportPlan:
   check(o)
-  days = date_range(o)
+  days = opts.date_range(o)
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
   inventories = []
   for day in days:
@@ -202,7 +185,7 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
                      started_at=p.started_at, days=sorted(days, key=lambda d: d.dt),
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
-  storage.delete_tree(p.staging)
+  storage.delete_tree(p.staging, prune_parent=True)
 
 
 def counters(result) -> dict[str, int]:

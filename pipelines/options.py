@@ -47,6 +47,29 @@ def yesterday(zone: zoneinfo.ZoneInfo) -> datetime.date:
   return datetime.datetime.now(zone).date() - datetime.timedelta(days=1)
 
 
+def add_date_args(parser, what: str) -> None:
+  """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
+  parser.add_argument('--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
+  parser.add_argument('--from_date', help=f'first day of a range to {what} (with --to_date)')
+  parser.add_argument('--to_date', help=f'last day of a range to {what}, inclusive')
+  parser.add_argument('--timezone', default='UTC', help='IANA zone that defines "yesterday"')
+
+
+def date_range(o) -> list[datetime.date]:
+  """The days of --date, or of --from_date..--to_date (inclusive); yesterday by default."""
+  zone = parse_zone('--timezone', o.timezone)
+  if o.date and (o.from_date or o.to_date):
+    raise UsageError('give either --date or --from_date/--to_date, not both')
+  if o.from_date or o.to_date:
+    if not (o.from_date and o.to_date):
+      raise UsageError('--from_date and --to_date go together: give both (inclusive range)')
+    first, last = parse_date('--from_date', o.from_date), parse_date('--to_date', o.to_date)
+    if last < first:
+      raise UsageError(f'--to_date {last} is before --from_date {first}')
+    return [first + datetime.timedelta(days=i) for i in range((last - first).days + 1)]
+  return [parse_date('--date', o.date) if o.date else yesterday(zone)]
+
+
 def new_run_id() -> str:
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
   return f'{now}-{uuid.uuid4().hex[:8]}'

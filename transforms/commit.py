@@ -55,9 +55,13 @@ def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
   sink = pa.BufferOutputStream()
   scalar = [f.name for f in table.schema if not pa.types.is_nested(f.type)]
   pq.write_table(table, sink, compression='zstd', write_statistics=scalar)
-  data = memoryview(sink.getvalue())
+  return stage(memoryview(sink.getvalue()), path, name, table.num_rows)
+
+
+def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
+  """Writes a file's bytes to its staging path and records what the manifest needs."""
   storage.write_bytes(path, data)
-  return StagedFile(name, path, table.num_rows, len(data), hashlib.sha256(data).hexdigest())
+  return StagedFile(name, path, rows, len(data), hashlib.sha256(data).hexdigest())
 
 
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:

@@ -60,8 +60,12 @@ def rename(sources: list[str], destinations: list[str]) -> None:
     FileSystems.rename(sources, destinations)
 
 
-def delete_tree(directory: str) -> None:
-  """Deletes every file under `directory` (object stores have no real directories)."""
+def delete_tree(directory: str, prune_parent: bool = False) -> None:
+  """Deletes every file under `directory` (object stores have no real directories). With
+  `prune_parent`, a local parent folder left empty goes too (e.g. DEST/_staging)."""
   delete(list_files(directory))
   if FileSystems.exists(directory):
     FileSystems.delete([directory])
+  parent = posixpath.dirname(directory.rstrip('/'))
+  if prune_parent and FileSystems.get_scheme(parent) is None and not list_files(parent):
+    delete([parent])

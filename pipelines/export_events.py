@@ -1,0 +1,194 @@
+"""Export: lake days -> a customer's destination in the seed 000 schema, as Parquet, JSON lines
+or CSV, partitioned by day, with a manifest and `_SUCCESS` last.
+
+Local:
+  ./run.sh export --lake ./lake --date 2023-01-01 --dest ./export [--format parquet]
+Dataflow:
+  python -m pipelines.export_events --lake gs://acme-lake/events --date 2023-01-01 \\
+    --dest gs://customer/hackle-export --runner DataflowRunner --project P --region R \\
+    --temp_location gs://acme-lake/tmp --setup_file ./setup.py
+
+Each committed lake file of a day (as its `_manifest.json` lists them) becomes one export file
+DEST/dt=DAY/part-NNNNN-of-NNNNN.EXT, written to staging and committed like the lake: old files of
+the day are removed, `_manifest.json` then `_SUCCESS` are written last. A day with no rows to
+export gets a zero-file manifest and `_SUCCESS`, so "no data" differs from "not exported yet".
+"""
+import dataclasses
+import datetime
+import json
+import sys
+import time
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import options as opts
+from schemas.export import EXPORT_SCHEMA
+from transforms import storage
+from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
+                               partition_dir, shard_name, stage)
+from transforms.export import PARQUET_CODECS, TEXT_CODECS, Format, select, to_export
+from transforms.read import SUCCESS, SourceError
+
+PIPELINE = 'export'
+FORMATS = ('parquet', 'jsonl', 'csv')
+
+
+class ExportOptions(PipelineOptions):
+  """Export lake days to a customer's destination in the seed 000 schema."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--lake', help='lake root to export from')
+    parser.add_argument('--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
+    opts.add_date_args(parser, 'export')
+    parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
+    parser.add_argument('--compression', default=None,
+                        help=f'parquet: {"|".join(PARQUET_CODECS)} (default snappy); '
+                        f'jsonl/csv: {"|".join(TEXT_CODECS)} (default none)')
+    parser.add_argument('--csv_delimiter', default=',', help="CSV field delimiter, e.g. '|'")
+    parser.add_argument('--csv_header', default='true', help='CSV header line: true or false')
+    parser.add_argument('--events', default='', help='only these event keys, comma-separated')
+    parser.add_argument('--exclude_events', default='', help='all but these event keys')
+    parser.add_argument('--environment', default=None, help='only this environment (default all)')
+    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+
+
+@dataclasses.dataclass
+class ExportPlan:
+  run_id: str
+  lake: str
+  dest: str
+  fmt: Format
+  events: list[str]
+  exclude: list[str]
+  environment: str | None
+  files: dict[str, list[str]]     # dt -> committed lake files, from the day's manifest
+
+  @property
+  def staging(self) -> str:
+    return storage.join(self.dest, STAGING_DIR, self.run_id)
+
+
+def _csv_list(value: str) -> list[str]:
+  return [v.strip() for v in value.split(',') if v.strip()]
+
+
+def fmt_of(o: ExportOptions) -> Format:
+  if o.format not in FORMATS:
+    raise opts.UsageError(f'--format {o.format!r} is not one of {", ".join(FORMATS)}')
+  codecs = PARQUET_CODECS if o.format == 'parquet' else TEXT_CODECS
+  compression = o.compression or codecs[0]
+  if compression not in codecs:
+    raise opts.UsageError(f'--compression {compression!r} does not apply to {o.format}: '
+                          f'use one of {", ".join(codecs)}')
+  if len(o.csv_delimiter) != 1:
+    raise opts.UsageError(f'--csv_delimiter {o.csv_delimiter!r} must be one character, e.g. "|"')
+  if o.csv_header not in ('true', 'false'):
+    raise opts.UsageError(f'--csv_header {o.csv_header!r}: use true or false')
+  return Format(o.format, compression, o.csv_delimiter, o.csv_header == 'true')
+
+
+def committed_files(lake: str, day: datetime.date) -> list[str]:
+  directory = partition_dir(lake, day.isoformat())
+  if not storage.exists(storage.join(directory, SUCCESS)):
+    raise SourceError(f'{directory} is not a committed lake day (no {SUCCESS}): import the day '
+                      f'first, e.g. ./run.sh import --date {day} --lake {lake} --source ...')
+  manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
+  return [storage.join(directory, f['name']) for f in manifest['files']]
+
+
+def plan(o: ExportOptions) -> ExportPlan:
+  for flag in ('lake', 'dest'):
+    if not getattr(o, flag):
+      raise opts.UsageError(f'--{flag} is required: e.g. --{flag} '
+                            + ('./lake' if flag == 'lake' else 's3://customer-bucket/export'))
+  fmt = fmt_of(o)
+  events, exclude = _csv_list(o.events), _csv_list(o.exclude_events)
+  if events and exclude:
+    raise opts.UsageError('give --events or --exclude_events, not both')
+  files = {day.isoformat(): committed_files(o.lake, day) for day in opts.date_range(o)}
+  return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
+                    o.environment, files)
+
+
+class ExportFile(beam.DoFn):
+  """(dt, index, count, lake file) -> (dt, StagedFile) for files with rows to export."""
+  rows = Metrics.counter('eventferry.export', 'rows_exported')
+
+  def __init__(self, p: ExportPlan):
+    self._p = p
+
+  def process(self, element: tuple[str, int, int, str]):
+    dt, index, count, path = element
+    p = self._p
+    with storage.open_read(path) as f:
+      lake = pq.read_table(f)
+    table = to_export(select(lake, p.events, p.exclude, p.environment), dt)
+    if table.num_rows == 0:
+      return
+    name = shard_name(index, count, p.fmt.extension)
+    staged_path = storage.join(partition_dir(p.staging, dt), name)
+    self.rows.inc(table.num_rows)
+    yield dt, stage(p.fmt.encode(table), staged_path, name, table.num_rows)
+
+
+class CommitExportDay(beam.DoFn):
+  """(dt, {'files': [StagedFile], 'day': [...]}) -> (dt, rows, files, bytes) after the commit."""
+
+  def __init__(self, p: ExportPlan):
+    self._p = p
+
+  def process(self, element):
+    dt, parts = element
+    p = self._p
+    staged = list(parts['files'])
+    target = partition_dir(p.dest, dt)
+    commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
+                                                  source=partition_dir(p.lake, dt),
+                                                  partition=target, schema=EXPORT_SCHEMA))
+    yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
+
+
+def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
+  work = [(dt, i, len(files), path) for dt, files in p.files.items()
+          for i, path in enumerate(files)]
+  staged = (pipeline
+            | 'PlanFiles' >> beam.Create(work)
+            | 'SpreadFiles' >> beam.Reshuffle()
+            | 'ExportFiles' >> beam.ParDo(ExportFile(p)))
+  days = pipeline | 'PlannedDays' >> beam.Create([(dt, None) for dt in p.files])
+  return ({'files': staged, 'day': days}
+          | 'JoinDay' >> beam.CoGroupByKey()
+          | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
+
+
+def run(argv: list[str]) -> int:
+  options = opts.parse(ExportOptions, argv, './run.sh export')
+  try:
+    p = plan(options.view_as(ExportOptions))
+  except SourceError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 3
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  pipeline.run().wait_until_finish()
+  storage.delete_tree(p.staging, prune_parent=True)
+  seconds = time.monotonic() - start
+  print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
+        f'{p.fmt.compression})')
+  total = 0
+  for dt in p.files:
+    manifest = json.loads(storage.read_bytes(storage.join(partition_dir(p.dest, dt), MANIFEST)))
+    total += manifest['rows']
+    print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
+          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {partition_dir(p.dest, dt)}/')
+  print(f'{total:,} events in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} events/s)')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(opts.main_guard(run))

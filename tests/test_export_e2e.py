@@ -1,0 +1,146 @@
+"""End to end: the real export command, read back with DuckDB and pyarrow."""
+import datetime
+import decimal
+import gzip
+import json
+import os
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import event, run_cli, table, uuid, write_file
+from transforms import storage
+
+UTC = datetime.timezone.utc
+# Seed 000's printed export schema, verbatim.
+SEED_SCHEMA = """
+ |-- server_dt: date (nullable = false)
+ |-- ts: timestamp (nullable = false)
+ |-- environment: string (nullable = false)
+ |-- event_key: string (nullable = false)
+ |-- identifiers: string (nullable = false)
+ |-- insert_id: string (nullable = false)
+ |-- metric_value: decimal(24,6) (nullable = false)
+ |-- hackle_properties: string (nullable = false)
+ |-- user_properties: string (nullable = false)
+ |-- event_properties: string (nullable = false)
+"""
+SPARK_TYPES = {'date': 'date32[day]', 'timestamp': 'timestamp[ms, tz=UTC]', 'string': 'string',
+               'decimal(24,6)': 'decimal128(24, 6)'}
+AWKWARD = 'a|b,"q"\nline <&> 레저'
+
+
+@pytest.fixture(scope='module')
+def lake(tmp_path_factory):
+  """A committed lake with 2023-01-01 (three events, one awkward) and an empty 2023-01-02."""
+  root = tmp_path_factory.mktemp('e')
+  bucket, lake = root / 'bucket', root / 'lake'
+  rows = [event(1, metric_value=decimal.Decimal('123456789012345678.123456'),
+                event_properties=[('Note', AWKWARD)], event_key='purchase'),
+          event(2, event_key='signup'), event(3, event_key='purchase')]
+  write_file(str(bucket / 'dt=2023-01-01' / 'a.parquet'), table(rows))
+  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  storage.write_bytes(str(bucket / 'dt=2023-01-02' / '_SUCCESS'), b'')
+  run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
+          '--to_date', '2023-01-02', '--lake', str(lake))
+  return lake
+
+
+def export(lake, dest, *flags, date=('--date', '2023-01-01'), check=True):
+  return run_cli('pipelines.export_events', '--lake', str(lake), '--dest', str(dest), *date,
+                 *flags, check=check)
+
+
+def only_file(dest, suffix):
+  day = os.path.join(dest, 'dt=2023-01-01')
+  names = [n for n in os.listdir(day) if n.endswith(suffix)]
+  assert len(names) == 1, os.listdir(day)
+  return os.path.join(day, names[0])
+
+
+def test_parquet_schema_is_the_seeds_field_by_field(lake, tmp_path):
+  export(lake, tmp_path)
+  schema = pq.read_schema(only_file(tmp_path, '.parquet'))
+  expected = [line.split('|-- ')[1] for line in SEED_SCHEMA.strip().splitlines()]
+  got = [f'{f.name}: {next(k for k, v in SPARK_TYPES.items() if v == str(f.type))} '
+         f'(nullable = {str(f.nullable).lower()})' for f in schema]
+  assert got == expected
+
+
+def test_parquet_values_are_exact(lake, tmp_path):
+  export(lake, tmp_path)
+  rows = duckdb.connect().execute(
+      f"select insert_id, server_dt, ts, metric_value, event_properties, identifiers, "
+      f"hackle_properties from read_parquet('{only_file(tmp_path, '.parquet')}') "
+      f"order by insert_id").fetchall()
+  assert [r[0] for r in rows] == [uuid(1), uuid(2), uuid(3)]
+  first = rows[0]
+  assert first[1] == datetime.date(2023, 1, 1)
+  assert first[3] == decimal.Decimal('123456789012345678.123456')
+  assert json.loads(first[4]) == {'note': AWKWARD}
+  assert json.loads(first[5]) == {'id': 'user-1', 'device_id': 'DEV-1'}
+  assert json.loads(first[6]) == {'osname': 'Android', 'appversion': '6.9.0'}
+
+
+@pytest.mark.parametrize('compression', ['none', 'gzip'])
+def test_json_lines_round_trip(lake, tmp_path, compression):
+  export(lake, tmp_path, '--format', 'jsonl', '--compression', compression)
+  path = only_file(tmp_path, '.jsonl.gz' if compression == 'gzip' else '.jsonl')
+  raw = open(path, 'rb').read()
+  text = gzip.decompress(raw) if compression == 'gzip' else raw
+  rows = [json.loads(line) for line in text.decode().splitlines()]
+  first = next(r for r in rows if r['insert_id'] == uuid(1))
+  assert first['metric_value'] == '123456789012345678.123456'
+  assert first['ts'] == '2023-01-01T00:01:03.333Z'
+  assert first['event_properties'] == {'note': AWKWARD}
+  count = duckdb.connect().execute(f"select count(*) from read_json('{path}')").fetchone()[0]
+  assert count == 3
+
+
+@pytest.mark.parametrize('delimiter,header', [(',', 'true'), ('|', 'false')])
+def test_csv_round_trip(lake, tmp_path, delimiter, header):
+  export(lake, tmp_path, '--format', 'csv', '--compression', 'gzip', '--csv_delimiter', delimiter,
+         '--csv_header', header)
+  path = only_file(tmp_path, '.csv.gz')
+  rows = duckdb.connect().execute(
+      f"select * from read_csv('{path}', delim='{delimiter}', header={header}, quote='\"', "
+      f"escape='\"', all_varchar=true) order by 6").fetchall()
+  assert len(rows) == 3
+  first = rows[0]
+  assert first[5] == uuid(1) and first[6] == '123456789012345678.123456'
+  assert json.loads(first[9]) == {'note': AWKWARD}
+  assert first[1] == '2023-01-01T00:01:03.333Z'
+
+
+def test_events_filter_rerun_and_no_stale_files(lake, tmp_path):
+  export(lake, tmp_path, '--format', 'csv')
+  export(lake, tmp_path, '--events', 'signup')
+  day = tmp_path / 'dt=2023-01-01'
+  assert sorted(os.listdir(day)) == ['_SUCCESS', '_manifest.json', 'part-00000-of-00001.parquet']
+  assert pq.read_table(day / 'part-00000-of-00001.parquet')['event_key'].to_pylist() == ['signup']
+  manifest = json.loads((day / '_manifest.json').read_text())
+  assert manifest['rows'] == 1 and manifest['files'][0]['sha256']
+  assert not os.path.exists(tmp_path / '_staging')
+
+
+def test_a_day_without_events_gets_an_empty_manifest_and_success(lake, tmp_path):
+  export(lake, tmp_path, date=('--date', '2023-01-02'))
+  day = tmp_path / 'dt=2023-01-02'
+  assert sorted(os.listdir(day)) == ['_SUCCESS', '_manifest.json']
+  assert json.loads((day / '_manifest.json').read_text())['rows'] == 0
+
+
+def test_an_uncommitted_lake_day_is_refused(lake, tmp_path):
+  proc = export(lake, tmp_path, date=('--date', '2022-12-31'), check=False)
+  assert proc.returncode == 3 and 'not a committed lake day' in proc.stderr
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--format', 'xlsx'], '--format'),
+    (['--format', 'csv', '--compression', 'zstd'], '--compression'),
+    (['--events', 'a', '--exclude_events', 'b'], '--events or --exclude_events'),
+])
+def test_wrong_export_flags_name_the_flag(lake, tmp_path, flags, message):
+  proc = export(lake, tmp_path, *flags, check=False)
+  assert proc.returncode == 2 and message in proc.stderr

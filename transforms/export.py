@@ -1,0 +1,116 @@
+"""Lake rows -> the export contract, and the file formats a customer can ask for.
+
+Every encoder takes an EXPORT_SCHEMA table and returns the file's bytes; all column work is
+vectorized (JSON text via transforms.jsonify, CSV via Arrow's writer).
+"""
+import dataclasses
+import datetime
+import gzip
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from schemas.export import EXPORT_SCHEMA
+from transforms.jsonify import map_to_json, quote
+from transforms.validate import constant
+
+PARQUET_CODECS = ('snappy', 'zstd', 'gzip', 'none')
+TEXT_CODECS = ('none', 'gzip')
+
+
+def select(lake: pa.Table, events: list[str], exclude: list[str], environment: str | None) -> pa.Table:
+  """Rows of the chosen event names (all when empty), minus excluded ones, in one environment."""
+  keep = pa.array(np.ones(lake.num_rows, dtype=bool))
+  if events:
+    keep = pc.and_(keep, pc.is_in(lake['event_key'], pa.array(events)))
+  if exclude:
+    keep = pc.and_(keep, pc.invert(pc.is_in(lake['event_key'], pa.array(exclude))))
+  if environment:
+    keep = pc.and_(keep, pc.equal(lake['environment'], environment))
+  return lake.filter(keep)
+
+
+def to_export(lake: pa.Table, dt: str) -> pa.Table:
+  """Lake rows of day `dt` -> EXPORT_SCHEMA (seed 000) rows."""
+  lake = lake.combine_chunks()
+  n = lake.num_rows
+  day = constant(datetime.date.fromisoformat(dt), n, pa.date32())
+  as_json = {name: map_to_json(lake[name].chunk(0)) if n else pa.array([], pa.string())
+             for name in ('identifiers', 'platform_properties', 'user_properties',
+                          'event_properties')}
+  columns = {'server_dt': day, 'ts': lake['ts'], 'environment': lake['environment'],
+             'event_key': lake['event_key'], 'identifiers': as_json['identifiers'],
+             'insert_id': lake['insert_id'], 'metric_value': lake['metric_value'],
+             'hackle_properties': as_json['platform_properties'],
+             'user_properties': as_json['user_properties'],
+             'event_properties': as_json['event_properties']}
+  return pa.Table.from_arrays([columns[f.name] for f in EXPORT_SCHEMA], schema=EXPORT_SCHEMA)
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+  """How to encode an export file: format name, compression and CSV dialect."""
+  name: str = 'parquet'
+  compression: str = 'snappy'
+  csv_delimiter: str = ','
+  csv_header: bool = True
+
+  @property
+  def extension(self) -> str:
+    ext = {'parquet': 'parquet', 'jsonl': 'jsonl', 'csv': 'csv'}[self.name]
+    return ext + ('.gz' if self.name != 'parquet' and self.compression == 'gzip' else '')
+
+  def encode(self, table: pa.Table) -> bytes:
+    data = {'parquet': _parquet, 'jsonl': _jsonl, 'csv': _csv}[self.name](table, self)
+    if self.name != 'parquet' and self.compression == 'gzip':
+      data = gzip.compress(data, compresslevel=6, mtime=0)   # mtime 0: reruns are byte-identical
+    return data
+
+
+def _parquet(table: pa.Table, fmt: Format) -> bytes:
+  sink = pa.BufferOutputStream()
+  pq.write_table(table, sink, compression=fmt.compression)
+  return sink.getvalue().to_pybytes()
+
+
+def _ts_text(ts: pa.Array) -> pa.Array:
+  """2023-01-01T00:01:02.333Z: UTC with milliseconds (Arrow's %S carries the column's ms)."""
+  return pc.binary_join_element_wise(pc.strftime(ts, format='%Y-%m-%dT%H:%M:%S'), 'Z', '')
+
+
+def _jsonl(table: pa.Table, fmt: Format) -> bytes:
+  """One JSON object per line. Maps are nested objects; metric_value is exact decimal text."""
+  if table.num_rows == 0:
+    return b''
+  t = table.combine_chunks()
+  parts = []
+  for i, field in enumerate(EXPORT_SCHEMA):
+    col = t[field.name].chunk(0)
+    if field.name in ('identifiers', 'hackle_properties', 'user_properties', 'event_properties'):
+      value = col
+    elif field.name == 'ts':
+      value = quote(_ts_text(col))
+    else:
+      value = quote(col.cast(pa.string()))
+    parts.append(pc.binary_join_element_wise(('{' if i == 0 else ', ') + f'"{field.name}": ',
+                                             value, ''))
+  lines = pc.binary_join_element_wise(*parts, '}\n', '')
+  return _concatenated(lines)
+
+
+def _concatenated(strings: pa.Array) -> bytes:
+  """All values of a string array back to back, straight from its data buffer."""
+  offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+      strings.offset:strings.offset + len(strings) + 1]
+  return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def _csv(table: pa.Table, fmt: Format) -> bytes:
+  t = table.set_column(1, 'ts', _ts_text(table['ts'].combine_chunks()))
+  sink = pa.BufferOutputStream()
+  pacsv.write_csv(t, sink, write_options=pacsv.WriteOptions(
+      include_header=fmt.csv_header, delimiter=fmt.csv_delimiter, quoting_style='needed'))
+  return sink.getvalue().to_pybytes()
