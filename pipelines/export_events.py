@@ -101,10 +101,7 @@ def committed_files(lake: str, day: datetime.date) -> list[str]:
 
 
 def plan(o: ExportOptions) -> ExportPlan:
-  for flag in ('lake', 'dest'):
-    if not getattr(o, flag):
-      raise opts.UsageError(f'--{flag} is required: e.g. --{flag} '
-                            + ('./lake' if flag == 'lake' else 's3://customer-bucket/export'))
+  opts.require(o, {'lake': './lake', 'dest': 's3://customer-bucket/export'})
   fmt = fmt_of(o)
   events, exclude = _csv_list(o.events), _csv_list(o.exclude_events)
   if events and exclude:

@@ -83,10 +83,7 @@ class ImportPlan:
 
 
 def check(o: ImportOptions) -> None:
-  for flag in ('source', 'lake'):
-    if not getattr(o, flag):
-      raise opts.UsageError(f'--{flag} is required: e.g. --{flag} '
-                            + ('s3://customer-bucket/events' if flag == 'source' else './lake'))
+  opts.require(o, {'source': 's3://customer-bucket/events', 'lake': './lake'})
   if o.shards is not None and not 1 <= o.shards <= 99_999:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
   if o.target_file_mb < 1:

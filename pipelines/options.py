@@ -47,6 +47,13 @@ def yesterday(zone: zoneinfo.ZoneInfo) -> datetime.date:
   return datetime.datetime.now(zone).date() - datetime.timedelta(days=1)
 
 
+def require(o, examples: dict[str, str]) -> None:
+  """Each flag in `examples` must be given; the message shows an example value."""
+  for flag, example in examples.items():
+    if not getattr(o, flag):
+      raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
+
+
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
   parser.add_argument('--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')

@@ -94,7 +94,7 @@ def test_rerun_replaces_the_day_exactly_and_byte_identically(tmp_path):
                    'part-00001-of-00002.parquet']
   rows = lake_rows(lake)
   assert len(rows) == len({r['insert_id'] for r in rows})
-  assert not os.listdir(lake / '_staging')
+  assert not os.path.exists(lake / '_staging')
 
 
 def test_spark_and_bigquery_files_read_the_same_as_pyarrow(tmp_path):
