@@ -28,7 +28,7 @@ usage: ./run.sh COMMAND [flags]
   import [flags]       import customer day partitions into the lake (--help for flags)
   export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
-  bench import         benchmark the import against DuckDB and plain pyarrow on 1M events
+  bench import|export  benchmark against DuckDB (and plain pyarrow for the import) on 1M events
 USAGE
 }
 

@@ -23,6 +23,8 @@ TEXT_CODECS = ('none', 'gzip')
 
 def select(lake: pa.Table, events: list[str], exclude: list[str], environment: str | None) -> pa.Table:
   """Rows of the chosen event names (all when empty), minus excluded ones, in one environment."""
+  if not (events or exclude or environment):
+    return lake
   keep = pa.array(np.ones(lake.num_rows, dtype=bool))
   if events:
     keep = pc.and_(keep, pc.is_in(lake['event_key'], pa.array(events)))

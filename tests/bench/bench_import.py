@@ -3,7 +3,7 @@
 Generates N events (default 1M; fixed seed; about 1% invalid, 2% duplicates) as four Parquet files
 of one customer day, then runs on the same input, each in its own process:
   eventferry - the real import command on the in-process runner (FnApiRunner), one worker
-  eventferry2 - the same with two worker threads (the local default on this 2-core machine)
+  eventferry2 - the same with two worker threads (--direct_num_workers 2), as DuckDB has two
   duckdb     - the same job as DuckDB SQL on 2 threads (map keys lower-cased with list_transform,
                row_number() de-duplication, COPY to Parquet)
   pyarrow    - the same column functions as eventferry in one plain loop, no Beam: the floor
@@ -13,16 +13,12 @@ import argparse
 import datetime
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
+
+from tests.bench import harness
 
 DAY = datetime.date(2023, 1, 1)
-# Every contender runs with the allocator settings the pipelines use (see pipelines/__init__.py).
-ALLOCATOR_ENV = {**os.environ, 'ARROW_DEFAULT_MEMORY_POOL': 'jemalloc',
-                 'JE_ARROW_MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'}
 TARGETS = {'events_per_s': 200_000, 'x_duckdb': 3.0, 'x_pyarrow_time': 1.5, 'rss_mib': 1536}
 
 
@@ -119,43 +115,20 @@ CONTENDERS = {'eventferry': run_eventferry,
               'duckdb': run_duckdb, 'pyarrow': run_pyarrow}
 
 
-def child(name: str, prefix: str, out: str) -> None:
-  os.makedirs(out, exist_ok=True)
-  start = time.perf_counter()
-  counts = CONTENDERS[name](prefix, out)
-  seconds = time.perf_counter() - start
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(json.dumps({'contender': name, 'seconds': seconds, 'peak_rss_mib': rss, **counts}))
-
-
-def measure(name: str, prefix: str, workdir: str, repeat: int) -> dict:
-  best = None
-  for i in range(repeat):
-    out = os.path.join(workdir, f'{name}-{i}')
-    proc = subprocess.run([sys.executable, '-m', 'tests.bench.bench_import', '--child', name,
-                           '--prefix', prefix, '--out', out], capture_output=True, text=True,
-                          env=ALLOCATOR_ENV)
-    if proc.returncode != 0:
-      sys.exit(f'{name} failed:\n{proc.stderr[-3000:]}')
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if best is None or result['seconds'] < best['seconds']:
-      best = result
-  return best
-
-
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--events', type=int, default=1_000_000)
   parser.add_argument('--repeat', type=int, default=1, help='runs per contender; the best counts')
   parser.add_argument('--workdir', default=None, help='keeps the generated input between runs')
-  parser.add_argument('--child'), parser.add_argument('--prefix'), parser.add_argument('--out')
+  parser.add_argument('--child'), parser.add_argument('--source'), parser.add_argument('--out')
   args = parser.parse_args(argv)
   if args.child:
-    child(args.child, args.prefix, args.out)
+    harness.child(CONTENDERS, args.child, args.source, args.out)
     return 0
   workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
   prefix = generate(workdir, args.events)
-  results = {name: measure(name, prefix, workdir, args.repeat) for name in CONTENDERS}
+  results = {name: harness.measure('tests.bench.bench_import', name, prefix, workdir, args.repeat)
+             for name in CONTENDERS}
   print(f'import benchmark: {results["eventferry"]["rows_in"]:,} events in 4 files, '
         f'best of {args.repeat}, {os.cpu_count()} cores')
   print(f"{'contender':<12} {'seconds':>8} {'events/s':>10} {'peak MiB':>9} {'written':>9} "
@@ -176,8 +149,8 @@ def main(argv: list[str]) -> int:
              f"<= {TARGETS['x_pyarrow_time']}", ours['seconds'] / floor['seconds'] <= TARGETS['x_pyarrow_time']),
             ('peak RSS MiB', ours['peak_rss_mib'], f"< {TARGETS['rss_mib']}",
              ours['peak_rss_mib'] < TARGETS['rss_mib'])]
-  for label, value, target, ok in checks:
-    print(f'{label:<22} {value:>12,.2f}  target {target:<12} {"PASS" if ok else "MISS"}')
+  for check in checks:
+    print(harness.verdict(*check))
   same = len({r['rows_written'] for r in results.values()}) == 1
   print(f"rows written agree across contenders: {same}")
   return 0

@@ -1,0 +1,96 @@
+"""Export benchmark: `./run.sh bench export [--events N] [--repeat K]`.
+
+Imports N generated events (default 1M) into a lake once, then times, each in its own process:
+  ef_parquet / ef_csv_gz  - the real export command (FnApiRunner, one worker): seed-schema
+                            Parquet (snappy) / CSV gzip
+  duck_parquet / duck_csv_gz - DuckDB (2 threads) COPY of the same lake day to the same formats,
+                            map columns as JSON text
+Prints seconds, events/s, peak RSS, and the issue's targets: >= 300k events/s to Parquet and at
+least half of DuckDB's throughput on both formats.
+"""
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+
+from tests.bench import harness
+
+DAY = datetime.date(2023, 1, 1)
+MODULE = 'tests.bench.bench_export'
+
+
+def prepare(workdir: str, events: int) -> str:
+  from tests.bench.bench_import import generate
+  lake = os.path.join(workdir, 'lake')
+  if not os.path.exists(os.path.join(lake, f'dt={DAY}', '_SUCCESS')):
+    from pipelines import import_events
+    import_events.run(['--source', generate(workdir, events), '--date', str(DAY), '--lake', lake])
+  return lake
+
+
+def _eventferry(fmt: str, compression: str):
+  def run(lake: str, out: str) -> dict:
+    from pipelines import export_events
+    code = export_events.run(['--lake', lake, '--date', str(DAY), '--dest', out, '--format', fmt,
+                              '--compression', compression, '--runner', 'FnApiRunner'])
+    assert code == 0
+    import json
+    return {'rows': json.load(open(os.path.join(out, f'dt={DAY}', '_manifest.json')))['rows']}
+  return run
+
+
+def _duckdb(target: str):
+  def run(lake: str, out: str) -> dict:
+    import duckdb
+    con = duckdb.connect()
+    con.execute('SET threads=2')
+    as_json = ', '.join(f'to_json({c})::VARCHAR AS {c}' for c in ('identifiers',))
+    select = f"""SELECT DATE '{DAY}' AS server_dt, ts, environment, event_key, {as_json}, insert_id,
+                   metric_value, to_json(platform_properties)::VARCHAR AS hackle_properties,
+                   to_json(user_properties)::VARCHAR AS user_properties,
+                   to_json(event_properties)::VARCHAR AS event_properties
+                 FROM read_parquet('{lake}/dt={DAY}/*.parquet')"""
+    options = {'parquet': "(FORMAT parquet, COMPRESSION snappy)",
+               'csv.gz': "(FORMAT csv, HEADER, COMPRESSION gzip)"}[target]
+    path = os.path.join(out, f'export.{target}')
+    con.execute(f"COPY ({select}) TO '{path}' {options}")
+    return {'rows': con.execute(f"SELECT count(*) FROM read_parquet('{lake}/dt={DAY}/*.parquet')")
+            .fetchone()[0]}
+  return run
+
+
+CONTENDERS = {'ef_parquet': _eventferry('parquet', 'snappy'), 'ef_csv_gz': _eventferry('csv', 'gzip'),
+              'duck_parquet': _duckdb('parquet'), 'duck_csv_gz': _duckdb('csv.gz')}
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--events', type=int, default=1_000_000)
+  parser.add_argument('--repeat', type=int, default=1, help='runs per contender; the best counts')
+  parser.add_argument('--workdir', default=None, help='keeps the generated lake between runs')
+  parser.add_argument('--child'), parser.add_argument('--source'), parser.add_argument('--out')
+  args = parser.parse_args(argv)
+  if args.child:
+    harness.child(CONTENDERS, args.child, args.source, args.out)
+    return 0
+  workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
+  lake = prepare(workdir, args.events)
+  r = {name: harness.measure(MODULE, name, lake, workdir, args.repeat) for name in CONTENDERS}
+  print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {args.repeat}')
+  print(f"{'contender':<13} {'seconds':>8} {'events/s':>10} {'peak MiB':>9}")
+  for x in r.values():
+    print(f"{x['contender']:<13} {x['seconds']:>8.2f} {x['rows'] / x['seconds']:>10,.0f} "
+          f"{x['peak_rss_mib']:>9.0f}")
+  rate = r['ef_parquet']['rows'] / r['ef_parquet']['seconds']
+  for check in [('events/s to Parquet', rate, '>= 300,000', rate >= 300_000),
+                ('x DuckDB, Parquet', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'],
+                 '>= 0.5', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'] >= 0.5),
+                ('x DuckDB, CSV.gz', r['duck_csv_gz']['seconds'] / r['ef_csv_gz']['seconds'],
+                 '>= 0.5', r['duck_csv_gz']['seconds'] / r['ef_csv_gz']['seconds'] >= 0.5)]:
+    print(harness.verdict(*check))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))
