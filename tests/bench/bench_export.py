@@ -8,11 +8,10 @@ Imports N generated events (default 1M) into a lake once, then times, each in it
 Prints seconds, events/s, peak RSS, and the issue's targets: >= 300k events/s to Parquet and at
 least half of DuckDB's throughput on both formats.
 """
-import argparse
 import datetime
+import json
 import os
 import sys
-import tempfile
 
 from tests.bench import harness
 
@@ -35,7 +34,6 @@ def _eventferry(fmt: str, compression: str):
     code = export_events.run(['--lake', lake, '--date', str(DAY), '--dest', out, '--format', fmt,
                               '--compression', compression, '--runner', 'FnApiRunner'])
     assert code == 0
-    import json
     return {'rows': json.load(open(os.path.join(out, f'dt={DAY}', '_manifest.json')))['rows']}
   return run
 
@@ -45,9 +43,9 @@ def _duckdb(target: str):
     import duckdb
     con = duckdb.connect()
     con.execute('SET threads=2')
-    as_json = ', '.join(f'to_json({c})::VARCHAR AS {c}' for c in ('identifiers',))
-    select = f"""SELECT DATE '{DAY}' AS server_dt, ts, environment, event_key, {as_json}, insert_id,
-                   metric_value, to_json(platform_properties)::VARCHAR AS hackle_properties,
+    select = f"""SELECT DATE '{DAY}' AS server_dt, ts, environment, event_key,
+                   to_json(identifiers)::VARCHAR AS identifiers, insert_id, metric_value,
+                   to_json(platform_properties)::VARCHAR AS hackle_properties,
                    to_json(user_properties)::VARCHAR AS user_properties,
                    to_json(event_properties)::VARCHAR AS event_properties
                  FROM read_parquet('{lake}/dt={DAY}/*.parquet')"""
@@ -65,19 +63,11 @@ CONTENDERS = {'ef_parquet': _eventferry('parquet', 'snappy'), 'ef_csv_gz': _even
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--events', type=int, default=1_000_000)
-  parser.add_argument('--repeat', type=int, default=1, help='runs per contender; the best counts')
-  parser.add_argument('--workdir', default=None, help='keeps the generated lake between runs')
-  parser.add_argument('--child'), parser.add_argument('--source'), parser.add_argument('--out')
-  args = parser.parse_args(argv)
-  if args.child:
-    harness.child(CONTENDERS, args.child, args.source, args.out)
+  r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, CONTENDERS, prepare)
+  if r is None:
     return 0
-  workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
-  lake = prepare(workdir, args.events)
-  r = {name: harness.measure(MODULE, name, lake, workdir, args.repeat) for name in CONTENDERS}
-  print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {args.repeat}')
+  repeat = r.pop('repeat')
+  print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {repeat}')
   print(f"{'contender':<13} {'seconds':>8} {'events/s':>10} {'peak MiB':>9}")
   for x in r.values():
     print(f"{x['contender']:<13} {x['seconds']:>8.2f} {x['rows'] / x['seconds']:>10,.0f} "

@@ -9,12 +9,10 @@ of one customer day, then runs on the same input, each in its own process:
   pyarrow    - the same column functions as eventferry in one plain loop, no Beam: the floor
 Prints seconds, events/s, peak RSS and the ratios against the issue's targets.
 """
-import argparse
 import datetime
 import json
 import os
 import sys
-import tempfile
 
 from tests.bench import harness
 
@@ -116,21 +114,13 @@ CONTENDERS = {'eventferry': run_eventferry,
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--events', type=int, default=1_000_000)
-  parser.add_argument('--repeat', type=int, default=1, help='runs per contender; the best counts')
-  parser.add_argument('--workdir', default=None, help='keeps the generated input between runs')
-  parser.add_argument('--child'), parser.add_argument('--source'), parser.add_argument('--out')
-  args = parser.parse_args(argv)
-  if args.child:
-    harness.child(CONTENDERS, args.child, args.source, args.out)
+  results = harness.run_all(argv, __doc__.splitlines()[0], 'tests.bench.bench_import', CONTENDERS,
+                            generate)
+  if results is None:
     return 0
-  workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
-  prefix = generate(workdir, args.events)
-  results = {name: harness.measure('tests.bench.bench_import', name, prefix, workdir, args.repeat)
-             for name in CONTENDERS}
+  repeat = results.pop('repeat')
   print(f'import benchmark: {results["eventferry"]["rows_in"]:,} events in 4 files, '
-        f'best of {args.repeat}, {os.cpu_count()} cores')
+        f'best of {repeat}, {os.cpu_count()} cores')
   print(f"{'contender':<12} {'seconds':>8} {'events/s':>10} {'peak MiB':>9} {'written':>9} "
         f"{'rejected':>9} {'dupes':>7}")
   for r in results.values():

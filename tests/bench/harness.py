@@ -1,10 +1,12 @@
 """What every benchmark shares: each contender runs in its own process, times only its own work,
 and reports its peak RSS; the best of --repeat runs counts."""
+import argparse
 import json
 import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 # Every contender runs with the allocator settings the pipelines use (see pipelines/__init__.py).
@@ -38,3 +40,23 @@ def measure(module: str, name: str, source: str, workdir: str, repeat: int) -> d
 
 def verdict(label: str, value: float, target: str, ok: bool) -> str:
   return f'{label:<24} {value:>12,.2f}  target {target:<12} {"PASS" if ok else "MISS"}'
+
+
+def run_all(argv: list[str], description: str, module: str, contenders: dict, prepare) -> dict | None:
+  """The benchmark command line: --events, --repeat, --workdir. In a contender's own process
+  (--child) runs it and returns None; otherwise prepares the input with `prepare(workdir, events)`
+  and returns every contender's best result."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--events', type=int, default=1_000_000)
+  parser.add_argument('--repeat', type=int, default=1, help='runs per contender; the best counts')
+  parser.add_argument('--workdir', default=None, help='keeps the generated input between runs')
+  parser.add_argument('--child'), parser.add_argument('--source'), parser.add_argument('--out')
+  args = parser.parse_args(argv)
+  if args.child:
+    child(contenders, args.child, args.source, args.out)
+    return None
+  workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
+  source = prepare(workdir, args.events)
+  results = {name: measure(module, name, source, workdir, args.repeat) for name in contenders}
+  results['repeat'] = args.repeat
+  return results
