@@ -1,5 +1,5 @@
-"""Export: lake days -> a customer's destination in the seed 000 schema, as Parquet, JSON lines
-or CSV, partitioned by day, with a manifest and `_SUCCESS` last.
+"""Export: lake days -> a customer's destination in the seed 000 schema, as Parquet, JSON lines,
+CSV, Avro or XML, partitioned by day, with a manifest and `_SUCCESS` last.
 
 Local:
   ./run.sh export --lake ./lake --date 2023-01-01 --dest ./export [--format parquet]
@@ -29,11 +29,12 @@ from schemas.export import EXPORT_SCHEMA
 from transforms import storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, shard_name, stage)
-from transforms.export import PARQUET_CODECS, TEXT_CODECS, Format, select, to_export
+from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, select,
+                               to_export)
 from transforms.read import SUCCESS, SourceError
 
 PIPELINE = 'export'
-FORMATS = ('parquet', 'jsonl', 'csv')
+FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
 
 
 class ExportOptions(PipelineOptions):
@@ -46,8 +47,9 @@ class ExportOptions(PipelineOptions):
     opts.add_date_args(parser, 'export')
     parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
     parser.add_argument('--compression', default=None,
-                        help=f'parquet: {"|".join(PARQUET_CODECS)} (default snappy); '
-                        f'jsonl/csv: {"|".join(TEXT_CODECS)} (default none)')
+                        help=f'parquet: {"|".join(PARQUET_CODECS)} (default snappy); avro: '
+                        f'{"|".join(AVRO_CODECS)} (default null); jsonl/csv/xml: '
+                        f'{"|".join(TEXT_CODECS)} (default none)')
     parser.add_argument('--csv_delimiter', default=',', help="CSV field delimiter, e.g. '|'")
     parser.add_argument('--csv_header', default='true', help='CSV header line: true or false')
     parser.add_argument('--events', default='', help='only these event keys, comma-separated')
@@ -79,7 +81,7 @@ def _csv_list(value: str) -> list[str]:
 def fmt_of(o: ExportOptions) -> Format:
   if o.format not in FORMATS:
     raise opts.UsageError(f'--format {o.format!r} is not one of {", ".join(FORMATS)}')
-  codecs = PARQUET_CODECS if o.format == 'parquet' else TEXT_CODECS
+  codecs = {'parquet': PARQUET_CODECS, 'avro': AVRO_CODECS}.get(o.format, TEXT_CODECS)
   compression = o.compression or codecs[0]
   if compression not in codecs:
     raise opts.UsageError(f'--compression {compression!r} does not apply to {o.format}: '

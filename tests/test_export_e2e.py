@@ -144,3 +144,29 @@ def test_an_uncommitted_lake_day_is_refused(lake, tmp_path):
 def test_wrong_export_flags_name_the_flag(lake, tmp_path, flags, message):
   proc = export(lake, tmp_path, *flags, check=False)
   assert proc.returncode == 2 and message in proc.stderr
+
+
+@pytest.mark.parametrize('compression', ['null', 'deflate'])
+def test_avro_round_trip(lake, tmp_path, compression):
+  import fastavro
+  export(lake, tmp_path, '--format', 'avro', '--compression', compression)
+  with open(only_file(tmp_path, '.avro'), 'rb') as f:
+    rows = {r['insert_id']: r for r in fastavro.reader(f)}
+  first = rows[uuid(1)]
+  assert first['metric_value'] == decimal.Decimal('123456789012345678.123456')
+  assert first['ts'] == datetime.datetime(2023, 1, 1, 0, 1, 3, 333000, tzinfo=UTC)
+  assert first['server_dt'] == datetime.date(2023, 1, 1)
+  assert json.loads(first['event_properties']) == {'note': AWKWARD}
+
+
+def test_xml_round_trip_with_the_standard_library(lake, tmp_path):
+  import xml.etree.ElementTree as ET
+  export(lake, tmp_path, '--format', 'xml', '--compression', 'gzip')
+  root = ET.fromstring(gzip.decompress(open(only_file(tmp_path, '.xml.gz'), 'rb').read()))
+  events = {e.findtext('insert_id'): e for e in root.iter('Event')}
+  assert len(events) == 3
+  first = events[uuid(1)]
+  assert first.findtext('metric_value') == '123456789012345678.123456'
+  assert first.findtext('ts') == '2023-01-01T00:01:03.333Z'
+  props = {e.findtext('key'): e.findtext('value') for e in first.find('event_properties')}
+  assert props == {'note': AWKWARD}

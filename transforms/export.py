@@ -6,6 +6,10 @@ vectorized (JSON text via transforms.jsonify, CSV via Arrow's writer).
 import dataclasses
 import datetime
 import gzip
+import io
+import json
+import re
+from xml.sax.saxutils import escape
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +23,21 @@ from transforms.validate import constant
 
 PARQUET_CODECS = ('snappy', 'zstd', 'gzip', 'none')
 TEXT_CODECS = ('none', 'gzip')
+AVRO_CODECS = ('null', 'deflate', 'snappy')
+MAP_FIELDS = ('identifiers', 'hackle_properties', 'user_properties', 'event_properties')
+AVRO_SCHEMA = {
+    'type': 'record', 'name': 'ExportEvent', 'namespace': 'eventferry',
+    'fields': [{'name': 'server_dt', 'type': {'type': 'int', 'logicalType': 'date'}},
+               {'name': 'ts', 'type': {'type': 'long', 'logicalType': 'timestamp-millis'}},
+               {'name': 'environment', 'type': 'string'}, {'name': 'event_key', 'type': 'string'},
+               {'name': 'identifiers', 'type': 'string'}, {'name': 'insert_id', 'type': 'string'},
+               {'name': 'metric_value', 'type': {'type': 'bytes', 'logicalType': 'decimal',
+                                                 'precision': 24, 'scale': 6}},
+               {'name': 'hackle_properties', 'type': 'string'},
+               {'name': 'user_properties', 'type': 'string'},
+               {'name': 'event_properties', 'type': 'string'}]}
+# XML 1.0 cannot carry these even as character references; they are written as \uXXXX text.
+_XML_FORBIDDEN = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f]')
 
 
 def select(lake: pa.Table, events: list[str], exclude: list[str], environment: str | None) -> pa.Table:
@@ -61,13 +80,17 @@ class Format:
   csv_header: bool = True
 
   @property
+  def gzipped(self) -> bool:
+    return self.name in ('jsonl', 'csv', 'xml') and self.compression == 'gzip'
+
+  @property
   def extension(self) -> str:
-    ext = {'parquet': 'parquet', 'jsonl': 'jsonl', 'csv': 'csv'}[self.name]
-    return ext + ('.gz' if self.name != 'parquet' and self.compression == 'gzip' else '')
+    return self.name + ('.gz' if self.gzipped else '')
 
   def encode(self, table: pa.Table) -> bytes:
-    data = {'parquet': _parquet, 'jsonl': _jsonl, 'csv': _csv}[self.name](table, self)
-    if self.name != 'parquet' and self.compression == 'gzip':
+    encoders = {'parquet': _parquet, 'jsonl': _jsonl, 'csv': _csv, 'avro': _avro, 'xml': _xml}
+    data = encoders[self.name](table, self)
+    if self.gzipped:
       data = gzip.compress(data, compresslevel=6, mtime=0)   # mtime 0: reruns are byte-identical
     return data
 
@@ -116,3 +139,35 @@ def _csv(table: pa.Table, fmt: Format) -> bytes:
   pacsv.write_csv(t, sink, write_options=pacsv.WriteOptions(
       include_header=fmt.csv_header, delimiter=fmt.csv_delimiter, quoting_style='needed'))
   return sink.getvalue().to_pybytes()
+
+
+def _avro(table: pa.Table, fmt: Format) -> bytes:
+  import fastavro
+  sink = io.BytesIO()
+  fastavro.writer(sink, fastavro.parse_schema(AVRO_SCHEMA), table.to_pylist(), codec=fmt.compression,
+                  sync_marker=b'eventferry-sync!')   # fixed marker: reruns are byte-identical
+  return sink.getvalue()
+
+
+def _xml_text(value: str) -> str:
+  value = _XML_FORBIDDEN.sub(lambda m: f'\\u{ord(m.group()):04x}', value)
+  return escape(value)
+
+
+def _xml(table: pa.Table, fmt: Format) -> bytes:
+  """CleverTap's element layout: one <Event> per row, maps as <entry><key/><value/></entry>."""
+  out = ['<?xml version="1.0" encoding="UTF-8"?>\n<Events>\n']
+  t = table.set_column(1, 'ts', _ts_text(table['ts'].combine_chunks()))
+  for row in t.to_pylist():
+    out.append('<Event>')
+    for name, value in row.items():
+      if name in MAP_FIELDS:
+        entries = ''.join(f'<entry><key>{_xml_text(k)}</key>' +
+                          ('<value/>' if v is None else f'<value>{_xml_text(v)}</value>') +
+                          '</entry>' for k, v in json.loads(value).items())
+        out.append(f'<{name}>{entries}</{name}>')
+      else:
+        out.append(f'<{name}>{_xml_text(str(value))}</{name}>')
+    out.append('</Event>\n')
+  out.append('</Events>\n')
+  return ''.join(out).encode()
