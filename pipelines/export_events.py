@@ -20,6 +20,8 @@ import sys
 import time
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -28,9 +30,10 @@ from pipelines import options as opts
 from schemas.export import EXPORT_SCHEMA
 from transforms import storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
-                               partition_dir, shard_name, stage)
+                               partition_dir, stage)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, select,
                                to_export)
+from transforms.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
 
 PIPELINE = 'export'
@@ -55,6 +58,12 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--events', default='', help='only these event keys, comma-separated')
     parser.add_argument('--exclude_events', default='', help='all but these event keys')
     parser.add_argument('--environment', default=None, help='only this environment (default all)')
+    parser.add_argument('--layout', default='hive', help=f'one of {", ".join(PRESETS)} (see README)')
+    parser.add_argument('--partition_template', default=None,
+                        help="per-day folder, e.g. 'events/dt={dt}' (overrides --layout's)")
+    parser.add_argument('--file_template', default=None,
+                        help="file name in it, e.g. '{event}-{yyyymmdd}-{index}.{ext}'")
+    parser.add_argument('--dataset_id', default='events', help='{dataset} in templates (Adobe)')
     parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
 
 
@@ -68,6 +77,13 @@ class ExportPlan:
   exclude: list[str]
   environment: str | None
   files: dict[str, list[str]]     # dt -> committed lake files, from the day's manifest
+  layout: Layout
+  dataset: str
+  export_time: str
+
+  def day_values(self, dt: str) -> dict:
+    return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
+            'export_time': self.export_time, 'dataset': self.dataset}
 
   @property
   def staging(self) -> str:
@@ -108,9 +124,18 @@ def plan(o: ExportOptions) -> ExportPlan:
   events, exclude = _csv_list(o.events), _csv_list(o.exclude_events)
   if events and exclude:
     raise opts.UsageError('give --events or --exclude_events, not both')
-  files = {day.isoformat(): committed_files(o.lake, day) for day in opts.date_range(o)}
+  try:
+    layout = Layout.of(o.layout, o.partition_template, o.file_template)
+  except LayoutError as e:
+    raise opts.UsageError(str(e))
+  days = opts.date_range(o)
+  if len(days) > 1 and not layout.per_day:
+    raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export one '
+                          'day per run, or add {dt} to the template')
+  files = {day.isoformat(): committed_files(o.lake, day) for day in days}
+  export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
-                    o.environment, files)
+                    o.environment, files, layout, o.dataset_id, export_time)
 
 
 class ExportFile(beam.DoFn):
@@ -126,12 +151,13 @@ class ExportFile(beam.DoFn):
     with storage.open_read(path) as f:
       lake = pq.read_table(f)
     table = to_export(select(lake, p.events, p.exclude, p.environment), dt)
-    if table.num_rows == 0:
-      return
-    name = shard_name(index, count, p.fmt.extension)
-    staged_path = storage.join(partition_dir(p.staging, dt), name)
-    self.rows.inc(table.num_rows)
-    yield dt, stage(p.fmt.encode(table), staged_path, name, table.num_rows)
+    values = {**p.day_values(dt), 'index': f'{index:05d}', 'count': f'{count:05d}',
+              'ext': p.fmt.extension}
+    for split, rows in split_rows(table, p.layout):
+      name = p.layout.file_path({**values, **split})
+      staged_path = storage.join(partition_dir(p.staging, dt), name)
+      self.rows.inc(rows.num_rows)
+      yield dt, stage(p.fmt.encode(rows), staged_path, name, rows.num_rows)
 
 
 class CommitExportDay(beam.DoFn):
@@ -144,11 +170,33 @@ class CommitExportDay(beam.DoFn):
     dt, parts = element
     p = self._p
     staged = list(parts['files'])
-    target = partition_dir(p.dest, dt)
+    target = storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=EXPORT_SCHEMA))
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
+
+
+def split_rows(table, layout: Layout):
+  """({'hh': .., 'event': ..}, rows) per hour and/or event name the file template names."""
+  if table.num_rows == 0:
+    return
+  keys = {}
+  if layout.by_hour:
+    keys['hh'] = pc.utf8_lpad(pc.cast(pc.hour(table['ts']), pa.string()), 2, '0')
+  if layout.by_event:
+    keys['event'] = table['event_key']
+  if not keys:
+    yield {}, table
+    return
+  combos = pa.table(keys).group_by(list(keys)).aggregate([]).sort_by(
+      [(k, 'ascending') for k in keys]).to_pylist()
+  for combo in combos:
+    mask = None
+    for k, v in combo.items():
+      m = pc.equal(keys[k], v)
+      mask = m if mask is None else pc.and_(mask, m)
+    yield combo, table.filter(mask)
 
 
 def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
@@ -181,10 +229,11 @@ def run(argv: list[str]) -> int:
         f'{p.fmt.compression})')
   total = 0
   for dt in p.files:
-    manifest = json.loads(storage.read_bytes(storage.join(partition_dir(p.dest, dt), MANIFEST)))
+    target = storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
+    manifest = json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
     total += manifest['rows']
     print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
-          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {partition_dir(p.dest, dt)}/')
+          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {target}/')
   print(f'{total:,} events in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} events/s)')
   return 0
 

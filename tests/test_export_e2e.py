@@ -170,3 +170,32 @@ def test_xml_round_trip_with_the_standard_library(lake, tmp_path):
   assert first.findtext('ts') == '2023-01-01T00:01:03.333Z'
   props = {e.findtext('key'): e.findtext('value') for e in first.find('event_properties')}
   assert props == {'note': AWKWARD}
+
+
+def test_hourly_and_event_name_layouts(lake, tmp_path):
+  export(lake, tmp_path / 'h', '--layout', 'hourly')
+  day = tmp_path / 'h' / 'dt=2023-01-01'
+  assert sorted(os.listdir(day)) == ['_SUCCESS', '_manifest.json', 'hr=00']
+  export(lake, tmp_path / 'e', '--file_template', '{event}-{yyyymmdd}-{index}.{ext}',
+         '--format', 'csv', '--compression', 'gzip')
+  names = sorted(os.listdir(tmp_path / 'e' / 'dt=2023-01-01'))
+  assert names == ['_SUCCESS', '_manifest.json', 'purchase-20230101-00000.csv.gz',
+                   'signup-20230101-00000.csv.gz']
+
+
+def test_adobe_layout_and_hostile_event_names_stay_inside_dest(tmp_path):
+  bucket, lake, dest = tmp_path / 'bucket', tmp_path / 'lake', tmp_path / 'dest'
+  names = ['../../escape', '/abs', '.hidden', '장바구니 담기', 'x' * 300]
+  write_file(str(bucket / 'dt=2023-01-01' / 'a.parquet'),
+             table([event(i, event_key=k) for i, k in enumerate(names)]))
+  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  run_cli('pipelines.import_events', '--source', str(bucket), '--date', '2023-01-01',
+          '--lake', str(lake))
+  export(lake, dest, '--layout', 'adobe', '--dataset_id', 'ds/../1',
+         '--file_template', '{event}/{run_id}-{index}.{ext}')
+  files = [os.path.relpath(os.path.join(d, f), dest) for d, _, fs in os.walk(dest) for f in fs]
+  assert len(files) == len(names) + 2
+  assert all(not f.startswith('..') and os.path.realpath(dest / f).startswith(str(dest))
+             for f in files)
+  folders = {f.split('/')[0] for f in files}
+  assert len(folders) == 1 and folders.pop().startswith('ds____1-')

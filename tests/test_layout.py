@@ -1,0 +1,43 @@
+"""Export layouts: templates, and names that cannot escape DEST or collide."""
+import pytest
+
+from transforms.layout import Layout, LayoutError, safe
+
+HOSTILE = ['../../x', '/etc/passwd', '..', '.hidden', '_x', '$session_start', 'a/b', 'a_b',
+           'a\\b', 'x' * 300, '장바구니 담기', 'nul\x00byte', ' ']
+
+
+@pytest.mark.parametrize('value', HOSTILE)
+def test_safe_names_stay_one_visible_segment(value):
+  name = safe(value)
+  assert '/' not in name and '\\' not in name and '..' not in name
+  assert name and not name.startswith(('.', '_')) and len(name) <= 100
+
+
+def test_safe_names_do_not_collide_and_leave_plain_names_alone():
+  names = [safe(v) for v in HOSTILE]
+  assert len(set(names)) == len(names)
+  assert safe('purchase') == 'purchase' and safe('2023-01-01') == '2023-01-01'
+  assert safe('장바구니_담기') == '장바구니_담기'
+
+
+@pytest.mark.parametrize('event', HOSTILE)
+def test_rendered_paths_stay_inside(event):
+  layout = Layout.of('hive', 'exports/dt={dt}', '{event}/{event}-{index}.{ext}')
+  path = layout.file_path({'event': event, 'index': '00000', 'ext': 'csv'})
+  assert not path.startswith(('/', '..')) and '/../' not in f'/{path}/'
+  assert path.count('/') == 1
+
+
+@pytest.mark.parametrize('preset,partition,file,message', [
+    ('nope', None, None, '--layout'),
+    ('hive', '/abs/{dt}', None, 'relative path'),
+    ('hive', '../{dt}', None, 'relative path'),
+    ('hive', None, '{event}.csv', 'needs {index}'),
+    ('hive', None, '{foo}-{index}', 'uses {foo}'),
+    ('hive', 'fixed', None, 'needs {dt}'),
+    ('hive', 'dt={hh}', None, 'uses {hh}'),
+])
+def test_bad_templates_say_what_to_fix(preset, partition, file, message):
+  with pytest.raises(LayoutError, match=message.replace('{', r'\{').replace('}', r'\}')):
+    Layout.of(preset, partition, file)

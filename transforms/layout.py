@@ -1,0 +1,102 @@
+"""Where export files land: a partition template (one folder per day, the unit of the commit) and
+a file template inside it.
+
+Placeholders: {dt} 2023-01-01, {yyyymmdd} 20230101, {run_id}, {export_time} (run start, UTC,
+YYYYMMDDHHMM), {dataset} (--dataset_id); in file templates also {hh} (hour of ts, UTC; splits the
+day's rows by hour), {event} (event_key; splits the rows by event name), {index} and {count}
+(00000-style shard numbers), {ext}. Values are made safe for paths: every character other than
+letters (any script), digits, '-', '_' and '.' becomes '_', '..' cannot occur, no name starts with
+'_' or '.', and a value that had to change (or is over 100 characters) gets a hash of the original
+appended, so no event name can steer a file outside DEST or collide with another.
+"""
+import dataclasses
+import hashlib
+import posixpath
+import re
+import string
+
+PRESETS = {
+    'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
+    'hourly': ('dt={dt}', 'hr={hh}/part-{index}-of-{count}.{ext}'),
+    'adobe': ('{dataset}/exportTime={export_time}', '{run_id}-{index}.{ext}'),
+}
+DAY_FIELDS = {'dt', 'yyyymmdd', 'run_id', 'export_time', 'dataset'}
+FILE_FIELDS = DAY_FIELDS | {'hh', 'event', 'index', 'count', 'ext'}
+_UNSAFE = re.compile(r'[^\w.\-]', re.UNICODE)
+MAX_PART = 100
+
+
+class LayoutError(ValueError):
+  pass
+
+
+def safe(value: str) -> str:
+  """A path segment from any value: no separators, no '..', not hidden (leading '_' or '.'), at
+  most MAX_PART characters. A value that had to change gets a hash of the original appended, so
+  two names never collide ('a/b' and 'a_b' stay apart)."""
+  text = _UNSAFE.sub('_', value).replace('..', '__').lstrip('._')
+  if text != value or len(text) > MAX_PART:
+    text = text[:MAX_PART - 9] + '-' + hashlib.sha1(value.encode()).hexdigest()[:8]
+  return text
+
+
+def _fields(template: str) -> set[str]:
+  return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  partition: str
+  file: str
+
+  @classmethod
+  def of(cls, preset: str | None, partition: str | None, file: str | None) -> 'Layout':
+    base_partition, base_file = PRESETS.get(preset or 'hive', (None, None))
+    if base_partition is None:
+      raise LayoutError(f'--layout {preset!r} is not one of {", ".join(PRESETS)} '
+                        '(or give --partition_template and --file_template)')
+    layout = cls(partition or base_partition, file or base_file)
+    layout.check()
+    return layout
+
+  def check(self) -> None:
+    for label, template, allowed in (('--partition_template', self.partition, DAY_FIELDS),
+                                     ('--file_template', self.file, FILE_FIELDS)):
+      unknown = _fields(template) - allowed
+      if unknown:
+        raise LayoutError(f'{label} {template!r} uses {{{sorted(unknown)[0]}}}; it may use '
+                          + ', '.join('{%s}' % f for f in sorted(allowed)))
+      if template.startswith('/') or '..' in template.split('/'):
+        raise LayoutError(f'{label} {template!r} must be a relative path without ".."')
+    if 'index' not in _fields(self.file):
+      raise LayoutError('--file_template needs {index}, so that shards get distinct names')
+    if not _fields(self.partition) & {'dt', 'yyyymmdd', 'export_time'}:
+      raise LayoutError(f'--partition_template {self.partition!r} needs {{dt}}, {{yyyymmdd}} or '
+                        '{export_time}: each day (or run) is committed as one folder')
+
+  @property
+  def per_day(self) -> bool:
+    """False when days of one run share the partition folder (e.g. Adobe's exportTime=)."""
+    return bool(_fields(self.partition) & {'dt', 'yyyymmdd'})
+
+  @property
+  def by_hour(self) -> bool:
+    return 'hh' in _fields(self.file)
+
+  @property
+  def by_event(self) -> bool:
+    return 'event' in _fields(self.file)
+
+  def partition_path(self, values: dict) -> str:
+    return _render(self.partition, values)
+
+  def file_path(self, values: dict) -> str:
+    return _render(self.file, values)
+
+
+def _render(template: str, values: dict) -> str:
+  path = template.format(**{k: safe(str(v)) for k, v in values.items()})
+  normal = posixpath.normpath(path) if path else ''
+  if normal.startswith(('/', '..')) or '/../' in f'/{normal}/':
+    raise LayoutError(f'{template!r} rendered to {path!r}, outside the destination')
+  return '' if normal == '.' else normal
