@@ -3,6 +3,7 @@ CSV, Avro or XML, partitioned by day, with a manifest and `_SUCCESS` last.
 
 Local:
   ./run.sh export --lake ./lake --date 2023-01-01 --dest ./export [--format parquet]
+  ./run.sh export --spec exports/acme.yaml --from_date 2023-01-01 --to_date 2023-01-31
 Dataflow:
   python -m pipelines.export_events --lake gs://acme-lake/events --date 2023-01-01 \\
     --dest gs://customer/hackle-export --runner DataflowRunner --project P --region R \\
@@ -20,6 +21,8 @@ import sys
 import time
 
 import apache_beam as beam
+import pydantic
+import yaml
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,7 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
-from schemas.export import EXPORT_SCHEMA
+from schemas.export import EXPORT_SCHEMA, ExportSpec
 from transforms import storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, stage)
@@ -45,6 +48,8 @@ class ExportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
+    parser.add_argument('--spec', default=None,
+                        help='YAML job spec (exports/acme.yaml); flags given here override it')
     parser.add_argument('--lake', help='lake root to export from')
     parser.add_argument('--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
     opts.add_date_args(parser, 'export')
@@ -212,8 +217,34 @@ def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
           | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
 
 
+def apply_spec(o: ExportOptions, argv: list[str]) -> None:
+  """Fills the options the command line did not give from the --spec file."""
+  if not o.spec:
+    return
+  try:
+    raw = yaml.safe_load(storage.read_bytes(o.spec)) or {}
+    spec = ExportSpec.model_validate(raw)
+  except (OSError, yaml.YAMLError) as e:
+    raise opts.UsageError(f'--spec {o.spec}: cannot read it as YAML ({e})')
+  except pydantic.ValidationError as e:
+    problems = '; '.join(f"field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
+                         for err in e.errors())
+    raise opts.UsageError(f'--spec {o.spec}: {problems}. Fix the file; `./run.sh export --help` '
+                          'explains each field (fields are the flag names)')
+  given = {a[2:].split('=')[0] for a in argv if a.startswith('--')}
+  for name, value in spec.model_dump().items():
+    if name in given:
+      continue
+    if isinstance(value, list):
+      value = ','.join(value)
+    elif isinstance(value, bool):
+      value = str(value).lower()
+    setattr(o, name, value)
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
+  apply_spec(options.view_as(ExportOptions), argv)
   try:
     p = plan(options.view_as(ExportOptions))
   except SourceError as e:

@@ -1,5 +1,6 @@
 """The export contract: seed 000 (Hackle Data Export) schema, and the export run settings."""
 import datetime
+import typing
 
 import pydantic
 from pydantic import AwareDatetime, Field
@@ -25,3 +26,24 @@ class ExportEvent(pydantic.BaseModel):
 
 
 EXPORT_SCHEMA = arrow_schema(ExportEvent)
+
+
+class ExportSpec(pydantic.BaseModel):
+  """A recurring export configured once (`--spec exports/acme.yaml`); command-line flags override
+  its fields. Field names are the export command's flag names."""
+  model_config = pydantic.ConfigDict(extra='forbid', title='eventferry export spec')
+
+  lake: str
+  dest: str
+  format: typing.Literal['parquet', 'jsonl', 'csv', 'avro', 'xml'] = 'parquet'
+  compression: str | None = None
+  layout: typing.Literal['hive', 'hourly', 'adobe'] = 'hive'
+  partition_template: str | None = None
+  file_template: str | None = None
+  dataset_id: str = 'events'
+  events: list[str] = []
+  exclude_events: list[str] = []
+  environment: str | None = None
+  csv_delimiter: str = Field(',', min_length=1, max_length=1)
+  csv_header: bool = True
+  timezone: str = 'UTC'

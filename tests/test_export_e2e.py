@@ -199,3 +199,24 @@ def test_adobe_layout_and_hostile_event_names_stay_inside_dest(tmp_path):
              for f in files)
   folders = {f.split('/')[0] for f in files}
   assert len(folders) == 1 and folders.pop().startswith('ds____1-')
+
+
+def test_spec_file_configures_the_export_and_flags_override_it(lake, tmp_path):
+  spec = tmp_path / 'acme.yaml'
+  spec.write_text(f'lake: {lake}\ndest: {tmp_path / "dest"}\nformat: csv\ncompression: gzip\n'
+                  f'events: [purchase]\n')
+  run_cli('pipelines.export_events', '--spec', str(spec), '--date', '2023-01-01',
+          '--format', 'jsonl')   # the flag wins over the spec's csv
+  day = tmp_path / 'dest' / 'dt=2023-01-01'
+  text = gzip.decompress((day / 'part-00000-of-00001.jsonl.gz').read_bytes()).decode()
+  assert sorted(json.loads(line)['insert_id'] for line in text.splitlines()) == [uuid(1), uuid(3)]
+
+
+def test_a_bad_spec_names_each_field_and_the_fix(tmp_path):
+  spec = tmp_path / 'bad.yaml'
+  spec.write_text('lake: x\ndest: y\nformat: xlsx\nbogus: 1\n')
+  proc = run_cli('pipelines.export_events', '--spec', str(spec), '--date', '2023-01-01',
+                 check=False)
+  assert proc.returncode == 2
+  assert "field 'format'" in proc.stderr and "field 'bogus'" in proc.stderr
+  assert 'Fix the file' in proc.stderr
