@@ -21,17 +21,18 @@ import sys
 import time
 
 import apache_beam as beam
-import pydantic
-import yaml
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pydantic
+import yaml
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
 from schemas.export import EXPORT_SCHEMA, ExportSpec
-from transforms import storage
+from transforms import history, storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, stage)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, select,
@@ -69,6 +70,11 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--file_template', default=None,
                         help="file name in it, e.g. '{event}-{yyyymmdd}-{index}.{ext}'")
     parser.add_argument('--dataset_id', default='events', help='{dataset} in templates (Adobe)')
+    parser.add_argument('--since_last_export', action='store_true',
+                        help='only days whose lake commit is newer than their last export here '
+                        '(all committed lake days when no date is given)')
+    parser.add_argument('--state', default=None,
+                        help='where export history and locks live (default: DEST/_eventferry)')
     parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
 
 
@@ -82,6 +88,8 @@ class ExportPlan:
   exclude: list[str]
   environment: str | None
   files: dict[str, list[str]]     # dt -> committed lake files, from the day's manifest
+  lake_commits: dict[str, dict]   # dt -> the lake manifest's run_id and committed_at
+  state: str
   layout: Layout
   dataset: str
   export_time: str
@@ -114,13 +122,20 @@ def fmt_of(o: ExportOptions) -> Format:
   return Format(o.format, compression, o.csv_delimiter, o.csv_header == 'true')
 
 
-def committed_files(lake: str, day: datetime.date) -> list[str]:
+def lake_manifest(lake: str, day: datetime.date) -> dict:
   directory = partition_dir(lake, day.isoformat())
   if not storage.exists(storage.join(directory, SUCCESS)):
     raise SourceError(f'{directory} is not a committed lake day (no {SUCCESS}): import the day '
                       f'first, e.g. ./run.sh import --date {day} --lake {lake} --source ...')
   manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
-  return [storage.join(directory, f['name']) for f in manifest['files']]
+  manifest['files'] = [storage.join(directory, f['name']) for f in manifest['files']]
+  return manifest
+
+
+def committed_days(lake: str) -> list[datetime.date]:
+  pattern = storage.join(lake, 'dt=*', SUCCESS)
+  found = FileSystems.match([pattern])[0].metadata_list
+  return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
 
 
 def plan(o: ExportOptions) -> ExportPlan:
@@ -133,14 +148,23 @@ def plan(o: ExportOptions) -> ExportPlan:
     layout = Layout.of(o.layout, o.partition_template, o.file_template)
   except LayoutError as e:
     raise opts.UsageError(str(e))
-  days = opts.date_range(o)
-  if len(days) > 1 and not layout.per_day:
+  dated = o.date or o.from_date or o.to_date
+  days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
+  manifests = {day.isoformat(): lake_manifest(o.lake, day) for day in days}
+  state = o.state or o.dest
+  if o.since_last_export:
+    done = history.load(state)
+    manifests = {dt: m for dt, m in manifests.items()
+                 if history.changed_since_export(done, dt, m)}
+  if len(manifests) > 1 and not layout.per_day:
     raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export one '
                           'day per run, or add {dt} to the template')
-  files = {day.isoformat(): committed_files(o.lake, day) for day in days}
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
-                    o.environment, files, layout, o.dataset_id, export_time)
+                    o.environment, {dt: m['files'] for dt, m in manifests.items()},
+                    {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
+                     for dt, m in manifests.items()},
+                    state, layout, o.dataset_id, export_time)
 
 
 class ExportFile(beam.DoFn):
@@ -250,17 +274,34 @@ def run(argv: list[str]) -> int:
   except SourceError as e:
     print(f'error: {e}', file=sys.stderr)
     return 3
-  start = time.monotonic()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, p)
-  pipeline.run().wait_until_finish()
-  storage.delete_tree(p.staging, prune_parent=True)
-  seconds = time.monotonic() - start
+  if not p.files:
+    print('nothing to export: every chosen lake day was exported since its last import')
+    return 0
+  targets = {dt: p.layout.partition_path(p.day_values(dt)) for dt in p.files}
+  locks = []
+  try:
+    for partition in sorted(set(targets.values())):
+      locks.append(history.acquire(p.state, partition, p.run_id))
+    start = time.monotonic()
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, p)
+    pipeline.run().wait_until_finish()
+    storage.delete_tree(p.staging, prune_parent=True)
+    seconds = time.monotonic() - start
+    exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
+                                  'dest': storage.join(p.dest, targets[dt])}
+                             for dt, commit in p.lake_commits.items()})
+  except history.LockedError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 4
+  finally:
+    history.release(locks)
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
         f'{p.fmt.compression})')
   total = 0
   for dt in p.files:
-    target = storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
+    target = storage.join(p.dest, targets[dt])
     manifest = json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
     total += manifest['rows']
     print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '

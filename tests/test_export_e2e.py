@@ -220,3 +220,36 @@ def test_a_bad_spec_names_each_field_and_the_fix(tmp_path):
   assert proc.returncode == 2
   assert "field 'format'" in proc.stderr and "field 'bogus'" in proc.stderr
   assert 'Fix the file' in proc.stderr
+
+
+def test_since_last_export_sends_only_days_recommitted_after_their_export(tmp_path):
+  bucket, lake, dest = tmp_path / 'bucket', tmp_path / 'lake', tmp_path / 'dest'
+  for dt, n in (('2023-01-01', 1), ('2023-01-02', 2)):
+    write_file(str(bucket / f'dt={dt}' / 'a.parquet'), table([event(n)]))
+    storage.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
+  run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
+          '--to_date', '2023-01-02', '--lake', str(lake))
+  first = export(lake, dest, '--since_last_export', date=())
+  assert '2023-01-01' in first.stdout and '2023-01-02' in first.stdout
+  assert 'nothing to export' in export(lake, dest, '--since_last_export', date=()).stdout
+  write_file(str(bucket / 'dt=2023-01-02' / 'b.parquet'), table([event(9)]))
+  run_cli('pipelines.import_events', '--source', str(bucket), '--date', '2023-01-02',
+          '--lake', str(lake))
+  third = export(lake, dest, '--since_last_export', date=())
+  assert '2023-01-02' in third.stdout and '2023-01-01' not in third.stdout
+  assert pq.read_table(str(dest / 'dt=2023-01-02')).num_rows == 2
+  history = json.loads((dest / '_eventferry' / 'export_history.json').read_text())
+  assert set(history) == {'2023-01-01', '2023-01-02'}
+  assert not os.listdir(dest / '_eventferry' / 'locks')
+
+
+def test_a_second_export_of_the_same_day_refuses_while_the_first_holds_the_lock(lake, tmp_path):
+  from transforms import history
+  held = history.acquire(str(tmp_path), 'dt=2023-01-01', 'first-run')
+  proc = export(lake, tmp_path, check=False)
+  assert proc.returncode == 4
+  assert 'another export of dt=2023-01-01' in proc.stderr and 'first-run' in proc.stderr
+  assert not os.path.exists(tmp_path / 'dt=2023-01-01')
+  history.release([held])
+  export(lake, tmp_path)
+  assert os.path.exists(tmp_path / 'dt=2023-01-01' / '_SUCCESS')

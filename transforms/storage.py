@@ -1,5 +1,6 @@
 """File I/O through Beam's FileSystems, so every store Beam knows (local, s3://, gs://, azfs://)
 works the same way. Paths are plain strings; directories are prefixes ending without '/'."""
+import os
 import posixpath
 import typing
 
@@ -43,6 +44,24 @@ def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
   with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
     f.write(data)
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+  """Creates `path` only if it does not exist; False when it did. Atomic on local disk (O_EXCL);
+  on object stores this is check-then-write (conditional writes arrive with the cloud stores)."""
+  if FileSystems.get_scheme(path) is None:
+    os.makedirs(posixpath.dirname(path) or '.', exist_ok=True)
+    try:
+      fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    return True
+  if FileSystems.exists(path):
+    return False
+  write_bytes(path, data)
+  return True
 
 
 def delete(paths: typing.Iterable[str]) -> None:
