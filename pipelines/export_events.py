@@ -35,7 +35,7 @@ from schemas.export import EXPORT_SCHEMA, ExportSpec
 from transforms import history, storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, stage)
-from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, select,
+from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks, select,
                                to_export)
 from transforms.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
@@ -70,6 +70,10 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--file_template', default=None,
                         help="file name in it, e.g. '{event}-{yyyymmdd}-{index}.{ext}'")
     parser.add_argument('--dataset_id', default='events', help='{dataset} in templates (Adobe)')
+    parser.add_argument('--max_rows_per_file', type=int, default=None,
+                        help='split files above this many rows (names get -CCC chunk numbers)')
+    parser.add_argument('--max_file_bytes', type=int, default=None,
+                        help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
     parser.add_argument('--since_last_export', action='store_true',
                         help='only days whose lake commit is newer than their last export here '
                         '(all committed lake days when no date is given)')
@@ -89,6 +93,8 @@ class ExportPlan:
   environment: str | None
   files: dict[str, list[str]]     # dt -> committed lake files, from the day's manifest
   lake_commits: dict[str, dict]   # dt -> the lake manifest's run_id and committed_at
+  max_rows: int | None
+  max_bytes: int | None
   state: str
   layout: Layout
   dataset: str
@@ -141,6 +147,9 @@ def committed_days(lake: str) -> list[datetime.date]:
 def plan(o: ExportOptions) -> ExportPlan:
   opts.require(o, {'lake': './lake', 'dest': 's3://customer-bucket/export'})
   fmt = fmt_of(o)
+  for flag in ('max_rows_per_file', 'max_file_bytes'):
+    if getattr(o, flag) is not None and getattr(o, flag) < 1:
+      raise opts.UsageError(f'--{flag} must be a positive number')
   events, exclude = _csv_list(o.events), _csv_list(o.exclude_events)
   if events and exclude:
     raise opts.UsageError('give --events or --exclude_events, not both')
@@ -164,7 +173,8 @@ def plan(o: ExportOptions) -> ExportPlan:
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
-                    state, layout, o.dataset_id, export_time)
+                    o.max_rows_per_file, o.max_file_bytes, state, layout, o.dataset_id,
+                    export_time)
 
 
 class ExportFile(beam.DoFn):
@@ -180,13 +190,15 @@ class ExportFile(beam.DoFn):
     with storage.open_read(path) as f:
       lake = pq.read_table(f)
     table = to_export(select(lake, p.events, p.exclude, p.environment), dt)
-    values = {**p.day_values(dt), 'index': f'{index:05d}', 'count': f'{count:05d}',
-              'ext': p.fmt.extension}
+    values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension}
+    chunked = p.max_rows or p.max_bytes
     for split, rows in split_rows(table, p.layout):
-      name = p.layout.file_path({**values, **split})
-      staged_path = storage.join(partition_dir(p.staging, dt), name)
-      self.rows.inc(rows.num_rows)
-      yield dt, stage(p.fmt.encode(rows), staged_path, name, rows.num_rows)
+      for c, (piece, data) in enumerate(chunks(rows, p.fmt, p.max_rows, p.max_bytes)):
+        label = f'{index:05d}-{c:03d}' if chunked else f'{index:05d}'
+        name = p.layout.file_path({**values, **split, 'index': label})
+        staged_path = storage.join(partition_dir(p.staging, dt), name)
+        self.rows.inc(piece.num_rows)
+        yield dt, stage(data, staged_path, name, piece.num_rows)
 
 
 class CommitExportDay(beam.DoFn):

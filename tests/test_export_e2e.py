@@ -254,3 +254,17 @@ def test_a_second_export_of_the_same_day_refuses_while_the_first_holds_the_lock(
   history.release([held])
   export(lake, tmp_path)
   assert os.path.exists(tmp_path / 'dt=2023-01-01' / '_SUCCESS')
+
+
+def test_files_are_chunked_by_rows_and_by_bytes(lake, tmp_path):
+  export(lake, tmp_path / 'rows', '--max_rows_per_file', '2', '--format', 'jsonl')
+  day = tmp_path / 'rows' / 'dt=2023-01-01'
+  parts = sorted(n for n in os.listdir(day) if n.startswith('part-'))
+  assert parts == ['part-00000-000-of-00001.jsonl', 'part-00000-001-of-00001.jsonl']
+  assert [len(open(day / n).read().splitlines()) for n in parts] == [2, 1]
+  export(lake, tmp_path / 'bytes', '--max_file_bytes', '700', '--format', 'csv')
+  day = tmp_path / 'bytes' / 'dt=2023-01-01'
+  sizes = [os.path.getsize(day / n) for n in os.listdir(day) if n.startswith('part-')]
+  assert len(sizes) >= 2 and max(sizes) <= 700
+  manifest = json.loads((day / '_manifest.json').read_text())
+  assert manifest['rows'] == 3 and len(manifest['files']) == len(sizes)

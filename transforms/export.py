@@ -171,3 +171,21 @@ def _xml(table: pa.Table, fmt: Format) -> bytes:
     out.append('</Event>\n')
   out.append('</Events>\n')
   return ''.join(out).encode()
+
+
+def chunks(table: pa.Table, fmt: Format, max_rows: int | None,
+           max_bytes: int | None) -> list[tuple[pa.Table, bytes]]:
+  """Encoded pieces of `table`, each within max_rows rows and (while a piece has more than one
+  row) max_bytes bytes. Pieces split by halving, so sizes stay even and names deterministic."""
+  step = max_rows or table.num_rows or 1
+  pending = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
+  out = []
+  while pending:
+    piece = pending.pop(0)
+    data = fmt.encode(piece)
+    if max_bytes and len(data) > max_bytes and piece.num_rows > 1:
+      half = piece.num_rows // 2
+      pending[:0] = [piece.slice(0, half), piece.slice(half)]
+      continue
+    out.append((piece, data))
+  return out
