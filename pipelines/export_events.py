@@ -74,6 +74,8 @@ class ExportOptions(PipelineOptions):
                         help='split files above this many rows (names get -CCC chunk numbers)')
     parser.add_argument('--max_file_bytes', type=int, default=None,
                         help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
+    parser.add_argument('--max_range_days', type=int, default=60,
+                        help='refuse date ranges longer than this (default 60, as CleverTap)')
     parser.add_argument('--since_last_export', action='store_true',
                         help='only days whose lake commit is newer than their last export here '
                         '(all committed lake days when no date is given)')
@@ -159,6 +161,9 @@ def plan(o: ExportOptions) -> ExportPlan:
     raise opts.UsageError(str(e))
   dated = o.date or o.from_date or o.to_date
   days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
+  if dated and len(days) > o.max_range_days:
+    raise opts.UsageError(f'--from_date..--to_date spans {len(days)} days, more than '
+                          f'--max_range_days {o.max_range_days}: split the range or raise the limit')
   manifests = {day.isoformat(): lake_manifest(o.lake, day) for day in days}
   state = o.state or o.dest
   if o.since_last_export:

@@ -140,9 +140,14 @@ def test_an_uncommitted_lake_day_is_refused(lake, tmp_path):
     (['--format', 'xlsx'], '--format'),
     (['--format', 'csv', '--compression', 'zstd'], '--compression'),
     (['--events', 'a', '--exclude_events', 'b'], '--events or --exclude_events'),
+    (['--max_range_days', '1', '--from_date', '2023-01-01', '--to_date', '2023-01-02'],
+     '--max_range_days 1'),
+    (['--layout', 'adobe', '--from_date', '2023-01-01', '--to_date', '2023-01-02'], 'has no {dt}'),
+    (['--max_rows_per_file', '0'], '--max_rows_per_file'),
 ])
 def test_wrong_export_flags_name_the_flag(lake, tmp_path, flags, message):
-  proc = export(lake, tmp_path, *flags, check=False)
+  dated = any(f.startswith('--from_date') for f in flags)
+  proc = export(lake, tmp_path, *flags, check=False, **({'date': ()} if dated else {}))
   assert proc.returncode == 2 and message in proc.stderr
 
 
