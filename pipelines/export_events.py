@@ -31,12 +31,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
-from schemas.export import EXPORT_SCHEMA, ExportSpec
+from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
 from transforms import history, storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, stage)
-from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks, select,
-                               to_export)
+from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks,
+                               latest_profiles, profile_rows, select, to_export,
+                               to_profile_export)
 from transforms.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
 
@@ -70,6 +71,11 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--file_template', default=None,
                         help="file name in it, e.g. '{event}-{yyyymmdd}-{index}.{ext}'")
     parser.add_argument('--dataset_id', default='events', help='{dataset} in templates (Adobe)')
+    parser.add_argument('--kind', default='events',
+                        help='events (default), or profiles: the latest user_properties per user '
+                        '(user_id, else id) as of --date')
+    parser.add_argument('--profile_days', type=int, default=30,
+                        help='with --kind profiles: lake days up to --date that are read')
     parser.add_argument('--max_rows_per_file', type=int, default=None,
                         help='split files above this many rows (names get -CCC chunk numbers)')
     parser.add_argument('--max_file_bytes', type=int, default=None,
@@ -97,6 +103,7 @@ class ExportPlan:
   lake_commits: dict[str, dict]   # dt -> the lake manifest's run_id and committed_at
   max_rows: int | None
   max_bytes: int | None
+  kind: str
   state: str
   layout: Layout
   dataset: str
@@ -159,6 +166,11 @@ def plan(o: ExportOptions) -> ExportPlan:
     layout = Layout.of(o.layout, o.partition_template, o.file_template)
   except LayoutError as e:
     raise opts.UsageError(str(e))
+  if o.kind not in ('events', 'profiles'):
+    raise opts.UsageError(f'--kind {o.kind!r}: use events or profiles')
+  if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')):
+    raise opts.UsageError('--kind profiles exports one --date as parquet, jsonl or csv '
+                          '(no ranges, --since_last_export, avro or xml yet)')
   dated = o.date or o.from_date or o.to_date
   days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
   if dated and len(days) > o.max_range_days:
@@ -173,12 +185,18 @@ def plan(o: ExportOptions) -> ExportPlan:
   if len(manifests) > 1 and not layout.per_day:
     raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export one '
                           'day per run, or add {dt} to the template')
+  if o.kind == 'profiles':
+    as_of = days[0]
+    for back in range(1, o.profile_days):
+      day = as_of - datetime.timedelta(days=back)
+      if storage.exists(storage.join(partition_dir(o.lake, day.isoformat()), SUCCESS)):
+        manifests[as_of.isoformat()]['files'] += lake_manifest(o.lake, day)['files']
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
-                    o.max_rows_per_file, o.max_file_bytes, state, layout, o.dataset_id,
+                    o.max_rows_per_file, o.max_file_bytes, o.kind, state, layout, o.dataset_id,
                     export_time)
 
 
@@ -217,9 +235,10 @@ class CommitExportDay(beam.DoFn):
     p = self._p
     staged = list(parts['files'])
     target = storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
+    schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
-                                                  partition=target, schema=EXPORT_SCHEMA))
+                                                  partition=target, schema=schema))
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
 
 
@@ -245,13 +264,51 @@ def split_rows(table, layout: Layout):
     yield combo, table.filter(mask)
 
 
+class LatestProfiles(beam.DoFn):
+  """(dt, lake file) -> (dt, that file's latest profile per user)."""
+
+  def __init__(self, p: ExportPlan):
+    self._p = p
+
+  def process(self, element: tuple[str, str]):
+    dt, path = element
+    with storage.open_read(path) as f:
+      lake = pq.read_table(f, columns=['ts', 'environment', 'event_key', 'identifiers',
+                                       'insert_id', 'user_properties'])
+    yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
+
+
+class WriteProfiles(beam.DoFn):
+  """(dt, [partial profiles]) -> (dt, StagedFile) for the merged, latest profiles."""
+
+  def __init__(self, p: ExportPlan):
+    self._p = p
+
+  def process(self, element):
+    dt, partials = element
+    p = self._p
+    table = to_profile_export(latest_profiles(pa.concat_tables(list(partials))), dt)
+    values = {**p.day_values(dt), 'count': '00001', 'ext': p.fmt.extension}
+    for c, (piece, data) in enumerate(chunks(table, p.fmt, p.max_rows, p.max_bytes)):
+      label = f'00000-{c:03d}' if (p.max_rows or p.max_bytes) else '00000'
+      name = p.layout.file_path({**values, 'index': label})
+      yield dt, stage(data, storage.join(partition_dir(p.staging, dt), name), name, piece.num_rows)
+
+
 def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
   work = [(dt, i, len(files), path) for dt, files in p.files.items()
           for i, path in enumerate(files)]
-  staged = (pipeline
+  spread = (pipeline
             | 'PlanFiles' >> beam.Create(work)
-            | 'SpreadFiles' >> beam.Reshuffle()
-            | 'ExportFiles' >> beam.ParDo(ExportFile(p)))
+            | 'SpreadFiles' >> beam.Reshuffle())
+  if p.kind == 'profiles':
+    staged = (spread
+              | 'DayAndFile' >> beam.Map(lambda work: (work[0], work[3]))
+              | 'ReadProfiles' >> beam.ParDo(LatestProfiles(p))
+              | 'GatherProfiles' >> beam.GroupByKey()
+              | 'WriteProfiles' >> beam.ParDo(WriteProfiles(p)))
+  else:
+    staged = spread | 'ExportFiles' >> beam.ParDo(ExportFile(p))
   days = pipeline | 'PlannedDays' >> beam.Create([(dt, None) for dt in p.files])
   return ({'files': staged, 'day': days}
           | 'JoinDay' >> beam.CoGroupByKey()
@@ -323,7 +380,7 @@ def run(argv: list[str]) -> int:
     total += manifest['rows']
     print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
           f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {target}/')
-  print(f'{total:,} events in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} events/s)')
+  print(f'{total:,} rows in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} rows/s)')
   return 0
 
 

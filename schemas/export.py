@@ -25,7 +25,20 @@ class ExportEvent(pydantic.BaseModel):
   event_properties: str = Field(description='JSON object text')
 
 
+class ExportProfile(pydantic.BaseModel):
+  """One user's latest profile as of the export date (CleverTap's "all user profiles")."""
+  model_config = pydantic.ConfigDict(extra='forbid', title='eventferry export profile')
+
+  as_of: datetime.date
+  user_key: str = Field(description="identifiers.user_id, else identifiers.id")
+  user_id: str = Field(description="'' for anonymous users")
+  id: str
+  last_seen: AwareDatetime = Field(description='ts of the event that carried these properties')
+  user_properties: str = Field(description='JSON object text')
+
+
 EXPORT_SCHEMA = arrow_schema(ExportEvent)
+PROFILE_SCHEMA = arrow_schema(ExportProfile)
 
 
 class ExportSpec(pydantic.BaseModel):

@@ -273,3 +273,26 @@ def test_files_are_chunked_by_rows_and_by_bytes(lake, tmp_path):
   assert len(sizes) >= 2 and max(sizes) <= 700
   manifest = json.loads((day / '_manifest.json').read_text())
   assert manifest['rows'] == 3 and len(manifest['files']) == len(sizes)
+
+
+def test_profiles_are_the_latest_properties_per_user_as_of_the_date(tmp_path):
+  bucket, lake, dest = tmp_path / 'bucket', tmp_path / 'lake', tmp_path / 'dest'
+  t1 = datetime.datetime(2023, 1, 1, 10, tzinfo=UTC)
+  days = {'2023-01-01': [event(1, identifiers=[('id', 'd1'), ('device_id', 'x'), ('user_id', 'u1')],
+                               user_properties=[('grade', 'SILVER')], ts=t1),
+                         event(2, identifiers=[('id', 'anon'), ('device_id', 'y')],
+                               user_properties=[('grade', 'NONE')], ts=t1)],
+          '2023-01-02': [event(3, identifiers=[('id', 'd2'), ('device_id', 'x'), ('user_id', 'u1')],
+                               user_properties=[('grade', 'GOLD')],
+                               ts=t1 + datetime.timedelta(days=1))]}
+  for dt, rows in days.items():
+    write_file(str(bucket / f'dt={dt}' / 'a.parquet'), table(rows))
+    storage.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
+  run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
+          '--to_date', '2023-01-02', '--lake', str(lake))
+  for as_of, grade in (('2023-01-01', 'SILVER'), ('2023-01-02', 'GOLD')):
+    export(lake, dest, '--kind', 'profiles', date=('--date', as_of))
+    rows = {r['user_key']: r for r in pq.read_table(str(dest / f'dt={as_of}')).to_pylist()}
+    assert set(rows) == {'u1', 'anon'}
+    assert json.loads(rows['u1']['user_properties']) == {'grade': grade}
+    assert rows['anon']['user_id'] == '' and rows['anon']['id'] == 'anon'

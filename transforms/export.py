@@ -17,14 +17,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from schemas.export import EXPORT_SCHEMA
+from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
 from transforms.jsonify import map_to_json, quote
 from transforms.validate import constant
 
 PARQUET_CODECS = ('snappy', 'zstd', 'gzip', 'none')
 TEXT_CODECS = ('none', 'gzip')
 AVRO_CODECS = ('null', 'deflate', 'snappy')
-MAP_FIELDS = ('identifiers', 'hackle_properties', 'user_properties', 'event_properties')
+MAP_FIELDS = ('identifiers', 'hackle_properties', 'user_properties', 'event_properties')  # JSON text
 AVRO_SCHEMA = {
     'type': 'record', 'name': 'ExportEvent', 'namespace': 'eventferry',
     'fields': [{'name': 'server_dt', 'type': {'type': 'int', 'logicalType': 'date'}},
@@ -107,16 +107,17 @@ def _ts_text(ts: pa.Array) -> pa.Array:
 
 
 def _jsonl(table: pa.Table, fmt: Format) -> bytes:
-  """One JSON object per line. Maps are nested objects; metric_value is exact decimal text."""
+  """One JSON object per line. Maps are nested objects; decimals are exact text; timestamps are
+  2023-01-01T00:01:02.333Z."""
   if table.num_rows == 0:
     return b''
   t = table.combine_chunks()
   parts = []
-  for i, field in enumerate(EXPORT_SCHEMA):
+  for i, field in enumerate(t.schema):
     col = t[field.name].chunk(0)
-    if field.name in ('identifiers', 'hackle_properties', 'user_properties', 'event_properties'):
+    if field.name in MAP_FIELDS:
       value = col
-    elif field.name == 'ts':
+    elif pa.types.is_timestamp(field.type):
       value = quote(_ts_text(col))
     else:
       value = quote(col.cast(pa.string()))
@@ -133,8 +134,15 @@ def _concatenated(strings: pa.Array) -> bytes:
   return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
+def _timestamps_as_text(table: pa.Table) -> pa.Table:
+  for i, field in enumerate(table.schema):
+    if pa.types.is_timestamp(field.type):
+      table = table.set_column(i, field.name, _ts_text(table[field.name].combine_chunks()))
+  return table
+
+
 def _csv(table: pa.Table, fmt: Format) -> bytes:
-  t = table.set_column(1, 'ts', _ts_text(table['ts'].combine_chunks()))
+  t = _timestamps_as_text(table)
   sink = pa.BufferOutputStream()
   pacsv.write_csv(t, sink, write_options=pacsv.WriteOptions(
       include_header=fmt.csv_header, delimiter=fmt.csv_delimiter, quoting_style='needed'))
@@ -157,8 +165,7 @@ def _xml_text(value: str) -> str:
 def _xml(table: pa.Table, fmt: Format) -> bytes:
   """CleverTap's element layout: one <Event> per row, maps as <entry><key/><value/></entry>."""
   out = ['<?xml version="1.0" encoding="UTF-8"?>\n<Events>\n']
-  t = table.set_column(1, 'ts', _ts_text(table['ts'].combine_chunks()))
-  for row in t.to_pylist():
+  for row in _timestamps_as_text(table).to_pylist():
     out.append('<Event>')
     for name, value in row.items():
       if name in MAP_FIELDS:
@@ -189,3 +196,35 @@ def chunks(table: pa.Table, fmt: Format, max_rows: int | None,
       continue
     out.append((piece, data))
   return out
+
+
+def profile_rows(lake: pa.Table) -> pa.Table:
+  """Each lake row as (user_key, user_id, id, last_seen, insert_id, user_properties)."""
+  user_id = pc.map_lookup(lake['identifiers'], 'user_id', 'first')
+  device = pc.fill_null(pc.map_lookup(lake['identifiers'], 'id', 'first'), '')
+  named = pc.if_else(pc.fill_null(pc.equal(user_id, ''), True), None, user_id)
+  return pa.table({'user_key': pc.coalesce(named, device), 'user_id': pc.fill_null(user_id, ''),
+                   'id': device, 'last_seen': lake['ts'], 'insert_id': lake['insert_id'],
+                   'user_properties': lake['user_properties']})
+
+
+def latest_profiles(rows: pa.Table) -> pa.Table:
+  """One row per user_key: the latest last_seen (ties: the greater insert_id), by user_key."""
+  if rows.num_rows == 0:
+    return rows
+  order = pc.sort_indices(rows, sort_keys=[('user_key', 'ascending'), ('last_seen', 'descending'),
+                                           ('insert_id', 'descending')])
+  keys = rows['user_key'].take(order).combine_chunks()
+  first = np.ones(len(keys), dtype=bool)
+  first[1:] = np.asarray(pc.not_equal(keys[1:], keys[:-1]))
+  return rows.take(order.filter(pa.array(first)))
+
+
+def to_profile_export(profiles: pa.Table, as_of: str) -> pa.Table:
+  profiles = profiles.combine_chunks()
+  n = profiles.num_rows
+  props = (map_to_json(profiles['user_properties'].chunk(0)) if n else pa.array([], pa.string()))
+  columns = {'as_of': constant(datetime.date.fromisoformat(as_of), n, pa.date32()),
+             'user_key': profiles['user_key'], 'user_id': profiles['user_id'],
+             'id': profiles['id'], 'last_seen': profiles['last_seen'], 'user_properties': props}
+  return pa.Table.from_arrays([columns[f.name] for f in PROFILE_SCHEMA], schema=PROFILE_SCHEMA)
