@@ -200,6 +200,17 @@ def plan(o: ExportOptions) -> ExportPlan:
                     export_time)
 
 
+def stage_files(p: ExportPlan, dt: str, table: pa.Table, index: int, count: int,
+                split: dict | None = None):
+  """Encodes `table` as shard `index` of `count` (in chunks when a size limit is set) and stages
+  each file under the layout's name. Yields StagedFile."""
+  values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension, **(split or {})}
+  for c, (piece, data) in enumerate(chunks(table, p.fmt, p.max_rows, p.max_bytes)):
+    label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
+    name = p.layout.file_path({**values, 'index': label})
+    yield stage(data, storage.join(partition_dir(p.staging, dt), name), name, piece.num_rows)
+
+
 class ExportFile(beam.DoFn):
   """(dt, index, count, lake file) -> (dt, StagedFile) for files with rows to export."""
   rows = Metrics.counter('eventferry.export', 'rows_exported')
@@ -213,15 +224,10 @@ class ExportFile(beam.DoFn):
     with storage.open_read(path) as f:
       lake = pq.read_table(f)
     table = to_export(select(lake, p.events, p.exclude, p.environment), dt)
-    values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension}
-    chunked = p.max_rows or p.max_bytes
     for split, rows in split_rows(table, p.layout):
-      for c, (piece, data) in enumerate(chunks(rows, p.fmt, p.max_rows, p.max_bytes)):
-        label = f'{index:05d}-{c:03d}' if chunked else f'{index:05d}'
-        name = p.layout.file_path({**values, **split, 'index': label})
-        staged_path = storage.join(partition_dir(p.staging, dt), name)
-        self.rows.inc(piece.num_rows)
-        yield dt, stage(data, staged_path, name, piece.num_rows)
+      for staged in stage_files(p, dt, rows, index, count, split):
+        self.rows.inc(staged.rows)
+        yield dt, staged
 
 
 class CommitExportDay(beam.DoFn):
@@ -288,11 +294,8 @@ class WriteProfiles(beam.DoFn):
     dt, partials = element
     p = self._p
     table = to_profile_export(latest_profiles(pa.concat_tables(list(partials))), dt)
-    values = {**p.day_values(dt), 'count': '00001', 'ext': p.fmt.extension}
-    for c, (piece, data) in enumerate(chunks(table, p.fmt, p.max_rows, p.max_bytes)):
-      label = f'00000-{c:03d}' if (p.max_rows or p.max_bytes) else '00000'
-      name = p.layout.file_path({**values, 'index': label})
-      yield dt, stage(data, storage.join(partition_dir(p.staging, dt), name), name, piece.num_rows)
+    for staged in stage_files(p, dt, table, 0, 1):
+      yield dt, staged
 
 
 def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
