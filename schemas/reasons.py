@@ -14,6 +14,7 @@ class _Explained(str, enum.Enum):
 
 class Reason(_Explained):
   """Rejection reasons, in the order they are checked: a row carries the first that applies."""
+  INVALID_TEXT = ('invalid_text', 'a text value (or map key/value) is not valid UTF-8')
   INVALID_MAP = ('invalid_map', 'a map column held a value that is not a JSON object of strings')
   MISSING_INSERT_ID = ('missing_insert_id', 'insert_id is null or empty')
   INVALID_INSERT_ID = ('invalid_insert_id', 'insert_id is not a UUID (8-4-4-4-12 hex digits)')

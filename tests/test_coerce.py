@@ -70,12 +70,12 @@ def test_iso_text_timestamps_and_garbage():
 
 def test_map_from_json_text_and_bigquery_key_value_structs():
   text = pa.array(['{"Id": "a", "n": 1, "nested": {"x": [1]}}', '[1]', 'not json', None, ''])
-  out, bad = coerce.to_map(text, 'identifiers')
+  out, bad, _ = coerce.to_map(text, 'identifiers')
   assert out.to_pylist()[0] == [('Id', 'a'), ('n', '1'), ('nested', '{"x": [1]}')]
   assert bad.tolist() == [False, True, True, False, False]
   kv = pa.array([[{'key': 'a', 'value': 'b'}], None],
                 pa.list_(pa.struct([('key', pa.string()), ('value', pa.string())])))
-  out, bad = coerce.to_map(kv, 'user_properties')
+  out, bad, _ = coerce.to_map(kv, 'user_properties')
   assert out.to_pylist() == [[('a', 'b')], []]
 
 

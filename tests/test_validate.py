@@ -3,6 +3,7 @@ import datetime
 import decimal
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -98,3 +99,41 @@ def test_json_identifiers_as_the_seed_prints_them():
   assert result.valid.column('identifiers').to_pylist() == [
       [('id', 'u'), ('device_id', 'd'), ('user_id', '49591')]]
   assert result.rejected.column('reason').to_pylist() == ['invalid_map']
+
+
+def _invalid_utf8(n: int) -> pa.Array:
+  return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(
+      np.arange(0, 3 * (n + 1), 3, dtype=np.int32).tobytes()), pa.py_buffer(b'\xff\xfe!' * n)])
+
+
+def test_invalid_utf8_is_rejected_with_its_bytes_shown_not_a_crash():
+  batch = raw_batch([event(1), event(2)])
+  broken = pa.concat_arrays([batch.column('event_key').slice(0, 1), _invalid_utf8(1)])
+  batch = batch.set_column(batch.schema.get_field_index('event_key'), 'event_key', broken)
+  result = validate_batch(batch, 'production')
+  assert result.valid.num_rows == 1
+  rejected = result.rejected.to_pylist()
+  assert [r['reason'] for r in rejected] == ['invalid_text']
+  assert json.loads(rejected[0]['original'])['event_key'] == '\\xff\\xfe!'
+
+
+def test_invalid_utf8_in_a_map_key_rejects_the_row():
+  bad_key = pa.MapArray.from_arrays([0, 2], _invalid_utf8(2), pa.array(['a', 'b']))
+  good = raw_batch([event(1)])
+  col = good.schema.get_field_index('user_properties')
+  batch = good.set_column(col, 'user_properties', bad_key)
+  result = validate_batch(batch, 'production')
+  assert result.rejected.column('reason').to_pylist() == ['invalid_text']
+
+
+def test_extreme_but_valid_values_are_kept():
+  rows = [event(1, event_key='nul\x00byte'),
+          event(2, event_properties=[(f'k{i}', 'v') for i in range(10_000)]),
+          event(3, user_properties=[('big', 'x' * 1_000_000)]),
+          event(4, ts=datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)),
+          event(5, ts=datetime.datetime(9999, 12, 31, 23, 59, 59, 999000,
+                                        tzinfo=datetime.timezone.utc)),
+          event(6, metric_value=decimal.Decimal('-5.5'))]
+  result = validate_batch(raw_batch(rows), 'production', datetime.date(2023, 1, 1))
+  assert result.valid.num_rows == 6 and result.stats.flags['ts_outside_day'] == 2
+  assert len(result.valid.column('event_properties')[1]) == 10_000

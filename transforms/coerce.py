@@ -57,6 +57,26 @@ def to_string(arr: pa.Array, column: str) -> pa.Array:
   raise ContractError(column, arr.type, 'a string')
 
 
+def valid_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+  """-> (the strings with invalid UTF-8 values nulled, mask of those rows). Checks the whole
+  array in C++; only when that fails are the values decoded one by one."""
+  try:
+    arr.validate(full=True)
+    return arr, _none(len(arr))
+  except pa.ArrowInvalid:
+    pass
+  raw = arr.view(pa.binary()).to_pylist()
+  bad = np.zeros(len(raw), dtype=bool)
+  for i, value in enumerate(raw):
+    if value is not None:
+      try:
+        value.decode('utf-8')
+      except UnicodeDecodeError:
+        bad[i] = True
+  cleaned = [None if b or v is None else v.decode('utf-8') for v, b in zip(raw, bad)]
+  return pa.array(cleaned, pa.string()), bad
+
+
 def to_timestamp(arr: pa.Array, column: str = 'ts') -> tuple[pa.Array, np.ndarray]:
   """Any timestamp unit and zone (naive means UTC), or ISO-8601 text -> timestamp[ms, UTC],
   floored to the millisecond."""
@@ -166,17 +186,20 @@ def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, 
   return pa.array(values, METRIC_TYPE), invalid, big, rounded
 
 
-def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray]:
+def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray, np.ndarray]:
   """map<string, X>, list<struct<key, value>> (BigQuery) or JSON object text -> map<string,string>.
-  Null maps become empty maps; the mask marks text that is not a JSON object."""
+  Null maps become empty maps. Masks: rows whose text is not a JSON object; rows with a key or
+  value that is not valid UTF-8 (those entries are dropped; the row is rejected)."""
   arr = _plain(arr)
   n = len(arr)
   t = arr.type
   if pa.types.is_null(t):
     return pa.MapArray.from_arrays(np.zeros(n + 1, np.int32), pa.array([], pa.string()),
-                                   pa.array([], pa.string())), _none(n)
+                                   pa.array([], pa.string())), _none(n), _none(n)
   if _is_text(t):
-    return _map_from_json(arr)
+    text, bad_text = valid_utf8(arr.cast(pa.string()))
+    as_map, bad_json = _map_from_json(text)
+    return as_map, bad_json, bad_text
   if pa.types.is_map(t):
     keys, items = arr.keys, arr.items
   elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type) \
@@ -186,9 +209,15 @@ def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray]:
     raise ContractError(column, t, 'map<string,string>, list<struct<key,value>> or a JSON object string')
   offsets = np.asarray(arr.offsets, dtype=np.int64)
   start, end = int(offsets[0]), int(offsets[-1])
-  keys = to_string(keys.slice(start, end - start), column + '.key')
-  items = _map_values(items.slice(start, end - start), column)
-  return pa.MapArray.from_arrays(pa.array(offsets - start, pa.int32()), keys, items), _none(n)
+  keys, bad_keys = valid_utf8(to_string(keys.slice(start, end - start), column + '.key'))
+  items, bad_items = valid_utf8(_map_values(items.slice(start, end - start), column))
+  offsets = offsets - start
+  bad_rows = _none(n)
+  bad_entries = bad_keys | bad_items
+  if bad_entries.any():
+    bad_rows[np.searchsorted(offsets, np.flatnonzero(bad_entries), side='right') - 1] = True
+    keys = pc.if_else(pa.array(bad_entries), '', keys)
+  return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, items), _none(n), bad_rows
 
 
 def _map_values(items: pa.Array, column: str) -> pa.Array:

@@ -79,19 +79,24 @@ def validate_batch(raw: pa.RecordBatch, environment: str,
   col = {name: raw.column(name) for name in IMPORT_SCHEMA.names}
   failures: list[tuple[Reason, np.ndarray]] = []
 
-  maps, bad_map = {}, np.zeros(n, dtype=bool)
+  maps, bad_map, bad_text = {}, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
   for name in MAP_COLUMNS:
-    as_map, bad = coerce.to_map(col[name], name)
+    as_map, bad, unreadable = coerce.to_map(col[name], name)
     maps[name], dropped = normalize.lower_map_keys(as_map)
     stats.flags[Flag.KEY_COLLISION.value] += dropped
     bad_map |= bad
+    bad_text |= unreadable
+  insert_id, unreadable = coerce.valid_utf8(coerce.to_string(col['insert_id'], 'insert_id'))
+  bad_text |= unreadable
+  event_key, unreadable = coerce.valid_utf8(coerce.to_string(col['event_key'], 'event_key'))
+  bad_text |= unreadable
+  failures.append((Reason.INVALID_TEXT, bad_text))
   failures.append((Reason.INVALID_MAP, bad_map))
 
-  insert_id = normalize.lower_uuid(coerce.to_string(col['insert_id'], 'insert_id'))
+  insert_id = normalize.lower_uuid(insert_id)
   failures.append((Reason.MISSING_INSERT_ID, _blank(insert_id)))
   failures.append((Reason.INVALID_INSERT_ID, ~np.asarray(
       pc.fill_null(pc.match_substring_regex(insert_id, UUID_PATTERN), False))))
-  event_key = coerce.to_string(col['event_key'], 'event_key')
   failures.append((Reason.MISSING_EVENT_KEY, _blank(event_key)))
 
   ts, bad_ts = coerce.to_timestamp(col['ts'])
@@ -169,19 +174,38 @@ def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.
   """The rejected rows: original values (JSON), reason code, and what was found where."""
   if len(rows) == 0:
     return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
-  originals = raw.take(pa.array(rows)).to_pylist()
+  originals = _undecoded(raw.take(pa.array(rows))).to_pylist()
   maps = [f.name for f in raw.schema if pa.types.is_map(f.type)]
   for row in originals:
     for name in maps:
       if row[name] is not None:
-        row[name] = dict(row[name])
+        row[name] = {_text(k): v for k, v in row[name]}
   return pa.RecordBatch.from_arrays([
       pa.array([r.value for r in reasons], pa.string()),
       pa.array([_detail(r, o) for r, o in zip(reasons, originals)], pa.string()),
-      pa.array([str(o[SOURCE_FILE]) for o in originals], pa.string()),
+      pa.array([_text(o[SOURCE_FILE]) for o in originals], pa.string()),
       pa.array([o[SOURCE_ROW] for o in originals], pa.int64()),
       pa.array([_original(o) for o in originals], pa.string()),
   ], schema=REJECTED_SCHEMA)
+
+
+def _undecoded(batch: pa.RecordBatch) -> pa.RecordBatch:
+  """Text columns (and string maps) viewed as bytes, so that rows holding invalid UTF-8 can still
+  be read out; _json_default shows such bytes with backslash escapes."""
+  def view(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_string(t):
+      return pa.binary()
+    if pa.types.is_large_string(t):
+      return pa.large_binary()
+    if pa.types.is_map(t) and pa.types.is_string(t.key_type):
+      return pa.map_(pa.binary(), view(t.item_type))
+    return t
+  columns = [c.view(view(c.type)) if view(c.type) != c.type else c for c in batch.columns]
+  return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _text(value) -> str:
+  return value.decode('utf-8', errors='backslashreplace') if isinstance(value, bytes) else value
 
 
 def _detail(reason: Reason, row: dict) -> str:
