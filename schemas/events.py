@@ -7,7 +7,6 @@ Per-row pydantic validation runs only on rejected rows, to explain them.
 import datetime
 import decimal
 import hashlib
-import re
 import typing
 
 import pyarrow as pa
@@ -112,4 +111,3 @@ def fingerprint(schema: pa.Schema) -> str:
 
 IMPORT_SCHEMA = arrow_schema(ImportEvent)
 LAKE_SCHEMA = arrow_schema(LakeEvent)
-UUID_RE = re.compile(UUID_PATTERN)

@@ -14,10 +14,6 @@ def join(base: str, *parts: str) -> str:
   return FileSystems.join(base.rstrip('/'), *parts)
 
 
-def basename(path: str) -> str:
-  return posixpath.basename(path.rstrip('/'))
-
-
 def exists(path: str) -> bool:
   return FileSystems.exists(path)
 
