@@ -19,6 +19,6 @@ setuptools.setup(
         'pydantic==2.14.3',
     ],
     extras_require={
-        'test': ['pytest==9.0.3', 'duckdb==2.0.0'],
+        'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15'],
     },
 )
