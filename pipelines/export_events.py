@@ -200,6 +200,13 @@ def plan(o: ExportOptions) -> ExportPlan:
                     export_time)
 
 
+class PlanFn(beam.DoFn):
+  """A DoFn configured by the export plan (plain values, pickled to workers)."""
+
+  def __init__(self, p: ExportPlan):
+    self._p = p
+
+
 def stage_files(p: ExportPlan, dt: str, table: pa.Table, index: int, count: int,
                 split: dict | None = None):
   """Encodes `table` as shard `index` of `count` (in chunks when a size limit is set) and stages
@@ -211,12 +218,9 @@ def stage_files(p: ExportPlan, dt: str, table: pa.Table, index: int, count: int,
     yield stage(data, storage.join(partition_dir(p.staging, dt), name), name, piece.num_rows)
 
 
-class ExportFile(beam.DoFn):
+class ExportFile(PlanFn):
   """(dt, index, count, lake file) -> (dt, StagedFile) for files with rows to export."""
   rows = Metrics.counter('eventferry.export', 'rows_exported')
-
-  def __init__(self, p: ExportPlan):
-    self._p = p
 
   def process(self, element: tuple[str, int, int, str]):
     dt, index, count, path = element
@@ -230,11 +234,8 @@ class ExportFile(beam.DoFn):
         yield dt, staged
 
 
-class CommitExportDay(beam.DoFn):
+class CommitExportDay(PlanFn):
   """(dt, {'files': [StagedFile], 'day': [...]}) -> (dt, rows, files, bytes) after the commit."""
-
-  def __init__(self, p: ExportPlan):
-    self._p = p
 
   def process(self, element):
     dt, parts = element
@@ -270,11 +271,8 @@ def split_rows(table, layout: Layout):
     yield combo, table.filter(mask)
 
 
-class LatestProfiles(beam.DoFn):
+class LatestProfiles(PlanFn):
   """(dt, lake file) -> (dt, that file's latest profile per user)."""
-
-  def __init__(self, p: ExportPlan):
-    self._p = p
 
   def process(self, element: tuple[str, str]):
     dt, path = element
@@ -284,11 +282,8 @@ class LatestProfiles(beam.DoFn):
     yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
 
 
-class WriteProfiles(beam.DoFn):
+class WriteProfiles(PlanFn):
   """(dt, [partial profiles]) -> (dt, StagedFile) for the merged, latest profiles."""
-
-  def __init__(self, p: ExportPlan):
-    self._p = p
 
   def process(self, element):
     dt, partials = element
