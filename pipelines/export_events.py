@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
-from transforms import history, storage
+from transforms import history, locks, storage
 from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
                                partition_dir, stage)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks,
@@ -350,10 +350,11 @@ def run(argv: list[str]) -> int:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
   targets = {dt: p.layout.partition_path(p.day_values(dt)) for dt in p.files}
-  locks = []
+  held = []
   try:
     for partition in sorted(set(targets.values())):
-      locks.append(history.acquire(p.state, partition, p.run_id))
+      held.append(locks.acquire(p.state, partition, p.run_id,
+                                f'export of {partition} to this destination'))
     start = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, p)
@@ -364,11 +365,11 @@ def run(argv: list[str]) -> int:
     history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
                                   'dest': storage.join(p.dest, targets[dt])}
                              for dt, commit in p.lake_commits.items()})
-  except history.LockedError as e:
+  except locks.LockedError as e:
     print(f'error: {e}', file=sys.stderr)
     return 4
   finally:
-    history.release(locks)
+    locks.release(held)
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
         f'{p.fmt.compression})')
   total = 0

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
 from schemas.reports import DayReport, RunReport
-from transforms import storage
+from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
                                WriteShards, partition_dir)
@@ -230,11 +230,21 @@ def run(argv: list[str]) -> int:
   except SourceError as e:
     print(f'error: {e}', file=sys.stderr)
     return 3
-  start = time.monotonic()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, p)
-  result = pipeline.run()
-  result.wait_until_finish()
+  held = []
+  try:
+    for inv in p.days:
+      held.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
+                                f'import of dt={inv.dt} into this lake'))
+    start = time.monotonic()
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, p)
+    result = pipeline.run()
+    result.wait_until_finish()
+  except locks.LockedError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 4
+  finally:
+    locks.release(held)
   report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
   report.finished_at = datetime.datetime.now(datetime.timezone.utc)
   report.seconds = round(time.monotonic() - start, 3)

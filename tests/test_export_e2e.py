@@ -250,13 +250,14 @@ def test_since_last_export_sends_only_days_recommitted_after_their_export(tmp_pa
 
 
 def test_a_second_export_of_the_same_day_refuses_while_the_first_holds_the_lock(lake, tmp_path):
-  from transforms import history
-  held = history.acquire(str(tmp_path), 'dt=2023-01-01', 'first-run')
+  from transforms import locks
+  held = locks.acquire(str(tmp_path), 'dt=2023-01-01', 'first-run', 'export of dt=2023-01-01')
   proc = export(lake, tmp_path, check=False)
   assert proc.returncode == 4
-  assert 'another export of dt=2023-01-01' in proc.stderr and 'first-run' in proc.stderr
+  assert 'another export of dt=2023-01-01 to this destination' in proc.stderr
+  assert 'first-run' in proc.stderr
   assert not os.path.exists(tmp_path / 'dt=2023-01-01')
-  history.release([held])
+  locks.release([held])
   export(lake, tmp_path)
   assert os.path.exists(tmp_path / 'dt=2023-01-01' / '_SUCCESS')
 

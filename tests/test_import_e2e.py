@@ -181,3 +181,17 @@ def test_a_complete_day_without_data_is_published_empty(tmp_path):
   assert manifest['rows'] == 0 and [f['name'] for f in manifest['files']] == [
       'part-00000-of-00001.parquet']
   assert ds.dataset(str(lake / 'dt=2023-01-01')).to_table().num_rows == 0
+
+
+def test_a_second_import_of_the_same_day_refuses_while_the_first_holds_the_lock(tmp_path):
+  from transforms import locks
+  bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
+  customer_day(bucket, [event(1)])
+  held = locks.acquire(str(lake), 'dt=2023-01-01', 'first-run', 'import of dt=2023-01-01')
+  proc = import_day(bucket, lake, check=False)
+  assert proc.returncode == 4
+  assert 'another import of dt=2023-01-01' in proc.stderr and 'first-run' in proc.stderr
+  assert not os.path.exists(lake / 'dt=2023-01-01')
+  locks.release([held])
+  import_day(bucket, lake)
+  assert lake_rows(lake)[0]['insert_id'] == uuid(1)

@@ -1,0 +1,37 @@
+"""One run per partition at a time: a lock file per partition under ROOT/_eventferry/locks/.
+
+Atomic on local disk (O_EXCL); on object stores check-then-write until conditional writes arrive
+with the cloud stores. A run that dies keeps its lock; the refusal says which file to delete.
+"""
+import datetime
+import json
+import socket
+
+from transforms import storage
+
+STATE_DIR = '_eventferry'
+
+
+class LockedError(RuntimeError):
+  """Another run holds the partition (or died holding it)."""
+
+
+def lock_path(root: str, partition: str) -> str:
+  return storage.join(root, STATE_DIR, 'locks', partition.replace('/', '__') + '.lock')
+
+
+def acquire(root: str, partition: str, run_id: str, what: str) -> str:
+  """Takes the lock of `partition` under `root`; `what` names the activity in the refusal, e.g.
+  'import of dt=2023-01-01 into this lake'."""
+  path = lock_path(root, partition)
+  owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(),
+                      'since': datetime.datetime.now(datetime.timezone.utc).isoformat()})
+  if not storage.create_exclusive(path, owner.encode()):
+    holder = storage.read_bytes(path).decode(errors='replace')
+    raise LockedError(f'another {what} holds {path} ({holder}). Wait for it to finish; if no '
+                      f'such run is going on (it died), delete {path} and rerun.')
+  return path
+
+
+def release(paths: list[str]) -> None:
+  storage.delete(paths)
