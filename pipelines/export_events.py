@@ -33,8 +33,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import options as opts
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
 from transforms import history, locks, storage
-from transforms.commit import (MANIFEST, STAGING_DIR, commit_partition, manifest_for,
-                               partition_dir, stage)
+from transforms.storage import partition_dir
+from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for, stage
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks,
                                latest_profiles, profile_rows, select, to_export,
                                to_profile_export)

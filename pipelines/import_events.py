@@ -29,7 +29,7 @@ from schemas.reports import DayReport, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
-                               WriteShards, partition_dir)
+                               WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
 from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
                              wait_for_success)
@@ -92,7 +92,7 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
   if o.dedupe_lookback_days < 0:
     raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
-  if storage.join(o.lake, '') .startswith(storage.join(o.source, '')):
+  if storage.join(o.lake, '').startswith(storage.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
 
@@ -102,7 +102,7 @@ def plan(o: ImportOptions) -> ImportPlan:
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
   inventories = []
   for day in days:
-    directory = storage.join(o.source, f'dt={day.isoformat()}')
+    directory = storage.partition_dir(o.source, day.isoformat())
     wait_for_success(directory, wait)
     inventories.append(inspect_day(o.source, day))
   shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
@@ -112,7 +112,7 @@ def plan(o: ImportOptions) -> ImportPlan:
   for day in days:
     for back in range(1, o.dedupe_lookback_days + 1):
       prev = (day - datetime.timedelta(days=back)).isoformat()
-      directory = partition_dir(o.lake, prev)
+      directory = storage.partition_dir(o.lake, prev)
       if prev in in_run or not storage.exists(storage.join(directory, SUCCESS)):
         continue
       seen.extend((day.isoformat(), p) for p in storage.list_files(directory)

@@ -146,7 +146,7 @@ def _as_bigquery(table: pa.Table) -> pa.Table:
 def write_day(prefix: str, day: datetime.date, table: pa.Table, files: int = 4,
               writer: str = 'pyarrow', success: bool = True) -> list[str]:
   """Writes `table` as a customer would under PREFIX/dt=DAY/, then _SUCCESS. Returns the paths."""
-  directory = storage.join(prefix, f'dt={day.isoformat()}')
+  directory = storage.partition_dir(prefix, day.isoformat())
   if writer == 'bigquery':
     table = _as_bigquery(table)
   paths = []

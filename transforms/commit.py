@@ -23,6 +23,7 @@ from apache_beam.metrics import Metrics
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, ManifestFile
 from transforms import storage
+from transforms.storage import partition_dir
 from transforms.accounting import DayStats
 from transforms.read import SUCCESS
 from transforms.validate import REJECTED_SCHEMA
@@ -43,10 +44,6 @@ class StagedFile:
 
 def shard_name(shard: int, shards: int, ext: str = 'parquet') -> str:
   return f'part-{shard:05d}-of-{shards:05d}.{ext}'
-
-
-def partition_dir(root: str, dt: str) -> str:
-  return storage.join(root, f'dt={dt}')
 
 
 def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:

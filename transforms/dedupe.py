@@ -123,7 +123,7 @@ class SpillShards(beam.DoFn):
     dt, batch = element
     name = spill_name(batch)
     for shard, part in split_by_shard(batch, self._shards[dt]):
-      path = storage.join(self._root, f'dt={dt}', f'shard={shard:05d}', name)
+      path = storage.join(storage.partition_dir(self._root, dt), f'shard={shard:05d}', name)
       spill(part, path)
       yield (dt, shard), (NEW, path)
 

@@ -55,10 +55,6 @@ class DayInventory:
     return sum(g.rows for g in self.row_groups)
 
 
-def day_directory(prefix: str, day: datetime.date) -> str:
-  return storage.join(prefix, f'dt={day.isoformat()}')
-
-
 def is_data_file(name: str) -> bool:
   return not name.startswith(('_', '.')) and name.lower().endswith(DATA_SUFFIXES)
 
@@ -81,7 +77,7 @@ def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep) -> None
 
 
 def inspect_day(prefix: str, day: datetime.date) -> DayInventory:
-  directory = day_directory(prefix, day)
+  directory = storage.partition_dir(prefix, day.isoformat())
   listing = storage.list_files(directory)
   files, ignored = {}, []
   for path, size in sorted(listing.items()):

@@ -18,6 +18,11 @@ def exists(path: str) -> bool:
   return FileSystems.exists(path)
 
 
+def partition_dir(root: str, dt: str) -> str:
+  """ROOT/dt=YYYY-MM-DD: a day's folder, in customers' buckets, the lake and exports alike."""
+  return join(root, f'dt={dt}')
+
+
 def list_files(directory: str) -> dict[str, int]:
   """Every file directly or indirectly under `directory`, as {path: size in bytes}."""
   pattern = join(directory, '**')
