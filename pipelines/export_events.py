@@ -188,9 +188,11 @@ def plan(o: ExportOptions) -> ExportPlan:
   if o.kind == 'profiles':
     as_of = days[0]
     for back in range(1, o.profile_days):
-      day = as_of - datetime.timedelta(days=back)
-      if storage.exists(storage.join(partition_dir(o.lake, day.isoformat()), SUCCESS)):
-        manifests[as_of.isoformat()]['files'] += lake_manifest(o.lake, day)['files']
+      try:
+        earlier = lake_manifest(o.lake, as_of - datetime.timedelta(days=back))
+      except SourceError:
+        continue   # a day that was never imported holds no profiles
+      manifests[as_of.isoformat()]['files'] += earlier['files']
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
