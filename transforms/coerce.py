@@ -8,6 +8,7 @@ Rounding rule for metric_value: values with more than 6 decimals are rounded to 
 zero (1.2345665 -> 1.234567, -1.2345665 -> -1.234567), as Spark's and Java's HALF_UP do. Floats are
 rounded from their IEEE-754 value. Values with |v| >= 10^18, NaN and infinities are rejected.
 """
+import datetime
 import decimal
 import json
 
@@ -105,7 +106,6 @@ def _parse_timestamps(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return to_timestamp(parsed)[0], _none(len(arr))
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
     pass
-  import datetime
   out, bad = [], _none(len(arr))
   for i, text in enumerate(arr.to_pylist()):
     try:

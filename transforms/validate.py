@@ -31,6 +31,10 @@ REJECTED_SCHEMA = pa.schema([
     pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
 ])
 _REASONS = list(Reason)
+_MISSING_KEY_REASONS = {  # in the order of schemas.events.REQUIRED_KEYS
+    'identifiers': (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID),
+    'platform_properties': (Reason.MISSING_OSNAME, Reason.MISSING_APPVERSION),
+}
 _DAY_MS = 86_400_000
 
 
@@ -103,9 +107,7 @@ def validate_batch(raw: pa.RecordBatch, environment: str,
   failures.append((Reason.MISSING_TS, np.asarray(ts.is_null()) & ~bad_ts))
   failures.append((Reason.INVALID_TS, bad_ts))
   for name, keys in REQUIRED_KEYS.items():
-    for key, reason in zip(keys, (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID)
-                           if name == 'identifiers' else
-                           (Reason.MISSING_OSNAME, Reason.MISSING_APPVERSION)):
+    for key, reason in zip(keys, _MISSING_KEY_REASONS[name], strict=True):
       failures.append((reason, ~_has_key(maps[name], key)))
 
   metric, bad_metric, big_metric, rounded = coerce.to_metric(col['metric_value'])
