@@ -168,3 +168,34 @@ def write_day(prefix: str, day: datetime.date, table: pa.Table, files: int = 4,
   if success:
     storage.write_bytes(storage.join(directory, '_SUCCESS'), b'')
   return paths
+
+
+def raw_events(day: datetime.date, n: int, seed: int = 7, malformed: float = 0.005,
+               **kwargs) -> list[bytes]:
+  """`events()` as raw JSON events (schemas/raw.py) the way SDKs send them: ts as epoch millis
+  or ISO text, numbers as JSON numbers, server_ts a little after ts, and about `malformed` of the
+  payloads cut short or not objects."""
+  table = events(day, n, seed=seed, **kwargs)
+  rng = np.random.default_rng(seed + 1)
+  start = int(datetime.datetime(day.year, day.month, day.day,
+                                tzinfo=datetime.timezone.utc).timestamp() * 1000)
+  ts = pc.divide(table['ts'].cast(pa.int64()), 1000)
+  server = pc.coalesce(ts, pa.scalar(start, pa.int64())).to_numpy()
+  server = np.minimum(server + rng.integers(0, 2000, table.num_rows), start + 86_399_999)
+  iso = rng.random(table.num_rows) < 0.5
+  out = []
+  for i, row in enumerate(table.to_pylist()):
+    ts_value = row['ts']
+    if ts_value is not None:
+      ts_value = ts_value.isoformat() if iso[i] else int(ts_value.timestamp() * 1000)
+    metric = row['metric_value']
+    event = {'insert_id': row['insert_id'], 'event_key': row['event_key'], 'ts': ts_value,
+             'server_ts': int(server[i]), 'identifiers': dict(row['identifiers']),
+             'metric_value': None if metric is None else (float(metric) if i % 2 else str(metric)),
+             'user_properties': dict(row['user_properties']),
+             'event_properties': dict(row['event_properties']),
+             'hackle_properties': dict(row['platform_properties'])}
+    out.append(json.dumps(event, ensure_ascii=False).encode())
+  for i in np.flatnonzero(rng.random(len(out)) < malformed):
+    out[i] = out[i][:len(out[i]) // 2] if i % 2 else b'["not", "an", "object"]'
+  return out

@@ -30,6 +30,11 @@ class Reason(_Explained):
                           'metric_value is NaN, infinite or not a number')
   METRIC_VALUE_OUT_OF_RANGE = ('metric_value_out_of_range',
                                'metric_value does not fit decimal(24,6) (|v| >= 10^18)')
+  # Streaming ingest only (raw JSON events); checked before the contract checks above.
+  INVALID_JSON = ('invalid_json', 'the payload is not a JSON object (malformed JSON or not an object)')
+  INVALID_FIELD = ('invalid_field_type',
+                   'a field of the raw event has the wrong JSON type (see schemas/raw.py)')
+  TOO_LATE = ('too_late', 'arrived more than --allowed_lateness after the end of its server day')
 
 
 class Flag(_Explained):

@@ -4,7 +4,7 @@ import typing
 
 import pydantic
 
-Status = typing.Literal['published', 'refused', 'failed']
+Status = typing.Literal['published', 'refused', 'failed', 'open']   # open: streaming, not yet on time
 
 
 class ManifestFile(pydantic.BaseModel):

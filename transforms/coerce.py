@@ -101,11 +101,11 @@ def to_timestamp(arr: pa.Array, column: str = 'ts') -> tuple[pa.Array, np.ndarra
 
 
 def _parse_timestamps(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-  try:
-    parsed = arr.cast(pa.timestamp('ns', tz='UTC'))
-    return to_timestamp(parsed)[0], _none(len(arr))
-  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-    pass
+  for zoned in (pa.timestamp('ns', tz='UTC'), pa.timestamp('ns')):   # with an offset, or none
+    try:
+      return to_timestamp(arr.cast(zoned))[0], _none(len(arr))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+      pass
   out, bad = [], _none(len(arr))
   for i, text in enumerate(arr.to_pylist()):
     try:
@@ -163,6 +163,11 @@ def _rescale(arr: pa.Array) -> pa.Array:
 
 
 def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+  """Arrow's decimal parser first; row by row (exact Decimal rounding) only when it refuses."""
+  try:
+    return to_metric(arr.cast(_WIDE))
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    pass
   values, invalid, big, rounded = [], *(_none(len(arr)) for _ in range(3))
   for i, text in enumerate(arr.to_pylist()):
     if text is None:

@@ -23,6 +23,7 @@ from transforms.accounting import DayStats
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
+PAYLOAD = '_payload'   # streaming ingest: the message as it arrived, shown for rejected rows
 REJECTED_SCHEMA = pa.schema([
     pa.field('reason', pa.string(), nullable=False),
     pa.field('detail', pa.string(), nullable=False),
@@ -75,8 +76,9 @@ def _blank(arr: pa.Array) -> np.ndarray:
   return np.asarray(pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0), True))
 
 
-def validate_batch(raw: pa.RecordBatch, environment: str,
+def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
                    day: datetime.date | None = None) -> Validated:
+  """`environment`: one for the batch, or one per row."""
   n = raw.num_rows
   check_columns(raw.schema)
   stats = DayStats(rows_in=n)
@@ -130,7 +132,9 @@ def validate_batch(raw: pa.RecordBatch, environment: str,
     outside = pc.or_(pc.less(ms, start - _DAY_MS), pc.greater_equal(ms, start + 2 * _DAY_MS))
     stats.flags[Flag.TS_OUTSIDE_DAY.value] += int(np.asarray(pc.fill_null(outside, False))[ok].sum())
 
-  columns = {'ts': ts, 'environment': constant(environment, n), 'event_key': event_key,
+  if isinstance(environment, str):
+    environment = constant(environment, n)
+  columns = {'ts': ts, 'environment': environment, 'event_key': event_key,
              'identifiers': maps['identifiers'], 'insert_id': insert_id, 'metric_value': metric,
              'user_properties': maps['user_properties'],
              'event_properties': maps['event_properties'],
@@ -159,6 +163,8 @@ def _json_default(value):
 
 
 def _original(row: dict) -> str:
+  if PAYLOAD in row:
+    return _text(row[PAYLOAD])
   return json.dumps({k: v for k, v in row.items() if k not in LINEAGE},
                     default=_json_default, ensure_ascii=False)
 

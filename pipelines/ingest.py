@@ -1,0 +1,198 @@
+"""Ingest: raw JSON events (schemas/raw.py) -> the lake, partitioned by server date.
+
+Streaming from Pub/Sub (the DirectRunner locally, Dataflow at scale):
+  ./run.sh ingest --subscription projects/P/subscriptions/S --lake gs://lake --streaming \\
+    --timezone Asia/Seoul
+The same pipeline in batch over JSON-lines files (gzip or not):
+  ./run.sh ingest --input 'archive/2023-01-*.jsonl.gz' --lake ./lake
+Watching a prefix for new files (streaming):
+  ./run.sh ingest --input 'landing/*.jsonl' --watch 1m --lake ./lake --streaming
+
+Validation, normalization, de-duplication and the dead-letter output are the import's; how days,
+panes and late data are committed is described in transforms/ingest.py and the README.
+"""
+import datetime
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines import options as opts
+from transforms import storage
+from transforms.ingest import IngestEvents, WriteSettings
+from transforms.raw import RawChunk
+
+CHUNK_ROWS = 10_000
+STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
+
+
+class IngestOptions(PipelineOptions):
+  """Ingest raw JSON events from Pub/Sub or JSON-lines files into the lake by server date."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--subscription', help='Pub/Sub subscription, projects/P/subscriptions/S')
+    parser.add_argument('--topic', help='Pub/Sub topic, projects/P/topics/T (a temporary '
+                        'subscription is made; prefer --subscription)')
+    parser.add_argument('--input', help="JSON-lines files, a glob (e.g. 'archive/*.jsonl.gz')")
+    parser.add_argument('--watch', default=None,
+                        help='with --input: keep watching for new files at this interval (e.g. 1m)')
+    parser.add_argument('--lake', help='lake root')
+    parser.add_argument('--timezone', default='UTC', help='IANA zone of the server day (dt=)')
+    parser.add_argument('--environment', default='production',
+                        help='environment of events that do not name one')
+    parser.add_argument('--server_time_attribute', default=None,
+                        help='Pub/Sub attribute holding the server time (epoch ms or RFC 3339) '
+                        'of events without server_ts; default: the publish time')
+    parser.add_argument('--flush_interval', default='5m',
+                        help='early panes: write buffered rows of a day this often (streaming)')
+    parser.add_argument('--flush_rows', type=int, default=500_000,
+                        help='also write a pane when a day buffers this many rows')
+    parser.add_argument('--allowed_lateness', default='1d',
+                        help='rows arriving up to this long after their day ends are still '
+                        'written; later ones are dead-lettered as too_late')
+    parser.add_argument('--max_rows_per_file', type=int, default=1_000_000,
+                        help='largest lake file a pane writes')
+    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+
+
+def _check(o: IngestOptions, streaming: bool) -> None:
+  opts.require(o, {'lake': './lake'})
+  sources = [name for name in ('subscription', 'topic', 'input') if getattr(o, name)]
+  if len(sources) != 1:
+    raise opts.UsageError('give exactly one source: --subscription, --topic or --input')
+  if o.watch and not o.input:
+    raise opts.UsageError('--watch goes with --input (a glob of files to watch)')
+  if (o.subscription or o.topic or o.watch) and not streaming:
+    raise opts.UsageError('Pub/Sub and --watch are unbounded: add --streaming')
+  opts.parse_zone('--timezone', o.timezone)
+  if o.flush_rows < 1 or o.max_rows_per_file < 1:
+    raise opts.UsageError('--flush_rows and --max_rows_per_file must be at least 1')
+
+
+def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
+  return WriteSettings(
+      lake=o.lake, zone=o.timezone, run_id=run_id,
+      allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
+      flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
+      else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file)
+
+
+def _now_ms() -> int:
+  return int(time.time() * 1000)
+
+
+class ReadJsonLines(beam.DoFn):
+  """A file -> RawChunks of up to CHUNK_ROWS lines (line numbers from 1). Compression follows the
+  extension. With `arrival`, the file's modification time is when its rows arrived."""
+
+  def __init__(self, arrival: bool):
+    self._arrival = arrival
+
+  def process(self, metadata):
+    path = metadata.path
+    modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
+    lines, first = [], 1
+    with beam.io.filesystems.FileSystems.open(path) as f:
+      for number, line in enumerate(iter(f.readline, b''), start=1):
+        line = line.rstrip(b'\r\n')
+        if not line.strip():
+          continue
+        lines.append((number, line))
+        if len(lines) == CHUNK_ROWS:
+          yield self._chunk(path, lines, modified)
+          lines = []
+    if lines:
+      yield self._chunk(path, lines, modified)
+
+  def _chunk(self, path: str, lines: list, modified: int) -> RawChunk:
+    n = len(lines)
+    return RawChunk(source=[path] * n, rows=[number for number, _ in lines],
+                    payloads=[line for _, line in lines],
+                    arrival_ms=[modified] * n if self._arrival else None, received_ms=modified)
+
+
+class PubsubPayloads(beam.DoFn):
+  """PubsubMessage -> (message id, payload, server-time fallback ms, publish ms)."""
+
+  def __init__(self, source: str, attribute: str | None):
+    self._source = source
+    self._attribute = attribute
+
+  def process(self, message, timestamp=beam.DoFn.TimestampParam):
+    published = int(message.publish_time.timestamp() * 1000) if message.publish_time else \
+        timestamp.micros // 1000
+    fallback = published
+    if self._attribute and message.attributes.get(self._attribute):
+      fallback = _attribute_ms(message.attributes[self._attribute], published)
+    yield f'{self._source}/{message.message_id}', message.data, fallback, published
+
+
+def _attribute_ms(value: str, default: int) -> int:
+  try:
+    return int(value)
+  except ValueError:
+    pass
+  try:
+    return int(datetime.datetime.fromisoformat(value.replace('Z', '+00:00')).timestamp() * 1000)
+  except ValueError:
+    return default   # the payload's own server_ts, or the publish time, decides
+
+
+def _messages_chunk(messages: list) -> RawChunk:
+  return RawChunk(source=[m[0] for m in messages], rows=[0] * len(messages),
+                  payloads=[m[1] for m in messages], fallback_ms=[m[2] for m in messages],
+                  arrival_ms=[m[3] for m in messages], received_ms=max(m[3] for m in messages))
+
+
+def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
+  if o.input:
+    if o.watch:
+      files = pipeline | 'WatchFiles' >> fileio.MatchContinuously(
+          o.input, interval=opts.parse_duration('--watch', o.watch))
+    else:
+      files = pipeline | 'MatchFiles' >> fileio.MatchFiles(o.input)
+    return (files | 'Spread' >> beam.Reshuffle()
+            | 'ReadJsonLines' >> beam.ParDo(ReadJsonLines(arrival=bool(o.watch))))
+  source = o.subscription or o.topic
+  read = beam.io.ReadFromPubSub(subscription=o.subscription, topic=o.topic, with_attributes=True)
+  return (pipeline | 'ReadPubSub' >> read
+          | 'Payloads' >> beam.ParDo(PubsubPayloads(source, o.server_time_attribute))
+          | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=CHUNK_ROWS)
+          | 'Chunk' >> beam.Map(_messages_chunk))
+
+
+def build(pipeline: beam.Pipeline, o: IngestOptions, streaming: bool, run_id: str):
+  return (read_chunks(pipeline, o)
+          | 'Ingest' >> IngestEvents(settings(o, streaming, run_id), o.environment))
+
+
+def _log(report) -> None:
+  print(f'dt={report.dt} {report.status}: {report.rows_in:,} in, {report.rows_written:,} written, '
+        f'{report.rows_rejected:,} rejected, {report.rows_duplicate:,} duplicates'
+        + (f' ({report.message})' if report.message else ''), flush=True)
+
+
+def run(argv: list[str]) -> int:
+  options = opts.parse(IngestOptions, argv, './run.sh ingest')
+  o = options.view_as(IngestOptions)
+  std = options.view_as(StandardOptions)
+  _check(o, std.streaming)
+  if std.streaming and std.runner == opts.DEFAULT_RUNNER:
+    std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
+  run_id = o.run_id or opts.new_run_id()
+  if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
+    raise opts.UsageError(f'--input {o.input!r} matches no file')
+  pipeline = beam.Pipeline(options=options)
+  _ = build(pipeline, o, std.streaming, run_id) | 'Log' >> beam.Map(_log)
+  started = time.monotonic()
+  pipeline.run().wait_until_finish()
+  print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
+        f'reports: {storage.join(o.lake, "_runs", "ingest-" + run_id)}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(opts.main_guard(run))

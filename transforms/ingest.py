@@ -1,0 +1,286 @@
+"""Streaming ingest: raw chunks -> validated rows per server day -> the lake, pane by pane.
+
+Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware), and a
+stateful DoFn per day plays the role of a window with triggers, because one element here is a batch
+of many rows and Beam assigns windows per element:
+  - early panes: every --flush_interval of processing time (or at --flush_rows buffered rows) the
+    buffered rows are written as new files in the day's folder;
+  - on time: when the watermark passes the end of the day, the rest is written, then the manifest,
+    then _SUCCESS;
+  - late: rows that arrive later, but within --allowed_lateness of the end of their day, are
+    written as further files at the next flush and the manifest is rewritten with a new version;
+  - too late: a row that arrives more than --allowed_lateness after the end of its server day is
+    rejected with reason too_late (decided from its arrival time, so the decision is replayable)
+    and lands in the day's dead-letter partition. Nothing is dropped.
+File names are part-RUN-PANE-FILE: a retried bundle rewrites its own files, and a restarted
+pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is there.
+
+De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
+first written wins. The horizon is the day plus --allowed_lateness; the state holds 16 bytes per
+distinct insert_id of each open day and is dropped when the day closes.
+"""
+import dataclasses
+import datetime
+import typing
+import zoneinfo
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from schemas.events import LAKE_SCHEMA
+from schemas.reasons import Reason
+from schemas.reports import DayReport, Manifest, ManifestFile
+from transforms import commit, dedupe, raw, storage, validate
+from transforms.accounting import DayStats
+from transforms.days import day_bounds, server_days
+from transforms.read import SUCCESS
+
+
+@dataclasses.dataclass
+class DayPart:
+  valid: pa.RecordBatch      # LAKE_SCHEMA plus lineage
+  rejected: pa.RecordBatch   # REJECTED_SCHEMA
+  stats: DayStats
+
+
+@dataclasses.dataclass
+class DayState:
+  pane: int = 0
+  pending_rows: int = 0
+  flush_armed: bool = False
+  committed: bool = False    # manifest and _SUCCESS written (on time)
+  closed: bool = False       # past --allowed_lateness: seen ids dropped
+  stats: DayStats = dataclasses.field(default_factory=DayStats)
+  seen: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype='S16'))
+
+
+def _stats_of_rejected(rejected: pa.RecordBatch) -> DayStats:
+  stats = DayStats(rows_in=rejected.num_rows, rows_rejected=rejected.num_rows)
+  stats.rejected.update(rejected.column('reason').to_pylist())
+  return stats
+
+
+LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
+    list(LAKE_SCHEMA) + [pa.field(validate.SOURCE_FILE, pa.string()),
+                         pa.field(validate.SOURCE_ROW, pa.int64())]))
+
+
+class SplitDays(beam.DoFn):
+  """RawChunk -> (dt, DayPart) for each server day its rows fall on."""
+
+  def __init__(self, zone: str, environment: str, allowed_lateness_ms: int):
+    self._zone_key = zone
+    self._environment = environment
+    self._lateness = allowed_lateness_ms
+
+  def setup(self):
+    self._zone = zoneinfo.ZoneInfo(self._zone_key)
+
+  def process(self, chunk: raw.RawChunk) -> typing.Iterator[tuple[str, DayPart]]:
+    batch, unreadable = raw.parse_chunk(chunk)
+    server = np.asarray(batch.column(raw.SERVER_MS))
+    days, index = server_days(server, self._zone)
+    for k, dt in enumerate(days):
+      rows = batch.filter(pa.array(index == k))
+      yield dt, self._part(dt, rows)
+    if unreadable.num_rows:   # no server time of their own: the day of their arrival
+      when = np.array([chunk.received_ms] * unreadable.num_rows, dtype=np.int64)
+      r_days, r_index = server_days(when, self._zone)
+      for k, dt in enumerate(r_days):
+        part = unreadable.filter(pa.array(r_index == k))
+        yield dt, DayPart(LAKE_EMPTY, part, _stats_of_rejected(part))
+
+  def _part(self, dt: str, rows: pa.RecordBatch) -> DayPart:
+    arrival = np.asarray(rows.column(raw.ARRIVAL_MS))
+    too_late = (arrival >= 0) & (arrival > day_bounds(dt, self._zone)[1] + self._lateness)
+    late = validate.explain(rows, np.flatnonzero(too_late), [Reason.TOO_LATE] * int(too_late.sum()))
+    rows = rows.filter(pa.array(~too_late))
+    env = rows.column('environment')
+    env = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(env), 0), False), env,
+                     self._environment)
+    result = validate.validate_batch(rows, env, datetime.date.fromisoformat(dt))
+    rejected = pa.Table.from_batches([late, result.rejected]).combine_chunks().to_batches()
+    stats = result.stats.add(_stats_of_rejected(late))
+    return DayPart(result.valid, rejected[0] if rejected else late, stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+  lake: str
+  zone: str
+  run_id: str
+  allowed_lateness_ms: int
+  flush_interval_s: float | None   # None: batch, no early panes
+  flush_rows: int
+  max_rows_per_file: int
+
+
+def _millis(ms: int) -> Timestamp:
+  return Timestamp(micros=ms * 1000)
+
+
+class WriteDays(beam.DoFn):
+  """(dt, DayPart) keyed by day -> a DayReport per pane written: 'open' for early panes,
+  'published' (or 'failed' accounting) once the day is committed."""
+  PENDING = BagStateSpec('pending', PickleCoder())
+  DAY = ReadModifyWriteStateSpec('day', PickleCoder())
+  ON_TIME = TimerSpec('on_time', TimeDomain.WATERMARK)
+  CLOSE = TimerSpec('close', TimeDomain.WATERMARK)
+  FLUSH = TimerSpec('flush', TimeDomain.REAL_TIME)
+  files = Metrics.counter('eventferry.ingest', 'files')
+  written = Metrics.counter('eventferry.ingest', 'rows_written')
+
+  def __init__(self, settings: WriteSettings):
+    self._s = settings
+
+  def setup(self):
+    self._zone = zoneinfo.ZoneInfo(self._s.zone)
+
+  def process(self, element, pending=beam.DoFn.StateParam(PENDING),
+              day_state=beam.DoFn.StateParam(DAY), on_time=beam.DoFn.TimerParam(ON_TIME),
+              close=beam.DoFn.TimerParam(CLOSE), flush=beam.DoFn.TimerParam(FLUSH)):
+    dt, part = element
+    day = day_state.read() or DayState()
+    if day.pane == 0 and not day.pending_rows:
+      end = day_bounds(dt, self._zone)[1]
+      on_time.set(_millis(end - 1))
+      close.set(_millis(end - 1 + self._s.allowed_lateness_ms))
+    pending.add(part)
+    day.stats.add(part.stats)
+    day.pending_rows += part.valid.num_rows + part.rejected.num_rows
+    if day.pending_rows >= self._s.flush_rows:
+      yield from self._flush(dt, day, pending)
+    elif self._s.flush_interval_s and not day.flush_armed:
+      flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
+      day.flush_armed = True
+    day_state.write(day)
+
+  @on_timer(FLUSH)
+  def on_flush(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+               day_state=beam.DoFn.StateParam(DAY)):
+    day = day_state.read() or DayState()
+    day.flush_armed = False
+    yield from self._flush(key, day, pending)
+    day_state.write(day)
+
+  @on_timer(ON_TIME)
+  def on_time(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+              day_state=beam.DoFn.StateParam(DAY)):
+    day = day_state.read() or DayState()
+    first, day.committed = not day.committed, True
+    yield from self._flush(key, day, pending, force=first)
+    day_state.write(day)
+
+  @on_timer(CLOSE)
+  def on_close(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+               day_state=beam.DoFn.StateParam(DAY)):
+    day = day_state.read() or DayState()
+    first, day.committed = not day.committed, True   # batch: both timers fire at the end
+    yield from self._flush(key, day, pending, force=first)
+    day.closed = True
+    day.seen = np.zeros(0, dtype='S16')
+    day_state.write(day)
+
+  def _flush(self, dt: str, day: DayState, pending, force: bool = False):
+    """Writes the buffered rows as pane `day.pane`; once the day is committed, also the manifests
+    (merged with what the partitions list) and _SUCCESS."""
+    parts = list(pending.read())
+    pending.clear()
+    day.pending_rows = 0
+    if not parts and not force:
+      return
+    s = self._s
+    table, _ = dedupe.dedupe([p.valid for p in parts])
+    table, day.seen = dedupe.drop_seen(table, day.seen)
+    day.stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
+    day.stats.rows_written += table.num_rows
+    self.written.inc(table.num_rows)
+    rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
+    lake_dir = storage.partition_dir(s.lake, dt)
+    rejected_dir = storage.partition_dir(storage.join(s.lake, commit.REJECTED_DIR), dt)
+    lake_files = self._write(table, lake_dir, 'lake', day.pane)
+    rejected_files = self._write(rejected, rejected_dir, 'rejected', day.pane)
+    day.pane += 1
+    if not day.committed:   # an early pane: files in place, no manifest or _SUCCESS yet
+      yield self._report(dt, day, 'open', lake_dir, rejected_dir)
+      return
+    manifest = self._commit(lake_dir, 'lake', lake_files, LAKE_SCHEMA)
+    self._commit(rejected_dir, 'rejected', rejected_files, validate.REJECTED_SCHEMA)
+    yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
+
+  def _staging(self, directory: str, kind: str) -> str:
+    return storage.join(self._s.lake, commit.STAGING_DIR, f'ingest-{self._s.run_id}', kind,
+                        directory.rstrip('/').rsplit('/', 1)[-1])
+
+  def _write(self, table: pa.Table, directory: str, kind: str, pane: int
+             ) -> list[commit.StagedFile]:
+    """Writes pane `pane` of a partition as files of at most --max_rows_per_file rows, staged
+    and then renamed into place, so a listed file is always whole."""
+    staged = []
+    for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
+      name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
+      path = storage.join(self._staging(directory, kind), name)
+      staged.append(commit.write_parquet(table.slice(start, self._s.max_rows_per_file), path, name))
+    storage.rename([f.path for f in staged], [storage.join(directory, f.name) for f in staged])
+    self.files.inc(len(staged))
+    return staged
+
+  def _commit(self, directory: str, kind: str, new: list[commit.StagedFile],
+              schema: pa.Schema) -> Manifest:
+    """Rewrites the manifest as the files it listed plus `new`, version + 1; then _SUCCESS."""
+    path = storage.join(directory, commit.MANIFEST)
+    old = Manifest.model_validate_json(storage.read_bytes(path)) if storage.exists(path) else None
+    files = {f.name: f for f in (old.files if old else [])}
+    files.update({f.name: ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
+                  for f in new})
+    manifest = commit.manifest_for([], run_id=self._s.run_id, pipeline='ingest',
+                                   source='raw events', partition=directory, schema=schema)
+    manifest = manifest.model_copy(update={
+        'version': old.version + 1 if old else 1, 'files': sorted(files.values(), key=lambda f: f.name),
+        'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
+    staged = storage.join(self._staging(directory, kind), commit.MANIFEST)
+    storage.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
+    storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
+    if not storage.exists(storage.join(directory, SUCCESS)):
+      storage.write_bytes(storage.join(directory, SUCCESS), b'')
+    return manifest
+
+  def _report(self, dt: str, day: DayState, status: str, lake_dir: str, rejected_dir: str,
+              lake: Manifest | None = None) -> DayReport:
+    st = day.stats
+    error = st.balance_error() if status == 'published' else None
+    report = DayReport(
+        dt=dt, status='failed' if error else status, message=error or '',
+        rows_in=st.rows_in, rows_written=st.rows_written, rows_rejected=st.rows_rejected,
+        rows_duplicate=st.rows_duplicate, rejected_by_reason=dict(sorted(st.rejected.items())),
+        flags={k: v for k, v in sorted(st.flags.items()) if v},
+        files=len(lake.files) if lake else day.pane, bytes=lake.bytes if lake else 0,
+        partition=lake_dir, rejected_partition=rejected_dir)
+    storage.write_bytes(storage.join(self._s.lake, '_runs', f'ingest-{self._s.run_id}',
+                                     f'dt={dt}.json'), report.model_dump_json(indent=2).encode())
+    return report
+
+
+class IngestEvents(beam.PTransform):
+  """RawChunks -> the lake, day by day; outputs a DayReport at each commit of a day."""
+
+  def __init__(self, settings: WriteSettings, environment: str):
+    super().__init__()
+    self._s = settings
+    self._environment = environment
+
+  def expand(self, chunks):
+    return (chunks
+            | 'SplitDays' >> beam.ParDo(SplitDays(self._s.zone, self._environment,
+                                                  self._s.allowed_lateness_ms))
+            | 'WriteDays' >> beam.ParDo(WriteDays(self._s)))
+
+
+beam.coders.registry.register_coder(DayPart, PickleCoder)

@@ -1,0 +1,184 @@
+"""Raw JSON events (schemas/raw.py) -> batches in the import contract's columns.
+
+Parsing JSON is the one per-row Python step of streaming ingest; everything after it is the
+vectorized validation the import uses. A payload that is not a JSON object, or whose fields have
+the wrong JSON types, becomes a rejected row carrying the payload as it arrived.
+"""
+import dataclasses
+import itertools
+import typing
+
+import apache_beam as beam
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.raw import COLUMN_OF
+from schemas.reasons import Reason
+from transforms import coerce
+from transforms.validate import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
+
+SERVER_MS = '_server_ms'      # server time: partitions by server date
+ARRIVAL_MS = '_arrival_ms'    # when the row reached us (-1: batch input, never late)
+_EMPTY: dict = {}
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MAPS = ('identifiers', 'user_properties', 'event_properties', 'hackle_properties')
+_TEXT = ('insert_id', 'event_key', 'environment')
+
+
+@dataclasses.dataclass
+class RawChunk:
+  """Payloads read together, with where they came from and when they arrived."""
+  source: list[str]               # per payload: file path, or subscription/message id
+  rows: list[int]                 # per payload: line number in the file (0 for messages)
+  payloads: list[bytes]
+  fallback_ms: list[int] | None = None   # server time of payloads without server_ts (publish time)
+  arrival_ms: list[int] | None = None    # None: batch input, no lateness
+  received_ms: int = 0   # when read: files the payloads that are not JSON under that day
+
+  def __len__(self) -> int:
+    return len(self.payloads)
+
+
+class _Raw(msgspec.Struct):
+  """The fields we read, of any JSON type: types are checked column by column afterwards."""
+  insert_id: typing.Any = None
+  event_key: typing.Any = None
+  environment: typing.Any = None
+  ts: typing.Any = None
+  server_ts: typing.Any = None
+  metric_value: typing.Any = None
+  identifiers: typing.Any = None
+  user_properties: typing.Any = None
+  event_properties: typing.Any = None
+  hackle_properties: typing.Any = None
+
+
+_DECODE = msgspec.json.Decoder(_Raw).decode
+
+
+def _strings(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
+  try:
+    return pa.array(values, pa.string())
+  except (pa.ArrowTypeError, pa.ArrowInvalid):
+    pass
+  for i, v in enumerate(values):
+    if v is not None and type(v) is not str:
+      bad.setdefault(i, _wrong(name, v, 'a string'))
+  return pa.array([v if type(v) is str else None for v in values], pa.string())
+
+
+def _wrong(name: str, value, expected: str) -> tuple[Reason, str]:
+  kind = {dict: 'object', list: 'array', str: 'string', bool: 'boolean'}.get(type(value), 'number')
+  return Reason.INVALID_FIELD, f'{name} is a JSON {kind} ({str(value)[:80]}); expected {expected}'
+
+
+def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tuple[pa.Array, np.ndarray]:
+  """Epoch millis or ISO text -> (epoch ms, int64; mask of text that is not a timestamp)."""
+  ms = [v if type(v) is int else None for v in values]
+  text = [v if type(v) is str else None for v in values]
+  for i, v in enumerate(values):
+    if v is not None and ((type(v) is int and not -_MAX_MS <= v <= _MAX_MS)
+                          or type(v) not in (int, str)):
+      bad.setdefault(i, _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
+      ms[i] = None
+  parsed, unreadable = coerce.to_timestamp(pa.array(text, pa.string()))
+  return pc.coalesce(pa.array(ms, pa.int64()), parsed.cast(pa.int64())), unreadable
+
+
+def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
+  out = []
+  for i, v in enumerate(values):
+    if v is None or type(v) is str:
+      out.append(v)
+    elif type(v) in (int, float):
+      out.append(repr(v))
+    else:
+      bad.setdefault(i, _wrong('metric_value', v, 'a number or a string'))
+      out.append(None)
+  return pa.array(out, pa.string())
+
+
+def _maps(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.MapArray:
+  """JSON objects -> map<string,string>; values that are not strings become their JSON text."""
+  for i, d in enumerate(values):
+    if d is not None and type(d) is not dict:
+      bad.setdefault(i, _wrong(name, d, 'an object'))
+  dicts = [d if type(d) is dict else _EMPTY for d in values]
+  offsets = np.zeros(len(dicts) + 1, dtype=np.int32)
+  np.cumsum([len(d) for d in dicts], out=offsets[1:])
+  keys = list(itertools.chain.from_iterable(dicts))
+  items = list(itertools.chain.from_iterable(d.values() for d in dicts))
+  try:
+    values = pa.array(items, pa.string())
+  except (pa.ArrowTypeError, pa.ArrowInvalid):
+    values = pa.array([coerce._json_value(v) for v in items], pa.string())
+  return pa.MapArray.from_arrays(pa.array(offsets), pa.array(keys, pa.string()), values)
+
+
+def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+  """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
+  server and arrival times; rejected rows for payloads that are not raw events)."""
+  events, good, rejected = [], [], []
+  for i, payload in enumerate(chunk.payloads):
+    try:
+      events.append(_DECODE(payload))
+      good.append(i)
+    except msgspec.DecodeError as e:   # also a JSON array or string where an object belongs
+      rejected.append((i, Reason.INVALID_JSON, str(e)))
+  bad: dict[int, tuple[Reason, str]] = {}
+  columns = {COLUMN_OF.get(name, name): _strings([getattr(e, name) for e in events], name, bad)
+             for name in _TEXT}
+  columns['metric_value'] = _metrics([e.metric_value for e in events], bad)
+  for name in _MAPS:
+    columns[COLUMN_OF[name]] = _maps([getattr(e, name) for e in events], name, bad)
+  ts, bad_ts = _instants([e.ts for e in events], 'ts', bad)
+  server, bad_server = _instants([e.server_ts for e in events], 'server_ts', bad)
+  if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
+    server = pc.coalesce(server, pa.array([chunk.fallback_ms[i] for i in good], pa.int64()))
+  server = pc.coalesce(server, ts)     # files: the client time
+  for name, mask in (('ts', bad_ts), ('server_ts', bad_server)):
+    for j in np.flatnonzero(mask):
+      reason = Reason.INVALID_TS if name == 'ts' else Reason.INVALID_FIELD
+      bad.setdefault(int(j), (reason, f'{name} is {getattr(events[j], name)!r}; not ISO 8601'))
+  out_of_range = np.asarray(pc.fill_null(pc.or_(pc.less(server, 0), pc.greater(server, _MAX_MS)),
+                                         False))
+  for j in np.flatnonzero(out_of_range):
+    bad.setdefault(int(j), (Reason.INVALID_FIELD,
+                            f'server time {server[j]} ms is outside the years 1970..9999'))
+
+  rows = np.array(good, dtype=np.int64)
+  arrival = (np.asarray(chunk.arrival_ms, dtype=np.int64)[rows] if chunk.arrival_ms is not None
+             else np.full(len(good), -1, dtype=np.int64))
+  batch = pa.RecordBatch.from_pydict({
+      'ts': ts.cast(coerce.TS_TYPE), **columns,
+      SOURCE_FILE: pa.array([chunk.source[i] for i in good], pa.string()),
+      SOURCE_ROW: pa.array([chunk.rows[i] for i in good], pa.int64()),
+      PAYLOAD: pa.array([chunk.payloads[i] for i in good], pa.binary()),
+      SERVER_MS: server, ARRIVAL_MS: arrival})
+  if bad:
+    rejected.extend((good[j], reason, detail) for j, (reason, detail) in bad.items())
+    keep = np.ones(len(good), dtype=bool)
+    keep[list(bad)] = False
+    batch = batch.filter(pa.array(keep))
+  return batch, reject(chunk, rejected)
+
+
+def payload_text(payload: bytes) -> str:
+  return payload.decode('utf-8', errors='backslashreplace')
+
+
+def reject(chunk: RawChunk, rejected: list[tuple[int, Reason, str]]) -> pa.RecordBatch:
+  rejected.sort(key=lambda r: r[0])
+  return pa.RecordBatch.from_arrays([
+      pa.array([r.value for _, r, _ in rejected], pa.string()),
+      pa.array([f'{r.explanation}; {detail}' for _, r, detail in rejected], pa.string()),
+      pa.array([chunk.source[i] for i, _, _ in rejected], pa.string()),
+      pa.array([chunk.rows[i] for i, _, _ in rejected], pa.int64()),
+      pa.array([payload_text(chunk.payloads[i]) for i, _, _ in rejected], pa.string()),
+  ], schema=REJECTED_SCHEMA)
+
+
+# Plain pickle: Beam's default coder for unknown types inspects them first and was 20x slower.
+beam.coders.registry.register_coder(RawChunk, beam.coders.PickleCoder)
