@@ -17,6 +17,7 @@ setuptools.setup(
         f'apache-beam[gcp,aws]=={BEAM_VERSION}',
         'pyarrow==25.0.1',
         'pydantic==2.14.3',
+        'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/raw.py)
     ],
     extras_require={
         'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15'],

@@ -59,6 +59,7 @@ class DayState:
   closed: bool = False       # past --allowed_lateness: seen ids dropped
   stats: DayStats = dataclasses.field(default_factory=DayStats)
   seen: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype='S16'))
+  unlisted: dict = dataclasses.field(default_factory=lambda: {'lake': [], 'rejected': []})
 
 
 def _stats_of_rejected(rejected: pa.RecordBatch) -> DayStats:
@@ -155,7 +156,7 @@ class WriteDays(beam.DoFn):
     pending.add(part)
     day.stats.add(part.stats)
     day.pending_rows += part.valid.num_rows + part.rejected.num_rows
-    if day.pending_rows >= self._s.flush_rows:
+    if day.closed or day.pending_rows >= self._s.flush_rows:   # too-late rows: write at once
       yield from self._flush(dt, day, pending)
     elif self._s.flush_interval_s and not day.flush_armed:
       flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
@@ -205,14 +206,15 @@ class WriteDays(beam.DoFn):
     rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
     lake_dir = storage.partition_dir(s.lake, dt)
     rejected_dir = storage.partition_dir(storage.join(s.lake, commit.REJECTED_DIR), dt)
-    lake_files = self._write(table, lake_dir, 'lake', day.pane)
-    rejected_files = self._write(rejected, rejected_dir, 'rejected', day.pane)
+    day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
+    day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
     day.pane += 1
-    if not day.committed:   # an early pane: files in place, no manifest or _SUCCESS yet
+    if not day.committed:   # an early pane: files in place, not yet in a manifest, no _SUCCESS
       yield self._report(dt, day, 'open', lake_dir, rejected_dir)
       return
-    manifest = self._commit(lake_dir, 'lake', lake_files, LAKE_SCHEMA)
-    self._commit(rejected_dir, 'rejected', rejected_files, validate.REJECTED_SCHEMA)
+    manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA)
+    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA)
+    day.unlisted = {'lake': [], 'rejected': []}
     yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:

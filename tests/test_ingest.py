@@ -1,0 +1,196 @@
+"""Streaming ingest: raw-event parsing, server days across DST, and the pane/commit policy driven
+by TestStream (early, on-time, late and too-late rows across two days and a DST change)."""
+import datetime
+import gzip
+import json
+import time
+import uuid
+import zoneinfo
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_stream import TestStream as Stream
+from apache_beam.utils.timestamp import Timestamp
+
+from pipelines import ingest as ingest_pipeline
+from pipelines import samples
+from schemas.reports import Manifest
+from transforms import ingest, raw, storage
+from transforms.days import day_bounds, server_days
+
+NY = zoneinfo.ZoneInfo('America/New_York')
+DAY_A, DAY_B = '2023-03-11', '2023-03-12'    # B is 23 hours long in New York
+
+
+def event(server_ms: int, insert_id: str | None = None, **fields) -> bytes:
+  body = {'insert_id': insert_id or str(uuid.uuid4()), 'event_key': 'purchase',
+          'ts': server_ms - 500, 'server_ts': server_ms,
+          'identifiers': {'id': 'u1', 'device_id': 'd1'}, 'metric_value': '1.5',
+          'user_properties': {'Grade': 'gold'}, 'event_properties': {'n': 3},
+          'hackle_properties': {'osname': 'iOS', 'appversion': '1.0'}}
+  body.update(fields)
+  return json.dumps(body).encode()
+
+
+def chunk(payloads: list[bytes], arrival_ms: int | None) -> raw.RawChunk:
+  return raw.RawChunk(source=['test'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
+                      payloads=payloads, received_ms=arrival_ms or 0,
+                      arrival_ms=None if arrival_ms is None else [arrival_ms] * len(payloads))
+
+
+def test_days_follow_the_zone_across_daylight_saving():
+  start_b, end_b = day_bounds(DAY_B, NY)
+  assert (end_b - start_b) == 23 * 3_600_000
+  start_fall, end_fall = day_bounds('2023-11-05', NY)
+  assert (end_fall - start_fall) == 25 * 3_600_000
+  days, index = server_days(np.array([start_b - 1, start_b, end_b - 1, end_b]), NY)
+  assert [days[i] for i in index] == [DAY_A, DAY_B, DAY_B, '2023-03-13']
+
+
+def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
+  ms = day_bounds(DAY_A, NY)[0] + 1000
+  payloads = [
+      event(ms, metric_value=12.5, event_properties={'n': 3, 'ok': True, 'list': [1]}),
+      event(ms, ts='2023-03-11T05:00:01.234Z', metric_value='123456789012.123456'),
+      b'{"insert_id": ',                                  # cut short
+      b'[1, 2]',                                          # not an object
+      event(ms, event_key=5),                             # wrong type
+      event(ms, identifiers='id=1'),                      # map that is not an object
+      event(ms, ts='yesterday'),                          # unreadable ts
+  ]
+  batch, rejected = raw.parse_chunk(chunk(payloads, None))
+  assert batch.num_rows == 2
+  assert batch.column('metric_value').to_pylist() == ['12.5', '123456789012.123456']
+  assert dict(batch.column('event_properties')[0].as_py()) == {'n': '3', 'ok': 'true', 'list': '[1]'}
+  assert batch.column('ts')[1].as_py() == datetime.datetime(2023, 3, 11, 5, 0, 1, 234000,
+                                                            tzinfo=datetime.timezone.utc)
+  got = {(r['source_row'], r['reason']) for r in rejected.to_pylist()}
+  assert got == {(3, 'invalid_json'), (4, 'invalid_json'), (5, 'invalid_field_type'),
+                 (6, 'invalid_field_type'), (7, 'invalid_ts')}
+  assert {r['original'] for r in rejected.to_pylist()} >= {'{"insert_id": ', '[1, 2]'}
+  assert 'event_key is a JSON number' in rejected.to_pylist()[2]['detail']
+
+
+def _lake_rows(lake: str, dt: str, rejected: bool = False) -> list[dict]:
+  root = storage.join(lake, '_rejected') if rejected else lake
+  manifest = Manifest.model_validate_json(
+      storage.read_bytes(storage.join(storage.partition_dir(root, dt), '_manifest.json')))
+  rows = []
+  for f in manifest.files:
+    rows.extend(pq.read_table(storage.join(storage.partition_dir(root, dt), f.name)).to_pylist())
+  return rows
+
+
+class Snapshot(beam.DoFn):
+  """Records, at each report, what a reader of the lake would see at that moment."""
+  seen = []
+
+  def __init__(self, lake: str):
+    self._lake = lake
+
+  def process(self, report):
+    d = storage.partition_dir(self._lake, report.dt)
+    files = sorted(p.rsplit('/', 1)[-1] for p in storage.list_files(d)) if storage.exists(d) else []
+    manifest = storage.join(d, '_manifest.json')
+    version = Manifest.model_validate_json(storage.read_bytes(manifest)).version \
+        if storage.exists(manifest) else None
+    Snapshot.seen.append((report.dt, report.status, report.rows_written, report.rows_rejected,
+                          report.rows_duplicate, '_SUCCESS' in files, version,
+                          len([f for f in files if f.endswith('.parquet')])))
+
+
+def test_early_on_time_late_and_too_late_rows_across_two_days_and_a_dst_change(tmp_path):
+  lake = str(tmp_path / 'lake')
+  start_a, end_a = day_bounds(DAY_A, NY)
+  start_b, end_b = day_bounds(DAY_B, NY)
+  hour = 3_600_000
+  dup = str(uuid.uuid4())
+  first = [event(start_a + i * 1000) for i in range(100)] + [
+      event(start_a + 5000, insert_id=dup, ts=start_a + 4000),
+      event(start_a + 6000, insert_id=dup, ts=start_a + 3000)]   # earlier ts wins in a pane
+  second = [event(start_a + 7200_000 + i) for i in range(50)] + [event(start_a + 9000, insert_id=dup)] \
+      + [event(start_b + 60_000 + i) for i in range(60)] + [event(end_b - 1)]
+  late = [event(end_a - 10) for _ in range(10)]
+  too_late = [event(end_a - 20) for _ in range(5)]
+  # Early panes by size here (--flush_rows); processing-time flushes race TestStream's clock, so
+  # the Pub/Sub test covers them. Without a flush interval, late rows are written at the close.
+  stream = (Stream()
+            .advance_watermark_to(Timestamp(micros=start_a * 1000))
+            .add_elements([chunk(first, start_a + 200_000)])                # early pane of A
+            .add_elements([chunk(second, start_b + 100_000)])
+            .advance_watermark_to(Timestamp(micros=end_a * 1000))          # A on time
+            .add_elements([chunk(late, end_a + hour)])                      # A late, within 1d
+            .advance_watermark_to(Timestamp(micros=end_b * 1000))          # B on time
+            .advance_watermark_to(Timestamp(micros=(end_a + 25 * hour) * 1000))  # A closes
+            .add_elements([chunk(too_late, end_a + 25 * hour)])             # A too late
+            .advance_watermark_to_infinity())
+  settings = ingest.WriteSettings(lake=lake, zone=NY.key, run_id='r1',
+                                  allowed_lateness_ms=24 * hour, flush_interval_s=None,
+                                  flush_rows=100, max_rows_per_file=1_000_000)
+  Snapshot.seen = []
+  with beam.Pipeline(runner='BundleBasedDirectRunner', argv=['--streaming']) as p:
+    _ = (p | stream | ingest.IngestEvents(settings, 'production')
+         | beam.ParDo(Snapshot(lake)))
+
+  a = [s for s in Snapshot.seen if s[0] == DAY_A]
+  b = [s for s in Snapshot.seen if s[0] == DAY_B]
+  # (dt, status, written, rejected, duplicates, _SUCCESS, manifest version, files)
+  assert a == [
+      (DAY_A, 'open', 101, 0, 1, False, None, 1),         # early: files land, no _SUCCESS
+      (DAY_A, 'published', 151, 0, 2, True, 1, 2),       # on time: rest + manifest + _SUCCESS
+      (DAY_A, 'published', 161, 0, 2, True, 2, 3),       # late: one more file, manifest v2
+      (DAY_A, 'published', 161, 5, 2, True, 3, 3),       # too late: dead-lettered, not written
+  ]
+  assert b == [(DAY_B, 'published', 61, 0, 0, True, 1, 1)]
+  rows_a = _lake_rows(lake, DAY_A)
+  assert len(rows_a) == 161 and len({r['insert_id'] for r in rows_a}) == 161
+  kept = [r for r in rows_a if r['insert_id'] == dup]
+  assert kept[0]['ts'].timestamp() * 1000 == start_a + 3000
+  assert all(dict(r['user_properties']) == {'grade': 'gold'} for r in rows_a)
+  dead = _lake_rows(lake, DAY_A, rejected=True)
+  assert [r['reason'] for r in dead] == ['too_late'] * 5
+  assert json.loads(dead[0]['original'])['server_ts'] == end_a - 20
+
+
+def test_batch_jsonl_ingest_equals_streaming(tmp_path):
+  payloads = samples.raw_events(datetime.date(2023, 1, 1), 3000, seed=3)
+  (tmp_path / 'in').mkdir()
+  half = len(payloads) // 2
+  (tmp_path / 'in' / 'a.jsonl').write_bytes(b'\n'.join(payloads[:half]) + b'\n')
+  with gzip.open(tmp_path / 'in' / 'b.jsonl.gz', 'wb') as f:
+    f.write(b'\n'.join(payloads[half:]) + b'\n')
+  batch_lake = str(tmp_path / 'batch')
+  assert ingest_pipeline.run(['--input', str(tmp_path / 'in' / '*'), '--lake', batch_lake,
+                              '--run_id', 'b1']) == 0
+
+  stream_lake = str(tmp_path / 'stream')
+  settings = ingest.WriteSettings(lake=stream_lake, zone='UTC', run_id='s1',
+                                  allowed_lateness_ms=86_400_000, flush_interval_s=300,
+                                  flush_rows=1_000_000, max_rows_per_file=1_000_000)
+  end = day_bounds('2023-01-01', zoneinfo.ZoneInfo('UTC'))[1]
+  stream = (Stream().advance_processing_time(int(time.time()))
+            .add_elements([raw.RawChunk(source=[str(tmp_path / 'in' / 'a.jsonl')] * half,
+                                        rows=list(range(1, half + 1)), payloads=payloads[:half],
+                                        arrival_ms=[end - 1] * half)])
+            .add_elements([raw.RawChunk(source=[str(tmp_path / 'in' / 'b.jsonl.gz')] * (len(payloads) - half),
+                                        rows=list(range(1, len(payloads) - half + 1)),
+                                        payloads=payloads[half:], arrival_ms=[end - 1] * (len(payloads) - half))])
+            .advance_watermark_to_infinity())
+  with beam.Pipeline(runner='BundleBasedDirectRunner', argv=['--streaming']) as p:
+    _ = p | stream | ingest.IngestEvents(settings, 'production')
+
+  def content(lake: str) -> list:
+    return sorted(json.dumps(r, default=str, sort_keys=True) for r in _lake_rows(lake, '2023-01-01'))
+  assert len(content(batch_lake)) > 2800
+  assert content(batch_lake) == content(stream_lake)
+
+
+def test_ingest_flags_fail_fast(tmp_path):
+  with pytest.raises(Exception, match='exactly one source'):
+    ingest_pipeline.run(['--lake', str(tmp_path)])
+  with pytest.raises(Exception, match='add --streaming'):
+    ingest_pipeline.run(['--subscription', 'projects/p/subscriptions/s', '--lake', str(tmp_path)])
+  with pytest.raises(Exception, match='matches no file'):
+    ingest_pipeline.run(['--input', str(tmp_path / 'none*.jsonl'), '--lake', str(tmp_path)])
