@@ -29,7 +29,7 @@ usage: ./run.sh COMMAND [flags]
   export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
-  bench import|export  benchmark against DuckDB (and plain pyarrow for the import) on 1M events
+  bench import|export|ingest  benchmarks against DuckDB, plain pyarrow or the naive way, on 1M events
 USAGE
 }
 

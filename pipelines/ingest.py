@@ -25,6 +25,7 @@ from transforms.ingest import IngestEvents, WriteSettings
 from transforms.raw import RawChunk
 
 CHUNK_ROWS = 10_000
+BLOCK_BYTES = 8 << 20
 STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
 
 
@@ -77,7 +78,8 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       lake=o.lake, zone=o.timezone, run_id=run_id,
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
-      else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file)
+      else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file,
+      replace=not streaming)
 
 
 def _now_ms() -> int:
@@ -94,18 +96,22 @@ class ReadJsonLines(beam.DoFn):
   def process(self, metadata):
     path = metadata.path
     modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
-    lines, first = [], 1
+    lines, number, rest = [], 0, b''
     with beam.io.filesystems.FileSystems.open(path) as f:
-      for number, line in enumerate(iter(f.readline, b''), start=1):
-        line = line.rstrip(b'\r\n')
-        if not line.strip():
-          continue
-        lines.append((number, line))
-        if len(lines) == CHUNK_ROWS:
-          yield self._chunk(path, lines, modified)
+      while True:
+        block = f.read(BLOCK_BYTES)
+        pieces = (rest + block).split(b'\n')
+        rest = pieces.pop() if block else b''
+        for line in pieces:
+          number += 1
+          if line.strip():
+            lines.append((number, line.rstrip(b'\r')))
+        if len(lines) >= CHUNK_ROWS or not block:
+          for start in range(0, len(lines), CHUNK_ROWS):
+            yield self._chunk(path, lines[start:start + CHUNK_ROWS], modified)
           lines = []
-    if lines:
-      yield self._chunk(path, lines, modified)
+        if not block:
+          return
 
   def _chunk(self, path: str, lines: list, modified: int) -> RawChunk:
     n = len(lines)
@@ -157,7 +163,12 @@ def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
     return (files | 'Spread' >> beam.Reshuffle()
             | 'ReadJsonLines' >> beam.ParDo(ReadJsonLines(arrival=bool(o.watch))))
   source = o.subscription or o.topic
-  read = beam.io.ReadFromPubSub(subscription=o.subscription, topic=o.topic, with_attributes=True)
+  try:
+    read = beam.io.ReadFromPubSub(subscription=o.subscription, topic=o.topic, with_attributes=True)
+  except ValueError as e:
+    flag = '--subscription' if o.subscription else '--topic'
+    raise opts.UsageError(f'{flag} {source!r}: {e} Use projects/PROJECT/subscriptions/NAME '
+                          '(or projects/PROJECT/topics/NAME for --topic).')
   return (pipeline | 'ReadPubSub' >> read
           | 'Payloads' >> beam.ParDo(PubsubPayloads(source, o.server_time_attribute))
           | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=CHUNK_ROWS)

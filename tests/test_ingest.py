@@ -3,6 +3,7 @@ by TestStream (early, on-time, late and too-late rows across two days and a DST 
 import datetime
 import gzip
 import json
+import os
 import time
 import uuid
 import zoneinfo
@@ -162,8 +163,11 @@ def test_batch_jsonl_ingest_equals_streaming(tmp_path):
   with gzip.open(tmp_path / 'in' / 'b.jsonl.gz', 'wb') as f:
     f.write(b'\n'.join(payloads[half:]) + b'\n')
   batch_lake = str(tmp_path / 'batch')
-  assert ingest_pipeline.run(['--input', str(tmp_path / 'in' / '*'), '--lake', batch_lake,
-                              '--run_id', 'b1']) == 0
+  for run_id in ('b1', 'b2'):   # a rerun replaces the day instead of adding to it
+    assert ingest_pipeline.run(['--input', str(tmp_path / 'in' / '*'), '--lake', batch_lake,
+                                '--run_id', run_id]) == 0
+  assert all(name.startswith('part-b2-') or name.startswith('_')
+             for name in os.listdir(tmp_path / 'batch' / 'dt=2023-01-01'))
 
   stream_lake = str(tmp_path / 'stream')
   settings = ingest.WriteSettings(lake=stream_lake, zone='UTC', run_id='s1',
@@ -194,3 +198,5 @@ def test_ingest_flags_fail_fast(tmp_path):
     ingest_pipeline.run(['--subscription', 'projects/p/subscriptions/s', '--lake', str(tmp_path)])
   with pytest.raises(Exception, match='matches no file'):
     ingest_pipeline.run(['--input', str(tmp_path / 'none*.jsonl'), '--lake', str(tmp_path)])
+  with pytest.raises(Exception, match='--subscription .*projects/PROJECT/subscriptions/NAME'):
+    ingest_pipeline.run(['--subscription', 'subs/x', '--lake', str(tmp_path), '--streaming'])

@@ -121,6 +121,7 @@ class WriteSettings:
   flush_interval_s: float | None   # None: batch, no early panes
   flush_rows: int
   max_rows_per_file: int
+  replace: bool = False   # batch: a day's commit replaces what the partition held (a rerun)
 
 
 def _millis(ms: int) -> Timestamp:
@@ -236,10 +237,17 @@ class WriteDays(beam.DoFn):
 
   def _commit(self, directory: str, kind: str, new: list[commit.StagedFile],
               schema: pa.Schema) -> Manifest:
-    """Rewrites the manifest as the files it listed plus `new`, version + 1; then _SUCCESS."""
+    """Rewrites the manifest as the files it listed plus `new`, version + 1; then _SUCCESS.
+    With `replace` (batch), the manifest lists `new` only and every other file goes, as in the
+    import's partition commit."""
     path = storage.join(directory, commit.MANIFEST)
+    success = storage.join(directory, SUCCESS)
     old = Manifest.model_validate_json(storage.read_bytes(path)) if storage.exists(path) else None
-    files = {f.name: f for f in (old.files if old else [])}
+    if self._s.replace:
+      storage.delete([success])
+      keep = {storage.join(directory, f.name) for f in new} | {path}
+      storage.delete(p for p in storage.list_files(directory) if p not in keep)
+    files = {f.name: f for f in (old.files if old and not self._s.replace else [])}
     files.update({f.name: ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
                   for f in new})
     manifest = commit.manifest_for([], run_id=self._s.run_id, pipeline='ingest',
@@ -250,8 +258,8 @@ class WriteDays(beam.DoFn):
     staged = storage.join(self._staging(directory, kind), commit.MANIFEST)
     storage.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
     storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
-    if not storage.exists(storage.join(directory, SUCCESS)):
-      storage.write_bytes(storage.join(directory, SUCCESS), b'')
+    if not storage.exists(success):
+      storage.write_bytes(success, b'')
     return manifest
 
   def _report(self, dt: str, day: DayState, status: str, lake_dir: str, rejected_dir: str,

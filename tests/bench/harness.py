@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,14 +21,16 @@ def child(contenders: dict, name: str, source: str, out: str) -> None:
   start = time.perf_counter()
   counts = contenders[name](source, out)
   seconds = time.perf_counter() - start
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(json.dumps({'contender': name, 'seconds': seconds, 'peak_rss_mib': rss, **counts}))
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  print(json.dumps({'contender': name, 'seconds': seconds, 'peak_rss_mib': usage.ru_maxrss / 1024,
+                    'cpu_seconds': usage.ru_utime + usage.ru_stime, **counts}))
 
 
 def measure(module: str, name: str, source: str, workdir: str, repeat: int) -> dict:
   best = None
   for i in range(repeat):
     out = os.path.join(workdir, f'{name}-{i}')
+    shutil.rmtree(out, ignore_errors=True)   # a fresh output for every run
     proc = subprocess.run([sys.executable, '-m', module, '--child', name, '--source', source,
                            '--out', out], capture_output=True, text=True, env=ALLOCATOR_ENV)
     if proc.returncode != 0:
