@@ -193,6 +193,11 @@ def run(argv: list[str]) -> int:
   _check(o, std.streaming)
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
+  if o.watch and std.runner == STREAMING_RUNNER:
+    raise opts.UsageError(
+        '--watch uses Beam\'s MatchContinuously, a splittable DoFn the local streaming runner '
+        'cannot run: use it on Dataflow or Flink (--runner), or locally publish new files to '
+        'Pub/Sub (e.g. GCS notifications) and use --subscription')
   run_id = o.run_id or opts.new_run_id()
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
     raise opts.UsageError(f'--input {o.input!r} matches no file')

@@ -200,3 +200,6 @@ def test_ingest_flags_fail_fast(tmp_path):
     ingest_pipeline.run(['--input', str(tmp_path / 'none*.jsonl'), '--lake', str(tmp_path)])
   with pytest.raises(Exception, match='--subscription .*projects/PROJECT/subscriptions/NAME'):
     ingest_pipeline.run(['--subscription', 'subs/x', '--lake', str(tmp_path), '--streaming'])
+  with pytest.raises(Exception, match='--watch uses Beam.s MatchContinuously'):
+    ingest_pipeline.run(['--input', str(tmp_path / '*.jsonl'), '--watch', '1m', '--lake',
+                         str(tmp_path), '--streaming'])
