@@ -58,7 +58,6 @@ class DayState:
   committed: bool = False    # manifest and _SUCCESS written (on time)
   closed: bool = False       # past --allowed_lateness: seen ids dropped
   stats: DayStats = dataclasses.field(default_factory=DayStats)
-  seen: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype='S16'))
   unlisted: dict = dataclasses.field(default_factory=lambda: {'lake': [], 'rejected': []})
 
 
@@ -133,6 +132,7 @@ class WriteDays(beam.DoFn):
   'published' (or 'failed' accounting) once the day is committed."""
   PENDING = BagStateSpec('pending', PickleCoder())
   DAY = ReadModifyWriteStateSpec('day', PickleCoder())
+  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # apart: it grows; written per pane only
   ON_TIME = TimerSpec('on_time', TimeDomain.WATERMARK)
   CLOSE = TimerSpec('close', TimeDomain.WATERMARK)
   FLUSH = TimerSpec('flush', TimeDomain.REAL_TIME)
@@ -146,7 +146,8 @@ class WriteDays(beam.DoFn):
     self._zone = zoneinfo.ZoneInfo(self._s.zone)
 
   def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-              day_state=beam.DoFn.StateParam(DAY), on_time=beam.DoFn.TimerParam(ON_TIME),
+              day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN),
+              on_time=beam.DoFn.TimerParam(ON_TIME),
               close=beam.DoFn.TimerParam(CLOSE), flush=beam.DoFn.TimerParam(FLUSH)):
     dt, part = element
     day = day_state.read() or DayState()
@@ -158,7 +159,7 @@ class WriteDays(beam.DoFn):
     day.stats.add(part.stats)
     day.pending_rows += part.valid.num_rows + part.rejected.num_rows
     if day.closed or day.pending_rows >= self._s.flush_rows:   # too-late rows: write at once
-      yield from self._flush(dt, day, pending)
+      yield from self._flush(dt, day, pending, seen)
     elif self._s.flush_interval_s and not day.flush_armed:
       flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
       day.flush_armed = True
@@ -166,31 +167,31 @@ class WriteDays(beam.DoFn):
 
   @on_timer(FLUSH)
   def on_flush(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-               day_state=beam.DoFn.StateParam(DAY)):
+               day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
     day = day_state.read() or DayState()
     day.flush_armed = False
-    yield from self._flush(key, day, pending)
+    yield from self._flush(key, day, pending, seen)
     day_state.write(day)
 
   @on_timer(ON_TIME)
   def on_time(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-              day_state=beam.DoFn.StateParam(DAY)):
+              day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
     day = day_state.read() or DayState()
     first, day.committed = not day.committed, True
-    yield from self._flush(key, day, pending, force=first)
+    yield from self._flush(key, day, pending, seen, force=first)
     day_state.write(day)
 
   @on_timer(CLOSE)
   def on_close(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-               day_state=beam.DoFn.StateParam(DAY)):
+               day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
     day = day_state.read() or DayState()
     first, day.committed = not day.committed, True   # batch: both timers fire at the end
-    yield from self._flush(key, day, pending, force=first)
+    yield from self._flush(key, day, pending, seen, force=first)
     day.closed = True
-    day.seen = np.zeros(0, dtype='S16')
+    seen.clear()
     day_state.write(day)
 
-  def _flush(self, dt: str, day: DayState, pending, force: bool = False):
+  def _flush(self, dt: str, day: DayState, pending, seen, force: bool = False):
     """Writes the buffered rows as pane `day.pane`; once the day is committed, also the manifests
     (merged with what the partitions list) and _SUCCESS."""
     parts = list(pending.read())
@@ -200,7 +201,9 @@ class WriteDays(beam.DoFn):
       return
     s = self._s
     table, _ = dedupe.dedupe([p.valid for p in parts])
-    table, day.seen = dedupe.drop_seen(table, day.seen)
+    known = seen.read()
+    table, known = dedupe.drop_seen(table, np.zeros(0, 'S16') if known is None else known)
+    seen.write(known)
     day.stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
     day.stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
