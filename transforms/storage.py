@@ -1,5 +1,10 @@
-"""File I/O through Beam's FileSystems, so every store Beam knows (local, s3://, gs://, azfs://)
-works the same way. Paths are plain strings; directories are prefixes ending without '/'."""
+"""File I/O through Beam's FileSystems, so every store works the same way: local paths, s3://,
+gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing it here).
+Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
+directories: a folder "exists" when something lies under it, so code lists instead of asking.
+Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent) the store's own
+client does it (transforms/stores.py).
+"""
 import os
 import posixpath
 import typing
@@ -7,7 +12,21 @@ import typing
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import sftp, stores  # noqa: F401  (sftp registers the sftp:// scheme)
+
 RAW = CompressionTypes.UNCOMPRESSED
+stores.use_emulator_credentials()
+
+
+def configure(options) -> None:
+  """Gives the launcher's own storage calls (planning, locks, commit on the in-process runner)
+  the pipeline's store options: endpoints, keys, connection strings."""
+  FileSystems.set_options(options)
+  stores.use_emulator_credentials()
+
+
+def has_dirs(path: str) -> bool:
+  return FileSystems.get_filesystem(path).has_dirs()
 
 
 def join(base: str, *parts: str) -> str:
@@ -15,6 +34,8 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(path: str) -> bool:
+  if FileSystems.get_scheme(path) == 'azfs':
+    return stores.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
   return FileSystems.exists(path)
 
 
@@ -43,13 +64,16 @@ def open_read(path: str) -> typing.BinaryIO:
 
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
+  if not data and FileSystems.get_scheme(path) == 's3':
+    stores.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
+    return
   with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
     f.write(data)
 
 
 def create_exclusive(path: str, data: bytes) -> bool:
-  """Creates `path` only if it does not exist; False when it did. Atomic on local disk (O_EXCL);
-  on object stores this is check-then-write (conditional writes arrive with the cloud stores)."""
+  """Creates `path` only if it does not exist; False when it did. Atomic everywhere: O_EXCL on
+  local disk and SFTP, conditional writes on S3, GCS and Azure."""
   if FileSystems.get_scheme(path) is None:
     os.makedirs(posixpath.dirname(path) or '.', exist_ok=True)
     try:
@@ -59,14 +83,11 @@ def create_exclusive(path: str, data: bytes) -> bool:
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     return True
-  if FileSystems.exists(path):
-    return False
-  write_bytes(path, data)
-  return True
+  return stores.put(path, data, exclusive=True)
 
 
 def delete(paths: typing.Iterable[str]) -> None:
-  paths = [p for p in paths if FileSystems.exists(p)]
+  paths = [p for p in paths if exists(p)]
   if paths:
     FileSystems.delete(paths)
 
@@ -74,18 +95,20 @@ def delete(paths: typing.Iterable[str]) -> None:
 def rename(sources: list[str], destinations: list[str]) -> None:
   """Moves files, replacing existing destinations. Local disk needs the parent folders first."""
   for parent in {posixpath.dirname(d) for d in destinations}:
-    if FileSystems.get_scheme(parent) is None and not FileSystems.exists(parent):
+    if FileSystems.get_scheme(parent) is None and not os.path.exists(parent):
       FileSystems.mkdirs(parent)
   if sources:
     FileSystems.rename(sources, destinations)
 
 
 def delete_tree(directory: str, prune_parent: bool = False) -> None:
-  """Deletes every file under `directory` (object stores have no real directories). With
-  `prune_parent`, a local parent folder left empty goes too (e.g. DEST/_staging)."""
+  """Deletes every file under `directory`, and the folder itself where folders exist. With
+  `prune_parent`, a parent folder left empty goes too (e.g. DEST/_staging)."""
   delete(list_files(directory))
-  if FileSystems.exists(directory):
+  if not has_dirs(directory):
+    return
+  if exists(directory):
     FileSystems.delete([directory])
   parent = posixpath.dirname(directory.rstrip('/'))
-  if prune_parent and FileSystems.get_scheme(parent) is None and not list_files(parent):
+  if prune_parent and not list_files(parent):
     delete([parent])

@@ -1,0 +1,106 @@
+"""The object stores' own clients, for the few things Beam's filesystems cannot do:
+
+- a 0-byte object on S3 (`_SUCCESS`): Beam writes every S3 object as a multipart upload, and S3
+  refuses an upload with no parts;
+- create-if-absent (locks): S3 `If-None-Match: *`, GCS `if_generation_match=0`, Azure
+  `If-None-Match: *`, SFTP `O_EXCL`.
+
+The clients are Beam's own (same options, same credentials), so a path Beam can read is a path
+these can write. Options come from `FileSystems.set_options` (storage.configure at launch; Beam's
+worker harness does the same on workers).
+"""
+import functools
+import os
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms import sftp
+
+
+def options() -> PipelineOptions:
+  return FileSystems._pipeline_options or PipelineOptions([])
+
+
+def use_emulator_credentials() -> None:
+  """With STORAGE_EMULATOR_HOST set (a GCS emulator), Beam would look for Google credentials for
+  about 27 s per process before it connects anonymously; an emulator needs none."""
+  if os.environ.get('STORAGE_EMULATOR_HOST'):
+    from apache_beam.internal.gcp import auth
+    with auth._Credentials._credentials_lock:
+      auth._Credentials._credentials, auth._Credentials._credentials_init = None, True
+
+
+@functools.lru_cache(maxsize=8)
+def _s3(opts_id: int):
+  from apache_beam.io.aws.clients.s3 import boto3_client
+  return boto3_client.Client(options()).client
+
+
+@functools.lru_cache(maxsize=8)
+def _gcs(opts_id: int):
+  from apache_beam.io.gcp import gcsio
+  return gcsio.create_storage_client(options())
+
+
+@functools.lru_cache(maxsize=8)
+def _azure(opts_id: int):
+  from apache_beam.io.azure import blobstorageio
+  return blobstorageio.BlobStorageIO(pipeline_options=options()).client
+
+
+def s3_client():
+  return _s3(id(options()))
+
+
+def bucket_and_key(path: str) -> tuple[str, str]:
+  """s3://b/k, gs://b/k -> (b, k); azfs://account/container/k -> (container, k)."""
+  rest = path.split('://', 1)[1]
+  if path.startswith('azfs://'):
+    rest = rest.split('/', 1)[1]
+  bucket, _, key = rest.partition('/')
+  return bucket, key
+
+
+def azure_exists(path: str) -> bool:
+  return _azure(id(options())).get_blob_client(*bucket_and_key(path)).exists()
+
+
+def put(path: str, data: bytes, exclusive: bool = False) -> bool:
+  """Writes `data` to the object store path in one request; with `exclusive`, only if no object
+  is there (False then). Schemes: s3, gs, azfs, sftp."""
+  scheme = FileSystems.get_scheme(path)
+  if scheme == 'sftp':
+    if exclusive:
+      return sftp.create_exclusive(path, data, options())
+    with FileSystems.create(path) as f:
+      f.write(data)
+    return True
+  bucket, key = bucket_and_key(path)
+  if scheme == 's3':
+    import botocore.exceptions
+    try:
+      s3_client().put_object(Bucket=bucket, Key=key, Body=data,
+                             **({'IfNoneMatch': '*'} if exclusive else {}))
+    except botocore.exceptions.ClientError as e:
+      if e.response.get('Error', {}).get('Code') in ('PreconditionFailed', '412'):
+        return False
+      raise
+    return True
+  if scheme == 'gs':
+    from google.api_core import exceptions
+    blob = _gcs(id(options())).bucket(bucket).blob(key)
+    try:
+      blob.upload_from_string(data, if_generation_match=0 if exclusive else None)
+    except exceptions.PreconditionFailed:
+      return False
+    return True
+  if scheme == 'azfs':
+    from azure.core import exceptions
+    blob = _azure(id(options())).get_blob_client(bucket, key)
+    try:
+      blob.upload_blob(data, overwrite=not exclusive)   # overwrite=False sends If-None-Match: *
+    except exceptions.ResourceExistsError:
+      return False
+    return True
+  raise ValueError(f'no store client for {path}')
