@@ -63,3 +63,24 @@ def test_import_and_export_on_the_store_equal_a_local_run(store, local_run):
   assert read_day(storage.partition_dir(dest, '2023-01-01')).equals(local_run['export'])
   assert not storage.list_files(storage.join(lake, '_staging'))
   assert not storage.list_files(storage.join(lake, '_eventferry', 'locks'))
+
+
+def test_storage_helpers_behave_alike_on_every_store(store):
+  base = store.url('helpers')
+  lock = storage.join(base, 'locks', 'a.lock')
+  assert storage.create_exclusive(lock, b'first')
+  if store.name != 'gcs':   # gcp-storage-emulator ignores ifGenerationMatch (real GCS honours it)
+    assert not storage.create_exclusive(lock, b'second')
+    assert storage.read_bytes(lock) == b'first'
+  storage.write_bytes(storage.join(base, 'd', '_SUCCESS'), b'')
+  storage.write_bytes(storage.join(base, 'd', 'a'), b'old')
+  storage.write_bytes(storage.join(base, 'd1', 'x'), b'sibling')
+  storage.write_bytes(storage.join(base, 'staged'), b'new')
+  assert storage.exists(storage.join(base, 'd', '_SUCCESS'))
+  assert not storage.exists(storage.join(base, 'd', 'missing'))
+  assert names(storage.join(base, 'd')) == ['_SUCCESS', 'a']        # not d1/
+  storage.rename([storage.join(base, 'staged')], [storage.join(base, 'd', 'a')])
+  assert storage.read_bytes(storage.join(base, 'd', 'a')) == b'new'
+  storage.delete_tree(storage.join(base, 'd'))
+  assert storage.list_files(storage.join(base, 'd')) == {}
+  assert names(storage.join(base, 'd1')) == ['x']

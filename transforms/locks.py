@@ -1,7 +1,7 @@
 """One run per partition at a time: a lock file per partition under ROOT/_eventferry/locks/.
 
-Atomic on local disk (O_EXCL); on object stores check-then-write until conditional writes arrive
-with the cloud stores. A run that dies keeps its lock; the refusal says which file to delete.
+Atomic on every store (storage.create_exclusive: O_EXCL on local disk and SFTP, conditional writes
+on S3, GCS and Azure). A run that dies keeps its lock; the refusal says which file to delete.
 """
 import datetime
 import json
