@@ -84,3 +84,36 @@ def test_storage_helpers_behave_alike_on_every_store(store):
   storage.delete_tree(storage.join(base, 'd'))
   assert storage.list_files(storage.join(base, 'd')) == {}
   assert names(storage.join(base, 'd1')) == ['x']
+
+
+def check(*flags, env=None):
+  return run_cli('pipelines.check', *flags, env=env, check=False)
+
+
+def test_check_passes_every_permission_on_every_store(store):
+  samples.write_day(store.url('checksrc'), DAY, EVENTS.slice(0, 10), files=1)
+  proc = check('--dest', store.url('checkdest'), '--source', store.url('checksrc'), *store.flags,
+               env=store.env)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for permission in ('PUT', 'GET', 'LIST', 'DELETE'):
+    assert f'  {permission:<7} OK' in proc.stdout
+  assert proc.stdout.count('verdict: usable') == 2
+  assert not storage.list_files(store.url('checkdest'))   # the probe is gone
+
+
+def unusable(store):
+  """A location on the store this run cannot write: a missing bucket, or a wrong password."""
+  if store.name == 'sftp':
+    flags = [f if f != 'sftp-test-password' else 'wrong-password' for f in store.flags]
+    return store.url('x'), flags
+  missing = {'s3': 's3://no-such-bucket/x', 'gcs': 'gs://no-such-bucket/x',
+             'azure': 'azfs://devstoreaccount1/no-such-container/x'}[store.name]
+  return missing, store.flags
+
+
+def test_check_fails_naming_the_permission_and_the_stores_reason(store):
+  dest, flags = unusable(store)
+  proc = check('--dest', dest, *flags, env=store.env)
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert '  PUT     FAILED' in proc.stdout and '  LIST    FAILED' in proc.stdout
+  assert 'verdict: NOT usable as dest' in proc.stdout

@@ -50,6 +50,8 @@ def list_files(directory: str) -> dict[str, int]:
   found = {}
   for match in FileSystems.match([pattern])[0].metadata_list:
     found[match.path] = match.size_in_bytes
+  if not found and FileSystems.get_scheme(directory) == 's3':
+    stores.require_s3_bucket(directory)
   return found
 
 

@@ -10,6 +10,7 @@ these can write. Options come from `FileSystems.set_options` (storage.configure 
 worker harness does the same on workers).
 """
 import functools
+import re
 import os
 
 from apache_beam.io.filesystems import FileSystems
@@ -62,6 +63,26 @@ def bucket_and_key(path: str) -> tuple[str, str]:
   return bucket, key
 
 
+class StoreError(RuntimeError):
+  """A store refused or lacks something (a bucket, a permission); the message names the store,
+  the path and what is missing."""
+
+
+def require_s3_bucket(path: str) -> None:
+  """Beam lists a missing S3 bucket as empty (it ignores 404s); an empty listing is checked here
+  so that a wrong bucket name is an error, not a day without data."""
+  import botocore.exceptions
+  bucket, _ = bucket_and_key(path)
+  try:
+    s3_client().head_bucket(Bucket=bucket)
+  except botocore.exceptions.ClientError as e:
+    code = e.response.get('Error', {}).get('Code')
+    if code in ('404', 'NoSuchBucket'):
+      raise StoreError(f'S3 bucket {bucket!r} does not exist (path {path}): check the bucket '
+                       'name, the region and --s3_endpoint_url') from None
+    raise
+
+
 def azure_exists(path: str) -> bool:
   return _azure(id(options())).get_blob_client(*bucket_and_key(path)).exists()
 
@@ -104,3 +125,40 @@ def put(path: str, data: bytes, exclusive: bool = False) -> bool:
       return False
     return True
   raise ValueError(f'no store client for {path}')
+
+
+SECRET_OPTIONS = ('s3_secret_access_key', 's3_session_token', 'azure_connection_string',
+                  'sftp_password')
+_SECRET_PATTERNS = re.compile(r'(AccountKey=|SharedAccessSignature=|[?&]sig=)[^;&\s\'"]+')
+
+
+def secrets(opts: PipelineOptions | None = None) -> list[str]:
+  """The secret values the store options hold, longest first (a connection string contains its
+  key). Environment fallbacks count too."""
+  values = (opts or options()).get_all_options()
+  found = [values.get(name) for name in SECRET_OPTIONS]
+  found += [os.environ.get(v) for v in ('SFTP_PASSWORD', 'AWS_SECRET_ACCESS_KEY',
+                                        'AWS_SESSION_TOKEN', 'AZURE_STORAGE_CONNECTION_STRING')]
+  parts = [p.split('=', 1)[1] for s in found if s and ';' in s for p in s.split(';') if '=' in p
+           and p.split('=', 1)[0] in ('AccountKey', 'SharedAccessSignature')]
+  return sorted({s for s in found + parts if s and len(s) >= 6}, key=len, reverse=True)
+
+
+def redact(text: str, opts: PipelineOptions | None = None) -> str:
+  for secret in secrets(opts):
+    text = text.replace(secret, '***')
+  return _SECRET_PATTERNS.sub(r'\1***', text)
+
+
+def explain(e: BaseException) -> str:
+  """One line for a storage error: the innermost cause as the store said it (its code names the
+  missing permission or bucket: AccessDenied, NoSuchBucket, ...), secrets removed."""
+  while True:
+    details = getattr(e, 'exception_details', None)
+    if isinstance(details, dict) and details:
+      e = next(iter(details.values()))
+    elif e.__cause__ is not None:
+      e = e.__cause__
+    else:
+      break
+  return redact(f'{type(e).__name__}: {e}'.splitlines()[0])[:400]
