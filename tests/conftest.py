@@ -74,7 +74,7 @@ def day() -> datetime.date:
 
 # Real stores on loopback (tests/servers.py), one of each per test session, started on first use.
 
-SFTP_USER, SFTP_PASSWORD = 'ferry', 'sftp-test-password'
+SFTP_USER, SFTP_PASSWORD = 'ferry', 'sftp-SECRET-5d0b3f91'
 
 
 @pytest.fixture(scope='session')

@@ -16,7 +16,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = '127.0.0.1'
-MOTO_KEY, MOTO_SECRET = 'testing-key-id', 'testing-secret'
+MOTO_KEY, MOTO_SECRET = 'AKIDTESTING0001', 's3-SECRET-7c1e9a2b40d6'
 AZURITE_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/'
                'KBHBeksoGMGw==')   # Azurite's documented development account key
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import samples
-from tests.conftest import run_cli
+from tests.conftest import SFTP_PASSWORD, run_cli
 from transforms import storage
 
 DAY = datetime.date(2023, 1, 1)
@@ -104,7 +104,7 @@ def test_check_passes_every_permission_on_every_store(store):
 def unusable(store):
   """A location on the store this run cannot write: a missing bucket, or a wrong password."""
   if store.name == 'sftp':
-    flags = [f if f != 'sftp-test-password' else 'wrong-password' for f in store.flags]
+    flags = [f if f != SFTP_PASSWORD else 'sftp-WRONG-SECRET-2a7c' for f in store.flags]
     return store.url('x'), flags
   missing = {'s3': 's3://no-such-bucket/x', 'gcs': 'gs://no-such-bucket/x',
              'azure': 'azfs://devstoreaccount1/no-such-container/x'}[store.name]
@@ -117,3 +117,57 @@ def test_check_fails_naming_the_permission_and_the_stores_reason(store):
   assert proc.returncode == 1, proc.stdout + proc.stderr
   assert '  PUT     FAILED' in proc.stdout and '  LIST    FAILED' in proc.stdout
   assert 'verdict: NOT usable as dest' in proc.stdout
+
+
+def test_a_missing_bucket_stops_the_run_naming_store_path_and_permission(s3_store, tmp_path):
+  from apache_beam.options.pipeline_options import PipelineOptions
+  storage.configure(PipelineOptions(s3_store.flags))
+  samples.write_day(str(tmp_path / 'src'), DAY, EVENTS.slice(0, 100), files=1)
+  proc = import_day(str(tmp_path / 'src'), 's3://no-such-bucket/lake', *s3_store.flags,
+                    check=False)
+  assert proc.returncode == 5, proc.stderr
+  assert 'S3 refused to create s3://no-such-bucket/lake/' in proc.stderr
+  assert 'NoSuchBucket' in proc.stderr and 'PUT permission' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  proc = import_day('s3://no-such-bucket/src', str(tmp_path / 'lake'), *s3_store.flags,
+                    check=False)
+  assert proc.returncode == 5 and "S3 bucket 'no-such-bucket' does not exist" in proc.stderr
+  assert not (tmp_path / 'lake' / 'dt=2023-01-01').exists()
+
+
+def store_secrets(store) -> list[str]:
+  """The secret values in the store's flags, and the parts of a connection string that are."""
+  values = dict(zip(store.flags[::2], store.flags[1::2]))
+  found = [values.get(f) for f in ('--s3_secret_access_key', '--sftp_password',
+                                   '--azure_connection_string')]
+  conn = values.get('--azure_connection_string', '')
+  found += [p.split('=', 1)[1] for p in conn.split(';') if p.startswith('AccountKey=')]
+  return [s for s in found if s]
+
+
+def test_secrets_never_reach_output_reports_manifests_or_errors(store, tmp_path):
+  secrets = store_secrets(store)
+  if not secrets:
+    pytest.skip(f'{store.name}: the emulator takes no secret')
+  src, lake, dest = store.url('sec', 'src'), store.url('sec', 'lake'), store.url('sec', 'dest')
+  samples.write_day(src, DAY, EVENTS.slice(0, 200), files=1)
+  report = tmp_path / 'report.json'
+  runs = [import_day(src, lake, '--report', str(report), *store.flags, env=store.env),
+          export_day(lake, dest, *store.flags, env=store.env),
+          check('--dest', dest, *store.flags, env=store.env)]
+  bad_dest, bad_flags = unusable(store)
+  if store.name == 'azure':   # a wrong key: the failure must not echo it either
+    wrong = 'AccountKey=' + 'V3JvbmdLZXlXcm9uZ0tleQ==' * 3
+    bad_flags = [f.replace(f'AccountKey={secrets[-1]}', wrong) for f in store.flags]
+    secrets.append(wrong.split('=', 1)[1])
+  runs += [check('--dest', bad_dest, *bad_flags, env=store.env),
+           import_day(src, bad_dest, *bad_flags, env=store.env, check=False),
+           export_day(lake, bad_dest, *bad_flags, env=store.env, check=False)]
+  assert [r.returncode for r in runs[3:]] == [1, 5, 5], [r.stderr[-800:] for r in runs[3:]]
+  written = [report.read_text()] + [storage.read_bytes(p).decode(errors='replace')
+                                    for root in (lake, dest)
+                                    for p in storage.list_files(root) if p.endswith('.json')]
+  assert len(written) >= 4   # the report twice (lake and --report), two manifests, history
+  for text in [r.stdout for r in runs] + [r.stderr for r in runs] + written:
+    for secret in secrets:
+      assert secret not in text

@@ -5,6 +5,7 @@ directories: a folder "exists" when something lies under it, so code lists inste
 Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent) the store's own
 client does it (transforms/stores.py).
 """
+import functools
 import os
 import posixpath
 import typing
@@ -25,6 +26,31 @@ def configure(options) -> None:
   stores.use_emulator_credentials()
 
 
+STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
+
+
+def _guarded(operation: str, permission: str):
+  """Turns whatever a store raises into one StoreError naming the store, the path, the operation
+  and the permission it needs, with secrets removed. The original exception is not chained: some
+  stores' messages carry request URLs with signatures."""
+  def wrap(fn):
+    @functools.wraps(fn)
+    def guarded(path, *args, **kwargs):
+      try:
+        return fn(path, *args, **kwargs)
+      except stores.StoreError:
+        raise
+      except Exception as e:  # noqa: BLE001 - re-raised with its store's words
+        paths = [path] if isinstance(path, str) else list(path)
+        where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
+        raise stores.StoreError(
+            f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
+            f'{stores.explain(e)}. This needs the {permission} permission there; '
+            '`./run.sh check --dest ...` tests each one.') from None
+    return guarded
+  return wrap
+
+
 def has_dirs(path: str) -> bool:
   return FileSystems.get_filesystem(path).has_dirs()
 
@@ -33,6 +59,7 @@ def join(base: str, *parts: str) -> str:
   return FileSystems.join(base.rstrip('/'), *parts)
 
 
+@_guarded('check', 'GET (HEAD)')
 def exists(path: str) -> bool:
   if FileSystems.get_scheme(path) == 'azfs':
     return stores.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
@@ -44,6 +71,7 @@ def partition_dir(root: str, dt: str) -> str:
   return join(root, f'dt={dt}')
 
 
+@_guarded('list', 'LIST')
 def list_files(directory: str) -> dict[str, int]:
   """Every file directly or indirectly under `directory`, as {path: size in bytes}."""
   pattern = join(directory, '**')
@@ -55,15 +83,18 @@ def list_files(directory: str) -> dict[str, int]:
   return found
 
 
+@_guarded('read', 'GET')
 def read_bytes(path: str) -> bytes:
   with FileSystems.open(path, compression_type=RAW) as f:
     return f.read()
 
 
+@_guarded('open', 'GET')
 def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
 
 
+@_guarded('write', 'PUT')
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
   if not data and FileSystems.get_scheme(path) == 's3':
@@ -73,6 +104,7 @@ def write_bytes(path: str, data: bytes) -> None:
     f.write(data)
 
 
+@_guarded('create', 'PUT')
 def create_exclusive(path: str, data: bytes) -> bool:
   """Creates `path` only if it does not exist; False when it did. Atomic everywhere: O_EXCL on
   local disk and SFTP, conditional writes on S3, GCS and Azure."""
@@ -88,12 +120,14 @@ def create_exclusive(path: str, data: bytes) -> bool:
   return stores.put(path, data, exclusive=True)
 
 
+@_guarded('delete', 'DELETE')
 def delete(paths: typing.Iterable[str]) -> None:
   paths = [p for p in paths if exists(p)]
   if paths:
     FileSystems.delete(paths)
 
 
+@_guarded('move (copy, then delete)', 'GET, PUT and DELETE')
 def rename(sources: list[str], destinations: list[str]) -> None:
   """Moves files, replacing existing destinations. Local disk needs the parent folders first."""
   for parent in {posixpath.dirname(d) for d in destinations}:

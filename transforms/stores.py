@@ -63,9 +63,9 @@ def bucket_and_key(path: str) -> tuple[str, str]:
   return bucket, key
 
 
-class StoreError(RuntimeError):
+class StoreError(OSError):
   """A store refused or lacks something (a bucket, a permission); the message names the store,
-  the path and what is missing."""
+  the path and what is missing. An OSError, as a failed local file operation is."""
 
 
 def require_s3_bucket(path: str) -> None:
