@@ -2,8 +2,9 @@
 gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing it here).
 Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
 directories: a folder "exists" when something lies under it, so code lists instead of asking.
-Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent) the store's own
-client does it (transforms/stores.py).
+Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent, S3 deletes and
+renames that keep per-key permissions and encryption) the store's own client does it
+(transforms/stores.py).
 """
 import functools
 import os
@@ -13,7 +14,7 @@ import typing
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import sftp, stores  # noqa: F401  (sftp registers the sftp:// scheme)
+from transforms import s3, sftp, stores  # noqa: F401  (registers sftp://, S3 role + encryption)
 
 RAW = CompressionTypes.UNCOMPRESSED
 stores.use_emulator_credentials()
@@ -123,7 +124,9 @@ def create_exclusive(path: str, data: bytes) -> bool:
 @_guarded('delete', 'DELETE')
 def delete(paths: typing.Iterable[str]) -> None:
   paths = [p for p in paths if exists(p)]
-  if paths:
+  if paths and FileSystems.get_scheme(paths[0]) == 's3':
+    stores.s3_delete(paths)
+  elif paths:
     FileSystems.delete(paths)
 
 
@@ -133,7 +136,9 @@ def rename(sources: list[str], destinations: list[str]) -> None:
   for parent in {posixpath.dirname(d) for d in destinations}:
     if FileSystems.get_scheme(parent) is None and not os.path.exists(parent):
       FileSystems.mkdirs(parent)
-  if sources:
+  if sources and FileSystems.get_scheme(sources[0]) == 's3':
+    stores.s3_rename(sources, destinations)
+  elif sources:
     FileSystems.rename(sources, destinations)
 
 

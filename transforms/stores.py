@@ -5,8 +5,8 @@
 - create-if-absent (locks): S3 `If-None-Match: *`, GCS `if_generation_match=0`, Azure
   `If-None-Match: *`, SFTP `O_EXCL`.
 
-The clients are Beam's own (same options, same credentials), so a path Beam can read is a path
-these can write. Options come from `FileSystems.set_options` (storage.configure at launch; Beam's
+The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
+transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from `FileSystems.set_options` (storage.configure at launch; Beam's
 worker harness does the same on workers).
 """
 import functools
@@ -16,7 +16,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import sftp
+from transforms import s3, sftp
 
 
 def options() -> PipelineOptions:
@@ -33,12 +33,6 @@ def use_emulator_credentials() -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _s3(opts_id: int):
-  from apache_beam.io.aws.clients.s3 import boto3_client
-  return boto3_client.Client(options()).client
-
-
-@functools.lru_cache(maxsize=8)
 def _gcs(opts_id: int):
   from apache_beam.io.gcp import gcsio
   return gcsio.create_storage_client(options())
@@ -51,7 +45,7 @@ def _azure(opts_id: int):
 
 
 def s3_client():
-  return _s3(id(options()))
+  return s3._cached(options())
 
 
 def bucket_and_key(path: str) -> tuple[str, str]:
@@ -70,17 +64,32 @@ class StoreError(OSError):
 
 def require_s3_bucket(path: str) -> None:
   """Beam lists a missing S3 bucket as empty (it ignores 404s); an empty listing is checked here
-  so that a wrong bucket name is an error, not a day without data."""
+  so that a wrong bucket name is an error, not a day without data. A one-key listing of the same
+  prefix needs only the ListBucket permission the seeds grant (HeadBucket would need more)."""
   import botocore.exceptions
-  bucket, _ = bucket_and_key(path)
+  bucket, key = bucket_and_key(path)
   try:
-    s3_client().head_bucket(Bucket=bucket)
+    s3_client().list_objects_v2(Bucket=bucket, Prefix=key.rstrip('/') + '/', MaxKeys=1)
   except botocore.exceptions.ClientError as e:
-    code = e.response.get('Error', {}).get('Code')
-    if code in ('404', 'NoSuchBucket'):
+    if e.response.get('Error', {}).get('Code') == 'NoSuchBucket':
       raise StoreError(f'S3 bucket {bucket!r} does not exist (path {path}): check the bucket '
                        'name, the region and --s3_endpoint_url') from None
     raise
+
+
+def s3_delete(paths: list[str]) -> None:
+  """One DeleteObject per key: Beam's batch DeleteObjects reports per-key failures in a 200
+  reply, and moto with IAM on checks it against the bucket instead of each key."""
+  for path in paths:
+    s3_client().delete_object(Bucket=bucket_and_key(path)[0], Key=bucket_and_key(path)[1])
+
+
+def s3_rename(sources: list[str], destinations: list[str]) -> None:
+  """Copy (multipart for big objects, with the encryption settings), then delete the source."""
+  for src, dst in zip(sources, destinations):
+    (sb, sk), (db, dk) = bucket_and_key(src), bucket_and_key(dst)
+    s3_client().copy({'Bucket': sb, 'Key': sk}, db, dk)
+  s3_delete(sources)
 
 
 def azure_exists(path: str) -> bool:
