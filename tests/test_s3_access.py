@@ -151,3 +151,30 @@ def test_role_credentials_renew_themselves_before_expiry(aws):
   creds._expiry_time = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)
   second = creds.get_frozen_credentials()   # inside botocore's refresh window: AssumeRole again
   assert second.access_key != first.access_key and second.token != first.token
+
+
+@pytest.mark.parametrize('sse', ['AES256', 'aws:kms'])
+def test_every_object_written_carries_the_requested_encryption(s3_store, tmp_path, sse):
+  """Staged, renamed (copied), 0-byte and conditional writes alike: head_object on each."""
+  admin = dict(endpoint_url=s3_store.server.endpoint, region_name='us-east-1',
+               aws_access_key_id=servers.MOTO_KEY, aws_secret_access_key=servers.MOTO_SECRET)
+  extra = ['--s3_sse', sse]
+  if sse == 'aws:kms':
+    extra += ['--s3_sse_kms_key_id', boto3.client('kms', **admin).create_key()['KeyMetadata']['KeyId']]
+  src = str(tmp_path / 'src')
+  samples.write_day(src, DAY, samples.events(DAY, 300, seed=4), files=1)
+  lake, dest = f'{s3_store.root}/sse-{sse}/lake', f'{s3_store.root}/sse-{sse}/dest'
+  run_cli('pipelines.import_events', '--source', src, '--date', '2023-01-01', '--lake', lake,
+          '--shards', '2', *s3_store.flags, *extra)
+  run_cli('pipelines.export_events', '--lake', lake, '--date', '2023-01-01', '--dest', dest,
+          *s3_store.flags, *extra)
+  client = boto3.client('s3', **admin)
+  keys = [o['Key'] for o in client.list_objects_v2(Bucket='ferry', Prefix=f't/sse-{sse}/')
+          ['Contents']]
+  assert {'_SUCCESS', '_manifest.json', 'part-00000-of-00002.parquet'} <= {
+      k.rsplit('/', 1)[-1] for k in keys}
+  for key in keys:
+    head = client.head_object(Bucket='ferry', Key=key)
+    assert head.get('ServerSideEncryption') == sse, key
+    if sse == 'aws:kms':
+      assert extra[-1] in head.get('SSEKMSKeyId', ''), key
