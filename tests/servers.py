@@ -132,3 +132,65 @@ def sftp(workdir: str, user: str, password: str, client_key: str | None = None) 
   if client_key:
     cmd += ['--authorized-key', client_key + '.pub']
   return start(cmd, workdir, 'sftp', tcp_open, env={'SFTP_TEST_PASSWORD': password})
+
+
+class FlakyProxy:
+  """An HTTP proxy on loopback in front of a server that answers every `every`-th request with
+  503 SlowDown instead of forwarding it: transient errors as S3 gives them under load."""
+
+  def __init__(self, target_port: int, every: int):
+    import http.client
+    import http.server
+    import threading
+    proxy = self
+    self.requests = self.failed = 0
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      protocol_version = 'HTTP/1.1'
+
+      def log_message(self, *args):
+        pass
+
+      def _handle(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        with lock:
+          proxy.requests += 1
+          fail = proxy.requests % every == 0
+          proxy.failed += fail
+        if fail:
+          error = b'<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
+          self.send_response(503)
+          self.send_header('Content-Length', str(len(error)))
+          self.end_headers()
+          self.wfile.write(error)
+          return
+        conn = http.client.HTTPConnection(HOST, target_port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != 'connection'}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        length = str(len(data)) if self.command != 'HEAD' else reply.getheader('Content-Length', '0')
+        for k, v in reply.getheaders():
+          if k.lower() not in ('transfer-encoding', 'connection', 'content-length', 'date', 'server'):
+            self.send_header(k, v)
+        self.send_header('Content-Length', length)   # HEAD: the object's size, with no body
+        self.end_headers()
+        if self.command != 'HEAD':
+          self.wfile.write(data)
+        conn.close()
+
+      do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    self.port = self._server.server_address[1]
+    threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+  @property
+  def endpoint(self) -> str:
+    return f'http://{HOST}:{self.port}'
+
+  def stop(self) -> None:
+    self._server.shutdown()
+    self._server.server_close()
