@@ -20,6 +20,26 @@ ensure_venv() {
   touch "$stamp"
 }
 
+AZURITE=3.37.0
+ensure_tools() {
+  # Azurite (the Azure Blob emulator the store tests run) comes from npm, into .tools/.
+  grep -qs "\"version\": \"$AZURITE\"" .tools/node_modules/azurite/package.json && return 0
+  echo "run.sh: installing azurite@$AZURITE into .tools (npm, first run)..." >&2
+  if ! npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE" \
+      >"$VENV/npm.log" 2>&1; then
+    tail -30 "$VENV/npm.log" >&2
+    echo "run.sh: npm install failed; the full log is $VENV/npm.log" >&2
+    exit 1
+  fi
+}
+
+# pytest args: test paths given -> only those; otherwise the whole tests/ folder.
+test_args() {
+  local a
+  for a in "$@"; do [[ "$a" != -* && -e "${a%%::*}" ]] && return 0; done
+  return 1
+}
+
 usage() {
   cat <<'USAGE'
 usage: ./run.sh COMMAND [flags]
@@ -28,8 +48,9 @@ usage: ./run.sh COMMAND [flags]
   import [flags]       import customer day partitions into the lake (--help for flags)
   export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
+  check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
-  bench import|export|ingest  benchmarks against DuckDB, plain pyarrow or the naive way, on 1M events
+  bench import|export|ingest|stores  benchmarks (see README: Benchmarks)
 USAGE
 }
 
@@ -38,10 +59,13 @@ cmd=${1:-help}
 case "$cmd" in
   help|-h|--help) usage ;;
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
-  test)   ensure_venv; exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@" ;;
+  test)   ensure_venv; ensure_tools
+          if test_args "$@"; then set -- "$@"; else set -- tests "$@"; fi
+          exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   ingest) ensure_venv; exec "$VENV/bin/python" -m pipelines.ingest "$@" ;;
+  check)  ensure_venv; exec "$VENV/bin/python" -m pipelines.check "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

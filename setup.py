@@ -14,12 +14,15 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pipelines', 'transforms', 'schemas']),
     python_requires='>=3.10',
     install_requires=[
-        f'apache-beam[gcp,aws]=={BEAM_VERSION}',
+        f'apache-beam[gcp,aws,azure]=={BEAM_VERSION}',
+        'asyncssh==2.24.1',   # the sftp:// filesystem (transforms/sftp.py)
         'pyarrow==25.0.1',
         'pydantic==2.14.3',
         'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/raw.py)
     ],
     extras_require={
-        'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15'],
+        'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15',
+                 # loopback stores for tests/test_clouds.py (Azurite comes from npm: run.sh)
+                 'moto[server]==5.2.5', 'gcp-storage-emulator==2026.7.19', 'asyncssh==2.24.1'],
     },
 )

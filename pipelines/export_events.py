@@ -342,6 +342,7 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
 
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
+  storage.configure(options)
   apply_spec(options.view_as(ExportOptions), argv)
   try:
     p = plan(options.view_as(ExportOptions))

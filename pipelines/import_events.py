@@ -45,8 +45,8 @@ class ImportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders '
-                        '(a local path; cloud stores are tested in a later release)')
+    parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
+                        'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
     parser.add_argument('--lake', help='lake root the day is written to')
     opts.add_date_args(parser, 'import')
     parser.add_argument('--environment', default='production',
@@ -224,6 +224,7 @@ def summary(report: RunReport) -> str:
 
 def run(argv: list[str]) -> int:
   options = opts.parse(ImportOptions, argv, './run.sh import')
+  storage.configure(options)
   o = options.view_as(ImportOptions)
   try:
     p = plan(o)

@@ -12,6 +12,8 @@ import zoneinfo
 
 from apache_beam.options import pipeline_options as po
 
+from transforms import stores
+
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
 
@@ -119,10 +121,30 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
 
 
 def main_guard(run, argv=None) -> int:
-  """Runs `run(argv)`, turning UsageError into a one-line message and exit code 2."""
+  """Runs `run(argv)`, turning UsageError into a one-line message and exit code 2, and a store's
+  refusal (a missing bucket or permission, also when a worker met it) into one with exit code 5."""
   argv = sys.argv[1:] if argv is None else argv
   try:
     return run(argv)
   except UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except Exception as e:  # noqa: BLE001 - only store refusals are handled; the rest re-raises
+    refusal = store_refusal(e)
+    if refusal is None:
+      raise
+    print(f'error: {refusal}', file=sys.stderr)
+    return 5
+
+
+def store_refusal(e: BaseException) -> str | None:
+  """The StoreError message in `e` or its causes; Beam re-raises a worker's error as its own
+  exception with the original message inside."""
+  while e is not None:
+    if isinstance(e, stores.StoreError):
+      return str(e)
+    text = str(e)
+    if 'StoreError: ' in text:
+      return text.split('StoreError: ', 1)[1].split(' [while running')[0].strip()
+    e = e.__cause__ or e.__context__
+  return None

@@ -58,10 +58,10 @@ def write_file(path: str, t: pa.Table, **kwargs) -> None:
   storage.write_bytes(path, sink.getvalue().to_pybytes())
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
   """Runs a pipeline module as a user does (python -m ...), from the repository root."""
   proc = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=600)
+                        timeout=600, env={**os.environ, **(env or {})})
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}')
   return proc
@@ -70,3 +70,72 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 @pytest.fixture
 def day() -> datetime.date:
   return DAY
+
+
+# Real stores on loopback (tests/servers.py), one of each per test session, started on first use.
+
+SFTP_USER, SFTP_PASSWORD = 'ferry', 'sftp-SECRET-5d0b3f91'
+
+
+@pytest.fixture(scope='session')
+def servers_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('servers'))
+
+
+@pytest.fixture(scope='session')
+def s3_store(servers_dir):
+  import boto3
+  from tests import servers
+  server = servers.moto(servers_dir)
+  boto3.client('s3', endpoint_url=server.endpoint, region_name='us-east-1',
+               aws_access_key_id=servers.MOTO_KEY,
+               aws_secret_access_key=servers.MOTO_SECRET).create_bucket(Bucket='ferry')
+  yield servers.Store('s3', 's3://ferry/t', [
+      '--s3_endpoint_url', server.endpoint, '--s3_region_name', 'us-east-1',
+      '--s3_access_key_id', servers.MOTO_KEY, '--s3_secret_access_key', servers.MOTO_SECRET],
+      server=server)
+  server.stop()
+
+
+@pytest.fixture(scope='session')
+def gcs_store(servers_dir):
+  from google.cloud import storage as gcs
+  from tests import servers
+  server = servers.gcs(servers_dir)
+  env = {'STORAGE_EMULATOR_HOST': server.endpoint}
+  os.environ.update(env)   # this process's own helpers reach the emulator too
+  gcs.Client.create_anonymous_client().create_bucket('ferry')
+  yield servers.Store('gcs', 'gs://ferry/t', [], env, server=server)
+  server.stop()
+
+
+@pytest.fixture(scope='session')
+def azure_store(servers_dir):
+  from azure.storage.blob import BlobServiceClient
+  from tests import servers
+  server = servers.azurite(servers_dir)
+  conn = servers.azurite_connection_string(server.port)
+  BlobServiceClient.from_connection_string(conn).create_container('ferry')
+  yield servers.Store('azure', 'azfs://devstoreaccount1/ferry/t',
+                      ['--azure_connection_string', conn], server=server)
+  server.stop()
+
+
+@pytest.fixture(scope='session')
+def sftp_store(servers_dir):
+  from tests import servers
+  server = servers.sftp(servers_dir, SFTP_USER, SFTP_PASSWORD)
+  yield servers.Store('sftp', f'sftp://{SFTP_USER}@{servers.HOST}:{server.port}/t', [
+      '--sftp_password', SFTP_PASSWORD,
+      '--sftp_known_hosts', os.path.join(servers_dir, 'known_hosts')], server=server,
+      extra={'root': os.path.join(servers_dir, 'sftp-root')})
+  server.stop()
+
+
+@pytest.fixture(params=['s3', 'gcs', 'azure', 'sftp'])
+def store(request):
+  """Each real store in turn, with this process's storage helpers pointed at it."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+  s = request.getfixturevalue(f'{request.param}_store')
+  storage.configure(PipelineOptions(s.flags))
+  return s

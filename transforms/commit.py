@@ -64,7 +64,7 @@ def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:
   success = storage.join(target, SUCCESS)
   storage.delete([success])
-  before = storage.list_files(target) if storage.exists(target) else {}
+  before = storage.list_files(target)
   finals = [storage.join(target, f.name) for f in staged]
   storage.rename([f.path for f in staged], finals)
   keep = set(finals) | {storage.join(target, MANIFEST)}

@@ -1,11 +1,12 @@
 """One run per partition at a time: a lock file per partition under ROOT/_eventferry/locks/.
 
-Atomic on local disk (O_EXCL); on object stores check-then-write until conditional writes arrive
-with the cloud stores. A run that dies keeps its lock; the refusal says which file to delete.
+Atomic on every store (storage.create_exclusive: O_EXCL on local disk and SFTP, conditional writes
+on S3, GCS and Azure). A run that dies keeps its lock; the refusal says which file to delete.
 """
 import datetime
 import json
 import socket
+import sys
 
 from transforms import storage
 
@@ -34,4 +35,9 @@ def acquire(root: str, partition: str, run_id: str, what: str) -> str:
 
 
 def release(paths: list[str]) -> None:
-  storage.delete(paths)
+  """Deletes the locks; a failure is reported, not raised, so that it never hides the error that
+  ended the run (the lock then stays, and the next run's refusal says which file to delete)."""
+  try:
+    storage.delete(paths)
+  except OSError as e:
+    print(f'warning: could not release {", ".join(paths)}: {e}', file=sys.stderr)

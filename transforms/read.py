@@ -65,6 +65,7 @@ def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep) -> None
   deadline = time.monotonic() + timeout_s
   delay = 5.0
   while not storage.exists(marker):
+    storage.list_files(directory)   # a missing bucket or LIST permission is an error, not "wait"
     left = deadline - time.monotonic()
     if left <= 0:
       waited = f' after waiting {timeout_s:.0f}s' if timeout_s else ''

@@ -1,5 +1,12 @@
-"""File I/O through Beam's FileSystems, so every store Beam knows (local, s3://, gs://, azfs://)
-works the same way. Paths are plain strings; directories are prefixes ending without '/'."""
+"""File I/O through Beam's FileSystems, so every store works the same way: local paths, s3://,
+gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing it here).
+Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
+directories: a folder "exists" when something lies under it, so code lists instead of asking.
+Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent, S3 deletes and
+renames that keep per-key permissions and encryption) the store's own client does it
+(transforms/stores.py).
+"""
+import functools
 import os
 import posixpath
 import typing
@@ -7,14 +14,56 @@ import typing
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import s3, sftp, stores  # noqa: F401  (registers sftp://, S3 role + encryption)
+
 RAW = CompressionTypes.UNCOMPRESSED
+stores.use_emulator_credentials()
+
+
+def configure(options) -> None:
+  """Gives the launcher's own storage calls (planning, locks, commit on the in-process runner)
+  the pipeline's store options: endpoints, keys, connection strings."""
+  FileSystems.set_options(options)
+  stores.use_emulator_credentials()
+
+
+STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
+
+
+def _guarded(operation: str, permission: str):
+  """Turns whatever a store raises into one StoreError naming the store, the path, the operation
+  and the permission it needs, with secrets removed. The original exception is not chained: some
+  stores' messages carry request URLs with signatures."""
+  def wrap(fn):
+    @functools.wraps(fn)
+    def guarded(path, *args, **kwargs):
+      try:
+        return fn(path, *args, **kwargs)
+      except stores.StoreError:
+        raise
+      except Exception as e:  # noqa: BLE001 - re-raised with its store's words
+        paths = [path] if isinstance(path, str) else list(path)
+        where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
+        raise stores.StoreError(
+            f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
+            f'{stores.explain(e)}. This needs the {permission} permission there; '
+            '`./run.sh check --dest ...` tests each one.') from None
+    return guarded
+  return wrap
+
+
+def has_dirs(path: str) -> bool:
+  return FileSystems.get_filesystem(path).has_dirs()
 
 
 def join(base: str, *parts: str) -> str:
   return FileSystems.join(base.rstrip('/'), *parts)
 
 
+@_guarded('check', 'GET (HEAD)')
 def exists(path: str) -> bool:
+  if FileSystems.get_scheme(path) == 'azfs':
+    return stores.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
   return FileSystems.exists(path)
 
 
@@ -23,33 +72,43 @@ def partition_dir(root: str, dt: str) -> str:
   return join(root, f'dt={dt}')
 
 
+@_guarded('list', 'LIST')
 def list_files(directory: str) -> dict[str, int]:
   """Every file directly or indirectly under `directory`, as {path: size in bytes}."""
   pattern = join(directory, '**')
   found = {}
   for match in FileSystems.match([pattern])[0].metadata_list:
     found[match.path] = match.size_in_bytes
+  if not found and FileSystems.get_scheme(directory) == 's3':
+    stores.require_s3_bucket(directory)
   return found
 
 
+@_guarded('read', 'GET')
 def read_bytes(path: str) -> bytes:
   with FileSystems.open(path, compression_type=RAW) as f:
     return f.read()
 
 
+@_guarded('open', 'GET')
 def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
 
 
+@_guarded('write', 'PUT')
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
+  if not data and FileSystems.get_scheme(path) == 's3':
+    stores.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
+    return
   with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
     f.write(data)
 
 
+@_guarded('create', 'PUT')
 def create_exclusive(path: str, data: bytes) -> bool:
-  """Creates `path` only if it does not exist; False when it did. Atomic on local disk (O_EXCL);
-  on object stores this is check-then-write (conditional writes arrive with the cloud stores)."""
+  """Creates `path` only if it does not exist; False when it did. Atomic everywhere: O_EXCL on
+  local disk and SFTP, conditional writes on S3, GCS and Azure."""
   if FileSystems.get_scheme(path) is None:
     os.makedirs(posixpath.dirname(path) or '.', exist_ok=True)
     try:
@@ -59,33 +118,38 @@ def create_exclusive(path: str, data: bytes) -> bool:
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     return True
-  if FileSystems.exists(path):
-    return False
-  write_bytes(path, data)
-  return True
+  return stores.put(path, data, exclusive=True)
 
 
+@_guarded('delete', 'DELETE')
 def delete(paths: typing.Iterable[str]) -> None:
-  paths = [p for p in paths if FileSystems.exists(p)]
-  if paths:
+  paths = [p for p in paths if exists(p)]
+  if paths and FileSystems.get_scheme(paths[0]) == 's3':
+    stores.s3_delete(paths)
+  elif paths:
     FileSystems.delete(paths)
 
 
+@_guarded('move (copy, then delete)', 'GET, PUT and DELETE')
 def rename(sources: list[str], destinations: list[str]) -> None:
   """Moves files, replacing existing destinations. Local disk needs the parent folders first."""
   for parent in {posixpath.dirname(d) for d in destinations}:
-    if FileSystems.get_scheme(parent) is None and not FileSystems.exists(parent):
+    if FileSystems.get_scheme(parent) is None and not os.path.exists(parent):
       FileSystems.mkdirs(parent)
-  if sources:
+  if sources and FileSystems.get_scheme(sources[0]) == 's3':
+    stores.s3_rename(sources, destinations)
+  elif sources:
     FileSystems.rename(sources, destinations)
 
 
 def delete_tree(directory: str, prune_parent: bool = False) -> None:
-  """Deletes every file under `directory` (object stores have no real directories). With
-  `prune_parent`, a local parent folder left empty goes too (e.g. DEST/_staging)."""
+  """Deletes every file under `directory`, and the folder itself where folders exist. With
+  `prune_parent`, a parent folder left empty goes too (e.g. DEST/_staging)."""
   delete(list_files(directory))
-  if FileSystems.exists(directory):
+  if not has_dirs(directory):
+    return
+  if exists(directory):
     FileSystems.delete([directory])
   parent = posixpath.dirname(directory.rstrip('/'))
-  if prune_parent and FileSystems.get_scheme(parent) is None and not list_files(parent):
+  if prune_parent and not list_files(parent):
     delete([parent])

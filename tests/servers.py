@@ -1,0 +1,196 @@
+"""Real storage services on loopback for the tests: moto (S3, STS, IAM), gcp-storage-emulator
+(GCS), Azurite (Azure Blob, from npm under .tools/) and an asyncssh SFTP server. Each runs as a
+child process on a free 127.0.0.1 port and is stopped by its PID.
+
+A `Store` says how the commands reach one of them: a root URL, the command-line flags and the
+environment variables a user would give.
+"""
+import contextlib
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = '127.0.0.1'
+MOTO_KEY, MOTO_SECRET = 'AKIDTESTING0001', 's3-SECRET-7c1e9a2b40d6'
+AZURITE_KEY = ('Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/'
+               'KBHBeksoGMGw==')   # Azurite's documented development account key
+
+
+@dataclasses.dataclass
+class Store:
+  name: str
+  root: str                      # e.g. s3://bucket/prefix
+  flags: list[str]               # command-line flags that reach the store
+  env: dict[str, str] = dataclasses.field(default_factory=dict)
+  server: 'Server | None' = None
+  extra: dict = dataclasses.field(default_factory=dict)
+
+  def url(self, *parts: str) -> str:
+    return '/'.join([self.root.rstrip('/'), *parts])
+
+
+@dataclasses.dataclass
+class Server:
+  proc: subprocess.Popen
+  port: int
+  log: str
+
+  @property
+  def endpoint(self) -> str:
+    return f'http://{HOST}:{self.port}'
+
+  def stop(self) -> None:
+    if self.proc.poll() is None:
+      self.proc.terminate()
+      try:
+        self.proc.wait(10)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind((HOST, 0))
+    return s.getsockname()[1]
+
+
+def start(cmd: list[str], workdir: str, name: str, ready, env: dict | None = None,
+          port: int | None = None, timeout: float = 60) -> Server:
+  """Starts `cmd` (which must listen on `port`), logging to WORKDIR/NAME.log, and waits until
+  `ready(port)` holds."""
+  port = port or free_port()
+  log = os.path.join(workdir, f'{name}.log')
+  with open(log, 'wb') as out:
+    proc = subprocess.Popen([c.format(port=port) for c in cmd], stdout=out,
+                            stderr=subprocess.STDOUT, cwd=workdir,
+                            env={**os.environ, **(env or {})})
+  server = Server(proc, port, log)
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if proc.poll() is not None:
+      raise RuntimeError(f'{name} exited with {proc.returncode}: {open(log).read()[-2000:]}')
+    with contextlib.suppress(OSError):
+      if ready(port):
+        return server
+    time.sleep(0.2)
+  server.stop()
+  raise RuntimeError(f'{name} did not become ready in {timeout}s: {open(log).read()[-2000:]}')
+
+
+def http_ok(path: str = '/'):
+  def ready(port):
+    try:
+      urllib.request.urlopen(f'http://{HOST}:{port}{path}', timeout=2)
+    except urllib.error.HTTPError:
+      pass   # any HTTP answer means it listens
+    return True
+  return ready
+
+
+def tcp_open(port: int) -> bool:
+  with socket.create_connection((HOST, port), timeout=2):
+    return True
+
+
+def moto(workdir: str, env: dict | None = None) -> Server:
+  return start([sys.executable, '-m', 'moto.server', '-H', HOST, '-p', '{port}'], workdir, 'moto',
+               http_ok('/moto-api/'), env)
+
+
+def gcs(workdir: str) -> Server:
+  exe = os.path.join(os.path.dirname(sys.executable), 'gcp-storage-emulator')
+  return start([exe, 'start', '--host', HOST, '--port', '{port}', '--in-memory', '--quiet'],
+               workdir, 'gcs', http_ok('/storage/v1/b'))
+
+
+def azurite(workdir: str) -> Server:
+  exe = os.path.join(ROOT, '.tools', 'node_modules', '.bin', 'azurite-blob')
+  data = os.path.join(workdir, 'azurite')
+  os.makedirs(data, exist_ok=True)
+  return start([exe, '--blobHost', HOST, '--blobPort', '{port}', '--location', data, '--silent',
+                '--disableTelemetry', '--skipApiVersionCheck'], workdir, 'azurite', tcp_open)
+
+
+def azurite_connection_string(port: int) -> str:
+  return (f'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};'
+          f'BlobEndpoint=http://{HOST}:{port}/devstoreaccount1;')
+
+
+def sftp(workdir: str, user: str, password: str, client_key: str | None = None) -> Server:
+  """tests/sftp_server.py serving WORKDIR/sftp-root; writes WORKDIR/known_hosts for the client."""
+  root = os.path.join(workdir, 'sftp-root')
+  os.makedirs(root, exist_ok=True)
+  cmd = [sys.executable, os.path.join(ROOT, 'tests', 'sftp_server.py'), '--host', HOST, '--port', '{port}',
+         '--root', root, '--user', user, '--host-key', os.path.join(workdir, 'host_key'),
+         '--known-hosts', os.path.join(workdir, 'known_hosts')]
+  if client_key:
+    cmd += ['--authorized-key', client_key + '.pub']
+  return start(cmd, workdir, 'sftp', tcp_open, env={'SFTP_TEST_PASSWORD': password})
+
+
+class FlakyProxy:
+  """An HTTP proxy on loopback in front of a server that answers every `every`-th request with
+  503 SlowDown instead of forwarding it: transient errors as S3 gives them under load."""
+
+  def __init__(self, target_port: int, every: int):
+    import http.client
+    import http.server
+    import threading
+    proxy = self
+    self.requests = self.failed = 0
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      protocol_version = 'HTTP/1.1'
+
+      def log_message(self, *args):
+        pass
+
+      def _handle(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        with lock:
+          proxy.requests += 1
+          fail = proxy.requests % every == 0
+          proxy.failed += fail
+        if fail:
+          error = b'<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
+          self.send_response(503)
+          self.send_header('Content-Length', str(len(error)))
+          self.end_headers()
+          self.wfile.write(error)
+          return
+        conn = http.client.HTTPConnection(HOST, target_port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != 'connection'}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        self.send_response(reply.status)
+        length = str(len(data)) if self.command != 'HEAD' else reply.getheader('Content-Length', '0')
+        for k, v in reply.getheaders():
+          if k.lower() not in ('transfer-encoding', 'connection', 'content-length', 'date', 'server'):
+            self.send_header(k, v)
+        self.send_header('Content-Length', length)   # HEAD: the object's size, with no body
+        self.end_headers()
+        if self.command != 'HEAD':
+          self.wfile.write(data)
+        conn.close()
+
+      do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    self._server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    self.port = self._server.server_address[1]
+    threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+  @property
+  def endpoint(self) -> str:
+    return f'http://{HOST}:{self.port}'
+
+  def stop(self) -> None:
+    self._server.shutdown()
+    self._server.server_close()

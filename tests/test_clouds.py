@@ -1,0 +1,173 @@
+"""End to end on each real store (tests/servers.py): the customer's day, the lake and the export
+all on S3 (moto), GCS (gcp-storage-emulator), Azure Blob (Azurite) or SFTP (asyncssh), through the
+real commands; what lands is read back and must equal a local run of the same commands."""
+import datetime
+import io
+import posixpath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import samples
+from tests.conftest import SFTP_PASSWORD, run_cli
+from transforms import storage
+
+DAY = datetime.date(2023, 1, 1)
+EVENTS = samples.events(DAY, 3000, seed=11)
+
+
+def import_day(source, lake, *flags, env=None, check=True):
+  return run_cli('pipelines.import_events', '--source', source, '--date', DAY.isoformat(),
+                 '--lake', lake, *flags, env=env, check=check)
+
+
+def export_day(lake, dest, *flags, env=None, check=True):
+  return run_cli('pipelines.export_events', '--lake', lake, '--date', DAY.isoformat(),
+                 '--dest', dest, *flags, env=env, check=check)
+
+
+def read_day(directory: str) -> pa.Table:
+  """Every Parquet file of a committed day, in name order, read with pyarrow."""
+  files = sorted(p for p in storage.list_files(directory) if p.endswith('.parquet'))
+  return pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p))) for p in files)
+
+
+def names(directory: str) -> list[str]:
+  return sorted(posixpath.relpath(p, directory) for p in storage.list_files(directory))
+
+
+@pytest.fixture(scope='module')
+def local_run(tmp_path_factory):
+  """The same commands on local disk: the reference."""
+  root = tmp_path_factory.mktemp('local')
+  samples.write_day(str(root / 'src'), DAY, EVENTS, files=2)
+  import_day(str(root / 'src'), str(root / 'lake'), '--shards', '2')
+  export_day(str(root / 'lake'), str(root / 'dest'))
+  return {'lake': read_day(str(root / 'lake' / 'dt=2023-01-01')),
+          'export': read_day(str(root / 'dest' / 'dt=2023-01-01'))}
+
+
+def test_import_and_export_on_the_store_equal_a_local_run(store, local_run):
+  samples.write_day(store.url('src'), DAY, EVENTS, files=2)
+  src, lake, dest = store.url('src'), store.url('lake'), store.url('dest')
+  import_day(src, lake, '--shards', '3', *store.flags, env=store.env)
+  import_day(src, lake, '--shards', '2', *store.flags, env=store.env)   # replaces 3 shards by 2
+  export_day(lake, dest, *store.flags, env=store.env)
+
+  day = storage.partition_dir(lake, '2023-01-01')
+  assert names(day) == ['_SUCCESS', '_manifest.json', 'part-00000-of-00002.parquet',
+                        'part-00001-of-00002.parquet']
+  assert storage.read_bytes(storage.join(day, '_SUCCESS')) == b''
+  assert read_day(day).equals(local_run['lake'])
+  assert read_day(storage.partition_dir(dest, '2023-01-01')).equals(local_run['export'])
+  assert not storage.list_files(storage.join(lake, '_staging'))
+  assert not storage.list_files(storage.join(lake, '_eventferry', 'locks'))
+
+
+def test_storage_helpers_behave_alike_on_every_store(store):
+  base = store.url('helpers')
+  lock = storage.join(base, 'locks', 'a.lock')
+  assert storage.create_exclusive(lock, b'first')
+  if store.name != 'gcs':   # gcp-storage-emulator ignores ifGenerationMatch (real GCS honours it)
+    assert not storage.create_exclusive(lock, b'second')
+    assert storage.read_bytes(lock) == b'first'
+  storage.write_bytes(storage.join(base, 'd', '_SUCCESS'), b'')
+  storage.write_bytes(storage.join(base, 'd', 'a'), b'old')
+  storage.write_bytes(storage.join(base, 'd1', 'x'), b'sibling')
+  storage.write_bytes(storage.join(base, 'staged'), b'new')
+  assert storage.exists(storage.join(base, 'd', '_SUCCESS'))
+  assert not storage.exists(storage.join(base, 'd', 'missing'))
+  assert names(storage.join(base, 'd')) == ['_SUCCESS', 'a']        # not d1/
+  storage.rename([storage.join(base, 'staged')], [storage.join(base, 'd', 'a')])
+  assert storage.read_bytes(storage.join(base, 'd', 'a')) == b'new'
+  storage.delete_tree(storage.join(base, 'd'))
+  assert storage.list_files(storage.join(base, 'd')) == {}
+  assert names(storage.join(base, 'd1')) == ['x']
+
+
+def check(*flags, env=None):
+  return run_cli('pipelines.check', *flags, env=env, check=False)
+
+
+def test_check_passes_every_permission_on_every_store(store):
+  samples.write_day(store.url('checksrc'), DAY, EVENTS.slice(0, 10), files=1)
+  proc = check('--dest', store.url('checkdest'), '--source', store.url('checksrc'), *store.flags,
+               env=store.env)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for permission in ('PUT', 'GET', 'LIST', 'DELETE'):
+    assert f'  {permission:<7} OK' in proc.stdout
+  assert proc.stdout.count('verdict: usable') == 2
+  assert not storage.list_files(store.url('checkdest'))   # the probe is gone
+
+
+def unusable(store):
+  """A location on the store this run cannot write: a missing bucket, or a wrong password."""
+  if store.name == 'sftp':
+    flags = [f if f != SFTP_PASSWORD else 'sftp-WRONG-SECRET-2a7c' for f in store.flags]
+    return store.url('x'), flags
+  missing = {'s3': 's3://no-such-bucket/x', 'gcs': 'gs://no-such-bucket/x',
+             'azure': 'azfs://devstoreaccount1/no-such-container/x'}[store.name]
+  return missing, store.flags
+
+
+def test_check_fails_naming_the_permission_and_the_stores_reason(store):
+  dest, flags = unusable(store)
+  proc = check('--dest', dest, *flags, env=store.env)
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  assert '  PUT     FAILED' in proc.stdout and '  LIST    FAILED' in proc.stdout
+  assert 'verdict: NOT usable as dest' in proc.stdout
+
+
+def test_a_missing_bucket_stops_the_run_naming_store_path_and_permission(s3_store, tmp_path):
+  from apache_beam.options.pipeline_options import PipelineOptions
+  storage.configure(PipelineOptions(s3_store.flags))
+  samples.write_day(str(tmp_path / 'src'), DAY, EVENTS.slice(0, 100), files=1)
+  proc = import_day(str(tmp_path / 'src'), 's3://no-such-bucket/lake', *s3_store.flags,
+                    check=False)
+  assert proc.returncode == 5, proc.stderr
+  assert 'S3 refused to create s3://no-such-bucket/lake/' in proc.stderr
+  assert 'NoSuchBucket' in proc.stderr and 'PUT permission' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  proc = import_day('s3://no-such-bucket/src', str(tmp_path / 'lake'), *s3_store.flags,
+                    check=False)
+  assert proc.returncode == 5 and "S3 bucket 'no-such-bucket' does not exist" in proc.stderr
+  assert not (tmp_path / 'lake' / 'dt=2023-01-01').exists()
+
+
+def store_secrets(store) -> list[str]:
+  """The secret values in the store's flags, and the parts of a connection string that are."""
+  values = dict(zip(store.flags[::2], store.flags[1::2]))
+  found = [values.get(f) for f in ('--s3_secret_access_key', '--sftp_password',
+                                   '--azure_connection_string')]
+  conn = values.get('--azure_connection_string', '')
+  found += [p.split('=', 1)[1] for p in conn.split(';') if p.startswith('AccountKey=')]
+  return [s for s in found if s]
+
+
+def test_secrets_never_reach_output_reports_manifests_or_errors(store, tmp_path):
+  secrets = store_secrets(store)
+  if not secrets:
+    pytest.skip(f'{store.name}: the emulator takes no secret')
+  src, lake, dest = store.url('sec', 'src'), store.url('sec', 'lake'), store.url('sec', 'dest')
+  samples.write_day(src, DAY, EVENTS.slice(0, 200), files=1)
+  report = tmp_path / 'report.json'
+  runs = [import_day(src, lake, '--report', str(report), *store.flags, env=store.env),
+          export_day(lake, dest, *store.flags, env=store.env),
+          check('--dest', dest, *store.flags, env=store.env)]
+  bad_dest, bad_flags = unusable(store)
+  if store.name == 'azure':   # a wrong key: the failure must not echo it either
+    wrong = 'AccountKey=' + 'V3JvbmdLZXlXcm9uZ0tleQ==' * 3
+    bad_flags = [f.replace(f'AccountKey={secrets[-1]}', wrong) for f in store.flags]
+    secrets.append(wrong.split('=', 1)[1])
+  runs += [check('--dest', bad_dest, *bad_flags, env=store.env),
+           import_day(src, bad_dest, *bad_flags, env=store.env, check=False),
+           export_day(lake, bad_dest, *bad_flags, env=store.env, check=False)]
+  assert [r.returncode for r in runs[3:]] == [1, 5, 5], [r.stderr[-800:] for r in runs[3:]]
+  written = [report.read_text()] + [storage.read_bytes(p).decode(errors='replace')
+                                    for root in (lake, dest)
+                                    for p in storage.list_files(root) if p.endswith('.json')]
+  assert len(written) >= 4   # the report twice (lake and --report), two manifests, history
+  for text in [r.stdout for r in runs] + [r.stderr for r in runs] + written:
+    for secret in secrets:
+      assert secret not in text

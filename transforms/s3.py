@@ -1,0 +1,109 @@
+"""S3 access beyond Beam's S3Options: STS AssumeRole with an ExternalId (seed 000: the customer's
+role trusts ours only with the ExternalId they chose), refreshed before it expires, and
+server-side encryption on every object written (SSE-S3 or SSE-KMS with a key id).
+
+Beam builds its boto3 S3 client from S3Options alone and has no hook for either, so `client()`
+builds the one client everything uses, and Beam's client class is pointed at it here (importing
+this module does that; transforms/storage.py imports it, so workers get it too).
+"""
+import datetime
+import functools
+
+import boto3
+import botocore.credentials
+import botocore.session
+from apache_beam.io.aws.clients.s3 import boto3_client
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+ROLE_SECONDS = 3600   # botocore refreshes 15 minutes before expiry, so long jobs never see it
+# Requests that create objects: they carry the encryption settings.
+WRITES = ('PutObject', 'CreateMultipartUpload', 'CopyObject')
+
+
+class S3AccessOptions(PipelineOptions):
+  """Role and encryption for s3:// paths (keys, endpoint, region: Beam's --s3_* options)."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--s3_role_arn', default=None,
+                        help='assume this IAM role (STS AssumeRole) for every S3 request')
+    parser.add_argument('--s3_external_id', default=None,
+                        help="the ExternalId the role's trust policy requires")
+    parser.add_argument('--s3_role_session_name', default='eventferry',
+                        help='session name recorded in the customer\'s CloudTrail')
+    parser.add_argument('--s3_sts_endpoint_url', default=None,
+                        help='STS endpoint (default: AWS; tests: the emulator)')
+    parser.add_argument('--s3_sse', default=None, choices=['AES256', 'aws:kms'],
+                        help='server-side encryption of every object written: AES256 (SSE-S3) '
+                        'or aws:kms (SSE-KMS, with --s3_sse_kms_key_id)')
+    parser.add_argument('--s3_sse_kms_key_id', default=None,
+                        help='KMS key id or ARN for --s3_sse aws:kms')
+
+
+def _role_credentials(o: S3Options, a: S3AccessOptions):
+  """Credentials of the assumed role that renew themselves (AssumeRole again) before expiry."""
+  sts = boto3.client('sts', endpoint_url=a.s3_sts_endpoint_url or None,
+                     region_name=o.s3_region_name, aws_access_key_id=o.s3_access_key_id,
+                     aws_secret_access_key=o.s3_secret_access_key,
+                     aws_session_token=o.s3_session_token)
+
+  def assume():
+    kwargs = {'ExternalId': a.s3_external_id} if a.s3_external_id else {}
+    c = sts.assume_role(RoleArn=a.s3_role_arn, RoleSessionName=a.s3_role_session_name,
+                        DurationSeconds=ROLE_SECONDS, **kwargs)['Credentials']
+    expiry = c['Expiration']
+    if isinstance(expiry, datetime.datetime):
+      expiry = expiry.isoformat()
+    return {'access_key': c['AccessKeyId'], 'secret_key': c['SecretAccessKey'],
+            'token': c['SessionToken'], 'expiry_time': expiry}
+
+  return botocore.credentials.RefreshableCredentials.create_from_metadata(
+      metadata=assume(), refresh_using=assume, method='sts-assume-role')
+
+
+def _encrypt(a: S3AccessOptions):
+  """A request hook adding the encryption parameters to object-creating requests."""
+  extra = {'ServerSideEncryption': a.s3_sse}
+  if a.s3_sse_kms_key_id:
+    extra['SSEKMSKeyId'] = a.s3_sse_kms_key_id
+
+  def add(params, **_):
+    params.update(extra)
+  return add
+
+
+def client(options: PipelineOptions):
+  """The S3 client for these options: Beam's settings plus role and encryption."""
+  o, a = options.view_as(S3Options), options.view_as(S3AccessOptions)
+  session = botocore.session.get_session()
+  keys = {'aws_access_key_id': o.s3_access_key_id,
+          'aws_secret_access_key': o.s3_secret_access_key,
+          'aws_session_token': o.s3_session_token}
+  if a.s3_role_arn:
+    session._credentials = _role_credentials(o, a)
+    keys = {}
+  s3 = boto3.Session(botocore_session=session).client(
+      's3', endpoint_url=o.s3_endpoint_url, region_name=o.s3_region_name,
+      api_version=o.s3_api_version, use_ssl=not o.s3_disable_ssl, verify=o.s3_verify, **keys)
+  if a.s3_sse:
+    for op in WRITES:
+      s3.meta.events.register(f'before-parameter-build.s3.{op}', _encrypt(a))
+  return s3
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(options: PipelineOptions):
+  return client(options)
+
+
+def _beam_client_init(self, options):
+  """Replaces Beam's boto3_client.Client.__init__: same object, our client."""
+  if not isinstance(options, PipelineOptions):
+    options = PipelineOptions.from_dictionary(dict(options or {}))
+  self.client = _cached(options)
+  self._download_request = None
+  self._download_stream = None
+  self._download_pos = 0
+
+
+boto3_client.Client.__init__ = _beam_client_init
