@@ -199,6 +199,7 @@ def run(argv: list[str]) -> int:
         'cannot run: use it on Dataflow or Flink (--runner), or locally publish new files to '
         'Pub/Sub (e.g. GCS notifications) and use --subscription')
   run_id = o.run_id or opts.new_run_id()
+  storage.configure(options)
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
     raise opts.UsageError(f'--input {o.input!r} matches no file')
   pipeline = beam.Pipeline(options=options)

@@ -171,3 +171,21 @@ def test_secrets_never_reach_output_reports_manifests_or_errors(store, tmp_path)
   for text in [r.stdout for r in runs] + [r.stderr for r in runs] + written:
     for secret in secrets:
       assert secret not in text
+
+
+RAW = samples.raw_events(DAY, 2000, seed=12)
+
+
+def test_batch_ingest_reads_json_lines_from_the_store_into_a_lake_on_it(store, tmp_path):
+  storage.write_bytes(store.url('raw', 'a.jsonl'), b'\n'.join(RAW[:1000]) + b'\n')
+  storage.write_bytes(store.url('raw', 'b.jsonl'), b'\n'.join(RAW[1000:]) + b'\n')
+  run_cli('pipelines.ingest', '--input', store.url('raw', '*.jsonl'), '--lake', store.url('ingest'),
+          '--run_id', 'c1', *store.flags, env=store.env)
+  (tmp_path / 'raw').mkdir()
+  (tmp_path / 'raw' / 'a.jsonl').write_bytes(b'\n'.join(RAW) + b'\n')
+  run_cli('pipelines.ingest', '--input', str(tmp_path / 'raw' / '*.jsonl'), '--lake',
+          str(tmp_path / 'lake'), '--run_id', 'c1')
+  day = storage.partition_dir(store.url('ingest'), '2023-01-01')
+  assert '_SUCCESS' in names(day)
+  key = lambda t: sorted(t.select(['insert_id', 'ts', 'event_key']).to_pylist(), key=str)
+  assert key(read_day(day)) == key(read_day(str(tmp_path / 'lake' / 'dt=2023-01-01')))

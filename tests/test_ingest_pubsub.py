@@ -1,0 +1,109 @@
+"""End to end with the Pub/Sub emulator (from the machine's google-cloud-cli): publish a few
+thousand raw events, some malformed, some duplicated, some for yesterday and some too late; run
+`./run.sh ingest --streaming` until the lake holds them; check the lake and the dead letters."""
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.reports import Manifest
+from tests import servers
+
+EMULATOR = '/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator'
+PROJECT = 'eventferry-test'
+
+
+@pytest.fixture(scope='module')
+def pubsub(tmp_path_factory):
+  if not os.path.exists(EMULATOR) or not shutil.which('java'):
+    pytest.fail(f'the Pub/Sub emulator ({EMULATOR}) and java are needed: install google-cloud-cli '
+                'with its pubsub-emulator component')
+  workdir = str(tmp_path_factory.mktemp('pubsub'))
+  server = servers.start([EMULATOR, f'--host={servers.HOST}', '--port={port}'], workdir,
+                         'pubsub', servers.tcp_open, timeout=90)
+  yield f'{servers.HOST}:{server.port}'
+  server.stop()
+
+
+def _event(server_ms: int | None, insert_id: str | None = None) -> dict:
+  body = {'insert_id': insert_id or str(uuid.uuid4()), 'event_key': 'purchase',
+          'ts': int(time.time() * 1000) - 1000, 'identifiers': {'id': 'u', 'device_id': 'd'},
+          'metric_value': 2, 'hackle_properties': {'osname': 'iOS', 'appversion': '1'},
+          'event_properties': {'Plan': 'pro'}}
+  if server_ms is not None:
+    body['server_ts'] = server_ms
+  return body
+
+
+def _rows(directory: str) -> int:
+  if not os.path.isdir(directory):
+    return 0
+  return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
+             for f in os.listdir(directory) if f.endswith('.parquet'))
+
+
+def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
+  from google.cloud import pubsub_v1
+  monkeypatch.setenv('PUBSUB_EMULATOR_HOST', pubsub)
+  publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+  topic = publisher.topic_path(PROJECT, 'events')
+  subscription = subscriber.subscription_path(PROJECT, 'ingest')
+  publisher.create_topic(name=topic)
+  subscriber.create_subscription(name=subscription, topic=topic)
+
+  today = datetime.datetime.now(datetime.timezone.utc).date()
+  yesterday, old = today - datetime.timedelta(days=1), today - datetime.timedelta(days=3)
+  noon = lambda d: int(datetime.datetime(d.year, d.month, d.day, 12,
+                                         tzinfo=datetime.timezone.utc).timestamp() * 1000)
+  messages = [json.dumps(_event(None)).encode() for _ in range(2500)]          # server = publish
+  dup_ids = [json.loads(m)['insert_id'] for m in messages[:100]]
+  messages += [json.dumps(_event(None, i)).encode() for i in dup_ids]           # duplicates
+  messages += [json.dumps(_event(noon(yesterday))).encode() for _ in range(300)]  # late, in time
+  messages += [json.dumps(_event(noon(old))).encode() for _ in range(20)]       # too late
+  messages += [b'{"insert_id": "cut', b'not json at all'] * 20                   # malformed
+  futures = [publisher.publish(topic, m) for m in messages]
+  for f in futures:
+    f.result(timeout=60)
+
+  lake = str(tmp_path / 'lake')
+  env = {**os.environ, 'PUBSUB_EMULATOR_HOST': pubsub}
+  log = open(tmp_path / 'ingest.log', 'wb')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'pipelines.ingest', '--subscription', subscription, '--lake', lake,
+       '--streaming', '--flush_interval', '2s', '--run_id', 'ps1'],
+      cwd=servers.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  part = lambda root, d: os.path.join(root, f'dt={d.isoformat()}')
+  rejected = os.path.join(lake, '_rejected')
+  try:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+      done = (_rows(part(lake, today)) == 2500 and _rows(part(lake, yesterday)) == 300
+              and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 40)
+      if done or proc.poll() is not None:
+        break
+      time.sleep(1)
+  finally:
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+  output = (tmp_path / 'ingest.log').read_text()
+  assert _rows(part(lake, today)) == 2500, output[-3000:]
+  assert _rows(part(lake, yesterday)) == 300, output[-3000:]
+  # today is still open: files but no _SUCCESS; yesterday was committed when it arrived late
+  assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))
+  manifest = Manifest.model_validate_json(open(os.path.join(part(lake, yesterday), '_manifest.json')).read())
+  assert manifest.rows == 300 and os.path.exists(os.path.join(part(lake, yesterday), '_SUCCESS'))
+  dead = pq.read_table(part(rejected, old)).to_pylist() + pq.read_table(part(rejected, today)).to_pylist()
+  assert sorted({r['reason'] for r in dead}) == ['invalid_json', 'too_late']
+  assert {r['original'] for r in dead if r['reason'] == 'invalid_json'} == {'{"insert_id": "cut', 'not json at all'}
+  assert all(r['source_file'].startswith(subscription + '/') for r in dead)
+  written = pq.read_table(part(lake, today))
+  assert written.num_rows == len(set(written['insert_id'].to_pylist()))
+
