@@ -68,10 +68,7 @@ def main(argv: list[str]) -> int:
     return 0
   repeat = r.pop('repeat')
   print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {repeat}')
-  print(f"{'contender':<13} {'seconds':>8} {'events/s':>10} {'peak MiB':>9}")
-  for x in r.values():
-    print(f"{x['contender']:<13} {x['seconds']:>8.2f} {x['rows'] / x['seconds']:>10,.0f} "
-          f"{x['peak_rss_mib']:>9.0f}")
+  harness.table(r)
   rate = r['ef_parquet']['rows'] / r['ef_parquet']['seconds']
   for check in [('events/s to Parquet', rate, '>= 300,000', rate >= 300_000),
                 ('x DuckDB, Parquet', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'],

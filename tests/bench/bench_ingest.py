@@ -187,10 +187,7 @@ def main(argv: list[str]) -> int:
     return 0
   repeat = r.pop('repeat')
   print(f'ingest benchmark: {r["stream"]["rows"]:,} raw events, best of {repeat}')
-  print(f"{'contender':<15} {'events':>10} {'seconds':>8} {'cpu s':>7} {'events/s':>10} {'peak MiB':>9}")
-  for x in r.values():
-    print(f"{x['contender']:<15} {x['rows']:>10,} {x['seconds']:>8.2f} {x['cpu_seconds']:>7.2f} "
-          f"{x['rows'] / x['seconds']:>10,.0f} {x['peak_rss_mib']:>9.0f}")
+  harness.table(r)
   rate = r['stream']['rows'] / r['stream']['seconds']
   naive = r['json_pydantic']['rows'] / r['json_pydantic']['seconds']
   print(harness.verdict('stream events/s', rate, '>= 100,000', rate >= 100_000))

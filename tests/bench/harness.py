@@ -41,6 +41,15 @@ def measure(module: str, name: str, source: str, workdir: str, repeat: int) -> d
   return best
 
 
+def table(results: dict, rows_key: str = 'rows') -> None:
+  """One line per contender: events, wall and CPU seconds, events/s, peak RSS."""
+  print(f"{'contender':<15} {'events':>10} {'seconds':>8} {'cpu s':>7} {'events/s':>10} "
+        f"{'peak MiB':>9}")
+  for x in results.values():
+    print(f"{x['contender']:<15} {x[rows_key]:>10,} {x['seconds']:>8.2f} {x['cpu_seconds']:>7.2f} "
+          f"{x[rows_key] / x['seconds']:>10,.0f} {x['peak_rss_mib']:>9.0f}")
+
+
 def verdict(label: str, value: float, target: str, ok: bool) -> str:
   return f'{label:<24} {value:>12,.2f}  target {target:<12} {"PASS" if ok else "MISS"}'
 
