@@ -95,11 +95,27 @@ def client(url: str, options) -> tuple[asyncssh.SFTPClient, str]:
   return conn[1], path
 
 
-class _Reader(io.RawIOBase):
+class _RemoteFile(io.RawIOBase):
+  """An open SFTP file and our position in it; closing closes the remote handle."""
+
+  def __init__(self, f):
+    self._f, self._pos = f, 0
+
+  def tell(self):
+    return self._pos
+
+  def close(self):
+    if not self.closed:
+      _run(self._f.close())
+    super().close()
+
+
+class _Reader(_RemoteFile):
   """A seekable, read-only remote file: each read is one positioned SFTP request."""
 
   def __init__(self, f, size: int):
-    self._f, self._size, self._pos = f, size, 0
+    super().__init__(f)
+    self._size = size
 
   def readable(self):
     return True
@@ -117,20 +133,9 @@ class _Reader(io.RawIOBase):
     self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
     return self._pos
 
-  def tell(self):
-    return self._pos
 
-  def close(self):
-    if not self.closed:
-      _run(self._f.close())
-    super().close()
-
-
-class _Writer(io.RawIOBase):
+class _Writer(_RemoteFile):
   """A write-only remote file; io.BufferedWriter in front sends it blocks of BLOCK bytes."""
-
-  def __init__(self, f):
-    self._f, self._pos = f, 0
 
   def writable(self):
     return True
@@ -140,14 +145,6 @@ class _Writer(io.RawIOBase):
     _run(self._f.write(data, self._pos))
     self._pos += len(data)
     return len(data)
-
-  def tell(self):
-    return self._pos
-
-  def close(self):
-    if not self.closed:
-      _run(self._f.close())
-    super().close()
 
 
 class SftpFileSystem(FileSystem):
