@@ -25,11 +25,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
-from schemas.reports import DayReport, RunReport
+from schemas.events import LAKE_SCHEMA, fingerprint
+from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
-from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
-                               WriteShards)
+from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
+                               WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
 from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
                              wait_for_success)
@@ -82,8 +83,11 @@ class ImportPlan:
     return storage.join(self.lake, STAGING_DIR, self.run_id)
 
 
+REQUIRED = {'source': 's3://customer-bucket/events', 'lake': './lake'}   # flag -> example
+
+
 def check(o: ImportOptions) -> None:
-  opts.require(o, {'source': 's3://customer-bucket/events', 'lake': './lake'})
+  opts.require(o, REQUIRED)
   if o.shards is not None and not 1 <= o.shards <= 99_999:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
   if o.target_file_mb < 1:
@@ -92,19 +96,45 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
   if o.dedupe_lookback_days < 0:
     raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
+  opts.parse_duration('--wait_for_success', o.wait_for_success)
   if storage.join(o.lake, '').startswith(storage.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
 
-def plan(o: ImportOptions) -> ImportPlan:
-  check(o)
-  days = opts.date_range(o)
+def inspect(o: ImportOptions, day: datetime.date) -> DayInventory:
+  """The source day as it is now (waiting for its _SUCCESS if asked); SourceError if unusable."""
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
-  inventories = []
-  for day in days:
-    directory = storage.partition_dir(o.source, day.isoformat())
-    wait_for_success(directory, wait)
-    inventories.append(inspect_day(o.source, day))
+  wait_for_success(storage.partition_dir(o.source, day.isoformat()), wait)
+  return inspect_day(o.source, day)
+
+
+def committed(o: ImportOptions, inv: DayInventory) -> tuple[bool, str]:
+  """(True, why) when the lake already holds the day made from exactly this input, else
+  (False, why it must run). Only the listing and footers are compared, no data is read."""
+  directory = storage.partition_dir(o.lake, inv.dt)
+  if not storage.exists(storage.join(directory, SUCCESS)):
+    return False, f'not in the lake yet (no {directory}/{SUCCESS})'
+  try:
+    m = Manifest.model_validate_json(storage.read_bytes(storage.join(directory, MANIFEST)))
+  except (OSError, ValueError) as e:
+    return False, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
+  if m.source != o.source:
+    return False, f'the lake day was imported from another source ({m.source})'
+  if m.source_fingerprint != inv.fingerprint:
+    return False, (f'the source changed since run {m.run_id} (files, sizes or row counts differ: '
+                   f'{len(m.source_files)} files then, {len(inv.files)} now)')
+  if m.schema_fingerprint != fingerprint(LAKE_SCHEMA):
+    return False, f'the lake schema changed since run {m.run_id}'
+  return True, (f'complete: run {m.run_id} committed {m.rows:,} rows from the same '
+                f'{len(inv.files)} source files')
+
+
+def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> ImportPlan:
+  """Plans the days of the options' date range, or the given inspected days."""
+  check(o)
+  if inventories is None:
+    inventories = [inspect(o, day) for day in opts.date_range(o)]
+  days = [datetime.date.fromisoformat(inv.dt) for inv in inventories]
   shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
@@ -162,8 +192,10 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   stats = ((checked.stats, deduped.stats, written.stats, planned)
            | 'AllStats' >> beam.Flatten()
            | 'StatsPerDay' >> beam.CombinePerKey(MergeStats()))
+  inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
+            for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
-                            p.max_rejected_ratio)
+                            p.max_rejected_ratio, inputs)
   reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
              | 'JoinDay' >> beam.CoGroupByKey()
              | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
@@ -222,37 +254,51 @@ def summary(report: RunReport) -> str:
   return '\n'.join(lines)
 
 
+def execute(options: PipelineOptions, p: ImportPlan) -> RunReport:
+  """Runs the planned job (the caller holds the days' locks) and completes its run report."""
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  result = pipeline.run()
+  result.wait_until_finish()
+  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
+  report.finished_at = datetime.datetime.now(datetime.timezone.utc)
+  report.seconds = round(time.monotonic() - start, 3)
+  report.metrics = counters(result)
+  storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
+  return report
+
+
+def lock_days(lake: str, dts: list[str], run_id: str) -> list[str]:
+  """Takes every day's lock or none (LockedError names the held one)."""
+  held = []
+  try:
+    for dt in dts:
+      held.append(locks.acquire(lake, f'dt={dt}', run_id, f'import of dt={dt} into this lake'))
+  except locks.LockedError:
+    locks.release(held)
+    raise
+  return held
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(ImportOptions, argv, './run.sh import')
   o = options.view_as(ImportOptions)
   try:
     p = plan(o)
+    held = lock_days(p.lake, [inv.dt for inv in p.days], p.run_id)
   except SourceError as e:
     print(f'error: {e}', file=sys.stderr)
     return 3
-  held = []
-  try:
-    for inv in p.days:
-      held.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
-                                f'import of dt={inv.dt} into this lake'))
-    start = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, p)
-    result = pipeline.run()
-    result.wait_until_finish()
   except locks.LockedError as e:
     print(f'error: {e}', file=sys.stderr)
     return 4
+  try:
+    report = execute(options, p)
   finally:
     locks.release(held)
-  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
-  report.finished_at = datetime.datetime.now(datetime.timezone.utc)
-  report.seconds = round(time.monotonic() - start, 3)
-  report.metrics = counters(result)
-  text = report.model_dump_json(indent=2).encode()
-  storage.write_bytes(report_path(p.lake, p.run_id), text)
   if o.report:
-    storage.write_bytes(o.report, text)
+    storage.write_bytes(o.report, report.model_dump_json(indent=2).encode())
   print(summary(report))
   return 0 if report.ok else 1
 

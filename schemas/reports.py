@@ -26,6 +26,8 @@ class Manifest(pydantic.BaseModel):
   rows: int
   bytes: int
   files: list[ManifestFile]
+  source_files: dict[str, int] = {}   # import: the source day's data files (name -> bytes)
+  source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
 
 
 class DayReport(pydantic.BaseModel):
