@@ -153,8 +153,26 @@ def committed_days(lake: str) -> list[datetime.date]:
   return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
 
 
-def plan(o: ExportOptions) -> ExportPlan:
-  opts.require(o, {'lake': './lake', 'dest': 's3://customer-bucket/export'})
+REQUIRED = {'lake': './lake', 'dest': 's3://customer-bucket/export'}   # flag -> example
+
+
+def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
+  """(True, why) when the destination holds the day exported from its current lake commit, else
+  (False, why it must run); SourceError when the lake day is not committed."""
+  manifest = lake_manifest(o.lake, day)
+  last = history.load(o.state or o.dest).get(day.isoformat())
+  if last is None:
+    return False, 'not exported to this destination yet'
+  if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
+    return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
+  if not storage.exists(storage.join(last['dest'], SUCCESS)):
+    return False, f'{last["dest"]}/{SUCCESS} is missing'
+  return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
+
+
+def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPlan:
+  """Plans the options' days, or the given ones."""
+  opts.require(o, REQUIRED)
   fmt = fmt_of(o)
   for flag in ('max_rows_per_file', 'max_file_bytes'):
     if getattr(o, flag) is not None and getattr(o, flag) < 1:
@@ -171,8 +189,9 @@ def plan(o: ExportOptions) -> ExportPlan:
   if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')):
     raise opts.UsageError('--kind profiles exports one --date as parquet, jsonl or csv '
                           '(no ranges, --since_last_export, avro or xml yet)')
-  dated = o.date or o.from_date or o.to_date
-  days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
+  dated = o.date or o.from_date or o.to_date or days
+  if days is None:
+    days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
   if dated and len(days) > o.max_range_days:
     raise opts.UsageError(f'--from_date..--to_date spans {len(days)} days, more than '
                           f'--max_range_days {o.max_range_days}: split the range or raise the limit')
@@ -340,6 +359,37 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
     setattr(o, name, value)
 
 
+def lock_days(p: ExportPlan) -> list[str]:
+  """Takes every target partition's lock or none (LockedError names the held one)."""
+  held = []
+  try:
+    for partition in sorted({p.layout.partition_path(p.day_values(dt)) for dt in p.files}):
+      held.append(locks.acquire(p.state, partition, p.run_id,
+                                f'export of {partition} to this destination'))
+  except locks.LockedError:
+    locks.release(held)
+    raise
+  return held
+
+
+def execute(options: PipelineOptions, p: ExportPlan) -> tuple[float, dict[str, dict]]:
+  """Runs the planned job (the caller holds the locks) and records it in the export history.
+  Returns (seconds, {dt: the committed day's manifest})."""
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  pipeline.run().wait_until_finish()
+  storage.delete_tree(p.staging, prune_parent=True)
+  seconds = time.monotonic() - start
+  exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  targets = {dt: storage.join(p.dest, p.layout.partition_path(p.day_values(dt))) for dt in p.files}
+  history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
+                                'dest': targets[dt]}
+                           for dt, commit in p.lake_commits.items()})
+  return seconds, {dt: json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
+                   for dt, target in targets.items()}
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
   apply_spec(options.view_as(ExportOptions), argv)
@@ -351,36 +401,22 @@ def run(argv: list[str]) -> int:
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
-  targets = {dt: p.layout.partition_path(p.day_values(dt)) for dt in p.files}
-  held = []
   try:
-    for partition in sorted(set(targets.values())):
-      held.append(locks.acquire(p.state, partition, p.run_id,
-                                f'export of {partition} to this destination'))
-    start = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, p)
-    pipeline.run().wait_until_finish()
-    storage.delete_tree(p.staging, prune_parent=True)
-    seconds = time.monotonic() - start
-    exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                  'dest': storage.join(p.dest, targets[dt])}
-                             for dt, commit in p.lake_commits.items()})
+    held = lock_days(p)
   except locks.LockedError as e:
     print(f'error: {e}', file=sys.stderr)
     return 4
+  try:
+    seconds, manifests = execute(options, p)
   finally:
     locks.release(held)
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
         f'{p.fmt.compression})')
   total = 0
-  for dt in p.files:
-    target = storage.join(p.dest, targets[dt])
-    manifest = json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
+  for dt, manifest in manifests.items():
     total += manifest['rows']
     print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
-          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {target}/')
+          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {manifest["partition"]}/')
   print(f'{total:,} rows in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} rows/s)')
   return 0
 
