@@ -52,7 +52,7 @@ class ExportOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--spec', default=None,
                         help='YAML job spec (exports/acme.yaml); flags given here override it')
-    parser.add_argument('--lake', help='lake root to export from')
+    opts.add_shared(parser, '--lake', help='lake root to export from')
     parser.add_argument('--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
     opts.add_date_args(parser, 'export')
     parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
@@ -64,7 +64,8 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--csv_header', default='true', help='CSV header line: true or false')
     parser.add_argument('--events', default='', help='only these event keys, comma-separated')
     parser.add_argument('--exclude_events', default='', help='all but these event keys')
-    parser.add_argument('--environment', default=None, help='only this environment (default all)')
+    opts.add_shared(parser, '--environment', default=None,
+                    help='only this environment (default all)')
     parser.add_argument('--layout', default='hive', help=f'one of {", ".join(PRESETS)} (see README)')
     parser.add_argument('--partition_template', default=None,
                         help="per-day folder, e.g. 'events/dt={dt}' (overrides --layout's)")
@@ -87,7 +88,7 @@ class ExportOptions(PipelineOptions):
                         '(all committed lake days when no date is given)')
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
-    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
 
 
 @dataclasses.dataclass

@@ -39,6 +39,7 @@ from transforms.validate import ValidateEvents
 PIPELINE = 'import'
 RUNS_DIR = '_runs'
 SHUFFLE_DIR = '_shuffle'
+DEFAULT_ENVIRONMENT = 'production'
 
 
 class ImportOptions(PipelineOptions):
@@ -48,10 +49,10 @@ class ImportOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders '
                         '(a local path; cloud stores are tested in a later release)')
-    parser.add_argument('--lake', help='lake root the day is written to')
+    opts.add_shared(parser, '--lake', help='lake root the day is written to')
     opts.add_date_args(parser, 'import')
-    parser.add_argument('--environment', default='production',
-                        help='environment recorded on every row (default production)')
+    opts.add_shared(parser, '--environment', default=None,
+                    help='environment recorded on every row (default production)')
     parser.add_argument('--shards', type=int, default=None,
                         help='files per day; default: source bytes / --target_file_mb')
     parser.add_argument('--target_file_mb', type=int, default=128,
@@ -62,7 +63,7 @@ class ImportOptions(PipelineOptions):
                         help='wait this long (e.g. 30m, 2h) for the source _SUCCESS marker')
     parser.add_argument('--max_rejected_ratio', type=float, default=0.05,
                         help='do not publish a day whose rejected share exceeds this (0..1)')
-    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
     parser.add_argument('--report', default=None, help='also write the JSON run report here')
 
 
@@ -147,7 +148,8 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
         continue
       seen.extend((day.isoformat(), p) for p in storage.list_files(directory)
                   if p.endswith('.parquet'))
-  return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake, o.environment, inventories,
+  return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake,
+                    o.environment or DEFAULT_ENVIRONMENT, inventories,
                     shards, o.max_rejected_ratio, seen,
                     datetime.datetime.now(datetime.timezone.utc))
 

@@ -54,12 +54,20 @@ def require(o, examples: dict[str, str]) -> None:
       raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
 
 
+def add_shared(parser, flag: str, **kwargs) -> None:
+  """Declares a flag that several pipelines take (--lake, --run_id, ...). Beam parses the options
+  of every loaded PipelineOptions class with one parser, which refuses a flag declared twice; so a
+  shared flag is declared once, and its default must be the same in every pipeline."""
+  if flag not in parser._option_string_actions:
+    parser.add_argument(flag, **kwargs)
+
+
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
-  parser.add_argument('--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
-  parser.add_argument('--from_date', help=f'first day of a range to {what} (with --to_date)')
-  parser.add_argument('--to_date', help=f'last day of a range to {what}, inclusive')
-  parser.add_argument('--timezone', default='UTC', help='IANA zone that defines "yesterday"')
+  add_shared(parser, '--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
+  add_shared(parser, '--from_date', help=f'first day of a range to {what} (with --to_date)')
+  add_shared(parser, '--to_date', help=f'last day of a range to {what}, inclusive')
+  add_shared(parser, '--timezone', default='UTC', help='IANA zone that defines "yesterday"')
 
 
 def date_range(o) -> list[datetime.date]:

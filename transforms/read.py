@@ -159,7 +159,11 @@ class ReadRowGroups(beam.DoFn):
     with storage.open_read(group.path) as f:
       parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit='ms')
       first = group.first_row
-      for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
-        self.rows_read.inc(batch.num_rows)
-        yield group.dt, with_lineage(batch, group.path, first)
-        first += batch.num_rows
+      try:
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
+          self.rows_read.inc(batch.num_rows)
+          yield group.dt, with_lineage(batch, group.path, first)
+          first += batch.num_rows
+      except (pa.ArrowInvalid, OSError) as e:   # still raised (a bundle retry may help): named
+        raise SourceError(f'{group.path} row group {group.index} cannot be read ({e}): rewrite '
+                          f'the file, then {SUCCESS}') from e
