@@ -22,7 +22,7 @@ import datetime
 import sys
 import time
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from pipelines import export_events, import_events
 from pipelines import options as opts
@@ -88,14 +88,11 @@ class ImportDays:
   def run(self, options, o, days: list[Day]) -> None:
     # Inspected again at launch, so that the manifest records what this job really read.
     p = import_events.plan(o, [import_events.inspect(o, d.date) for d in days])
-    held = import_events.lock_days(p.lake, [d.dt for d in days], p.run_id)
-    try:
-      report = import_events.execute(options, p)
-    except Exception:
-      storage.delete_tree(p.staging, prune_parent=True)
-      raise
-    finally:
-      locks.release(held)
+    import_events.lock_days(p)
+    report = execute(import_events.execute, options, p)
+    if report is None:
+      handed_over(days, p.run_id)
+      return
     total = sum(r.rows_in for r in report.days) or 1
     by_dt = {r.dt: r for r in report.days}
     for d in days:
@@ -126,20 +123,33 @@ class ExportDays:
 
   def run(self, options, o, days: list[Day]) -> None:
     p = export_events.plan(o, [d.date for d in days])
-    held = export_events.lock_days(p)
-    try:
-      seconds, manifests = export_events.execute(options, p)
-    except Exception:
-      storage.delete_tree(p.staging, prune_parent=True)
-      raise
-    finally:
-      locks.release(held)
+    export_events.lock_days(p)
+    done = execute(export_events.execute, options, p)
+    if done is None:
+      handed_over(days, p.run_id)
+      return
+    seconds, manifests = done
     total = sum(m['rows'] for m in manifests.values()) or 1
     for d in days:
       m = manifests[d.dt]
       d.status, d.run_id = 'published', p.run_id
       d.rows_in = d.rows_written = m['rows']
       d.seconds = seconds * (m['rows'] / total if len(days) > 1 else 1)
+
+
+def execute(execute_plan, options, p):
+  """Runs a pipeline's execute(); a failed job leaves no staging and no locks behind."""
+  try:
+    return execute_plan(options, p)
+  except Exception:
+    storage.delete_tree(p.staging, prune_parent=True)
+    locks.release(p.locks)
+    raise
+
+
+def handed_over(days: list[Day], run_id: str) -> None:
+  for d in days:
+    d.status, d.run_id, d.message = 'submitted', run_id, f'job {run_id} handed over'
 
 
 def split_argv(argv: list[str]) -> tuple[str, bool, list[str]]:
@@ -198,10 +208,11 @@ def result_table(what: str, days: list[Day], seconds: float) -> str:
     note = d.reason if d.status == 'skipped' else d.message
     if note:
       lines.append(f'{"":<10}   {note}')
-  counts = {s: sum(d.status == s for d in days) for s in ('published', 'skipped', 'refused',
-                                                          'failed')}
+  counts = {s: sum(d.status == s for d in days)
+            for s in ('published', 'skipped', 'refused', 'failed', 'submitted')}
   rows = sum(d.rows_in for d in days)
-  lines.append(f'backfill {what}: ' + ', '.join(f'{n} {s}' for s, n in counts.items())
+  lines.append(f'backfill {what}: ' + ', '.join(f'{n} {s}' for s, n in counts.items()
+                                                if n or s != 'submitted')
                + f'; {rows:,} events in {seconds:.1f}s ({rows / seconds if seconds else 0:,.0f} '
                'events/s). Days of one job share its seconds in proportion to their rows.')
   return '\n'.join(lines)
@@ -252,12 +263,15 @@ def run(argv: list[str]) -> int:
     raise opts.UsageError('--days_per_job must be at least 1')
 
   days = [kind.judge(o, day) for day in opts.date_range(o)]
+  size = b.days_per_job
+  if options.view_as(GoogleCloudOptions).template_location:
+    size = max(1, sum(d.action != 'fail' for d in days))   # a Flex Template launch is one job
   if b.force:
     for d in days:
       if d.action == 'skip':
         d.action, d.reason = 'run', f'--force ({d.reason})'
   if dry:
-    print(plan_table(what, days, b.days_per_job))
+    print(plan_table(what, days, size))
     return 3 if any(d.action == 'fail' for d in days) else 0
 
   for d in days:
@@ -277,9 +291,9 @@ def run(argv: list[str]) -> int:
           f'{rows:,} events, {rows / seconds if seconds else 0:,.0f} events/s, {seconds:.1f}s',
           file=sys.stderr, flush=True)
 
-  run_days(kind, options, o, todo, b.days_per_job, progress)
+  run_days(kind, options, o, todo, size, progress)
   print(result_table(what, days, time.monotonic() - start))
-  return 0 if all(d.status in ('published', 'skipped') for d in days) else 1
+  return 0 if all(d.status in ('published', 'skipped', 'submitted') for d in days) else 1
 
 
 if __name__ == '__main__':

@@ -28,7 +28,7 @@ import pydantic
 import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
@@ -109,6 +109,7 @@ class ExportPlan:
   layout: Layout
   dataset: str
   export_time: str
+  locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
@@ -330,9 +331,28 @@ def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
   else:
     staged = spread | 'ExportFiles' >> beam.ParDo(ExportFile(p))
   days = pipeline | 'PlannedDays' >> beam.Create([(dt, None) for dt in p.files])
-  return ({'files': staged, 'day': days}
-          | 'JoinDay' >> beam.CoGroupByKey()
-          | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
+  committed = ({'files': staged, 'day': days}
+               | 'JoinDay' >> beam.CoGroupByKey()
+               | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
+  _ = (committed
+       | 'CollectDays' >> beam.combiners.ToList()
+       | 'RecordExport' >> beam.Map(record_export, p))
+  return committed
+
+
+def record_export(committed: list, p: ExportPlan) -> None:
+  """The job's last step: the export history, staging cleanup, the locks (inside the job, so that
+  a job launched from a Flex Template does its own bookkeeping)."""
+  exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
+                                'dest': target_of(p, dt)}
+                           for dt, commit in p.lake_commits.items()})
+  storage.delete_tree(p.staging, prune_parent=True)
+  locks.release(p.locks)
+
+
+def target_of(p: ExportPlan, dt: str) -> str:
+  return storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
 
 
 def apply_spec(o: ExportOptions, argv: list[str]) -> None:
@@ -360,35 +380,32 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
     setattr(o, name, value)
 
 
-def lock_days(p: ExportPlan) -> list[str]:
-  """Takes every target partition's lock or none (LockedError names the held one)."""
-  held = []
+def lock_days(p: ExportPlan) -> None:
+  """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
   try:
     for partition in sorted({p.layout.partition_path(p.day_values(dt)) for dt in p.files}):
-      held.append(locks.acquire(p.state, partition, p.run_id,
-                                f'export of {partition} to this destination'))
+      p.locks.append(locks.acquire(p.state, partition, p.run_id,
+                                   f'export of {partition} to this destination'))
   except locks.LockedError:
-    locks.release(held)
+    locks.release(p.locks)
+    p.locks.clear()
     raise
-  return held
 
 
-def execute(options: PipelineOptions, p: ExportPlan) -> tuple[float, dict[str, dict]]:
-  """Runs the planned job (the caller holds the locks) and records it in the export history.
-  Returns (seconds, {dt: the committed day's manifest})."""
+def execute(options: PipelineOptions, p: ExportPlan) -> tuple[float, dict[str, dict]] | None:
+  """Runs the planned job (after lock_days). Returns (seconds, {dt: the committed day's
+  manifest}), or None when the job was only handed over (opts.handed_over). If the job fails,
+  the caller releases the locks."""
   start = time.monotonic()
   pipeline = beam.Pipeline(options=options)
   build(pipeline, p)
-  pipeline.run().wait_until_finish()
-  storage.delete_tree(p.staging, prune_parent=True)
+  result = pipeline.run()
+  if opts.handed_over(options, p.locks):
+    return None
+  result.wait_until_finish()
   seconds = time.monotonic() - start
-  exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
-  targets = {dt: storage.join(p.dest, p.layout.partition_path(p.day_values(dt))) for dt in p.files}
-  history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                'dest': targets[dt]}
-                           for dt, commit in p.lake_commits.items()})
-  return seconds, {dt: json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
-                   for dt, target in targets.items()}
+  return seconds, {dt: json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))
+                   for dt in p.files}
 
 
 def run(argv: list[str]) -> int:
@@ -403,14 +420,19 @@ def run(argv: list[str]) -> int:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
   try:
-    held = lock_days(p)
+    lock_days(p)
   except locks.LockedError as e:
     print(f'error: {e}', file=sys.stderr)
     return 4
   try:
-    seconds, manifests = execute(options, p)
-  finally:
-    locks.release(held)
+    done = execute(options, p)
+  except BaseException:
+    locks.release(p.locks)
+    raise
+  if done is None:
+    print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
+    return 0
+  seconds, manifests = done
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
         f'{p.fmt.compression})')
   total = 0

@@ -15,6 +15,7 @@ reason. The run report is printed and kept at LAKE/_runs/RUN_ID.json.
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import sys
 import time
@@ -22,7 +23,7 @@ import typing
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
 from schemas.events import LAKE_SCHEMA, fingerprint
@@ -78,6 +79,7 @@ class ImportPlan:
   max_rejected_ratio: float
   seen_files: list[tuple[str, str]]       # (dt being imported, committed lake file to exclude)
   started_at: datetime.datetime
+  locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   @property
   def staging(self) -> str:
@@ -217,11 +219,18 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   storage.delete_tree(p.staging, prune_parent=True)
+  locks.release(p.locks)
 
 
 def counters(result) -> dict[str, int]:
+  """The job's Beam counters, summed over steps; {} on a runner that does not report them."""
   out = {}
-  for c in result.metrics().query(MetricsFilter())['counters']:
+  try:
+    found = result.metrics().query(MetricsFilter())['counters']
+  except (NotImplementedError, AttributeError) as e:
+    logging.warning('this runner does not report Beam metrics (%s); the run report has none', e)
+    return {}
+  for c in found:
     name = f'{c.key.metric.namespace}.{c.key.metric.name}'
     out[name] = out.get(name, 0) + (c.committed if c.committed is not None else c.attempted)
   return dict(sorted(out.items()))
@@ -256,12 +265,15 @@ def summary(report: RunReport) -> str:
   return '\n'.join(lines)
 
 
-def execute(options: PipelineOptions, p: ImportPlan) -> RunReport:
-  """Runs the planned job (the caller holds the days' locks) and completes its run report."""
+def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
+  """Runs the planned job (after lock_days) and completes its run report; None when the job was
+  only handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   start = time.monotonic()
   pipeline = beam.Pipeline(options=options)
   build(pipeline, p)
   result = pipeline.run()
+  if opts.handed_over(options, p.locks):
+    return None
   result.wait_until_finish()
   report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
   report.finished_at = datetime.datetime.now(datetime.timezone.utc)
@@ -271,16 +283,16 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport:
   return report
 
 
-def lock_days(lake: str, dts: list[str], run_id: str) -> list[str]:
-  """Takes every day's lock or none (LockedError names the held one)."""
-  held = []
+def lock_days(p: ImportPlan) -> None:
+  """Takes every day's lock into p.locks, or none (LockedError names the held one)."""
   try:
-    for dt in dts:
-      held.append(locks.acquire(lake, f'dt={dt}', run_id, f'import of dt={dt} into this lake'))
+    for inv in p.days:
+      p.locks.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
+                                   f'import of dt={inv.dt} into this lake'))
   except locks.LockedError:
-    locks.release(held)
+    locks.release(p.locks)
+    p.locks.clear()
     raise
-  return held
 
 
 def run(argv: list[str]) -> int:
@@ -288,7 +300,7 @@ def run(argv: list[str]) -> int:
   o = options.view_as(ImportOptions)
   try:
     p = plan(o)
-    held = lock_days(p.lake, [inv.dt for inv in p.days], p.run_id)
+    lock_days(p)
   except SourceError as e:
     print(f'error: {e}', file=sys.stderr)
     return 3
@@ -297,8 +309,13 @@ def run(argv: list[str]) -> int:
     return 4
   try:
     report = execute(options, p)
-  finally:
-    locks.release(held)
+  except BaseException:
+    locks.release(p.locks)
+    raise
+  if report is None:
+    print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '
+          f'report will be at {report_path(p.lake, p.run_id)}')
+    return 0
   if o.report:
     storage.write_bytes(o.report, report.model_dump_json(indent=2).encode())
   print(summary(report))

@@ -12,6 +12,8 @@ import zoneinfo
 
 from apache_beam.options import pipeline_options as po
 
+from transforms import locks
+
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
 
@@ -88,6 +90,16 @@ def date_range(o) -> list[datetime.date]:
 def new_run_id() -> str:
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
   return f'{now}-{uuid.uuid4().hex[:8]}'
+
+
+def handed_over(options: po.PipelineOptions, held: list[str]) -> bool:
+  """True when the job does not run while this process waits: a Flex Template launch only
+  describes it (--template_location; the job's last step then writes the report and releases
+  the locks `held`), a Dataflow --dry_run=True only builds it (nothing will run: released now)."""
+  if options.view_as(po.TestOptions).dry_run:
+    locks.release(held)
+    return True
+  return bool(options.view_as(po.GoogleCloudOptions).template_location)
 
 
 def _all_option_classes(cls=po.PipelineOptions):
