@@ -28,6 +28,7 @@ usage: ./run.sh COMMAND [flags]
   import [flags]       import customer day partitions into the lake (--help for flags)
   export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
+  dataflow build|launch PIPELINE   Flex Template image and spec, or a launch (gcloud; --help)
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
   bench import|export  benchmark against DuckDB (and plain pyarrow for the import) on 1M events
 USAGE
@@ -42,6 +43,7 @@ case "$cmd" in
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   backfill) ensure_venv; exec "$VENV/bin/python" -m pipelines.backfill "$@" ;;
+  dataflow) ensure_venv; exec "$VENV/bin/python" -m pipelines.dataflow "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

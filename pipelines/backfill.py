@@ -31,6 +31,7 @@ from transforms.read import SourceError
 
 DAYS_PER_JOB = 7   # measured: see README "Backfills"
 PIPELINES = ('import', 'export')
+REQUIRED = {'pipeline': 'import', 'from_date': '2023-01-01', 'to_date': '2023-03-31'}   # + lake
 
 
 class BackfillOptions(PipelineOptions):
@@ -40,8 +41,7 @@ class BackfillOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--pipeline', default=None,
                         help='import or export (or as the first word: ./run.sh backfill import)')
-    parser.add_argument('--force', action='store_true',
-                        help='run days that are already complete, too')
+    opts.add_switch(parser, '--force', help='run days that are already complete, too')
     parser.add_argument('--days_per_job', type=int, default=DAYS_PER_JOB,
                         help=f'days per Beam job (default {DAYS_PER_JOB})')
     # --dry_run (print the plan, run nothing) is taken off argv before Beam parses it: Beam's
@@ -255,8 +255,7 @@ def run(argv: list[str]) -> int:
                             f'{o.max_range_days}')
   else:
     import_events.check(o)
-  if not (o.from_date and o.to_date):
-    raise opts.UsageError('a backfill needs --from_date and --to_date (inclusive)')
+  opts.require(o, {k: v for k, v in REQUIRED.items() if k != 'pipeline'})
   if o.run_id:
     raise opts.UsageError('--run_id: a backfill names each of its jobs itself; leave it out')
   if b.days_per_job < 1:

@@ -83,9 +83,9 @@ class ExportOptions(PipelineOptions):
                         help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
     parser.add_argument('--max_range_days', type=int, default=60,
                         help='refuse date ranges longer than this (default 60, as CleverTap)')
-    parser.add_argument('--since_last_export', action='store_true',
-                        help='only days whose lake commit is newer than their last export here '
-                        '(all committed lake days when no date is given)')
+    opts.add_switch(parser, '--since_last_export',
+                    help='only days whose lake commit is newer than their last export here '
+                    '(all committed lake days when no date is given)')
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
     opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')

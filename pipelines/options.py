@@ -64,6 +64,20 @@ def add_shared(parser, flag: str, **kwargs) -> None:
     parser.add_argument(flag, **kwargs)
 
 
+def _truth(value: str) -> bool:
+  if str(value).lower() in ('true', '1', 'yes'):
+    return True
+  if str(value).lower() in ('false', '0', 'no'):
+    return False
+  raise argparse.ArgumentTypeError(f'{value!r}: use true or false')
+
+
+def add_switch(parser, flag: str, help: str) -> None:
+  """A yes/no flag, given bare (--force) or with a value (--force=true): a Flex Template passes
+  every parameter as --name=value."""
+  parser.add_argument(flag, nargs='?', const=True, default=False, type=_truth, help=help)
+
+
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
   add_shared(parser, '--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
