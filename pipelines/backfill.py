@@ -19,6 +19,7 @@ wrong flag; with --dry_run, 3 when a day could not run.
 import argparse
 import dataclasses
 import datetime
+import json
 import sys
 import time
 
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from pipelines import export_events, import_events
 from pipelines import options as opts
+from pipelines.logs import LOG
 from transforms import locks, storage
 from transforms.read import SourceError
 
@@ -124,17 +126,17 @@ class ExportDays:
   def run(self, options, o, days: list[Day]) -> None:
     p = export_events.plan(o, [d.date for d in days])
     export_events.lock_days(p)
-    done = execute(export_events.execute, options, p)
-    if done is None:
+    report = execute(export_events.execute, options, p)
+    if report is None:
       handed_over(days, p.run_id)
       return
-    seconds, manifests = done
-    total = sum(m['rows'] for m in manifests.values()) or 1
+    total = sum(r.rows for r in report.days) or 1
+    by_dt = {r.dt: r for r in report.days}
     for d in days:
-      m = manifests[d.dt]
+      r = by_dt[d.dt]
       d.status, d.run_id = 'published', p.run_id
-      d.rows_in = d.rows_written = m['rows']
-      d.seconds = seconds * (m['rows'] / total if len(days) > 1 else 1)
+      d.rows_in = d.rows_written = r.rows
+      d.seconds = report.seconds * (r.rows / total if len(days) > 1 else 1)
 
 
 def execute(execute_plan, options, p):
@@ -175,8 +177,8 @@ def run_days(kind, options, o, todo: list[Day], size: int, progress) -> None:
       kind.run(options, o, chunk)
     except Exception as e:   # a job failed, for whatever reason: it must not stop the others
       if len(chunk) > 1:
-        print(f'backfill: the job for {chunk[0].dt}..{chunk[-1].dt} failed ({_first_line(e)}); '
-              'retrying its days one by one', file=sys.stderr)
+        LOG.warning('backfill: the job for %s..%s failed (%s); retrying its days one by one',
+                    chunk[0].dt, chunk[-1].dt, _first_line(e))
         run_days(kind, options, o, chunk, 1, progress)
         continue
       chunk[0].status, chunk[0].message = 'failed', _first_line(e)
@@ -286,12 +288,20 @@ def run(argv: list[str]) -> int:
     rows = sum(d.rows_in for d in done)
     seconds = time.monotonic() - start
     failed = sum(d.status in ('failed', 'refused') for d in done)
-    print(f'backfill {what}: {len(done)}/{len(days)} days done ({failed} not published), '
-          f'{rows:,} events, {rows / seconds if seconds else 0:,.0f} events/s, {seconds:.1f}s',
-          file=sys.stderr, flush=True)
+    rate = rows / seconds if seconds else 0
+    LOG.info(f'backfill {what}: {len(done)}/{len(days)} days done ({failed} not published), '
+             f'{rows:,} events, {rate:,.0f} events/s, {seconds:.1f}s',
+             extra={'fields': {'days_done': len(done), 'days': len(days), 'not_published': failed,
+                               'events': rows, 'events_per_s': round(rate),
+                               'seconds': round(seconds, 3)}})
 
   run_days(kind, options, o, todo, size, progress)
-  print(result_table(what, days, time.monotonic() - start))
+  seconds = time.monotonic() - start
+  if o.report:
+    storage.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
+                                              'days': [dataclasses.asdict(d) for d in days]},
+                                             indent=2).encode())
+  print(result_table(what, days, seconds))
   return 0 if all(d.status in ('published', 'skipped', 'submitted') for d in days) else 1
 
 

@@ -31,7 +31,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
+from pipelines import logs
+from pipelines.logs import LOG
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
+from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
 from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for, stage
@@ -89,6 +92,7 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
     opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
 
 
 @dataclasses.dataclass
@@ -392,10 +396,10 @@ def lock_days(p: ExportPlan) -> None:
     raise
 
 
-def execute(options: PipelineOptions, p: ExportPlan) -> tuple[float, dict[str, dict]] | None:
-  """Runs the planned job (after lock_days). Returns (seconds, {dt: the committed day's
-  manifest}), or None when the job was only handed over (opts.handed_over). If the job fails,
-  the caller releases the locks."""
+def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
+  """Runs the planned job (after lock_days) and writes its report; None when the job was only
+  handed over (opts.handed_over). If the job fails, the caller releases the locks."""
+  started_at = datetime.datetime.now(datetime.timezone.utc)
   start = time.monotonic()
   pipeline = beam.Pipeline(options=options)
   build(pipeline, p)
@@ -403,9 +407,21 @@ def execute(options: PipelineOptions, p: ExportPlan) -> tuple[float, dict[str, d
   if opts.handed_over(options, p.locks):
     return None
   result.wait_until_finish()
-  seconds = time.monotonic() - start
-  return seconds, {dt: json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))
-                   for dt in p.files}
+  days = []
+  for dt in p.files:
+    m = json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))
+    days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
+                          partition=m['partition']))
+  report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
+                        format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
+                        seconds=round(time.monotonic() - start, 3),
+                        metrics=logs.counters(result), days=days)
+  storage.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
+  return report
+
+
+def report_path(state: str, run_id: str) -> str:
+  return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
 
 
 def run(argv: list[str]) -> int:
@@ -414,7 +430,7 @@ def run(argv: list[str]) -> int:
   try:
     p = plan(options.view_as(ExportOptions))
   except SourceError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 3
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
@@ -422,7 +438,7 @@ def run(argv: list[str]) -> int:
   try:
     lock_days(p)
   except locks.LockedError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 4
   try:
     done = execute(options, p)
@@ -432,15 +448,17 @@ def run(argv: list[str]) -> int:
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
     return 0
-  seconds, manifests = done
-  print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
-        f'{p.fmt.compression})')
-  total = 0
-  for dt, manifest in manifests.items():
-    total += manifest['rows']
-    print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
-          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {manifest["partition"]}/')
-  print(f'{total:,} rows in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} rows/s)')
+  o = options.view_as(ExportOptions)
+  if o.report:
+    storage.write_bytes(o.report, done.model_dump_json(indent=2).encode())
+  print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({done.format})')
+  for d in done.days:
+    print(f'{d.dt}  {d.rows:>10,} rows  {d.files:>4} files  {d.bytes / 2**20:>8.1f} MiB  '
+          f'-> {d.partition}/')
+  total = sum(d.rows for d in done.days)
+  rate = total / done.seconds if done.seconds else 0
+  print(f'{total:,} rows in {done.seconds:.1f}s ({rate:,.0f} rows/s). Report: '
+        f'{report_path(p.state, p.run_id)}')
   return 0
 
 

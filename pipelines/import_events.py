@@ -15,17 +15,17 @@ reason. The run report is printed and kept at LAKE/_runs/RUN_ID.json.
 import dataclasses
 import datetime
 import json
-import logging
 import math
 import sys
 import time
 import typing
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
+from pipelines import logs
+from pipelines.logs import LOG
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
@@ -65,7 +65,7 @@ class ImportOptions(PipelineOptions):
     parser.add_argument('--max_rejected_ratio', type=float, default=0.05,
                         help='do not publish a day whose rejected share exceeds this (0..1)')
     opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
-    parser.add_argument('--report', default=None, help='also write the JSON run report here')
+    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
 
 
 @dataclasses.dataclass
@@ -222,20 +222,6 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
   locks.release(p.locks)
 
 
-def counters(result) -> dict[str, int]:
-  """The job's Beam counters, summed over steps; {} on a runner that does not report them."""
-  out = {}
-  try:
-    found = result.metrics().query(MetricsFilter())['counters']
-  except (NotImplementedError, AttributeError) as e:
-    logging.warning('this runner does not report Beam metrics (%s); the run report has none', e)
-    return {}
-  for c in found:
-    name = f'{c.key.metric.namespace}.{c.key.metric.name}'
-    out[name] = out.get(name, 0) + (c.committed if c.committed is not None else c.attempted)
-  return dict(sorted(out.items()))
-
-
 def summary(report: RunReport) -> str:
   lines = [f'eventferry {report.pipeline} run {report.run_id}: {report.source} -> {report.lake}']
   head = f"{'day':<10} {'status':<9} {'in':>10} {'written':>10} {'rejected':>9} {'dupes':>8} " \
@@ -278,7 +264,7 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
   report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
   report.finished_at = datetime.datetime.now(datetime.timezone.utc)
   report.seconds = round(time.monotonic() - start, 3)
-  report.metrics = counters(result)
+  report.metrics = logs.counters(result)
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   return report
 
@@ -302,10 +288,10 @@ def run(argv: list[str]) -> int:
     p = plan(o)
     lock_days(p)
   except SourceError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 3
   except locks.LockedError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 4
   try:
     report = execute(options, p)

@@ -12,6 +12,7 @@ import zoneinfo
 
 from apache_beam.options import pipeline_options as po
 
+from pipelines import logs
 from transforms import locks
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
@@ -152,11 +153,23 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   return options
 
 
+class LoggingOptions(po.PipelineOptions):
+  """Taken by every pipeline; read by main_guard before the other flags are parsed."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--log_format', default='text', choices=logs.FORMATS,
+                        help='stderr as text, or json: one JSON object per line')
+
+
 def main_guard(run, argv=None) -> int:
-  """Runs `run(argv)`, turning UsageError into a one-line message and exit code 2."""
+  """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
+  message and exit code 2."""
   argv = sys.argv[1:] if argv is None else argv
+  fmt = logs.format_of(argv)
+  logs.setup(fmt if fmt in logs.FORMATS else 'text')
   try:
     return run(argv)
   except UsageError as e:
-    print(f'error: {e}', file=sys.stderr)
+    logs.LOG.error(str(e))
     return 2

@@ -61,3 +61,24 @@ class RunReport(pydantic.BaseModel):
   @property
   def ok(self) -> bool:
     return all(d.status == 'published' for d in self.days)
+
+
+class ExportDay(pydantic.BaseModel):
+  dt: str
+  rows: int
+  files: int
+  bytes: int
+  partition: str
+
+
+class ExportReport(pydantic.BaseModel):
+  """An export run: STATE/_eventferry/runs/RUN_ID.json (STATE is --state, else DEST)."""
+  run_id: str
+  pipeline: str = 'export'
+  lake: str
+  dest: str
+  format: str
+  started_at: datetime.datetime
+  seconds: float
+  metrics: dict[str, int] = {}
+  days: list[ExportDay]

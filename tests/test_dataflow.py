@@ -36,11 +36,12 @@ def dests(option_class) -> dict[str, argparse.Action]:
   return {a.dest: a for a in parser._actions if a.option_strings and a.dest != 'help'}
 
 
+LOGGING = dests(opts.LoggingOptions)
 ACCEPTED = {
-    'import': dests(import_events.ImportOptions),
-    'export': dests(export_events.ExportOptions),
+    'import': {**dests(import_events.ImportOptions), **LOGGING},
+    'export': {**dests(export_events.ExportOptions), **LOGGING},
     'backfill': {**dests(import_events.ImportOptions), **dests(export_events.ExportOptions),
-                 **dests(backfill.BackfillOptions)},
+                 **dests(backfill.BackfillOptions), **LOGGING},
 }
 REQUIRED = {
     'import': set(import_events.REQUIRED),
