@@ -13,6 +13,7 @@ the partition exactly.
 import dataclasses
 import hashlib
 import datetime
+import logging
 import typing
 
 import apache_beam as beam
@@ -175,6 +176,8 @@ class CommitDay(beam.DoFn):
     else:
       storage.delete(f.path for f in staged)
       self.refused.inc()
+      # On Dataflow the job still succeeds: this line (and the counter) is what alerts see.
+      logging.getLogger('eventferry').error('dt=%s %s: %s', dt, status, message)
     yield DayReport(
         dt=dt, status=status, message=message, rows_in=stats.rows_in,
         rows_written=stats.rows_written,
