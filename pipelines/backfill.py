@@ -264,13 +264,13 @@ def run(argv: list[str]) -> int:
     raise opts.UsageError('--days_per_job must be at least 1')
 
   days = [kind.judge(o, day) for day in opts.date_range(o)]
-  size = b.days_per_job
-  if options.view_as(GoogleCloudOptions).template_location:
-    size = max(1, sum(d.action != 'fail' for d in days))   # a Flex Template launch is one job
   if b.force:
     for d in days:
       if d.action == 'skip':
         d.action, d.reason = 'run', f'--force ({d.reason})'
+  size = b.days_per_job
+  if options.view_as(GoogleCloudOptions).template_location:
+    size = max(1, sum(d.action == 'run' for d in days))   # a Flex Template launch is one job
   if dry:
     print(plan_table(what, days, size))
     return 3 if any(d.action == 'fail' for d in days) else 0

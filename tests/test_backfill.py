@@ -8,6 +8,7 @@ import pytest
 
 from pipelines import backfill, samples
 from tests.conftest import run_cli
+from transforms import storage
 
 FIRST = datetime.date(2023, 1, 1)
 
@@ -92,21 +93,25 @@ def test_complete_days_are_skipped_force_reruns_them_and_a_changed_source_reruns
 
 
 def test_a_failing_day_does_not_stop_the_others(tmp_path):
-  d = days(4)
-  bucket, lake = bucket_of(tmp_path, 4, skip_success=[d[1]]), tmp_path / 'lake'
+  d = days(5)
+  bucket, lake = bucket_of(tmp_path, 5, skip_success=[d[1]]), tmp_path / 'lake'
   bad = bucket / 'dt=2023-01-03' / 'part-1.parquet'
   corrupt_pages(bad)
-  proc = backfill_import(bucket, lake, 4, '--days_per_job', '4', check=False)
+  held = lake / '_eventferry' / 'locks' / 'dt=2023-01-05.lock'
+  storage.write_bytes(str(held), b'{"run_id": "still-running"}')
+  proc = backfill_import(bucket, lake, 5, '--days_per_job', '5', check=False)
   assert proc.returncode == 1
   lines = proc.stdout.splitlines()
   status = {line.split()[0]: line.split()[1] for line in lines if line.startswith('2023-')}
   assert status == {'2023-01-01': 'published', '2023-01-02': 'failed', '2023-01-03': 'failed',
-                    '2023-01-04': 'published'}
+                    '2023-01-04': 'published', '2023-01-05': 'failed'}
   assert '_SUCCESS does not exist' in proc.stdout
   assert f'{bad} row group 0 cannot be read' in proc.stdout
+  assert f'holds {held}' in proc.stdout and 'still-running' in proc.stdout
   assert 'retrying its days one by one' in proc.stderr
-  assert 'backfill import: 4/4 days done (2 not published)' in proc.stderr
-  assert '2 published, 0 skipped, 0 refused, 2 failed' in proc.stdout
+  assert 'backfill import: 5/5 days done (3 not published)' in proc.stderr
+  assert '2 published, 0 skipped, 0 refused, 3 failed' in proc.stdout
+  held.unlink()
   assert sorted(ds.dataset(str(lake), partitioning='hive').to_table()
                 .column('dt').unique().to_pylist()) == ['2023-01-01', '2023-01-04']
   assert not (lake / 'dt=2023-01-03' / '_SUCCESS').exists()
