@@ -32,7 +32,6 @@ from transforms import locks, storage
 from transforms.read import SourceError
 
 DAYS_PER_JOB = 7   # measured: see README "Backfills"
-PIPELINES = ('import', 'export')
 REQUIRED = {'pipeline': 'import', 'from_date': '2023-01-01', 'to_date': '2023-03-31'}   # + lake
 
 
@@ -57,7 +56,7 @@ class Day:
   dest: str
   action: str               # run | skip | fail (the plan)
   reason: str
-  status: str = ''          # published | refused | failed | skipped (the outcome)
+  status: str = ''          # published | refused | failed | skipped | submitted (the outcome)
   message: str = ''
   rows_in: int = 0
   rows_written: int = 0
@@ -75,17 +74,11 @@ class ImportDays:
   """How a backfill plans, judges and runs import days."""
   option_class = import_events.ImportOptions
 
-  def judge(self, o, day: datetime.date) -> Day:
-    dt = day.isoformat()
-    d = Day(dt, storage.partition_dir(o.source, dt), storage.partition_dir(o.lake, dt), 'run', '')
-    try:
-      done, d.reason = import_events.committed(o, import_events.inspect(o, day))
-    except SourceError as e:
-      d.action, d.reason = 'fail', str(e)
-      return d
-    if done:
-      d.action = 'skip'
-    return d
+  def paths(self, o, dt: str) -> tuple[str, str]:
+    return storage.partition_dir(o.source, dt), storage.partition_dir(o.lake, dt)
+
+  def complete(self, o, day: datetime.date) -> tuple[bool, str]:
+    return import_events.committed(o, import_events.inspect(o, day))
 
   def run(self, options, o, days: list[Day]) -> None:
     # Inspected again at launch, so that the manifest records what this job really read.
@@ -109,19 +102,13 @@ class ExportDays:
   """How a backfill plans, judges and runs export days."""
   option_class = export_events.ExportOptions
 
-  def judge(self, o, day: datetime.date) -> Day:
-    dt = day.isoformat()
+  def paths(self, o, dt: str) -> tuple[str, str]:
     layout = export_events.Layout.of(o.layout, o.partition_template, o.file_template)
     folder = layout.partition.replace('{dt}', dt).replace('{yyyymmdd}', dt.replace('-', ''))
-    d = Day(dt, storage.partition_dir(o.lake, dt), storage.join(o.dest, folder), 'run', '')
-    try:
-      done, d.reason = export_events.exported(o, day)
-    except SourceError as e:
-      d.action, d.reason = 'fail', str(e)
-      return d
-    if done:
-      d.action = 'skip'
-    return d
+    return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder)
+
+  def complete(self, o, day: datetime.date) -> tuple[bool, str]:
+    return export_events.exported(o, day)
 
   def run(self, options, o, days: list[Day]) -> None:
     p = export_events.plan(o, [d.date for d in days])
@@ -137,6 +124,22 @@ class ExportDays:
       d.status, d.run_id = 'published', p.run_id
       d.rows_in = d.rows_written = r.rows
       d.seconds = report.seconds * (r.rows / total if len(days) > 1 else 1)
+
+
+KINDS = {'import': ImportDays, 'export': ExportDays}
+
+
+def judge(kind, o, day: datetime.date) -> Day:
+  """The day's plan: skip it (complete), run it, or fail it (its input is not usable)."""
+  dt = day.isoformat()
+  d = Day(dt, *kind.paths(o, dt), 'run', '')
+  try:
+    done, d.reason = kind.complete(o, day)
+  except SourceError as e:
+    d.action, d.reason = 'fail', str(e)
+    return d
+  d.action = 'skip' if done else 'run'
+  return d
 
 
 def execute(execute_plan, options, p):
@@ -160,7 +163,7 @@ def split_argv(argv: list[str]) -> tuple[str, bool, list[str]]:
             for a in argv)
   rest = [a for a in argv if a.split('=')[0] != '--dry_run']
   what = None
-  if rest and rest[0] in PIPELINES:
+  if rest and rest[0] in KINDS:
     what, rest = rest[0], rest[1:]
   return what, dry, rest
 
@@ -235,16 +238,15 @@ def run(argv: list[str]) -> int:
     print_help()
     if what:
       print(f'\nThe {what} flags:')
-      opts.parse((ImportDays if what == 'import' else ExportDays).option_class, ['--help'], '')
+      opts.parse(KINDS[what].option_class, ['--help'], '')
     return 0
-  kind_of = {'import': ImportDays, 'export': ExportDays}
   for flag, value in zip(argv, argv[1:] + ['']):
     if flag.split('=')[0] == '--pipeline':
       what = what or (flag.split('=', 1)[1] if '=' in flag else value)
-  if what not in PIPELINES:
+  if what not in KINDS:
     raise opts.UsageError('say what to backfill: ./run.sh backfill import ... or '
                           './run.sh backfill export ... (or --pipeline=import|export)')
-  kind = kind_of[what]()
+  kind = KINDS[what]()
   options = opts.parse(kind.option_class, argv, f'./run.sh backfill {what}')
   o = options.view_as(kind.option_class)
   b = options.view_as(BackfillOptions)
@@ -263,7 +265,7 @@ def run(argv: list[str]) -> int:
   if b.days_per_job < 1:
     raise opts.UsageError('--days_per_job must be at least 1')
 
-  days = [kind.judge(o, day) for day in opts.date_range(o)]
+  days = [judge(kind, o, day) for day in opts.date_range(o)]
   if b.force:
     for d in days:
       if d.action == 'skip':

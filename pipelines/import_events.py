@@ -121,7 +121,7 @@ def committed(o: ImportOptions, inv: DayInventory) -> tuple[bool, str]:
     m = Manifest.model_validate_json(storage.read_bytes(storage.join(directory, MANIFEST)))
   except (OSError, ValueError) as e:
     return False, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
-  if m.source != o.source:
+  if m.source.rstrip('/') != o.source.rstrip('/'):
     return False, f'the lake day was imported from another source ({m.source})'
   if m.source_fingerprint != inv.fingerprint:
     return False, (f'the source changed since run {m.run_id} (files, sizes or row counts differ: '

@@ -122,7 +122,7 @@ def test_dataflow_builds_a_backfill_job_and_hands_it_over(local):
                                                      str(DAY), *DATAFLOW], '')
   o = options.view_as(import_events.ImportOptions)
   kind = backfill.ImportDays()
-  days = [kind.judge(o, DAY)]
+  days = [backfill.judge(kind, o, DAY)]
   assert days[0].action == 'skip'     # the fixture imported it
   kind.run(options, o, days)
   assert days[0].status == 'submitted'
