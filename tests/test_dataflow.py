@@ -5,6 +5,9 @@ import datetime
 import json
 import os
 import re
+import subprocess
+import sys
+import tarfile
 
 import apache_beam as beam
 import pytest
@@ -28,6 +31,27 @@ def test_beam_is_pinned_to_one_version_everywhere():
   assert re.findall(r'^FROM apache/beam_python3\.11_sdk:(\S+)$', read('Dockerfile'), re.M) == [version]
   assert f'Beam is pinned to {version}' in read('README.md')
   assert beam.__version__ == version
+
+
+def test_setup_packages_what_workers_import(tmp_path):
+  subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '-d', str(tmp_path)], cwd=ROOT,
+                 check=True, capture_output=True)
+  (sdist,) = tmp_path.iterdir()
+  with tarfile.open(sdist) as tar:
+    names = {n.split('/', 1)[1] for n in tar.getnames() if '/' in n}
+  for module in ('pipelines/backfill.py', 'pipelines/import_events.py', 'transforms/commit.py',
+                 'schemas/reports.py'):
+    assert module in names
+
+
+def test_build_prints_the_image_and_template_commands(capsys):
+  assert dataflow.run(['build', 'backfill', '--template', 'gs://t/backfill.json', '--image',
+                       'img:1', '--print_only']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[:2] == [f'$ docker build -t img:1 {ROOT}', '$ docker push img:1']
+  assert lines[2].startswith('$ gcloud dataflow flex-template build gs://t/backfill.json '
+                             '--image=img:1 --sdk-language=PYTHON --metadata-file=')
+  assert lines[2].endswith('templates/backfill/metadata.json --env=EVENTFERRY_PIPELINE=backfill')
 
 
 def dests(option_class) -> dict[str, argparse.Action]:
