@@ -49,6 +49,8 @@ usage: ./run.sh COMMAND [flags]
   export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
   check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)
+  backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
+  dataflow build|launch PIPELINE   Flex Template image and spec, or a launch (gcloud; --help)
   schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
   bench import|export|ingest|stores  benchmarks (see README: Benchmarks)
 USAGE
@@ -66,6 +68,8 @@ case "$cmd" in
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   ingest) ensure_venv; exec "$VENV/bin/python" -m pipelines.ingest "$@" ;;
   check)  ensure_venv; exec "$VENV/bin/python" -m pipelines.check "$@" ;;
+  backfill) ensure_venv; exec "$VENV/bin/python" -m pipelines.backfill "$@" ;;
+  dataflow) ensure_venv; exec "$VENV/bin/python" -m pipelines.dataflow "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

@@ -28,10 +28,13 @@ import pydantic
 import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
+from pipelines import logs
+from pipelines.logs import LOG
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
+from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
 from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for, stage
@@ -52,7 +55,7 @@ class ExportOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--spec', default=None,
                         help='YAML job spec (exports/acme.yaml); flags given here override it')
-    parser.add_argument('--lake', help='lake root to export from')
+    opts.add_shared(parser, '--lake', help='lake root to export from')
     parser.add_argument('--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
     opts.add_date_args(parser, 'export')
     parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
@@ -64,7 +67,8 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--csv_header', default='true', help='CSV header line: true or false')
     parser.add_argument('--events', default='', help='only these event keys, comma-separated')
     parser.add_argument('--exclude_events', default='', help='all but these event keys')
-    parser.add_argument('--environment', default=None, help='only this environment (default all)')
+    opts.add_shared(parser, '--environment', default=None,
+                    help='only this environment (default all)')
     parser.add_argument('--layout', default='hive', help=f'one of {", ".join(PRESETS)} (see README)')
     parser.add_argument('--partition_template', default=None,
                         help="per-day folder, e.g. 'events/dt={dt}' (overrides --layout's)")
@@ -82,12 +86,13 @@ class ExportOptions(PipelineOptions):
                         help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
     parser.add_argument('--max_range_days', type=int, default=60,
                         help='refuse date ranges longer than this (default 60, as CleverTap)')
-    parser.add_argument('--since_last_export', action='store_true',
-                        help='only days whose lake commit is newer than their last export here '
-                        '(all committed lake days when no date is given)')
+    opts.add_switch(parser, '--since_last_export',
+                    help='only days whose lake commit is newer than their last export here '
+                    '(all committed lake days when no date is given)')
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
-    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
 
 
 @dataclasses.dataclass
@@ -108,6 +113,7 @@ class ExportPlan:
   layout: Layout
   dataset: str
   export_time: str
+  locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
@@ -153,8 +159,26 @@ def committed_days(lake: str) -> list[datetime.date]:
   return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
 
 
-def plan(o: ExportOptions) -> ExportPlan:
-  opts.require(o, {'lake': './lake', 'dest': 's3://customer-bucket/export'})
+REQUIRED = {'lake': './lake', 'dest': 's3://customer-bucket/export'}   # flag -> example
+
+
+def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
+  """(True, why) when the destination holds the day exported from its current lake commit, else
+  (False, why it must run); SourceError when the lake day is not committed."""
+  manifest = lake_manifest(o.lake, day)
+  last = history.load(o.state or o.dest).get(day.isoformat())
+  if last is None:
+    return False, 'not exported to this destination yet'
+  if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
+    return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
+  if not storage.exists(storage.join(last['dest'], SUCCESS)):
+    return False, f'{last["dest"]}/{SUCCESS} is missing'
+  return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
+
+
+def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPlan:
+  """Plans the options' days, or the given ones."""
+  opts.require(o, REQUIRED)
   fmt = fmt_of(o)
   for flag in ('max_rows_per_file', 'max_file_bytes'):
     if getattr(o, flag) is not None and getattr(o, flag) < 1:
@@ -171,8 +195,9 @@ def plan(o: ExportOptions) -> ExportPlan:
   if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')):
     raise opts.UsageError('--kind profiles exports one --date as parquet, jsonl or csv '
                           '(no ranges, --since_last_export, avro or xml yet)')
-  dated = o.date or o.from_date or o.to_date
-  days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
+  dated = o.date or o.from_date or o.to_date or days
+  if days is None:
+    days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
   if dated and len(days) > o.max_range_days:
     raise opts.UsageError(f'--from_date..--to_date spans {len(days)} days, more than '
                           f'--max_range_days {o.max_range_days}: split the range or raise the limit')
@@ -310,9 +335,28 @@ def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
   else:
     staged = spread | 'ExportFiles' >> beam.ParDo(ExportFile(p))
   days = pipeline | 'PlannedDays' >> beam.Create([(dt, None) for dt in p.files])
-  return ({'files': staged, 'day': days}
-          | 'JoinDay' >> beam.CoGroupByKey()
-          | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
+  committed = ({'files': staged, 'day': days}
+               | 'JoinDay' >> beam.CoGroupByKey()
+               | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
+  _ = (committed
+       | 'CollectDays' >> beam.combiners.ToList()
+       | 'RecordExport' >> beam.Map(record_export, p))
+  return committed
+
+
+def record_export(committed: list, p: ExportPlan) -> None:
+  """The job's last step: the export history, staging cleanup, the locks (inside the job, so that
+  a job launched from a Flex Template does its own bookkeeping)."""
+  exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
+                                'dest': target_of(p, dt)}
+                           for dt, commit in p.lake_commits.items()})
+  storage.delete_tree(p.staging, prune_parent=True)
+  locks.release(p.locks)
+
+
+def target_of(p: ExportPlan, dt: str) -> str:
+  return storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
 
 
 def apply_spec(o: ExportOptions, argv: list[str]) -> None:
@@ -340,6 +384,46 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
     setattr(o, name, value)
 
 
+def lock_days(p: ExportPlan) -> None:
+  """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
+  try:
+    for partition in sorted({p.layout.partition_path(p.day_values(dt)) for dt in p.files}):
+      p.locks.append(locks.acquire(p.state, partition, p.run_id,
+                                   f'export of {partition} to this destination'))
+  except locks.LockedError:
+    locks.release(p.locks)
+    p.locks.clear()
+    raise
+
+
+def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
+  """Runs the planned job (after lock_days) and writes its report; None when the job was only
+  handed over (opts.handed_over). If the job fails, the caller releases the locks."""
+  started_at = datetime.datetime.now(datetime.timezone.utc)
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  result = pipeline.run()
+  if opts.handed_over(options, p.locks):
+    return None
+  result.wait_until_finish()
+  days = []
+  for dt in p.files:
+    m = json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))
+    days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
+                          partition=m['partition']))
+  report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
+                        format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
+                        seconds=round(time.monotonic() - start, 3),
+                        metrics=logs.counters(result), days=days)
+  storage.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
+  return report
+
+
+def report_path(state: str, run_id: str) -> str:
+  return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
   storage.configure(options)
@@ -347,42 +431,35 @@ def run(argv: list[str]) -> int:
   try:
     p = plan(options.view_as(ExportOptions))
   except SourceError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 3
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
-  targets = {dt: p.layout.partition_path(p.day_values(dt)) for dt in p.files}
-  held = []
   try:
-    for partition in sorted(set(targets.values())):
-      held.append(locks.acquire(p.state, partition, p.run_id,
-                                f'export of {partition} to this destination'))
-    start = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, p)
-    pipeline.run().wait_until_finish()
-    storage.delete_tree(p.staging, prune_parent=True)
-    seconds = time.monotonic() - start
-    exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                  'dest': storage.join(p.dest, targets[dt])}
-                             for dt, commit in p.lake_commits.items()})
+    lock_days(p)
   except locks.LockedError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 4
-  finally:
-    locks.release(held)
-  print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({p.fmt.name}, '
-        f'{p.fmt.compression})')
-  total = 0
-  for dt in p.files:
-    target = storage.join(p.dest, targets[dt])
-    manifest = json.loads(storage.read_bytes(storage.join(target, MANIFEST)))
-    total += manifest['rows']
-    print(f'{dt}  {manifest["rows"]:>10,} rows  {len(manifest["files"]):>4} files  '
-          f'{manifest["bytes"] / 2**20:>8.1f} MiB  -> {target}/')
-  print(f'{total:,} rows in {seconds:.1f}s ({total / seconds if seconds else 0:,.0f} rows/s)')
+  try:
+    done = execute(options, p)
+  except BaseException:
+    locks.release(p.locks)
+    raise
+  if done is None:
+    print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
+    return 0
+  o = options.view_as(ExportOptions)
+  if o.report:
+    storage.write_bytes(o.report, done.model_dump_json(indent=2).encode())
+  print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({done.format})')
+  for d in done.days:
+    print(f'{d.dt}  {d.rows:>10,} rows  {d.files:>4} files  {d.bytes / 2**20:>8.1f} MiB  '
+          f'-> {d.partition}/')
+  total = sum(d.rows for d in done.days)
+  rate = total / done.seconds if done.seconds else 0
+  print(f'{total:,} rows in {done.seconds:.1f}s ({rate:,.0f} rows/s). Report: '
+        f'{report_path(p.state, p.run_id)}')
   return 0
 
 

@@ -21,15 +21,17 @@ import time
 import typing
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from schemas.reports import DayReport, RunReport
+from pipelines import logs
+from pipelines.logs import LOG
+from schemas.events import LAKE_SCHEMA, fingerprint
+from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
-from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
-                               WriteShards)
+from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
+                               WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
 from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
                              wait_for_success)
@@ -38,6 +40,7 @@ from transforms.validate import ValidateEvents
 PIPELINE = 'import'
 RUNS_DIR = '_runs'
 SHUFFLE_DIR = '_shuffle'
+DEFAULT_ENVIRONMENT = 'production'
 
 
 class ImportOptions(PipelineOptions):
@@ -47,10 +50,10 @@ class ImportOptions(PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
                         'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
-    parser.add_argument('--lake', help='lake root the day is written to')
+    opts.add_shared(parser, '--lake', help='lake root the day is written to')
     opts.add_date_args(parser, 'import')
-    parser.add_argument('--environment', default='production',
-                        help='environment recorded on every row (default production)')
+    opts.add_shared(parser, '--environment', default=None,
+                    help='environment recorded on every row (default production)')
     parser.add_argument('--shards', type=int, default=None,
                         help='files per day; default: source bytes / --target_file_mb')
     parser.add_argument('--target_file_mb', type=int, default=128,
@@ -61,8 +64,8 @@ class ImportOptions(PipelineOptions):
                         help='wait this long (e.g. 30m, 2h) for the source _SUCCESS marker')
     parser.add_argument('--max_rejected_ratio', type=float, default=0.05,
                         help='do not publish a day whose rejected share exceeds this (0..1)')
-    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
-    parser.add_argument('--report', default=None, help='also write the JSON run report here')
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
 
 
 @dataclasses.dataclass
@@ -76,14 +79,18 @@ class ImportPlan:
   max_rejected_ratio: float
   seen_files: list[tuple[str, str]]       # (dt being imported, committed lake file to exclude)
   started_at: datetime.datetime
+  locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   @property
   def staging(self) -> str:
     return storage.join(self.lake, STAGING_DIR, self.run_id)
 
 
+REQUIRED = {'source': 's3://customer-bucket/events', 'lake': './lake'}   # flag -> example
+
+
 def check(o: ImportOptions) -> None:
-  opts.require(o, {'source': 's3://customer-bucket/events', 'lake': './lake'})
+  opts.require(o, REQUIRED)
   if o.shards is not None and not 1 <= o.shards <= 99_999:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
   if o.target_file_mb < 1:
@@ -92,19 +99,45 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
   if o.dedupe_lookback_days < 0:
     raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
+  opts.parse_duration('--wait_for_success', o.wait_for_success)
   if storage.join(o.lake, '').startswith(storage.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
 
-def plan(o: ImportOptions) -> ImportPlan:
-  check(o)
-  days = opts.date_range(o)
+def inspect(o: ImportOptions, day: datetime.date) -> DayInventory:
+  """The source day as it is now (waiting for its _SUCCESS if asked); SourceError if unusable."""
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
-  inventories = []
-  for day in days:
-    directory = storage.partition_dir(o.source, day.isoformat())
-    wait_for_success(directory, wait)
-    inventories.append(inspect_day(o.source, day))
+  wait_for_success(storage.partition_dir(o.source, day.isoformat()), wait)
+  return inspect_day(o.source, day)
+
+
+def committed(o: ImportOptions, inv: DayInventory) -> tuple[bool, str]:
+  """(True, why) when the lake already holds the day made from exactly this input, else
+  (False, why it must run). Only the listing and footers are compared, no data is read."""
+  directory = storage.partition_dir(o.lake, inv.dt)
+  if not storage.exists(storage.join(directory, SUCCESS)):
+    return False, f'not in the lake yet (no {directory}/{SUCCESS})'
+  try:
+    m = Manifest.model_validate_json(storage.read_bytes(storage.join(directory, MANIFEST)))
+  except (OSError, ValueError) as e:
+    return False, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
+  if m.source.rstrip('/') != o.source.rstrip('/'):
+    return False, f'the lake day was imported from another source ({m.source})'
+  if m.source_fingerprint != inv.fingerprint:
+    return False, (f'the source changed since run {m.run_id} (files, sizes or row counts differ: '
+                   f'{len(m.source_files)} files then, {len(inv.files)} now)')
+  if m.schema_fingerprint != fingerprint(LAKE_SCHEMA):
+    return False, f'the lake schema changed since run {m.run_id}'
+  return True, (f'complete: run {m.run_id} committed {m.rows:,} rows from the same '
+                f'{len(inv.files)} source files')
+
+
+def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> ImportPlan:
+  """Plans the days of the options' date range, or the given inspected days."""
+  check(o)
+  if inventories is None:
+    inventories = [inspect(o, day) for day in opts.date_range(o)]
+  days = [datetime.date.fromisoformat(inv.dt) for inv in inventories]
   shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
@@ -117,7 +150,8 @@ def plan(o: ImportOptions) -> ImportPlan:
         continue
       seen.extend((day.isoformat(), p) for p in storage.list_files(directory)
                   if p.endswith('.parquet'))
-  return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake, o.environment, inventories,
+  return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake,
+                    o.environment or DEFAULT_ENVIRONMENT, inventories,
                     shards, o.max_rejected_ratio, seen,
                     datetime.datetime.now(datetime.timezone.utc))
 
@@ -162,8 +196,10 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   stats = ((checked.stats, deduped.stats, written.stats, planned)
            | 'AllStats' >> beam.Flatten()
            | 'StatsPerDay' >> beam.CombinePerKey(MergeStats()))
+  inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
+            for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
-                            p.max_rejected_ratio)
+                            p.max_rejected_ratio, inputs)
   reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
              | 'JoinDay' >> beam.CoGroupByKey()
              | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
@@ -183,14 +219,7 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   storage.delete_tree(p.staging, prune_parent=True)
-
-
-def counters(result) -> dict[str, int]:
-  out = {}
-  for c in result.metrics().query(MetricsFilter())['counters']:
-    name = f'{c.key.metric.namespace}.{c.key.metric.name}'
-    out[name] = out.get(name, 0) + (c.committed if c.committed is not None else c.attempted)
-  return dict(sorted(out.items()))
+  locks.release(p.locks)
 
 
 def summary(report: RunReport) -> str:
@@ -222,38 +251,60 @@ def summary(report: RunReport) -> str:
   return '\n'.join(lines)
 
 
+def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
+  """Runs the planned job (after lock_days) and completes its run report; None when the job was
+  only handed over (opts.handed_over). If the job fails, the caller releases the locks."""
+  start = time.monotonic()
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, p)
+  result = pipeline.run()
+  if opts.handed_over(options, p.locks):
+    return None
+  result.wait_until_finish()
+  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
+  report.finished_at = datetime.datetime.now(datetime.timezone.utc)
+  report.seconds = round(time.monotonic() - start, 3)
+  report.metrics = logs.counters(result)
+  storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
+  return report
+
+
+def lock_days(p: ImportPlan) -> None:
+  """Takes every day's lock into p.locks, or none (LockedError names the held one)."""
+  try:
+    for inv in p.days:
+      p.locks.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
+                                   f'import of dt={inv.dt} into this lake'))
+  except locks.LockedError:
+    locks.release(p.locks)
+    p.locks.clear()
+    raise
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(ImportOptions, argv, './run.sh import')
   storage.configure(options)
   o = options.view_as(ImportOptions)
   try:
     p = plan(o)
+    lock_days(p)
   except SourceError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 3
-  held = []
-  try:
-    for inv in p.days:
-      held.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
-                                f'import of dt={inv.dt} into this lake'))
-    start = time.monotonic()
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, p)
-    result = pipeline.run()
-    result.wait_until_finish()
   except locks.LockedError as e:
-    print(f'error: {e}', file=sys.stderr)
+    LOG.error(str(e))
     return 4
-  finally:
-    locks.release(held)
-  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
-  report.finished_at = datetime.datetime.now(datetime.timezone.utc)
-  report.seconds = round(time.monotonic() - start, 3)
-  report.metrics = counters(result)
-  text = report.model_dump_json(indent=2).encode()
-  storage.write_bytes(report_path(p.lake, p.run_id), text)
+  try:
+    report = execute(options, p)
+  except BaseException:
+    locks.release(p.locks)
+    raise
+  if report is None:
+    print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '
+          f'report will be at {report_path(p.lake, p.run_id)}')
+    return 0
   if o.report:
-    storage.write_bytes(o.report, text)
+    storage.write_bytes(o.report, report.model_dump_json(indent=2).encode())
   print(summary(report))
   return 0 if report.ok else 1
 

@@ -12,7 +12,8 @@ import zoneinfo
 
 from apache_beam.options import pipeline_options as po
 
-from transforms import stores
+from pipelines import logs
+from transforms import locks, stores
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
@@ -56,12 +57,34 @@ def require(o, examples: dict[str, str]) -> None:
       raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
 
 
+def add_shared(parser, flag: str, **kwargs) -> None:
+  """Declares a flag that several pipelines take (--lake, --run_id, ...). Beam parses the options
+  of every loaded PipelineOptions class with one parser, which refuses a flag declared twice; so a
+  shared flag is declared once, and its default must be the same in every pipeline."""
+  if flag not in parser._option_string_actions:
+    parser.add_argument(flag, **kwargs)
+
+
+def _truth(value: str) -> bool:
+  if str(value).lower() in ('true', '1', 'yes'):
+    return True
+  if str(value).lower() in ('false', '0', 'no'):
+    return False
+  raise argparse.ArgumentTypeError(f'{value!r}: use true or false')
+
+
+def add_switch(parser, flag: str, help: str) -> None:
+  """A yes/no flag, given bare (--force) or with a value (--force=true): a Flex Template passes
+  every parameter as --name=value."""
+  parser.add_argument(flag, nargs='?', const=True, default=False, type=_truth, help=help)
+
+
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
-  parser.add_argument('--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
-  parser.add_argument('--from_date', help=f'first day of a range to {what} (with --to_date)')
-  parser.add_argument('--to_date', help=f'last day of a range to {what}, inclusive')
-  parser.add_argument('--timezone', default='UTC', help='IANA zone that defines "yesterday"')
+  add_shared(parser, '--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
+  add_shared(parser, '--from_date', help=f'first day of a range to {what} (with --to_date)')
+  add_shared(parser, '--to_date', help=f'last day of a range to {what}, inclusive')
+  add_shared(parser, '--timezone', default='UTC', help='IANA zone that defines "yesterday"')
 
 
 def date_range(o) -> list[datetime.date]:
@@ -82,6 +105,16 @@ def date_range(o) -> list[datetime.date]:
 def new_run_id() -> str:
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
   return f'{now}-{uuid.uuid4().hex[:8]}'
+
+
+def handed_over(options: po.PipelineOptions, held: list[str]) -> bool:
+  """True when the job does not run while this process waits: a Flex Template launch only
+  describes it (--template_location; the job's last step then writes the report and releases
+  the locks `held`), a Dataflow --dry_run=True only builds it (nothing will run: released now)."""
+  if options.view_as(po.TestOptions).dry_run:
+    locks.release(held)
+    return True
+  return bool(options.view_as(po.GoogleCloudOptions).template_location)
 
 
 def _all_option_classes(cls=po.PipelineOptions):
@@ -120,20 +153,32 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   return options
 
 
+class LoggingOptions(po.PipelineOptions):
+  """Taken by every pipeline; read by main_guard before the other flags are parsed."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--log_format', default='text', choices=logs.FORMATS,
+                        help='stderr as text, or json: one JSON object per line')
+
+
 def main_guard(run, argv=None) -> int:
-  """Runs `run(argv)`, turning UsageError into a one-line message and exit code 2, and a store's
-  refusal (a missing bucket or permission, also when a worker met it) into one with exit code 5."""
+  """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
+  message and exit code 2, and a store's refusal (a missing bucket or permission, also when a
+  worker met it) into one with exit code 5."""
   argv = sys.argv[1:] if argv is None else argv
+  fmt = logs.format_of(argv)
+  logs.setup(fmt if fmt in logs.FORMATS else 'text')
   try:
     return run(argv)
   except UsageError as e:
-    print(f'error: {e}', file=sys.stderr)
+    logs.LOG.error(str(e))
     return 2
   except Exception as e:  # noqa: BLE001 - only store refusals are handled; the rest re-raises
     refusal = store_refusal(e)
     if refusal is None:
       raise
-    print(f'error: {refusal}', file=sys.stderr)
+    logs.LOG.error(refusal)
     return 5
 
 

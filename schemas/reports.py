@@ -26,6 +26,8 @@ class Manifest(pydantic.BaseModel):
   rows: int
   bytes: int
   files: list[ManifestFile]
+  source_files: dict[str, int] = {}   # import: the source day's data files (name -> bytes)
+  source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
 
 
 class DayReport(pydantic.BaseModel):
@@ -59,3 +61,24 @@ class RunReport(pydantic.BaseModel):
   @property
   def ok(self) -> bool:
     return all(d.status == 'published' for d in self.days)
+
+
+class ExportDay(pydantic.BaseModel):
+  dt: str
+  rows: int
+  files: int
+  bytes: int
+  partition: str
+
+
+class ExportReport(pydantic.BaseModel):
+  """An export run: STATE/_eventferry/runs/RUN_ID.json (STATE is --state, else DEST)."""
+  run_id: str
+  pipeline: str = 'export'
+  lake: str
+  dest: str
+  format: str
+  started_at: datetime.datetime
+  seconds: float
+  metrics: dict[str, int] = {}
+  days: list[ExportDay]

@@ -13,6 +13,7 @@ the partition exactly.
 import dataclasses
 import hashlib
 import datetime
+import logging
 import typing
 
 import apache_beam as beam
@@ -75,9 +76,10 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) 
 
 
 def manifest_for(staged: list[StagedFile], *, run_id: str, pipeline: str, source: str,
-                 partition: str, schema: pa.Schema) -> Manifest:
+                 partition: str, schema: pa.Schema, **inputs) -> Manifest:
+  """`inputs`: source_files and source_fingerprint, when the partition was made from a source day."""
   files = sorted(staged, key=lambda f: f.name)
-  return Manifest(run_id=run_id, pipeline=pipeline, source=source, partition=partition,
+  return Manifest(**inputs, run_id=run_id, pipeline=pipeline, source=source, partition=partition,
                   committed_at=datetime.datetime.now(datetime.timezone.utc),
                   schema_fingerprint=fingerprint(schema), rows=sum(f.rows for f in files),
                   bytes=sum(f.bytes for f in files),
@@ -128,6 +130,7 @@ class CommitSettings:
   source: str
   shards: dict[str, int]
   max_rejected_ratio: float
+  inputs: dict[str, dict] = dataclasses.field(default_factory=dict)  # dt -> manifest_for inputs
 
 
 class CommitDay(beam.DoFn):
@@ -168,11 +171,13 @@ class CommitDay(beam.DoFn):
       staged = staged + self._empty_shards(dt, staged)
       commit_partition(target, staged, manifest_for(
           staged, run_id=s.run_id, pipeline=s.pipeline, source=s.source, partition=target,
-          schema=LAKE_SCHEMA))
+          schema=LAKE_SCHEMA, **s.inputs.get(dt, {})))
       self.published.inc()
     else:
       storage.delete(f.path for f in staged)
       self.refused.inc()
+      # On Dataflow the job still succeeds: this line (and the counter) is what alerts see.
+      logging.getLogger('eventferry').error('dt=%s %s: %s', dt, status, message)
     yield DayReport(
         dt=dt, status=status, message=message, rows_in=stats.rows_in,
         rows_written=stats.rows_written,

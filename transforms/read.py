@@ -7,6 +7,8 @@ before any worker starts. The pipeline then reads row groups in parallel (`ReadR
 """
 import dataclasses
 import datetime
+import hashlib
+import json
 import time
 import typing
 
@@ -53,6 +55,22 @@ class DayInventory:
   @property
   def rows(self) -> int:
     return sum(g.rows for g in self.row_groups)
+
+  @property
+  def source_files(self) -> dict[str, int]:
+    """Data file name (relative to the day's folder) -> bytes, as the lake manifest records it."""
+    return {path[len(self.directory):].lstrip('/'): size for path, size in self.files.items()}
+
+  @property
+  def fingerprint(self) -> str:
+    """What the day's input was, from the listing and the footers (no data read): names, sizes
+    and row counts. A backfill skips a lake day whose manifest holds the same fingerprint."""
+    rows = {}
+    for g in self.row_groups:
+      rows[g.path] = rows.get(g.path, 0) + g.rows
+    listing = sorted((name, size, rows.get(storage.join(self.directory, name), 0))
+                     for name, size in self.source_files.items())
+    return 'sha256:' + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def is_data_file(name: str) -> bool:
@@ -142,7 +160,11 @@ class ReadRowGroups(beam.DoFn):
     with storage.open_read(group.path) as f:
       parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit='ms')
       first = group.first_row
-      for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
-        self.rows_read.inc(batch.num_rows)
-        yield group.dt, with_lineage(batch, group.path, first)
-        first += batch.num_rows
+      try:
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
+          self.rows_read.inc(batch.num_rows)
+          yield group.dt, with_lineage(batch, group.path, first)
+          first += batch.num_rows
+      except (pa.ArrowInvalid, OSError) as e:   # still raised (a bundle retry may help): named
+        raise SourceError(f'{group.path} row group {group.index} cannot be read ({e}): rewrite '
+                          f'the file, then {SUCCESS}') from e
