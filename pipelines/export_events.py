@@ -80,8 +80,8 @@ class ExportOptions(PipelineOptions):
                         '(user_id, else id) as of --date')
     parser.add_argument('--profile_days', type=int, default=30,
                         help='with --kind profiles: lake days up to --date that are read')
-    parser.add_argument('--max_rows_per_file', type=int, default=None,
-                        help='split files above this many rows (names get -CCC chunk numbers)')
+    opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
+                    help='split files above this many rows (names get -CCC chunk numbers)')
     parser.add_argument('--max_file_bytes', type=int, default=None,
                         help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
     parser.add_argument('--max_range_days', type=int, default=60,

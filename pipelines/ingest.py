@@ -20,6 +20,7 @@ from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
+from pipelines.import_events import DEFAULT_ENVIRONMENT
 from transforms import storage
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.raw import RawChunk
@@ -40,10 +41,10 @@ class IngestOptions(PipelineOptions):
     parser.add_argument('--input', help="JSON-lines files, a glob (e.g. 'archive/*.jsonl.gz')")
     parser.add_argument('--watch', default=None,
                         help='with --input: keep watching for new files at this interval (e.g. 1m)')
-    parser.add_argument('--lake', help='lake root')
-    parser.add_argument('--timezone', default='UTC', help='IANA zone of the server day (dt=)')
-    parser.add_argument('--environment', default='production',
-                        help='environment of events that do not name one')
+    opts.add_shared(parser, '--lake', help='lake root')
+    opts.add_shared(parser, '--timezone', default='UTC', help='IANA zone of the server day (dt=)')
+    opts.add_shared(parser, '--environment', default=None,
+                    help='environment of events that do not name one (default production)')
     parser.add_argument('--server_time_attribute', default=None,
                         help='Pub/Sub attribute holding the server time (epoch ms or RFC 3339) '
                         'of events without server_ts; default: the publish time')
@@ -54,9 +55,9 @@ class IngestOptions(PipelineOptions):
     parser.add_argument('--allowed_lateness', default='1d',
                         help='rows arriving up to this long after their day ends are still '
                         'written; later ones are dead-lettered as too_late')
-    parser.add_argument('--max_rows_per_file', type=int, default=1_000_000,
-                        help='largest lake file a pane writes')
-    parser.add_argument('--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
+                    help='largest file to write (default 1,000,000 rows)')
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
 
 
 def _check(o: IngestOptions, streaming: bool) -> None:
@@ -69,7 +70,7 @@ def _check(o: IngestOptions, streaming: bool) -> None:
   if (o.subscription or o.topic or o.watch) and not streaming:
     raise opts.UsageError('Pub/Sub and --watch are unbounded: add --streaming')
   opts.parse_zone('--timezone', o.timezone)
-  if o.flush_rows < 1 or o.max_rows_per_file < 1:
+  if o.flush_rows < 1 or (o.max_rows_per_file is not None and o.max_rows_per_file < 1):
     raise opts.UsageError('--flush_rows and --max_rows_per_file must be at least 1')
 
 
@@ -78,7 +79,7 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       lake=o.lake, zone=o.timezone, run_id=run_id,
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
-      else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file,
+      else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
       replace=not streaming)
 
 
@@ -177,7 +178,8 @@ def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
 
 def build(pipeline: beam.Pipeline, o: IngestOptions, streaming: bool, run_id: str):
   return (read_chunks(pipeline, o)
-          | 'Ingest' >> IngestEvents(settings(o, streaming, run_id), o.environment))
+          | 'Ingest' >> IngestEvents(settings(o, streaming, run_id),
+                                   o.environment or DEFAULT_ENVIRONMENT))
 
 
 def _log(report) -> None:
