@@ -102,9 +102,15 @@ class ExportDays:
   """How a backfill plans, judges and runs export days."""
   option_class = export_events.ExportOptions
 
+  def layout(self, o) -> export_events.Layout:
+    try:
+      return export_events.Layout.of(o.layout, o.partition_template, o.file_template)
+    except export_events.LayoutError as e:
+      raise opts.UsageError(str(e))
+
   def paths(self, o, dt: str) -> tuple[str, str]:
-    layout = export_events.Layout.of(o.layout, o.partition_template, o.file_template)
-    folder = layout.partition.replace('{dt}', dt).replace('{yyyymmdd}', dt.replace('-', ''))
+    folder = self.layout(o).partition.replace('{dt}', dt).replace('{yyyymmdd}',
+                                                                  dt.replace('-', ''))
     return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder)
 
   def complete(self, o, day: datetime.date) -> tuple[bool, str]:
@@ -178,6 +184,8 @@ def run_days(kind, options, o, todo: list[Day], size: int, progress) -> None:
     o.run_id = None
     try:
       kind.run(options, o, chunk)
+    except opts.UsageError:
+      raise
     except Exception as e:   # a job failed, for whatever reason: it must not stop the others
       if len(chunk) > 1:
         LOG.warning('backfill: the job for %s..%s failed (%s); retrying its days one by one',
@@ -252,6 +260,7 @@ def run(argv: list[str]) -> int:
   b = options.view_as(BackfillOptions)
   if what == 'export':
     export_events.apply_spec(o, argv)
+    export_events.fmt_of(o)      # wrong flags stop the backfill before any day runs
     if o.kind != 'events':
       raise opts.UsageError('backfill export takes --kind events only')
     if b.days_per_job > o.max_range_days:
@@ -259,6 +268,9 @@ def run(argv: list[str]) -> int:
                             f'{o.max_range_days}')
   else:
     import_events.check(o)
+    if o.wait_for_success:
+      raise opts.UsageError('--wait_for_success does not apply to a backfill: a day without '
+                            '_SUCCESS is reported as failed; rerun the backfill to pick it up')
   opts.require(o, {k: v for k, v in REQUIRED.items() if k != 'pipeline'})
   if o.run_id:
     raise opts.UsageError('--run_id: a backfill names each of its jobs itself; leave it out')
@@ -271,6 +283,8 @@ def run(argv: list[str]) -> int:
       if d.action == 'skip':
         d.action, d.reason = 'run', f'--force ({d.reason})'
   size = b.days_per_job
+  if what == 'export' and not kind.layout(o).per_day:
+    size = 1                     # days that share one folder (e.g. exportTime=) are one job each
   if options.view_as(GoogleCloudOptions).template_location:
     size = max(1, sum(d.action == 'run' for d in days))   # a Flex Template launch is one job
   if dry:

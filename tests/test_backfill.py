@@ -144,3 +144,26 @@ def test_export_backfill_from_a_spec_skips_what_was_exported(tmp_path):
   backfill_import(bucket, lake, 1, '--force')          # the lake day changes: export it again
   assert 'the lake day was re-imported' in export('--dry_run').stdout
   assert '1 published, 2 skipped' in export().stdout
+
+
+def test_export_backfill_with_a_layout_whose_days_share_a_folder_runs_a_job_per_day(tmp_path):
+  bucket, lake, dest = bucket_of(tmp_path, 2, rows=50), tmp_path / 'lake', tmp_path / 'adobe'
+  backfill_import(bucket, lake, 2)
+  proc = run_cli('pipelines.backfill', 'export', '--lake', str(lake), '--dest', str(dest),
+                 '--layout', 'adobe', '--from_date', '2023-01-01', '--to_date', '2023-01-02')
+  assert '2 published' in proc.stdout and 'retrying' not in proc.stderr
+  assert proc.stderr.count('days done') == 2          # one job per day
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['import', '--source', 's', '--lake', 'l', '--wait_for_success', '1h'],
+     '--wait_for_success does not apply to a backfill'),
+    (['export', '--lake', 'l', '--dest', 'd', '--format', 'bogus'], "--format 'bogus'"),
+    (['import', '--source', 's', '--lake', 'l', '--from_date', '2023-01-01'],
+     '--to_date is required'),
+    (['--source', 's', '--lake', 'l'], 'say what to backfill'),
+])
+def test_wrong_flags_stop_the_backfill_before_any_day(flags, message):
+  dates = [] if '--from_date' in flags else ['--from_date', '2023-01-01', '--to_date', '2023-01-02']
+  proc = run_cli('pipelines.backfill', *flags, *dates, check=False)
+  assert proc.returncode == 2 and message in proc.stderr, proc.stderr

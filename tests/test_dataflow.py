@@ -162,3 +162,14 @@ def test_the_import_command_hands_a_dataflow_job_over_without_waiting(local):
   after = json.loads(open(os.path.join(lake, 'dt=2023-01-01', '_manifest.json')).read())
   assert after == before      # nothing ran
   assert not os.listdir(os.path.join(lake, '_eventferry', 'locks'))
+
+
+def test_the_export_command_hands_a_dataflow_job_over_without_waiting(local):
+  root, _, lake = local
+  dest = root / 'handed-over'
+  proc = run_cli('pipelines.export_events', '--lake', lake, '--dest', str(dest), '--date',
+                 str(DAY), *DATAFLOW)
+  assert 'export job' in proc.stdout and 'handed over to DataflowRunner' in proc.stdout
+  state = dest / '_eventferry'
+  assert not (state / 'export_history.json').exists()      # the job's last step records it
+  assert not os.listdir(state / 'locks')
