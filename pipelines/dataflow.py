@@ -20,7 +20,7 @@ import sys
 
 from pipelines import options as opts
 
-PIPELINES = ('import', 'export', 'backfill')
+PIPELINES = ('import', 'export', 'backfill', 'ingest')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

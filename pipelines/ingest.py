@@ -28,6 +28,8 @@ from transforms.raw import RawChunk
 CHUNK_ROWS = 10_000
 BLOCK_BYTES = 8 << 20
 STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
+LOCAL_RUNNERS = (STREAMING_RUNNER, 'DirectRunner', 'PrismRunner')
+REQUIRED = ('lake',)   # and one of --subscription, --topic, --input
 
 
 class IngestOptions(PipelineOptions):
@@ -61,7 +63,7 @@ class IngestOptions(PipelineOptions):
 
 
 def _check(o: IngestOptions, streaming: bool) -> None:
-  opts.require(o, {'lake': './lake'})
+  opts.require(o, {flag: './lake' for flag in REQUIRED})
   sources = [name for name in ('subscription', 'topic', 'input') if getattr(o, name)]
   if len(sources) != 1:
     raise opts.UsageError('give exactly one source: --subscription, --topic or --input')
@@ -207,7 +209,11 @@ def run(argv: list[str]) -> int:
   pipeline = beam.Pipeline(options=options)
   _ = build(pipeline, o, std.streaming, run_id) | 'Log' >> beam.Map(_log)
   started = time.monotonic()
-  pipeline.run().wait_until_finish()
+  result = pipeline.run()
+  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
+    print(f'ingest job {run_id} handed over to {std.runner}')   # a streaming job runs on
+    return 0
+  result.wait_until_finish()
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
         f'reports: {storage.join(o.lake, "_runs", "ingest-" + run_id)}')
   return 0

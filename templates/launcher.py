@@ -4,10 +4,11 @@ the template's parameters as its flags."""
 import os
 import sys
 
-from pipelines import backfill, export_events, import_events
+from pipelines import backfill, export_events, import_events, ingest
 from pipelines import options as opts
 
-RUN = {'import': import_events.run, 'export': export_events.run, 'backfill': backfill.run}
+RUN = {'import': import_events.run, 'export': export_events.run, 'backfill': backfill.run,
+       'ingest': ingest.run}
 
 if __name__ == '__main__':
   sys.exit(opts.main_guard(RUN[os.environ['EVENTFERRY_PIPELINE']]))

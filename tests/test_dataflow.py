@@ -12,7 +12,7 @@ import tarfile
 import apache_beam as beam
 import pytest
 
-from pipelines import backfill, dataflow, export_events, import_events, samples
+from pipelines import backfill, dataflow, export_events, import_events, ingest, samples
 from pipelines import options as opts
 from tests.conftest import ROOT, run_cli
 
@@ -66,11 +66,13 @@ ACCEPTED = {
     'export': {**dests(export_events.ExportOptions), **LOGGING},
     'backfill': {**dests(import_events.ImportOptions), **dests(export_events.ExportOptions),
                  **dests(backfill.BackfillOptions), **LOGGING},
+    'ingest': {**dests(ingest.IngestOptions), **LOGGING},
 }
 REQUIRED = {
     'import': set(import_events.REQUIRED),
     'export': set(export_events.REQUIRED),
     'backfill': set(backfill.REQUIRED) | (set(import_events.REQUIRED) & set(export_events.REQUIRED)),
+    'ingest': set(ingest.REQUIRED),
 }
 
 
@@ -173,3 +175,16 @@ def test_the_export_command_hands_a_dataflow_job_over_without_waiting(local):
   state = dest / '_eventferry'
   assert not (state / 'export_history.json').exists()      # the job's last step records it
   assert not os.listdir(state / 'locks')
+
+
+def test_dataflow_builds_the_streaming_ingest_job(tmp_path):
+  proc = run_cli('pipelines.ingest', '--subscription', 'projects/eventferry-test/subscriptions/raw',
+                 '--lake', 'gs://eventferry-test/lake', '--streaming', *DATAFLOW)
+  assert 'handed over to DataflowRunner' in proc.stdout
+  options = opts.parse(ingest.IngestOptions, ['--input', str(tmp_path / '*.jsonl'), '--lake',
+                                              str(tmp_path / 'lake'), *DATAFLOW], '')
+  pipeline = beam.Pipeline(options=options)
+  ingest.build(pipeline, options.view_as(ingest.IngestOptions), False, 'r1')
+  assert {'MatchFiles', 'ReadJsonLines', 'Ingest/SplitDays', 'Ingest/WriteDays'} <= \
+      transform_names(pipeline.run())
+
