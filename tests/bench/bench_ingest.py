@@ -28,17 +28,24 @@ FILES = 10
 
 
 def prepare(workdir: str, events: int) -> str:
+  """The input files, generated in a child process: Linux hands a parent's peak RSS on to the
+  children it starts, and generating a million events as Python objects takes gigabytes."""
   source = os.path.join(workdir, f'raw-{events}')
   if not os.path.exists(os.path.join(source, '_done')):
-    from pipelines import samples
-    os.makedirs(source, exist_ok=True)
-    payloads = samples.raw_events(DAY, events)
-    per = -(-len(payloads) // FILES)
-    for i in range(FILES):
-      with open(os.path.join(source, f'events-{i:02d}.jsonl'), 'wb') as f:
-        f.write(b'\n'.join(payloads[i * per:(i + 1) * per]) + b'\n')
-    open(os.path.join(source, '_done'), 'w').close()
+    subprocess.run([sys.executable, '-c', f'from {MODULE} import generate; '
+                    f'generate({source!r}, {events})'], check=True, env=harness.ALLOCATOR_ENV)
   return source
+
+
+def generate(source: str, events: int) -> None:
+  from pipelines import samples
+  os.makedirs(source, exist_ok=True)
+  payloads = samples.raw_events(DAY, events)
+  per = -(-len(payloads) // FILES)
+  for i in range(FILES):
+    with open(os.path.join(source, f'events-{i:02d}.jsonl'), 'wb') as f:
+      f.write(b'\n'.join(payloads[i * per:(i + 1) * per]) + b'\n')
+  open(os.path.join(source, '_done'), 'w').close()
 
 
 def _files(source: str) -> list[str]:
