@@ -33,6 +33,24 @@ ensure_tools() {
   fi
 }
 
+# The Pub/Sub emulator ships with google-cloud-cli (Google's apt repository); it runs on Java,
+# which Debian has.
+PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+ensure_pubsub_emulator() {
+  if [ ! -x "$PUBSUB_EMULATOR" ]; then
+    echo "run.sh: the tests need the Pub/Sub emulator at $PUBSUB_EMULATOR:" \
+         "apt-get install google-cloud-cli-pubsub-emulator (Google's apt repository)" >&2
+    exit 1
+  fi
+  command -v java >/dev/null && return 0
+  echo "run.sh: installing Java for the Pub/Sub emulator (apt-get, first run)..." >&2
+  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && apt-get install -y -qq default-jre-headless; } \
+      >"$VENV/apt.log" 2>&1; then
+    echo "run.sh: could not install Java; install default-jre-headless (see $VENV/apt.log)" >&2
+    exit 1
+  fi
+}
+
 # pytest args: test paths given -> only those; otherwise the whole tests/ folder.
 test_args() {
   local a
@@ -61,7 +79,7 @@ cmd=${1:-help}
 case "$cmd" in
   help|-h|--help) usage ;;
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
-  test)   ensure_venv; ensure_tools
+  test)   ensure_venv; ensure_tools; ensure_pubsub_emulator
           if test_args "$@"; then set -- "$@"; else set -- tests "$@"; fi
           exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
