@@ -88,7 +88,7 @@ class SplitDays(beam.DoFn):
     server = np.asarray(batch.column(raw.SERVER_MS))
     days, index = server_days(server, self._zone)
     for k, dt in enumerate(days):
-      rows = batch.filter(pa.array(index == k))
+      rows = batch if len(days) == 1 else batch.filter(pa.array(index == k))
       yield dt, self._part(dt, rows)
     if unreadable.num_rows:   # no server time of their own: the day of their arrival
       when = np.array([chunk.received_ms] * unreadable.num_rows, dtype=np.int64)
@@ -101,7 +101,8 @@ class SplitDays(beam.DoFn):
     arrival = np.asarray(rows.column(raw.ARRIVAL_MS))
     too_late = (arrival >= 0) & (arrival > day_bounds(dt, self._zone)[1] + self._lateness)
     late = validate.explain(rows, np.flatnonzero(too_late), [Reason.TOO_LATE] * int(too_late.sum()))
-    rows = rows.filter(pa.array(~too_late))
+    if too_late.any():
+      rows = rows.filter(pa.array(~too_late))
     env = rows.column('environment')
     env = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(env), 0), False), env,
                      self._environment)
