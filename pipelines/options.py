@@ -13,6 +13,7 @@ import zoneinfo
 from apache_beam.options import pipeline_options as po
 
 from transforms import stores
+from transforms.read import SourceError
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
@@ -129,22 +130,23 @@ def main_guard(run, argv=None) -> int:
   except UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except Exception as e:  # noqa: BLE001 - only store refusals are handled; the rest re-raises
-    refusal = store_refusal(e)
-    if refusal is None:
-      raise
-    print(f'error: {refusal}', file=sys.stderr)
-    return 5
+  except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
+    for kind, code in ((stores.StoreError, 5), (SourceError, 3)):
+      message = raised(e, kind)
+      if message is not None:
+        print(f'error: {message}', file=sys.stderr)
+        return code
+    raise
 
 
-def store_refusal(e: BaseException) -> str | None:
-  """The StoreError message in `e` or its causes; Beam re-raises a worker's error as its own
-  exception with the original message inside."""
+def raised(e: BaseException, kind: type[Exception]) -> str | None:
+  """The message of a `kind` error in `e` or its causes; Beam re-raises a worker's error as its
+  own exception with the original message inside."""
   while e is not None:
-    if isinstance(e, stores.StoreError):
+    if isinstance(e, kind):
       return str(e)
     text = str(e)
-    if 'StoreError: ' in text:
-      return text.split('StoreError: ', 1)[1].split(' [while running')[0].strip()
+    if f'{kind.__name__}: ' in text:
+      return text.split(f'{kind.__name__}: ', 1)[1].split(' [while running')[0].strip()
     e = e.__cause__ or e.__context__
   return None
