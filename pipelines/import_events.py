@@ -55,6 +55,10 @@ class ImportOptions(PipelineOptions):
                         help='files per day; default: source bytes / --target_file_mb')
     parser.add_argument('--target_file_mb', type=int, default=128,
                         help='target size of a lake file when --shards is not given')
+    parser.add_argument('--max_shard_rows', type=int, default=1_000_000,
+                        help='at most this many source rows per lake file when --shards is not '
+                        'given: a shard is de-duplicated in memory, so this bounds memory even '
+                        'for highly compressed sources')
     parser.add_argument('--dedupe_lookback_days', type=int, default=0,
                         help='also drop insert_ids already in the lake for N previous days')
     parser.add_argument('--wait_for_success', default=None,
@@ -88,6 +92,8 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
   if o.target_file_mb < 1:
     raise opts.UsageError('--target_file_mb must be at least 1')
+  if o.max_shard_rows < 1:
+    raise opts.UsageError('--max_shard_rows must be at least 1')
   if not 0.0 <= o.max_rejected_ratio <= 1.0:
     raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
   if o.dedupe_lookback_days < 0:
@@ -105,7 +111,7 @@ def plan(o: ImportOptions) -> ImportPlan:
     directory = storage.partition_dir(o.source, day.isoformat())
     wait_for_success(directory, wait)
     inventories.append(inspect_day(o.source, day))
-  shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
+  shards = {inv.dt: o.shards or shard_count(inv, o.target_file_mb, o.max_shard_rows)
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
   seen = []
@@ -120,6 +126,13 @@ def plan(o: ImportOptions) -> ImportPlan:
   return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake, o.environment, inventories,
                     shards, o.max_rejected_ratio, seen,
                     datetime.datetime.now(datetime.timezone.utc))
+
+
+def shard_count(inv: DayInventory, target_file_mb: int, max_shard_rows: int) -> int:
+  """Enough shards for both the byte target and the row cap (row counts come from the footers)."""
+  by_bytes = math.ceil(inv.bytes / (target_file_mb << 20))
+  by_rows = math.ceil(inv.rows / max_shard_rows)
+  return max(1, by_bytes, by_rows)
 
 
 class ReadSeenIds(beam.DoFn):
