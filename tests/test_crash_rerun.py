@@ -76,3 +76,61 @@ def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
   assert_consistent(lake)
   assert day_files(lake) == day_files(clean)
   assert os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
+
+
+# Real SIGKILLs (EVENTFERRY_KILL_AT) at each commit stage; the commands run as users run them.
+
+def export_files(dest):
+  directory = os.path.join(dest, 'dt=2023-01-01')
+  return {n: open(os.path.join(directory, n), 'rb').read() for n in sorted(os.listdir(directory))
+          if not n.startswith('_')}
+
+
+def export_cli(lake, dest, rows_per_file, **kw):
+  from tests.conftest import run_cli
+  return run_cli('pipelines.export_events', '--lake', lake, '--dest', dest, '--date', str(DAY),
+                 '--max_rows_per_file', str(rows_per_file), **kw)
+
+
+@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
+def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+  from transforms.commit import KILL_AT
+  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
+  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
+  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
+  run_import(bucket, lake, shards=2)
+  export_cli(lake, clean, 1000)
+  export_cli(lake, dest, 400)          # an older export of the day: more, differently cut files
+  proc = export_cli(lake, dest, 1000, check=False, env={KILL_AT: stage})
+  assert proc.returncode == -9
+  # killed before the commit touched the day: the older export is still whole and published
+  assert os.path.exists(os.path.join(dest, 'dt=2023-01-01', '_SUCCESS')) == (stage == 'staged')
+  assert_consistent(dest)
+  proc = export_cli(lake, dest, 1000, check=False)
+  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr   # says what to delete
+  os.remove(os.path.join(dest, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
+  export_cli(lake, dest, 1000)
+  assert_consistent(dest)
+  assert export_files(dest) == export_files(clean)
+
+
+def test_import_killed_mid_promotion_then_rerun(tmp_path):
+  """A real SIGKILL inside the commit: the day is not published, the lock it left names itself,
+  and after removing it a rerun equals a clean run byte for byte."""
+  from tests.conftest import run_cli
+  from transforms.commit import KILL_AT
+  bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
+  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
+  args = ['pipelines.import_events', '--source', bucket, '--date', str(DAY), '--shards', '3']
+  run_cli(*args, '--lake', clean)
+  run_cli(*args[:-1], '5', '--lake', lake)     # an older version of the day, with more shards
+  proc = run_cli(*args, '--lake', lake, check=False, env={KILL_AT: 'promoting:lake/dt=2023-01-01'})
+  assert proc.returncode == -9
+  assert not os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
+  assert_consistent(lake)
+  proc = run_cli(*args, '--lake', lake, check=False)
+  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr
+  os.remove(os.path.join(lake, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
+  run_cli(*args, '--lake', lake)
+  assert_consistent(lake)
+  assert day_files(lake) == day_files(clean)

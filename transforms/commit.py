@@ -13,6 +13,8 @@ the partition exactly.
 import dataclasses
 import hashlib
 import datetime
+import os
+import signal
 import typing
 
 import apache_beam as beam
@@ -61,16 +63,31 @@ def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
   return StagedFile(name, path, rows, len(data), hashlib.sha256(data).hexdigest())
 
 
+KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there
+
+
+def _checkpoint(stage: str, target: str) -> None:
+  name, _, where = os.environ.get(KILL_AT, '').partition(':')
+  if name == stage and target.endswith(where):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:
   success = storage.join(target, SUCCESS)
+  _checkpoint('staged', target)
   storage.delete([success])
   before = storage.list_files(target)
   finals = [storage.join(target, f.name) for f in staged]
-  storage.rename([f.path for f in staged], finals)
+  sources = [f.path for f in staged]
+  for part in (slice(0, 1), slice(1, None)):   # split only so a test can kill in between
+    if sources[part]:
+      storage.rename(sources[part], finals[part])
+      _checkpoint('promoting', target)
   keep = set(finals) | {storage.join(target, MANIFEST)}
   storage.delete(p for p in before if p not in keep)
   storage.write_bytes(storage.join(target, MANIFEST),
                       manifest.model_dump_json(indent=2).encode())
+  _checkpoint('before_success', target)
   storage.write_bytes(success, b'')
 
 
