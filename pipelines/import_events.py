@@ -45,6 +45,7 @@ class ImportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
+    opts.share_flags(parser)
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
                         'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
     parser.add_argument('--lake', help='lake root the day is written to')

@@ -57,6 +57,17 @@ def require(o, examples: dict[str, str]) -> None:
       raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
 
 
+def share_flags(parser) -> None:
+  """Lets our option classes declare the same flag (--lake, --source, --date ...). Beam parses the
+  flags of every PipelineOptions subclass loaded in the process with one parser when a pipeline
+  runs, so a process that had loaded two of them (a test session, a launcher importing two
+  pipelines) failed with "conflicting option string: --lake". With 'resolve' the later declaration
+  wins there; each command still parses its own flags and defaults with its own class.
+  """
+  for container in (parser, *parser._action_groups):   # groups keep their own copy of it
+    container.conflict_handler = 'resolve'
+
+
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
   parser.add_argument('--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
