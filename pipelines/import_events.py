@@ -28,8 +28,8 @@ from pipelines import options as opts
 from schemas.reports import DayReport, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
-from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings, WriteRejected,
-                               WriteShards)
+from transforms.commit import (REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
+                               SpillRejected, WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
 from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
                              wait_for_success)
@@ -170,6 +170,8 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   written = deduped.main | 'WriteShards' >> beam.ParDo(
       WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected
+                    | 'SpillRejected' >> beam.ParDo(SpillRejected(
+                        storage.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
                     | 'GroupRejected' >> beam.GroupByKey()
                     | 'WriteRejected' >> beam.ParDo(WriteRejected(p.staging)))
   planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])

@@ -27,6 +27,7 @@ from schemas.reports import DayReport, Manifest, ManifestFile
 from transforms import storage
 from transforms.storage import partition_dir
 from transforms.accounting import DayStats
+from transforms.dedupe import spill, unspill
 from transforms.read import SUCCESS
 from transforms.validate import REJECTED_SCHEMA
 
@@ -121,19 +122,51 @@ class WriteShards(beam.DoFn):
     yield dt, staged
 
 
+class SpillRejected(beam.DoFn):
+  """(dt, rejected batch) -> (dt, (source file, first row, spill path)). Like the dedupe shards,
+  rejected rows travel as files: only paths and sort keys cross the GroupByKey, so a day's
+  rejects are never held in memory at once."""
+
+  def __init__(self, root: str):
+    self._root = root
+
+  def process(self, element: tuple[str, pa.RecordBatch]):
+    dt, batch = element
+    key = (batch.column('source_file')[0].as_py(), batch.column('source_row')[0].as_py())
+    name = hashlib.sha1(f'{key[0]}:{key[1]}'.encode()).hexdigest()[:20] + '.arrows'
+    path = storage.join(partition_dir(self._root, dt), name)
+    spill(batch, path)
+    yield dt, (*key, path)
+
+
 class WriteRejected(beam.DoFn):
-  """(dt, [rejected batches]) -> (dt, StagedFile): one file per day, ordered by file and row."""
+  """(dt, [(source file, first row, spill path)]) -> (dt, StagedFile): one file per day, ordered
+  by file and row, written a row group at a time. Each spill holds rows of one read batch (a
+  contiguous row range of one file, in row order), so ordering spills by their first row orders
+  the rows."""
+  ROW_GROUP = 65_536
 
   def __init__(self, staging: str):
     self._staging = staging
 
-  def process(self, element: tuple[str, typing.Iterable[pa.RecordBatch]]):
-    dt, batches = element
-    table = pa.Table.from_batches(list(batches), schema=REJECTED_SCHEMA)
-    table = table.sort_by([('source_file', 'ascending'), ('source_row', 'ascending')])
+  def process(self, element: tuple[str, typing.Iterable[tuple[str, int, str]]]):
+    dt, spills = element
+    spills = sorted(spills)
+    sink, pending = pa.BufferOutputStream(), []
+    scalar = [f.name for f in REJECTED_SCHEMA]
+    with pq.ParquetWriter(sink, REJECTED_SCHEMA, compression='zstd',
+                          write_statistics=scalar) as writer:
+      for i, (_, _, path) in enumerate(spills):
+        pending.append(unspill(path))
+        if sum(t.num_rows for t in pending) >= self.ROW_GROUP or i == len(spills) - 1:
+          writer.write_table(pa.concat_tables(pending).cast(REJECTED_SCHEMA))
+          pending = []
+    rows = pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.num_rows
     name = shard_name(0, 1)
     path = storage.join(partition_dir(storage.join(self._staging, REJECTED_DIR), dt), name)
-    yield dt, write_parquet(table, path, name)
+    staged = stage(memoryview(sink.getvalue()), path, name, rows)
+    storage.delete(p for _, _, p in spills)
+    yield dt, staged
 
 
 @dataclasses.dataclass(frozen=True)
