@@ -2,10 +2,16 @@
 
 Arrow's allocators hand freed pages back to the OS at once, so every new batch faults fresh pages
 in; on a 2-core VM that cost more than some of the compute (1M-event import, plain pyarrow floor:
-5.7-6.2 s -> 4.2-4.8 s with jemalloc keeping its pages). These must be set before pyarrow loads;
-an explicit setting in the environment wins. Dataflow workers get the same from the Dockerfile.
+5.7-6.2 s -> 4.2-4.8 s with jemalloc keeping its pages). But kept pages were not reused: jemalloc
+will not split a free extent more than 64x larger than the request (lg_extent_max_active_fit 6),
+so the large extents one dedupe shard freed sat idle while the next shard faulted in new ones, and
+a 10M-event import grew ~300 MB per shard (4.9 GB peak against 1.0 GB at 1M). Letting any free
+extent serve a request bounds it at 1.7 GB with no purging (decaying pages after 1 s: 1.5 GB, but
+the 1M import ran ~20% slower). These must be set before pyarrow loads; an explicit setting in the
+environment wins. Dataflow workers get the same from the Dockerfile.
 """
 import os
 
 os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'jemalloc')
-os.environ.setdefault('JE_ARROW_MALLOC_CONF', 'dirty_decay_ms:-1,muzzy_decay_ms:-1')
+os.environ.setdefault('JE_ARROW_MALLOC_CONF',
+                      'dirty_decay_ms:-1,muzzy_decay_ms:-1,lg_extent_max_active_fit:30')

@@ -25,6 +25,7 @@ class CheckOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
+    opts.share_flags(parser)
     parser.add_argument('--source', default=None, help='customer prefix to import from (LIST, GET)')
     parser.add_argument('--lake', default=None, help='lake root (PUT, GET, LIST, DELETE)')
     parser.add_argument('--dest', default=None, help='export destination (PUT, GET, LIST, DELETE)')

@@ -53,6 +53,7 @@ class ExportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
+    opts.share_flags(parser)
     parser.add_argument('--spec', default=None,
                         help='YAML job spec (exports/acme.yaml); flags given here override it')
     opts.add_shared(parser, '--lake', help='lake root to export from')

@@ -31,7 +31,7 @@ from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
-                               WriteRejected, WriteShards)
+                               SpillRejected, WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
 from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
                              wait_for_success)
@@ -48,6 +48,7 @@ class ImportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
+    opts.share_flags(parser)
     parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
                         'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
     opts.add_shared(parser, '--lake', help='lake root the day is written to')
@@ -58,6 +59,10 @@ class ImportOptions(PipelineOptions):
                         help='files per day; default: source bytes / --target_file_mb')
     parser.add_argument('--target_file_mb', type=int, default=128,
                         help='target size of a lake file when --shards is not given')
+    parser.add_argument('--max_shard_rows', type=int, default=1_000_000,
+                        help='at most this many source rows per lake file when --shards is not '
+                        'given: a shard is de-duplicated in memory, so this bounds memory even '
+                        'for highly compressed sources')
     parser.add_argument('--dedupe_lookback_days', type=int, default=0,
                         help='also drop insert_ids already in the lake for N previous days')
     parser.add_argument('--wait_for_success', default=None,
@@ -95,6 +100,8 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
   if o.target_file_mb < 1:
     raise opts.UsageError('--target_file_mb must be at least 1')
+  if o.max_shard_rows < 1:
+    raise opts.UsageError('--max_shard_rows must be at least 1')
   if not 0.0 <= o.max_rejected_ratio <= 1.0:
     raise opts.UsageError(f'--max_rejected_ratio {o.max_rejected_ratio} must lie in 0..1, e.g. 0.05')
   if o.dedupe_lookback_days < 0:
@@ -138,7 +145,7 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
   if inventories is None:
     inventories = [inspect(o, day) for day in opts.date_range(o)]
   days = [datetime.date.fromisoformat(inv.dt) for inv in inventories]
-  shards = {inv.dt: o.shards or max(1, math.ceil(inv.bytes / (o.target_file_mb << 20)))
+  shards = {inv.dt: o.shards or shard_count(inv, o.target_file_mb, o.max_shard_rows)
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
   seen = []
@@ -154,6 +161,13 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
                     o.environment or DEFAULT_ENVIRONMENT, inventories,
                     shards, o.max_rejected_ratio, seen,
                     datetime.datetime.now(datetime.timezone.utc))
+
+
+def shard_count(inv: DayInventory, target_file_mb: int, max_shard_rows: int) -> int:
+  """Enough shards for both the byte target and the row cap (row counts come from the footers)."""
+  by_bytes = math.ceil(inv.bytes / (target_file_mb << 20))
+  by_rows = math.ceil(inv.rows / max_shard_rows)
+  return max(1, by_bytes, by_rows)
 
 
 class ReadSeenIds(beam.DoFn):
@@ -190,6 +204,8 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   written = deduped.main | 'WriteShards' >> beam.ParDo(
       WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected
+                    | 'SpillRejected' >> beam.ParDo(SpillRejected(
+                        storage.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
                     | 'GroupRejected' >> beam.GroupByKey()
                     | 'WriteRejected' >> beam.ParDo(WriteRejected(p.staging)))
   planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])

@@ -14,6 +14,7 @@ from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
 from transforms import locks, stores
+from transforms.read import SourceError
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
@@ -77,6 +78,17 @@ def add_switch(parser, flag: str, help: str) -> None:
   """A yes/no flag, given bare (--force) or with a value (--force=true): a Flex Template passes
   every parameter as --name=value."""
   parser.add_argument(flag, nargs='?', const=True, default=False, type=_truth, help=help)
+
+
+def share_flags(parser) -> None:
+  """Lets our option classes declare the same flag (--lake, --source, --date ...). Beam parses the
+  flags of every PipelineOptions subclass loaded in the process with one parser when a pipeline
+  runs, so a process that had loaded two of them (a test session, a launcher importing two
+  pipelines) failed with "conflicting option string: --lake". With 'resolve' the later declaration
+  wins there; each command still parses its own flags and defaults with its own class.
+  """
+  for container in (parser, *parser._action_groups):   # groups keep their own copy of it
+    container.conflict_handler = 'resolve'
 
 
 def add_date_args(parser, what: str) -> None:
@@ -164,8 +176,8 @@ class LoggingOptions(po.PipelineOptions):
 
 def main_guard(run, argv=None) -> int:
   """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
-  message and exit code 2, and a store's refusal (a missing bucket or permission, also when a
-  worker met it) into one with exit code 5."""
+  message and exit code 2, a store's refusal (a missing bucket or permission, also when a worker
+  met it) into one with exit code 5, and an unreadable source file into one with exit code 3."""
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
@@ -174,22 +186,23 @@ def main_guard(run, argv=None) -> int:
   except UsageError as e:
     logs.LOG.error(str(e))
     return 2
-  except Exception as e:  # noqa: BLE001 - only store refusals are handled; the rest re-raises
-    refusal = store_refusal(e)
-    if refusal is None:
-      raise
-    logs.LOG.error(refusal)
-    return 5
+  except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
+    for kind, code in ((stores.StoreError, 5), (SourceError, 3)):
+      message = raised(e, kind)
+      if message is not None:
+        logs.LOG.error(message)
+        return code
+    raise
 
 
-def store_refusal(e: BaseException) -> str | None:
-  """The StoreError message in `e` or its causes; Beam re-raises a worker's error as its own
-  exception with the original message inside."""
+def raised(e: BaseException, kind: type[Exception]) -> str | None:
+  """The message of a `kind` error in `e` or its causes; Beam re-raises a worker's error as its
+  own exception with the original message inside."""
   while e is not None:
-    if isinstance(e, stores.StoreError):
+    if isinstance(e, kind):
       return str(e)
     text = str(e)
-    if 'StoreError: ' in text:
-      return text.split('StoreError: ', 1)[1].split(' [while running')[0].strip()
+    if f'{kind.__name__}: ' in text:
+      return text.split(f'{kind.__name__}: ', 1)[1].split(' [while running')[0].strip()
     e = e.__cause__ or e.__context__
   return None

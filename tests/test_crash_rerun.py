@@ -76,3 +76,118 @@ def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
   assert_consistent(lake)
   assert day_files(lake) == day_files(clean)
   assert os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
+
+
+# Real SIGKILLs (EVENTFERRY_KILL_AT) at each commit stage; the commands run as users run them.
+
+def export_files(dest):
+  directory = os.path.join(dest, 'dt=2023-01-01')
+  return {n: open(os.path.join(directory, n), 'rb').read() for n in sorted(os.listdir(directory))
+          if not n.startswith('_')}
+
+
+def export_cli(lake, dest, rows_per_file, **kw):
+  from tests.conftest import run_cli
+  return run_cli('pipelines.export_events', '--lake', lake, '--dest', dest, '--date', str(DAY),
+                 '--max_rows_per_file', str(rows_per_file), **kw)
+
+
+@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
+def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+  from transforms.commit import KILL_AT
+  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
+  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
+  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
+  run_import(bucket, lake, shards=2)
+  export_cli(lake, clean, 1000)
+  export_cli(lake, dest, 400)          # an older export of the day: more, differently cut files
+  proc = export_cli(lake, dest, 1000, check=False, env={KILL_AT: stage})
+  assert proc.returncode == -9
+  # killed before the commit touched the day: the older export is still whole and published
+  assert os.path.exists(os.path.join(dest, 'dt=2023-01-01', '_SUCCESS')) == (stage == 'staged')
+  assert_consistent(dest)
+  proc = export_cli(lake, dest, 1000, check=False)
+  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr   # says what to delete
+  os.remove(os.path.join(dest, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
+  export_cli(lake, dest, 1000)
+  assert_consistent(dest)
+  assert export_files(dest) == export_files(clean)
+
+
+def run_export(lake, dest, rows_per_file):
+  from pipelines import export_events
+  options = export_events.ExportOptions(['--lake', lake, '--dest', dest, '--date', str(DAY),
+                                         '--max_rows_per_file', str(rows_per_file),
+                                         '--runner', 'FnApiRunner'])
+  plan = export_events.plan(options.view_as(export_events.ExportOptions))
+  with beam.Pipeline(options=options) as p:
+    export_events.build(p, plan)
+
+
+def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tmp_path,
+                                                                             monkeypatch):
+  """Fails the export's commit at its n-th storage change, for every n, checking after every
+  change that a day with _SUCCESS holds exactly its manifest's files; each rerun equals clean."""
+  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
+  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
+  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
+  run_import(bucket, lake, shards=2)
+  run_export(lake, clean, 1000)
+  day = os.path.join(dest, 'dt=2023-01-01')
+  real = {name: getattr(storage, name) for name in ('rename', 'delete', 'write_bytes')}
+  n = 0
+  while True:
+    run_export(lake, dest, 400 + n)    # an older export of the day, cut differently each time
+    changes = []
+
+    def checked(name):
+      def op(first, *args):
+        first = [first] if isinstance(first, str) else list(first)
+        touched = first + (list(args[0]) if name == 'rename' else [])
+        if any(p.startswith(day) for p in touched):
+          if len(changes) == n:
+            raise OSError(f'injected failure at change {n} ({name})')
+          changes.append(name)
+        real[name](first if name != 'write_bytes' else first[0], *args)
+        assert_consistent(dest)
+      return op
+
+    for name in real:
+      monkeypatch.setattr(storage, name, checked(name))
+    try:
+      run_export(lake, dest, 1000)
+      failed = False
+    except Exception as e:  # noqa: BLE001 - Beam wraps the injected error
+      assert 'injected failure' in str(e)
+      failed = True
+    monkeypatch.undo()
+    assert_consistent(dest)
+    if not failed:
+      break                            # n passed the last change of the commit
+    run_export(lake, dest, 1000)
+    assert export_files(dest) == export_files(clean)
+    n += 1
+  assert n == 6 and export_files(dest) == export_files(clean)   # delete _SUCCESS, 2 renames,
+  # stale files, manifest, _SUCCESS
+
+
+def test_import_killed_mid_promotion_then_rerun(tmp_path):
+  """A real SIGKILL inside the commit: the day is not published, the lock it left names itself,
+  and after removing it a rerun equals a clean run byte for byte."""
+  from tests.conftest import run_cli
+  from transforms.commit import KILL_AT
+  bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
+  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
+  args = ['pipelines.import_events', '--source', bucket, '--date', str(DAY), '--shards', '3']
+  run_cli(*args, '--lake', clean)
+  run_cli(*args[:-1], '5', '--lake', lake)     # an older version of the day, with more shards
+  proc = run_cli(*args, '--lake', lake, check=False, env={KILL_AT: 'promoting:lake/dt=2023-01-01'})
+  assert proc.returncode == -9
+  assert not os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
+  assert_consistent(lake)
+  proc = run_cli(*args, '--lake', lake, check=False)
+  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr
+  os.remove(os.path.join(lake, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
+  run_cli(*args, '--lake', lake)
+  assert_consistent(lake)
+  assert day_files(lake) == day_files(clean)

@@ -53,8 +53,10 @@ def to_string(arr: pa.Array, column: str) -> pa.Array:
   arr = _plain(arr)
   if _is_text(arr.type) or pa.types.is_null(arr.type):
     return arr.cast(pa.string())
-  if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-    return arr.cast(pa.string())   # raises on invalid UTF-8: the file is refused by name
+  if pa.types.is_binary(arr.type):
+    return arr.view(pa.string())   # unchecked: callers pass it through valid_utf8, which rejects
+  if pa.types.is_large_binary(arr.type):  # the rows that are not UTF-8 instead of the whole file
+    return arr.view(pa.large_string()).cast(pa.string())
   raise ContractError(column, arr.type, 'a string')
 
 

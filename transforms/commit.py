@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import datetime
 import logging
+import os
+import signal
 import typing
 
 import apache_beam as beam
@@ -26,6 +28,7 @@ from schemas.reports import DayReport, Manifest, ManifestFile
 from transforms import storage
 from transforms.storage import partition_dir
 from transforms.accounting import DayStats
+from transforms.dedupe import spill, unspill
 from transforms.read import SUCCESS
 from transforms.validate import REJECTED_SCHEMA
 
@@ -62,16 +65,31 @@ def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
   return StagedFile(name, path, rows, len(data), hashlib.sha256(data).hexdigest())
 
 
+KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there
+
+
+def _checkpoint(stage: str, target: str) -> None:
+  name, _, where = os.environ.get(KILL_AT, '').partition(':')
+  if name == stage and target.endswith(where):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:
   success = storage.join(target, SUCCESS)
+  _checkpoint('staged', target)
   storage.delete([success])
   before = storage.list_files(target)
   finals = [storage.join(target, f.name) for f in staged]
-  storage.rename([f.path for f in staged], finals)
+  sources = [f.path for f in staged]
+  for part in (slice(0, 1), slice(1, None)):   # split only so a test can kill in between
+    if sources[part]:
+      storage.rename(sources[part], finals[part])
+      _checkpoint('promoting', target)
   keep = set(finals) | {storage.join(target, MANIFEST)}
   storage.delete(p for p in before if p not in keep)
   storage.write_bytes(storage.join(target, MANIFEST),
                       manifest.model_dump_json(indent=2).encode())
+  _checkpoint('before_success', target)
   storage.write_bytes(success, b'')
 
 
@@ -106,19 +124,51 @@ class WriteShards(beam.DoFn):
     yield dt, staged
 
 
+class SpillRejected(beam.DoFn):
+  """(dt, rejected batch) -> (dt, (source file, first row, spill path)). Like the dedupe shards,
+  rejected rows travel as files: only paths and sort keys cross the GroupByKey, so a day's
+  rejects are never held in memory at once."""
+
+  def __init__(self, root: str):
+    self._root = root
+
+  def process(self, element: tuple[str, pa.RecordBatch]):
+    dt, batch = element
+    key = (batch.column('source_file')[0].as_py(), batch.column('source_row')[0].as_py())
+    name = hashlib.sha1(f'{key[0]}:{key[1]}'.encode()).hexdigest()[:20] + '.arrows'
+    path = storage.join(partition_dir(self._root, dt), name)
+    spill(batch, path)
+    yield dt, (*key, path)
+
+
 class WriteRejected(beam.DoFn):
-  """(dt, [rejected batches]) -> (dt, StagedFile): one file per day, ordered by file and row."""
+  """(dt, [(source file, first row, spill path)]) -> (dt, StagedFile): one file per day, ordered
+  by file and row, written a row group at a time. Each spill holds rows of one read batch (a
+  contiguous row range of one file, in row order), so ordering spills by their first row orders
+  the rows."""
+  ROW_GROUP = 65_536
 
   def __init__(self, staging: str):
     self._staging = staging
 
-  def process(self, element: tuple[str, typing.Iterable[pa.RecordBatch]]):
-    dt, batches = element
-    table = pa.Table.from_batches(list(batches), schema=REJECTED_SCHEMA)
-    table = table.sort_by([('source_file', 'ascending'), ('source_row', 'ascending')])
+  def process(self, element: tuple[str, typing.Iterable[tuple[str, int, str]]]):
+    dt, spills = element
+    spills = sorted(spills)
+    sink, pending = pa.BufferOutputStream(), []
+    scalar = [f.name for f in REJECTED_SCHEMA]
+    with pq.ParquetWriter(sink, REJECTED_SCHEMA, compression='zstd',
+                          write_statistics=scalar) as writer:
+      for i, (_, _, path) in enumerate(spills):
+        pending.append(unspill(path))
+        if sum(t.num_rows for t in pending) >= self.ROW_GROUP or i == len(spills) - 1:
+          writer.write_table(pa.concat_tables(pending).cast(REJECTED_SCHEMA))
+          pending = []
+    rows = pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.num_rows
     name = shard_name(0, 1)
     path = storage.join(partition_dir(storage.join(self._staging, REJECTED_DIR), dt), name)
-    yield dt, write_parquet(table, path, name)
+    staged = stage(memoryview(sink.getvalue()), path, name, rows)
+    storage.delete(p for _, _, p in spills)
+    yield dt, staged
 
 
 @dataclasses.dataclass(frozen=True)

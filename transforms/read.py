@@ -160,11 +160,16 @@ class ReadRowGroups(beam.DoFn):
     with storage.open_read(group.path) as f:
       parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit='ms')
       first = group.first_row
-      try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index]):
-          self.rows_read.inc(batch.num_rows)
-          yield group.dt, with_lineage(batch, group.path, first)
-          first += batch.num_rows
-      except (pa.ArrowInvalid, OSError) as e:   # still raised (a bundle retry may help): named
-        raise SourceError(f'{group.path} row group {group.index} cannot be read ({e}): rewrite '
-                          f'the file, then {SUCCESS}') from e
+      batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index])
+      while True:
+        try:
+          batch = next(batches, None)
+        except (pa.ArrowException, OSError) as e:   # the footer read, the pages do not
+          raise SourceError(
+              f'{group.path} cannot be read at row group {group.index} ({e}). Rewrite the file, '
+              f'or remove it if it does not belong to the day; nothing was published.') from None
+        if batch is None:
+          return
+        self.rows_read.inc(batch.num_rows)
+        yield group.dt, with_lineage(batch, group.path, first)
+        first += batch.num_rows
