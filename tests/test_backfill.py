@@ -106,7 +106,7 @@ def test_a_failing_day_does_not_stop_the_others(tmp_path):
   assert status == {'2023-01-01': 'published', '2023-01-02': 'failed', '2023-01-03': 'failed',
                     '2023-01-04': 'published', '2023-01-05': 'failed'}
   assert '_SUCCESS does not exist' in proc.stdout
-  assert f'{bad} row group 0 cannot be read' in proc.stdout
+  assert f'{bad} cannot be read at row group 0' in proc.stdout
   assert f'holds {held}' in proc.stdout and 'still-running' in proc.stdout
   assert 'retrying its days one by one' in proc.stderr
   assert 'backfill import: 5/5 days done (3 not published)' in proc.stderr
