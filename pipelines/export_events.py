@@ -402,12 +402,9 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   started_at = datetime.datetime.now(datetime.timezone.utc)
   start = time.monotonic()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, p)
-  result = pipeline.run()
-  if opts.handed_over(options, p.locks):
+  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  if result is None:
     return None
-  result.wait_until_finish()
   days = []
   for dt in p.files:
     m = json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))

@@ -271,12 +271,9 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
   """Runs the planned job (after lock_days) and completes its run report; None when the job was
   only handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   start = time.monotonic()
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, p)
-  result = pipeline.run()
-  if opts.handed_over(options, p.locks):
+  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  if result is None:
     return None
-  result.wait_until_finish()
   report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
   report.finished_at = datetime.datetime.now(datetime.timezone.utc)
   report.seconds = round(time.monotonic() - start, 3)

@@ -10,6 +10,7 @@ import sys
 import uuid
 import zoneinfo
 
+import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
@@ -127,6 +128,18 @@ def handed_over(options: po.PipelineOptions, held: list[str]) -> bool:
     locks.release(held)
     return True
   return bool(options.view_as(po.GoogleCloudOptions).template_location)
+
+
+def run_job(options: po.PipelineOptions, build, held: list[str]):
+  """Builds the job with `build(pipeline)` and runs it: its result once it has finished, or None
+  when it was only handed over (see handed_over)."""
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline)
+  result = pipeline.run()
+  if handed_over(options, held):
+    return None
+  result.wait_until_finish()
+  return result
 
 
 def _all_option_classes(cls=po.PipelineOptions):
