@@ -69,7 +69,7 @@ usage: ./run.sh COMMAND [flags]
   check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)
   backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
   dataflow build|launch PIPELINE   Flex Template image and spec, or a launch (gcloud; --help)
-  schema import        print the import contract as JSON Schema and as an Arrow/Parquet schema
+  schema import|lake|raw  print a contract as JSON Schema (and Arrow/Parquet schema)
   bench import|export|ingest|stores  benchmarks (see README: Benchmarks)
 USAGE
 }

@@ -203,3 +203,10 @@ def test_ingest_flags_fail_fast(tmp_path):
   with pytest.raises(Exception, match='--watch uses Beam.s MatchContinuously'):
     ingest_pipeline.run(['--input', str(tmp_path / '*.jsonl'), '--watch', '1m', '--lake',
                          str(tmp_path), '--streaming'])
+
+
+def test_the_raw_contract_is_printed_for_senders():
+  from pipelines import schema
+  text = schema.render('raw')
+  assert '"server_ts"' in text and 'hackle_properties' in text
+  assert 'too_late' in text and 'invalid_json' in text   # the reason codes a sender may meet
