@@ -25,10 +25,9 @@ class CheckOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    opts.share_flags(parser)
-    parser.add_argument('--source', default=None, help='customer prefix to import from (LIST, GET)')
-    parser.add_argument('--lake', default=None, help='lake root (PUT, GET, LIST, DELETE)')
-    parser.add_argument('--dest', default=None, help='export destination (PUT, GET, LIST, DELETE)')
+    opts.add_shared(parser, '--source', help='customer prefix to import from (LIST, GET)')
+    opts.add_shared(parser, '--lake', help='lake root (PUT, GET, LIST, DELETE)')
+    opts.add_shared(parser, '--dest', help='export destination (PUT, GET, LIST, DELETE)')
 
 
 def _step(results: list, permission: str, action) -> bool:

@@ -53,11 +53,10 @@ class ExportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    opts.share_flags(parser)
     parser.add_argument('--spec', default=None,
                         help='YAML job spec (exports/acme.yaml); flags given here override it')
     opts.add_shared(parser, '--lake', help='lake root to export from')
-    parser.add_argument('--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
+    opts.add_shared(parser, '--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
     opts.add_date_args(parser, 'export')
     parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
     parser.add_argument('--compression', default=None,

@@ -48,9 +48,8 @@ class ImportOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    opts.share_flags(parser)
-    parser.add_argument('--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
-                        'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
+    opts.add_shared(parser, '--source', help='customer prefix holding dt=YYYY-MM-DD/ folders: a local '
+                    'path, s3://, gs://, azfs:// or sftp:// (README: Clouds)')
     opts.add_shared(parser, '--lake', help='lake root the day is written to')
     opts.add_date_args(parser, 'import')
     opts.add_shared(parser, '--environment', default=None,

@@ -37,7 +37,6 @@ class IngestOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    opts.share_flags(parser)
     parser.add_argument('--subscription', help='Pub/Sub subscription, projects/P/subscriptions/S')
     parser.add_argument('--topic', help='Pub/Sub topic, projects/P/topics/T (a temporary '
                         'subscription is made; prefer --subscription)')

@@ -81,17 +81,6 @@ def add_switch(parser, flag: str, help: str) -> None:
   parser.add_argument(flag, nargs='?', const=True, default=False, type=_truth, help=help)
 
 
-def share_flags(parser) -> None:
-  """Lets our option classes declare the same flag (--lake, --source, --date ...). Beam parses the
-  flags of every PipelineOptions subclass loaded in the process with one parser when a pipeline
-  runs, so a process that had loaded two of them (a test session, a launcher importing two
-  pipelines) failed with "conflicting option string: --lake". With 'resolve' the later declaration
-  wins there; each command still parses its own flags and defaults with its own class.
-  """
-  for container in (parser, *parser._action_groups):   # groups keep their own copy of it
-    container.conflict_handler = 'resolve'
-
-
 def add_date_args(parser, what: str) -> None:
   """--date, --from_date, --to_date and --timezone, the same for every pipeline."""
   add_shared(parser, '--date', help=f'day to {what}, YYYY-MM-DD (default: yesterday in --timezone)')
