@@ -37,10 +37,10 @@ from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
-from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for, stage
-from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, chunks,
-                               latest_profiles, profile_rows, select, to_export,
-                               to_profile_export)
+from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for
+from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
+                               profile_rows, select, to_export, to_profile_export)
+from transforms.export_files import SLICE_ROWS, ExportFiles
 from transforms.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
 
@@ -234,15 +234,30 @@ class PlanFn(beam.DoFn):
     self._p = p
 
 
-def stage_files(p: ExportPlan, dt: str, table: pa.Table, index: int, count: int,
-                split: dict | None = None):
-  """Encodes `table` as shard `index` of `count` (in chunks when a size limit is set) and stages
-  each file under the layout's name. Yields StagedFile."""
+def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | None = None,
+                 schema: pa.Schema = EXPORT_SCHEMA) -> ExportFiles:
+  """The staged files of shard `index` of `count` (in chunks when a size limit is set), under
+  the layout's names."""
   values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension, **(split or {})}
-  for c, (piece, data) in enumerate(chunks(table, p.fmt, p.max_rows, p.max_bytes)):
+
+  def place(c: int) -> tuple[str, str]:
     label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
     name = p.layout.file_path({**values, 'index': label})
-    yield stage(data, storage.join(partition_dir(p.staging, dt), name), name, piece.num_rows)
+    return name, storage.join(partition_dir(p.staging, dt), name)
+  return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
+
+
+def lake_slices(lake: pq.ParquetFile, p: ExportPlan):
+  """({'hh': .., 'event': ..}, iterator of lake rows) per file the layout makes of one lake file.
+  Without {hh}/{event} the rows stream through a batch at a time; with them the file is read
+  whole, since each hour or event name is its own file."""
+  if not (p.layout.by_hour or p.layout.by_event):
+    yield {}, (select(pa.Table.from_batches([b]), p.events, p.exclude, p.environment)
+               for b in lake.iter_batches(batch_size=SLICE_ROWS))
+    return
+  rows = select(lake.read(), p.events, p.exclude, p.environment)
+  for split, part in split_rows(rows, p.layout):
+    yield split, (part.slice(i, SLICE_ROWS) for i in range(0, part.num_rows, SLICE_ROWS))
 
 
 class ExportFile(PlanFn):
@@ -253,12 +268,13 @@ class ExportFile(PlanFn):
     dt, index, count, path = element
     p = self._p
     with storage.open_read(path) as f:
-      lake = pq.read_table(f)
-    table = to_export(select(lake, p.events, p.exclude, p.environment), dt)
-    for split, rows in split_rows(table, p.layout):
-      for staged in stage_files(p, dt, rows, index, count, split):
-        self.rows.inc(staged.rows)
-        yield dt, staged
+      for split, slices in lake_slices(pq.ParquetFile(f), p):
+        files = export_files(p, dt, index, count, split)
+        for lake in slices:
+          files.write(to_export(lake, dt))
+        for staged in files.close():
+          self.rows.inc(staged.rows)
+          yield dt, staged
 
 
 class CommitExportDay(PlanFn):
@@ -315,8 +331,9 @@ class WriteProfiles(PlanFn):
   def process(self, element):
     dt, partials = element
     p = self._p
-    table = to_profile_export(latest_profiles(pa.concat_tables(list(partials))), dt)
-    for staged in stage_files(p, dt, table, 0, 1):
+    files = export_files(p, dt, 0, 1, schema=PROFILE_SCHEMA)
+    files.write(to_profile_export(latest_profiles(pa.concat_tables(list(partials))), dt))
+    for staged in files.close():
       yield dt, staged
 
 

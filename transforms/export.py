@@ -1,11 +1,11 @@
 """Lake rows -> the export contract, and the file formats a customer can ask for.
 
-Every encoder takes an EXPORT_SCHEMA table and returns the file's bytes; all column work is
-vectorized (JSON text via transforms.jsonify, CSV via Arrow's writer).
+Every row encoder takes a slice of an EXPORT_SCHEMA table and returns its bytes; all column work
+is vectorized (JSON text via transforms.jsonify, CSV via Arrow's writer) except Avro and XML.
+Parquet is written by pyarrow's ParquetWriter (transforms/export_files.py).
 """
 import dataclasses
 import datetime
-import gzip
 import io
 import json
 import re
@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
 from transforms.jsonify import map_to_json, quote
@@ -87,26 +86,16 @@ class Format:
   def extension(self) -> str:
     return self.name + ('.gz' if self.gzipped else '')
 
-  def encode(self, table: pa.Table) -> bytes:
-    encoders = {'parquet': _parquet, 'jsonl': _jsonl, 'csv': _csv, 'avro': _avro, 'xml': _xml}
-    data = encoders[self.name](table, self)
-    if self.gzipped:
-      data = gzip.compress(data, compresslevel=6, mtime=0)   # mtime 0: reruns are byte-identical
-    return data
 
-
-def _parquet(table: pa.Table, fmt: Format) -> bytes:
-  sink = pa.BufferOutputStream()
-  pq.write_table(table, sink, compression=fmt.compression)
-  return sink.getvalue().to_pybytes()
-
+# Row formats are encoded a slice of rows at a time (transforms/export_files.py streams them):
+# each has the bytes a file starts with, the bytes of a slice of rows, and the bytes it ends with.
 
 def _ts_text(ts: pa.Array) -> pa.Array:
   """2023-01-01T00:01:02.333Z: UTC with milliseconds (Arrow's %S carries the column's ms)."""
   return pc.binary_join_element_wise(pc.strftime(ts, format='%Y-%m-%dT%H:%M:%S'), 'Z', '')
 
 
-def _jsonl(table: pa.Table, fmt: Format) -> bytes:
+def _jsonl(table: pa.Table, fmt: Format, first: bool) -> bytes:
   """One JSON object per line. Maps are nested objects; decimals are exact text; timestamps are
   2023-01-01T00:01:02.333Z."""
   if table.num_rows == 0:
@@ -141,19 +130,28 @@ def _timestamps_as_text(table: pa.Table) -> pa.Table:
   return table
 
 
-def _csv(table: pa.Table, fmt: Format) -> bytes:
+def _csv(table: pa.Table, fmt: Format, first: bool) -> bytes:
+  """RFC 4180 rows; the header line (--csv_header) only at the top of a file."""
   t = _timestamps_as_text(table)
   sink = pa.BufferOutputStream()
   pacsv.write_csv(t, sink, write_options=pacsv.WriteOptions(
-      include_header=fmt.csv_header, delimiter=fmt.csv_delimiter, quoting_style='needed'))
+      include_header=fmt.csv_header and first, delimiter=fmt.csv_delimiter,
+      quoting_style='needed'))
   return sink.getvalue().to_pybytes()
 
 
-def _avro(table: pa.Table, fmt: Format) -> bytes:
+def _avro_blocks(table: pa.Table, fmt: Format, first: bool) -> bytes:
+  """Avro data blocks. Blocks do not depend on each other and the sync marker is fixed (so reruns
+  are byte-identical), so the blocks of each slice can follow one file header."""
+  encoded = _avro_file(table.to_pylist(), fmt)
+  return encoded[len(_avro_file([], fmt)):]
+
+
+def _avro_file(rows: list[dict], fmt: Format) -> bytes:
   import fastavro
   sink = io.BytesIO()
-  fastavro.writer(sink, fastavro.parse_schema(AVRO_SCHEMA), table.to_pylist(), codec=fmt.compression,
-                  sync_marker=b'eventferry-sync!')   # fixed marker: reruns are byte-identical
+  fastavro.writer(sink, fastavro.parse_schema(AVRO_SCHEMA), rows, codec=fmt.compression,
+                  sync_marker=b'eventferry-sync!')
   return sink.getvalue()
 
 
@@ -162,9 +160,9 @@ def _xml_text(value: str) -> str:
   return escape(value)
 
 
-def _xml(table: pa.Table, fmt: Format) -> bytes:
+def _xml(table: pa.Table, fmt: Format, first: bool) -> bytes:
   """CleverTap's element layout: one <Event> per row, maps as <entry><key/><value/></entry>."""
-  out = ['<?xml version="1.0" encoding="UTF-8"?>\n<Events>\n']
+  out = []
   for row in _timestamps_as_text(table).to_pylist():
     out.append('<Event>')
     for name, value in row.items():
@@ -176,26 +174,17 @@ def _xml(table: pa.Table, fmt: Format) -> bytes:
       else:
         out.append(f'<{name}>{_xml_text(str(value))}</{name}>')
     out.append('</Event>\n')
-  out.append('</Events>\n')
   return ''.join(out).encode()
 
 
-def chunks(table: pa.Table, fmt: Format, max_rows: int | None,
-           max_bytes: int | None) -> list[tuple[pa.Table, bytes]]:
-  """Encoded pieces of `table`, each within max_rows rows and (while a piece has more than one
-  row) max_bytes bytes. Pieces split by halving, so sizes stay even and names deterministic."""
-  step = max_rows or table.num_rows or 1
-  pending = [table.slice(i, step) for i in range(0, table.num_rows, step)] or [table]
-  out = []
-  while pending:
-    piece = pending.pop(0)
-    data = fmt.encode(piece)
-    if max_bytes and len(data) > max_bytes and piece.num_rows > 1:
-      half = piece.num_rows // 2
-      pending[:0] = [piece.slice(0, half), piece.slice(half)]
-      continue
-    out.append((piece, data))
-  return out
+# format -> (bytes a file starts with, rows -> bytes, bytes it ends with)
+ROW_FORMATS = {
+    'jsonl': (lambda fmt: b'', _jsonl, b''),
+    'csv': (lambda fmt: b'', _csv, b''),
+    'xml': (lambda fmt: b'<?xml version="1.0" encoding="UTF-8"?>\n<Events>\n', _xml,
+            b'</Events>\n'),
+    'avro': (lambda fmt: _avro_file([], fmt), _avro_blocks, b''),
+}
 
 
 def profile_rows(lake: pa.Table) -> pa.Table:

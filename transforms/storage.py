@@ -7,6 +7,7 @@ renames that keep per-key permissions and encryption) the store's own client doe
 (transforms/stores.py).
 """
 import functools
+import hashlib
 import os
 import posixpath
 import typing
@@ -30,6 +31,15 @@ def configure(options) -> None:
 STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
 
 
+def _refusal(e: Exception, operation: str, permission: str, path) -> stores.StoreError:
+  paths = [path] if isinstance(path, str) else list(path)
+  where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
+  return stores.StoreError(
+      f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
+      f'{stores.explain(e)}. This needs the {permission} permission there; '
+      '`./run.sh check --dest ...` tests each one.')
+
+
 def _guarded(operation: str, permission: str):
   """Turns whatever a store raises into one StoreError naming the store, the path, the operation
   and the permission it needs, with secrets removed. The original exception is not chained: some
@@ -42,12 +52,7 @@ def _guarded(operation: str, permission: str):
       except stores.StoreError:
         raise
       except Exception as e:  # noqa: BLE001 - re-raised with its store's words
-        paths = [path] if isinstance(path, str) else list(path)
-        where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
-        raise stores.StoreError(
-            f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
-            f'{stores.explain(e)}. This needs the {permission} permission there; '
-            '`./run.sh check --dest ...` tests each one.') from None
+        raise _refusal(e, operation, permission, path) from None
     return guarded
   return wrap
 
@@ -103,6 +108,52 @@ def write_bytes(path: str, data: bytes) -> None:
     return
   with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
     f.write(data)
+
+
+class WriteStream:
+  """A file written as its bytes arrive (storage.open_write), counting them and their sha256 on
+  the way, so that a manifest needs no second read. Store errors name the path, as elsewhere."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.bytes = 0
+    self._sha = hashlib.sha256()
+    self._stream = self._do(FileSystems.create, path, mime_type='application/octet-stream',
+                            compression_type=RAW)
+
+  def _do(self, fn, *args, **kwargs):
+    try:
+      return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised with its store's words
+      raise _refusal(e, 'write', 'PUT', self.path) from None
+
+  def write(self, data) -> int:
+    self._do(self._stream.write, data)
+    self._sha.update(data)
+    self.bytes += len(data)
+    return len(data)
+
+  def tell(self) -> int:
+    return self.bytes
+
+  def flush(self) -> None:
+    pass   # the store decides when to send; close() finishes the file
+
+  @property
+  def closed(self) -> bool:
+    return self._stream.closed
+
+  def close(self) -> None:
+    self._do(self._stream.close)
+
+  @property
+  def sha256(self) -> str:
+    return self._sha.hexdigest()
+
+
+def open_write(path: str) -> WriteStream:
+  """A stream that writes `path` (replacing it); close() finishes the file."""
+  return WriteStream(path)
 
 
 @_guarded('create', 'PUT')
