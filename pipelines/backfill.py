@@ -111,7 +111,7 @@ class ExportDays:
   def paths(self, o, dt: str) -> tuple[str, str]:
     folder = self.layout(o).partition.replace('{dt}', dt).replace('{yyyymmdd}',
                                                                   dt.replace('-', ''))
-    return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder)
+    return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder) if folder else o.dest
 
   def complete(self, o, day: datetime.date) -> tuple[bool, str]:
     return export_events.exported(o, day)

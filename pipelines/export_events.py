@@ -17,6 +17,7 @@ export gets a zero-file manifest and `_SUCCESS`, so "no data" differs from "not 
 import dataclasses
 import datetime
 import json
+import re
 import sys
 import time
 
@@ -33,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import options as opts
 from pipelines import logs
 from pipelines.logs import LOG
-from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA, ExportSpec
+from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
@@ -75,6 +76,12 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--file_template', default=None,
                         help="file name in it, e.g. '{event}-{yyyymmdd}-{index}.{ext}'")
     parser.add_argument('--dataset_id', default='events', help='{dataset} in templates (Adobe)')
+    parser.add_argument('--request_id', default=None,
+                        help='{request_id} in templates: the export request id that starts '
+                        "CleverTap's file names (--layout clevertap needs it)")
+    parser.add_argument('--database_id', default=None,
+                        help="{database_id} in templates: the database id that ends CleverTap's "
+                        'file names (--layout clevertap needs it)')
     parser.add_argument('--kind', default='events',
                         help='events (default), or profiles: the latest user_properties per user '
                         '(user_id, else id) as of --date')
@@ -83,7 +90,8 @@ class ExportOptions(PipelineOptions):
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='split files above this many rows (names get -CCC chunk numbers)')
     parser.add_argument('--max_file_bytes', type=int, default=None,
-                        help='split files above this size, e.g. 104857600 (CleverTap: 100 MB)')
+                        help='split files above this size, e.g. 104857600 (CleverTap: 100 MB, '
+                        'the default with --layout clevertap)')
     parser.add_argument('--max_range_days', type=int, default=60,
                         help='refuse date ranges longer than this (default 60, as CleverTap)')
     opts.add_switch(parser, '--since_last_export',
@@ -113,11 +121,12 @@ class ExportPlan:
   layout: Layout
   dataset: str
   export_time: str
+  ids: dict[str, str]             # request_id, database_id (flags given)
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
-            'export_time': self.export_time, 'dataset': self.dataset}
+            'export_time': self.export_time, 'dataset': self.dataset, **self.ids}
 
   @property
   def staging(self) -> str:
@@ -132,7 +141,8 @@ def fmt_of(o: ExportOptions) -> Format:
   if o.format not in FORMATS:
     raise opts.UsageError(f'--format {o.format!r} is not one of {", ".join(FORMATS)}')
   codecs = {'parquet': PARQUET_CODECS, 'avro': AVRO_CODECS}.get(o.format, TEXT_CODECS)
-  compression = o.compression or codecs[0]
+  gzip_names = o.layout == 'clevertap' and codecs == TEXT_CODECS   # <...>.<format>.gz
+  compression = o.compression or ('gzip' if gzip_names else codecs[0])
   if compression not in codecs:
     raise opts.UsageError(f'--compression {compression!r} does not apply to {o.format}: '
                           f'use one of {", ".join(codecs)}')
@@ -160,6 +170,8 @@ def committed_days(lake: str) -> list[datetime.date]:
 
 
 REQUIRED = {'lake': './lake', 'dest': 's3://customer-bucket/export'}   # flag -> example
+ID_EXAMPLES = {'request_id': '1700000000123', 'database_id': 'W8R-6K4-5W7Z'}
+CLEVERTAP_MAX_BYTES = 100 * 2**20   # CleverTap's 100 MB chunks
 
 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
@@ -171,8 +183,9 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
     return False, 'not exported to this destination yet'
   if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
     return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
-  if not storage.exists(storage.join(last['dest'], SUCCESS)):
-    return False, f'{last["dest"]}/{SUCCESS} is missing'
+  success = last.get('success') or storage.join(last['dest'], SUCCESS)
+  if not storage.exists(success):
+    return False, f'{success} is missing'
   return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
 
 
@@ -192,9 +205,11 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
     raise opts.UsageError(str(e))
   if o.kind not in ('events', 'profiles'):
     raise opts.UsageError(f'--kind {o.kind!r}: use events or profiles')
-  if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')):
+  if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')
+                               or layout.by_hour or layout.by_event):
     raise opts.UsageError('--kind profiles exports one --date as parquet, jsonl or csv '
-                          '(no ranges, --since_last_export, avro or xml yet)')
+                          '(no ranges, --since_last_export, avro, xml or {hh}/{event} file names '
+                          'yet)')
   dated = o.date or o.from_date or o.to_date or days
   if days is None:
     days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
@@ -218,13 +233,31 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
       except SourceError:
         continue   # a day that was never imported holds no profiles
       manifests[as_of.isoformat()]['files'] += earlier['files']
+  ids = layout_ids(o, layout)
+  max_bytes = o.max_file_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
-                    o.max_rows_per_file, o.max_file_bytes, o.kind, state, layout, o.dataset_id,
-                    export_time)
+                    o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
+                    export_time, ids)
+
+
+def layout_ids(o: ExportOptions, layout: Layout) -> dict[str, str]:
+  """--request_id and --database_id as given: checked, and required when the layout names them."""
+  ids = {}
+  for flag in ('request_id', 'database_id'):
+    value = getattr(o, flag)
+    if value is None and layout.uses(flag):
+      raise opts.UsageError(f'--layout {o.layout} names files with {{{flag}}}: give --{flag}, '
+                            f'e.g. --{flag} {ID_EXAMPLES[flag]}')
+    if value is not None and not re.fullmatch(ID_PATTERN, value):
+      raise opts.UsageError(f'--{flag} {value!r}: use 1 to 64 letters, digits, "_" or "-", '
+                            f'starting with a letter or digit, e.g. --{flag} {ID_EXAMPLES[flag]}')
+    if value is not None:
+      ids[flag] = value
+  return ids
 
 
 class PlanFn(beam.DoFn):
@@ -284,11 +317,12 @@ class CommitExportDay(PlanFn):
     dt, parts = element
     p = self._p
     staged = list(parts['files'])
-    target = storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
+    target = target_of(p, dt)
     schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
-                                                  partition=target, schema=schema))
+                                                  partition=target, schema=schema),
+                     p.layout.markers(p.day_values(dt)))
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
 
 
@@ -366,14 +400,20 @@ def record_export(committed: list, p: ExportPlan) -> None:
   a job launched from a Flex Template does its own bookkeeping)."""
   exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                'dest': target_of(p, dt)}
+                                'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
                            for dt, commit in p.lake_commits.items()})
   storage.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks)
 
 
 def target_of(p: ExportPlan, dt: str) -> str:
-  return storage.join(p.dest, p.layout.partition_path(p.day_values(dt)))
+  folder = p.layout.partition_path(p.day_values(dt))
+  return storage.join(p.dest, folder) if folder else p.dest
+
+
+def marker(p: ExportPlan, dt: str, which: int) -> str:
+  """The day's manifest (0) or _SUCCESS (1) path."""
+  return storage.join(target_of(p, dt), p.layout.markers(p.day_values(dt))[which])
 
 
 def apply_spec(o: ExportOptions, argv: list[str]) -> None:
@@ -404,7 +444,7 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
 def lock_days(p: ExportPlan) -> None:
   """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
   try:
-    for partition in sorted({p.layout.partition_path(p.day_values(dt)) for dt in p.files}):
+    for partition in sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}):
       p.locks.append(locks.acquire(p.state, partition, p.run_id,
                                    f'export of {partition} to this destination'))
   except locks.LockedError:
@@ -423,7 +463,7 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
     return None
   days = []
   for dt in p.files:
-    m = json.loads(storage.read_bytes(storage.join(target_of(p, dt), MANIFEST)))
+    m = json.loads(storage.read_bytes(marker(p, dt, 0)))
     days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
                           partition=m['partition']))
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,

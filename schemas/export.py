@@ -39,6 +39,7 @@ class ExportProfile(pydantic.BaseModel):
 
 EXPORT_SCHEMA = arrow_schema(ExportEvent)
 PROFILE_SCHEMA = arrow_schema(ExportProfile)
+ID_PATTERN = r'[A-Za-z0-9][A-Za-z0-9_-]{0,63}'   # --request_id, --database_id: safe in file names
 
 
 class ExportSpec(pydantic.BaseModel):
@@ -50,10 +51,14 @@ class ExportSpec(pydantic.BaseModel):
   dest: str
   format: typing.Literal['parquet', 'jsonl', 'csv', 'avro', 'xml'] = 'parquet'
   compression: str | None = None
-  layout: typing.Literal['hive', 'hourly', 'adobe'] = 'hive'
+  layout: typing.Literal['hive', 'hourly', 'adobe', 'clevertap'] = 'hive'
   partition_template: str | None = None
   file_template: str | None = None
   dataset_id: str = 'events'
+  request_id: str | None = Field(None, pattern=f'^{ID_PATTERN}$')
+  database_id: str | None = Field(None, pattern=f'^{ID_PATTERN}$')
+  max_file_bytes: int | None = Field(None, ge=1)
+  max_rows_per_file: int | None = Field(None, ge=1)
   events: list[str] = []
   exclude_events: list[str] = []
   environment: str | None = None

@@ -191,3 +191,66 @@ def test_import_killed_mid_promotion_then_rerun(tmp_path):
   run_cli(*args, '--lake', lake)
   assert_consistent(lake)
   assert day_files(lake) == day_files(clean)
+
+
+# The flat layout (CleverTap): days side by side in one prefix, each committed on its own.
+
+FLAT = ['--layout', 'clevertap', '--request_id', 'R1', '--format', 'jsonl']
+
+
+def flat_day(dest, yyyymmdd):
+  """The day's data files, by name without the run's time, and its markers."""
+  names = [n for n in os.listdir(dest) if n.startswith('R1-') and f'-{yyyymmdd}-' in n]
+  files = {n.split('-', 2)[2]: open(os.path.join(dest, n), 'rb').read() for n in names}
+  markers = {n for n in os.listdir(dest) if n.endswith(yyyymmdd) or n.endswith(f'{yyyymmdd}.json')}
+  return files, markers
+
+
+def assert_flat_consistent(dest, yyyymmdd):
+  """If the day says it is published, the prefix holds exactly its manifest's files of that day."""
+  if not os.path.exists(os.path.join(dest, f'_SUCCESS-{yyyymmdd}')):
+    return
+  manifest = json.load(open(os.path.join(dest, f'_manifest-{yyyymmdd}.json')))
+  on_disk = sorted(n for n in os.listdir(dest) if n.startswith('R1-') and f'-{yyyymmdd}-' in n)
+  assert on_disk == sorted(f['name'] for f in manifest['files'])
+  for f in manifest['files']:
+    data = open(os.path.join(dest, f['name']), 'rb').read()
+    assert hashlib.sha256(data).hexdigest() == f['sha256'] and len(data) == f['bytes']
+
+
+@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
+def test_flat_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+  from tests.conftest import run_cli
+  from transforms.commit import KILL_AT
+  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
+  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
+  day2 = DAY + datetime.timedelta(days=1)
+  for day, seed in ((DAY, 11), (day2, 12)):
+    samples.write_day(bucket, day, samples.events(day, 3000, seed=seed), files=2)
+    run_cli('pipelines.import_events', '--source', bucket, '--date', str(day), '--lake', lake,
+            '--shards', '2')
+
+  def export(out, rows_per_file, days=('--date', str(DAY)), db='DB1', **kw):
+    return run_cli('pipelines.export_events', '--lake', lake, '--dest', out, *days, *FLAT,
+                   '--database_id', db, '--max_rows_per_file', str(rows_per_file), **kw)
+
+  both = ('--from_date', str(DAY), '--to_date', str(day2))
+  export(clean, 1000, both)
+  # an older export of both days: more, differently cut files, none named as the new ones
+  export(dest, 400, both, db='DB0')
+  other_day = flat_day(dest, '20230102')
+  proc = export(dest, 1000, check=False, env={KILL_AT: stage})
+  assert proc.returncode == -9
+  assert os.path.exists(os.path.join(dest, '_SUCCESS-20230101')) == (stage == 'staged')
+  assert_flat_consistent(dest, '20230101')
+  # published or not, the day's manifest names every file of the day, so the rerun removes them
+  listed = {f['name'] for f in json.load(open(os.path.join(dest, '_manifest-20230101.json')))['files']}
+  assert {n for n in os.listdir(dest) if '-20230101-' in n} <= listed
+  assert flat_day(dest, '20230102') == other_day
+  proc = export(dest, 1000, check=False)
+  assert proc.returncode == 4 and '20230101.lock' in proc.stderr   # says what to delete
+  os.remove(os.path.join(dest, '_eventferry', 'locks', '20230101.lock'))
+  export(dest, 1000)
+  assert_flat_consistent(dest, '20230101')
+  assert flat_day(dest, '20230101')[0] == flat_day(clean, '20230101')[0]
+  assert flat_day(dest, '20230102') == other_day

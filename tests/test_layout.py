@@ -41,3 +41,23 @@ def test_rendered_paths_stay_inside(event):
 def test_bad_templates_say_what_to_fix(preset, partition, file, message):
   with pytest.raises(LayoutError, match=message.replace('{', r'\{').replace('}', r'\}')):
     Layout.of(preset, partition, file)
+
+
+def test_clevertap_is_flat_with_a_manifest_and_success_per_day():
+  layout = Layout.of('clevertap', None, None)
+  values = {'dt': '2023-01-01', 'yyyymmdd': '20230101', 'request_id': 'R1', 'database_id': 'D-1',
+            'export_time': '202301021305', 'event': '../x', 'index': '00000-000',
+            'ext': 'jsonl.gz'}
+  assert layout.flat and layout.per_day and layout.by_event
+  assert layout.partition_path(values) == ''
+  name = layout.file_path(values)
+  assert name.startswith('R1-202301021305-x-') and name.endswith('-20230101-00000-000-D-1.jsonl.gz')
+  assert '/' not in name
+  assert layout.markers(values) == ('_manifest-20230101.json', '_SUCCESS-20230101')
+  assert layout.unit(values) == '20230101'
+  hive = Layout.of('hive', None, None)
+  assert not hive.flat and hive.markers(values) == ('_manifest.json', '_SUCCESS')
+  assert hive.unit(values) == 'dt=2023-01-01'
+  adobe = Layout.of('adobe', None, None)
+  assert not adobe.flat and not adobe.per_day
+  assert Layout.of('hive', 'exports', '{event}-{dt}-{index}.{ext}').flat

@@ -8,7 +8,9 @@ partition then:
   4. writes `_manifest.json` (files, rows, bytes, sha256, schema fingerprint, run id, source);
   5. writes `_SUCCESS`, last.
 A reader that trusts `_SUCCESS` never sees a missing, partial or stale file, and a rerun replaces
-the partition exactly.
+the partition exactly. A day of a flat export folder (days side by side, `_manifest-YYYYMMDD.json`
+and `_SUCCESS-YYYYMMDD`) is committed the same way, except that what it "held before" is what its
+manifest lists, never the folder (see flat_owned).
 """
 import dataclasses
 import hashlib
@@ -74,23 +76,46 @@ def _checkpoint(stage: str, target: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest) -> None:
-  success = storage.join(target, SUCCESS)
+def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
+                     markers: tuple[str, str] = (MANIFEST, SUCCESS)) -> None:
+  """Commits `staged` as the partition `target` (a folder the partition owns), or with `markers`
+  other than the default as one day of a flat folder that days share (see flat_owned)."""
+  manifest_name, success_name = markers
+  flat = markers != (MANIFEST, SUCCESS)
+  success = storage.join(target, success_name)
   _checkpoint('staged', target)
   storage.delete([success])
-  before = storage.list_files(target)
   finals = [storage.join(target, f.name) for f in staged]
+  if flat:
+    before = flat_owned(target, manifest_name, manifest)
+  else:
+    before = storage.list_files(target)
   sources = [f.path for f in staged]
   for part in (slice(0, 1), slice(1, None)):   # split only so a test can kill in between
     if sources[part]:
       storage.rename(sources[part], finals[part])
       _checkpoint('promoting', target)
-  keep = set(finals) | {storage.join(target, MANIFEST)}
+  keep = set(finals) | {storage.join(target, manifest_name)}
   storage.delete(p for p in before if p not in keep)
-  storage.write_bytes(storage.join(target, MANIFEST),
+  storage.write_bytes(storage.join(target, manifest_name),
                       manifest.model_dump_json(indent=2).encode())
   _checkpoint('before_success', target)
   storage.write_bytes(success, b'')
+
+
+def flat_owned(target: str, manifest_name: str, manifest: Manifest) -> list[str]:
+  """The files a day of a flat folder owns: those its manifest lists. Before anything is
+  promoted, the manifest is rewritten to list them together with the new files (the day is not
+  published meanwhile: its `_SUCCESS-...` is gone), so a run that dies mid-commit leaves no file
+  the next run does not know to remove; files of other days are never touched."""
+  path = storage.join(target, manifest_name)
+  earlier = (Manifest.model_validate_json(storage.read_bytes(path)).files
+             if storage.exists(path) else [])
+  new = {f.name for f in manifest.files}
+  pending = manifest.model_copy(update={'files': [f for f in earlier if f.name not in new]
+                                        + manifest.files})
+  storage.write_bytes(path, pending.model_dump_json(indent=2).encode())
+  return [storage.join(target, f.name) for f in earlier]
 
 
 def manifest_for(staged: list[StagedFile], *, run_id: str, pipeline: str, source: str,

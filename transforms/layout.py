@@ -1,8 +1,13 @@
-"""Where export files land: a partition template (one folder per day, the unit of the commit) and
-a file template inside it.
+"""Where export files land: a partition template (the folder) and a file template inside it.
+
+The unit of the commit is a day. Usually the folder is the day's (`dt={dt}`) and the commit owns
+all of it. A flat layout (CleverTap's) has the day only in the file names: days share the folder,
+each day has its own `_manifest-YYYYMMDD.json` and `_SUCCESS-YYYYMMDD`, and a day's commit owns
+exactly the files its manifest lists (transforms/commit.py).
 
 Placeholders: {dt} 2023-01-01, {yyyymmdd} 20230101, {run_id}, {export_time} (run start, UTC,
-YYYYMMDDHHMM), {dataset} (--dataset_id); in file templates also {hh} (hour of ts, UTC; splits the
+YYYYMMDDHHMM), {dataset} (--dataset_id), {request_id} (--request_id), {database_id}
+(--database_id); in file templates also {hh} (hour of ts, UTC; splits the
 day's rows by hour), {event} (event_key; splits the rows by event name), {index} and {count}
 (00000-style shard numbers), {ext}. Values are made safe for paths: every character other than
 letters (any script), digits, '-', '_' and '.' becomes '_', '..' cannot occur, no name starts with
@@ -15,12 +20,17 @@ import posixpath
 import re
 import string
 
+from transforms.commit import MANIFEST
+from transforms.read import SUCCESS
+
 PRESETS = {
     'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
     'hourly': ('dt={dt}', 'hr={hh}/part-{index}-of-{count}.{ext}'),
     'adobe': ('{dataset}/exportTime={export_time}', '{run_id}-{index}.{ext}'),
+    'clevertap': ('', '{request_id}-{export_time}-{event}-{yyyymmdd}-{index}-{database_id}.{ext}'),
 }
-DAY_FIELDS = {'dt', 'yyyymmdd', 'run_id', 'export_time', 'dataset'}
+DAY_FIELDS = {'dt', 'yyyymmdd', 'run_id', 'export_time', 'dataset', 'request_id', 'database_id'}
+DAYS = {'dt', 'yyyymmdd'}
 FILE_FIELDS = DAY_FIELDS | {'hh', 'event', 'index', 'count', 'ext'}
 _UNSAFE = re.compile(r'[^\w.\-]', re.UNICODE)
 MAX_PART = 100
@@ -70,14 +80,36 @@ class Layout:
         raise LayoutError(f'{label} {template!r} must be a relative path without ".."')
     if 'index' not in _fields(self.file):
       raise LayoutError('--file_template needs {index}, so that shards get distinct names')
-    if not _fields(self.partition) & {'dt', 'yyyymmdd', 'export_time'}:
+    if not (_fields(self.partition) & (DAYS | {'export_time'}) or self.flat):
       raise LayoutError(f'--partition_template {self.partition!r} needs {{dt}}, {{yyyymmdd}} or '
-                        '{export_time}: each day (or run) is committed as one folder')
+                        '{export_time} (each day or run is committed as one folder), or '
+                        '--file_template needs {dt} or {yyyymmdd} (a flat layout)')
+
+  def uses(self, field: str) -> bool:
+    return field in _fields(self.partition) | _fields(self.file)
+
+  @property
+  def flat(self) -> bool:
+    """True when days share the folder and only the file names carry the day (CleverTap)."""
+    return not _fields(self.partition) & DAYS and bool(_fields(self.file) & DAYS)
 
   @property
   def per_day(self) -> bool:
-    """False when days of one run share the partition folder (e.g. Adobe's exportTime=)."""
-    return bool(_fields(self.partition) & {'dt', 'yyyymmdd'})
+    """False when days of one run share one commit unit (e.g. Adobe's exportTime=)."""
+    return bool(_fields(self.partition) & DAYS) or self.flat
+
+  def markers(self, values: dict) -> tuple[str, str]:
+    """(manifest, success) file names of the day in its folder."""
+    if self.flat:
+      return f'_manifest-{values["yyyymmdd"]}.json', f'{SUCCESS}-{values["yyyymmdd"]}'
+    return MANIFEST, SUCCESS
+
+  def unit(self, values: dict) -> str:
+    """The commit unit (what a lock holds): the folder, or the folder's day when flat."""
+    folder = self.partition_path(values)
+    if self.flat:
+      return posixpath.join(folder, values['yyyymmdd']) if folder else values['yyyymmdd']
+    return folder
 
   @property
   def by_hour(self) -> bool:
