@@ -16,6 +16,7 @@ export gets a zero-file manifest and `_SUCCESS`, so "no data" differs from "not 
 """
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import sys
@@ -41,7 +42,7 @@ from transforms.storage import partition_dir
 from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
-from transforms.export_files import SLICE_ROWS, ExportFiles
+from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
 
@@ -303,8 +304,7 @@ class ExportFile(PlanFn):
     with storage.open_read(path) as f:
       for split, slices in lake_slices(pq.ParquetFile(f), p):
         files = export_files(p, dt, index, count, split)
-        for lake in slices:
-          files.write(to_export(lake, dt))
+        files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
         for staged in files.close():
           self.rows.inc(staged.rows)
           yield dt, staged

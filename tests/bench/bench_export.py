@@ -9,6 +9,7 @@ Prints seconds, events/s, peak RSS, and the issue's targets: >= 300k events/s to
 least half of DuckDB's throughput on both formats.
 """
 import datetime
+import glob
 import json
 import os
 import sys
@@ -58,18 +59,56 @@ def _duckdb(target: str):
   return run
 
 
+def same_output(workdir: str) -> tuple[bool, str]:
+  """Whether eventferry and DuckDB wrote the same columns, logical types and rows to Parquet
+  (DuckDB writes every column nullable and timestamps in microseconds; its JSON has no spaces,
+  so JSON text is compared after DuckDB's json() normalizes both)."""
+  import duckdb
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  ours = os.path.join(workdir, 'ef_parquet-0', f'dt={DAY}', '*.parquet')
+  theirs = os.path.join(workdir, 'duck_parquet-0', 'export.parquet')
+
+  def logical(t: pa.DataType) -> str:
+    return f'timestamp[{t.tz}]' if pa.types.is_timestamp(t) else str(t).replace('large_', '')
+  schemas = [pq.read_schema(glob.glob(ours)[0]), pq.read_schema(theirs)]
+  types = [[(f.name, logical(f.type)) for f in schema] for schema in schemas]
+  if types[0] != types[1]:
+    return False, f'schemas differ: {types[0]} vs {types[1]}'
+  json_cols = ('identifiers', 'hackle_properties', 'user_properties', 'event_properties')
+  cols = ', '.join(f'json({c})::VARCHAR' if c in json_cols else c for c, _ in types[0])
+  con = duckdb.connect()
+  con.execute('SET enable_progress_bar=false')
+  query = (f"SELECT count(*) FROM (SELECT {cols} FROM read_parquet('{{}}') EXCEPT ALL "
+           f"SELECT {cols} FROM read_parquet('{{}}'))")
+  counts = [con.execute(f"SELECT count(*) FROM read_parquet('{p}')").fetchone()[0]
+            for p in (ours, theirs)]
+  missing = con.execute(query.format(theirs, ours)).fetchone()[0]
+  extra = con.execute(query.format(ours, theirs)).fetchone()[0]
+  ok = counts[0] == counts[1] and not missing and not extra
+  return ok, (f'{counts[0]:,} vs {counts[1]:,} rows, {missing} of DuckDB\'s rows missing from '
+              f'ours, {extra} extra; columns and logical types equal')
+
+
 CONTENDERS = {'ef_parquet': _eventferry('parquet', 'snappy'), 'ef_csv_gz': _eventferry('csv', 'gzip'),
               'duck_parquet': _duckdb('parquet'), 'duck_csv_gz': _duckdb('csv.gz')}
 
 
 def main(argv: list[str]) -> int:
-  r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, CONTENDERS, prepare)
+  workdirs = []   # where the outputs stay, to compare them
+
+  def prepared(workdir: str, events: int) -> str:
+    workdirs.append(workdir)
+    return prepare(workdir, events)
+  r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, CONTENDERS, prepared)
   if r is None:
     return 0
   repeat = r.pop('repeat')
   print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {repeat}')
   harness.table(r)
   rate = r['ef_parquet']['rows'] / r['ef_parquet']['seconds']
+  same, detail = same_output(workdirs[0])
+  print(f'same Parquet output as DuckDB: {"yes" if same else "NO"} ({detail})')
   for check in [('events/s to Parquet', rate, '>= 300,000', rate >= 300_000),
                 ('x DuckDB, Parquet', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'],
                  '>= 0.5', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'] >= 0.5),
