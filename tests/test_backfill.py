@@ -155,6 +155,23 @@ def test_export_backfill_with_a_layout_whose_days_share_a_folder_runs_a_job_per_
   assert proc.stderr.count('days done') == 2          # one job per day
 
 
+def test_export_backfill_of_the_flat_clevertap_layout_runs_days_together_and_skips_them(tmp_path):
+  bucket, lake, dest = bucket_of(tmp_path, 2, rows=50), tmp_path / 'lake', tmp_path / 'ct'
+  backfill_import(bucket, lake, 2)
+
+  def export(*flags):
+    return run_cli('pipelines.backfill', 'export', '--lake', str(lake), '--dest', str(dest),
+                   '--layout', 'clevertap', '--request_id', 'R1', '--database_id', 'DB1',
+                   '--format', 'csv', '--from_date', '2023-01-01', '--to_date', '2023-01-02',
+                   *flags)
+  proc = export()
+  assert '2 published' in proc.stdout and proc.stderr.count('days done') == 1   # one job
+  assert {'_SUCCESS-20230101', '_SUCCESS-20230102'} <= set(os.listdir(dest))
+  assert '0 published, 2 skipped' in export().stdout
+  os.remove(dest / '_SUCCESS-20230102')                 # the day's export is gone: redo it
+  assert '1 published, 1 skipped' in export().stdout
+
+
 @pytest.mark.parametrize('flags, message', [
     (['import', '--source', 's', '--lake', 'l', '--wait_for_success', '1h'],
      '--wait_for_success does not apply to a backfill'),
