@@ -89,6 +89,15 @@ def add_date_args(parser, what: str) -> None:
   add_shared(parser, '--timezone', default='UTC', help='IANA zone that defines "yesterday"')
 
 
+def add_run_args(parser) -> None:
+  """--run_id, --report and --break_lock, the same for every batch pipeline that commits days."""
+  add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+  add_shared(parser, '--report', default=None, help='also write the JSON run report here')
+  add_shared(parser, '--break_lock', default=None,
+             help='RUN_ID of a run that died holding locks: take them over (only when you know '
+                  'it is not running; the refusal names it)')
+
+
 def date_range(o) -> list[datetime.date]:
   """The days of --date, or of --from_date..--to_date (inclusive); yesterday by default."""
   zone = parse_zone('--timezone', o.timezone)
