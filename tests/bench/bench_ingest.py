@@ -200,8 +200,7 @@ def main(argv: list[str]) -> int:
   rate = r['stream']['rows'] / r['stream']['seconds']
   naive = r['json_pydantic']['rows'] / r['json_pydantic']['seconds']
   print(harness.verdict('stream events/s', rate, '>= 100,000', rate >= 100_000))
-  # On a shared machine wall time includes waiting for a core; CPU seconds do not (the
-  # DirectRunner's threads share the one core Python's lock allows, so this is per core).
+  # On a shared machine wall time includes waiting for a core; the contender's CPU seconds do not.
   per_cpu = r['stream']['rows'] / r['stream']['cpu_seconds']
   print(harness.verdict('stream events/cpu-s', per_cpu, '>= 100,000', per_cpu >= 100_000))
   print(f'stream vs json+pydantic per event: {rate / naive:.1f}x; stream vs batch: '
