@@ -197,6 +197,14 @@ def run(argv: list[str]) -> int:
   _check(o, std.streaming)
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
+  # Beam 2.77's BundleBasedDirectRunner cannot run MatchContinuously (its Watch SDF), two faults
+  # deep: (1) direct_runner.py:489 adds StreamingGroupByKeyOverride before the last
+  # GroupByKeyPTransformOverride (:501), which expands the SDF's own GroupByKey
+  # (sdf_direct_runner.py:221) into a _GroupByKeyOnly nothing replaces, so pipeline.py:531 raises
+  # 'was not replaced as expected'; (2) with the overrides applied in a working order, common.py:1064
+  # calls check_done() right after process() returns its generator, which the direct runner's
+  # SDF invoker only iterates later (sdf_direct_runner.py:506), so Watch's tracker has claimed
+  # nothing yet and raises 'neither claimed nor checkpointed'.
   if o.watch and std.runner == STREAMING_RUNNER:
     raise opts.UsageError(
         '--watch uses Beam\'s MatchContinuously, a splittable DoFn the local streaming runner '

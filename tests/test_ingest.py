@@ -18,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines import ingest as ingest_pipeline
 from pipelines import samples
 from schemas.reports import Manifest
-from transforms import ingest, raw, storage
+from transforms import ingest, raw, storage, validate
 from transforms.days import day_bounds, server_days
 
 NY = zoneinfo.ZoneInfo('America/New_York')
@@ -72,6 +72,30 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
                  (6, 'invalid_field_type'), (7, 'invalid_ts')}
   assert {r['original'] for r in rejected.to_pylist()} >= {'{"insert_id": ', '[1, 2]'}
   assert 'event_key is a JSON number' in rejected.to_pylist()[2]['detail']
+
+
+def test_a_chunk_parses_as_its_payloads_do_one_by_one():
+  """Columns of mixed JSON types (ts as millis and text, metric_value as number and text, maps
+  with and without non-string values) take the chunk-wide paths; one payload alone takes the
+  uniform ones. Both must give the same lake rows and the same rejections (a double's text may
+  differ, 0.0 or 0, not its value)."""
+  ms = day_bounds(DAY_A, NY)[0] + 1000
+  payloads = samples.raw_events(datetime.date(2023, 3, 11), 300, seed=5) + [
+      event(ms, event_properties={'n': 3, 'ok': True, 'none': None}, metric_value=7),
+      event(ms, identifiers=None), event(ms, user_properties=[['k', 'v']]),
+      event(ms, ts=2 ** 70), event(ms, server_ts=-1), event(ms, metric_value=True),
+      event(ms, ts=1.5), event(ms, ts='2023-03-11T05:00:01Z', metric_value=12.5)]
+  whole, whole_rejected = raw.parse_chunk(chunk(payloads, ms))
+  parts = [raw.parse_chunk(raw.RawChunk(source=['test'], rows=[i + 1], payloads=[p],
+                                        received_ms=ms, arrival_ms=[ms]))
+           for i, p in enumerate(payloads)]
+  assert whole.num_rows > 250 and whole_rejected.num_rows > 6
+  assert whole_rejected.to_pylist() == [r for _, b in parts for r in b.to_pylist()]
+
+  checked = [validate.validate_batch(b, 'production') for b in [whole] + [b for b, _ in parts]]
+  for kind in ('valid', 'rejected'):
+    assert getattr(checked[0], kind).to_pylist() == [
+        r for c in checked[1:] for r in getattr(c, kind).to_pylist()]
 
 
 def _lake_rows(lake: str, dt: str, rejected: bool = False) -> list[dict]:
