@@ -59,7 +59,7 @@ class IngestOptions(PipelineOptions):
                         'written; later ones are dead-lettered as too_late')
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='largest file to write (default 1,000,000 rows)')
-    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_run_args(parser, report=False)   # reports: LAKE/_runs/ingest-RUN/, one per day
 
 
 def _check(o: IngestOptions, streaming: bool) -> None:
@@ -82,7 +82,7 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
-      replace=not streaming)
+      replace=not streaming, break_lock=o.break_lock)
 
 
 def _now_ms() -> int:

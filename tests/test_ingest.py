@@ -215,6 +215,30 @@ def test_batch_jsonl_ingest_equals_streaming(tmp_path):
   assert content(batch_lake) == content(stream_lake)
 
 
+def test_a_batch_ingest_refuses_a_day_another_run_holds_and_leaves_it_published(tmp_path):
+  """Batch ingest takes each day's lock as the import does: run while an import holds the day, it
+  stops with exit 4 naming the lock, and the day it would have replaced stays published and whole."""
+  from tests.conftest import run_cli
+  from transforms import locks
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'a.jsonl').write_bytes(
+      b'\n'.join(samples.raw_events(datetime.date(2023, 1, 1), 500, seed=4)) + b'\n')
+  lake = str(tmp_path / 'lake')
+  args = ['pipelines.ingest', '--input', str(tmp_path / 'in' / 'a.jsonl'), '--lake', lake]
+  run_cli(*args, '--run_id', 'i1')
+  day = tmp_path / 'lake' / 'dt=2023-01-01'
+  before = {n: (day / n).read_bytes() for n in os.listdir(day)}
+  assert '_SUCCESS' in before and not os.listdir(tmp_path / 'lake' / '_eventferry' / 'locks')
+  locks.acquire(lake, 'dt=2023-01-01', 'import-run-7', 'import of dt=2023-01-01 into this lake')
+  proc = run_cli(*args, '--run_id', 'i2', check=False)
+  assert proc.returncode == 4, proc.stderr[-2000:]
+  assert 'dt=2023-01-01.lock' in proc.stderr and 'import-run-7' in proc.stderr
+  assert {n: (day / n).read_bytes() for n in os.listdir(day)} == before
+  run_cli(*args, '--run_id', 'i3', '--break_lock', 'import-run-7')   # that run died: take over
+  assert sorted(n for n in os.listdir(day) if n.startswith('part-')) == ['part-i3-00000-000.parquet']
+  assert not os.listdir(tmp_path / 'lake' / '_eventferry' / 'locks')
+
+
 def test_ingest_flags_fail_fast(tmp_path):
   with pytest.raises(Exception, match='exactly one source'):
     ingest_pipeline.run(['--lake', str(tmp_path)])

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import sys
+import typing
 
 from transforms import storage
 
@@ -24,19 +25,22 @@ def lock_path(root: str, partition: str) -> str:
   return storage.join(root, STATE_DIR, 'locks', partition.replace('/', '__') + '.lock')
 
 
-def acquire(root: str, partition: str, run_id: str, what: str, break_lock: str | None = None) -> str:
+def acquire(root: str, partition: str, run_id: str, what: str,
+            break_lock: str | typing.Collection[str | None] | None = None) -> str:
   """Takes the lock of `partition` under `root`; `what` names the activity in the refusal, e.g.
-  'import of dt=2023-01-01 into this lake'. A lock held by run `break_lock` is taken over."""
+  'import of dt=2023-01-01 into this lake'. A lock held by run `break_lock` (or by one of them)
+  is taken over."""
   path = lock_path(root, partition)
   owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(), 'pid': os.getpid(),
                       'since': datetime.datetime.now(datetime.timezone.utc).isoformat()}).encode()
   if storage.create_exclusive(path, owner):
     return path
   holder = _holder(path)
-  if break_lock and holder.get('run_id') == break_lock:
+  runs = {break_lock} if isinstance(break_lock, str) else set(break_lock or ())
+  if holder.get('run_id') in runs - {None}:
     storage.delete([path])
     if storage.create_exclusive(path, owner):
-      print(f'warning: took over {path} from run {break_lock} (--break_lock)', file=sys.stderr)
+      print(f'warning: took over {path} from run {holder["run_id"]}', file=sys.stderr)
       return path
     holder = _holder(path)
   raise LockedError(f'another {what} holds {path}: {_describe(holder)}. Wait for it to finish; '
