@@ -5,8 +5,11 @@ Imports N generated events (default 1M) into a lake once, then times, each in it
                             Parquet (snappy) / CSV gzip
   duck_parquet / duck_csv_gz - DuckDB (2 threads) COPY of the same lake day to the same formats,
                             map columns as JSON text
-Prints seconds, events/s, peak RSS, and the issue's targets: >= 300k events/s to Parquet and at
-least half of DuckDB's throughput on both formats.
+Prints seconds (the job: libraries are imported before the clock starts), process seconds (the
+whole command, Python and imports included), events/s, peak RSS, and the issue's targets: >= 300k
+events/s to Parquet and at least half of DuckDB's throughput on both formats, judged on the job's
+seconds and, for information, on the whole process's. Checks that both Parquet outputs hold the
+same columns, logical types and rows.
 """
 import datetime
 import glob
@@ -30,6 +33,7 @@ def prepare(workdir: str, events: int) -> str:
 
 
 def _eventferry(fmt: str, compression: str):
+  @harness.preload('pipelines.export_events')
   def run(lake: str, out: str) -> dict:
     from pipelines import export_events
     code = export_events.run(['--lake', lake, '--date', str(DAY), '--dest', out, '--format', fmt,
@@ -40,6 +44,7 @@ def _eventferry(fmt: str, compression: str):
 
 
 def _duckdb(target: str):
+  @harness.preload('duckdb')
   def run(lake: str, out: str) -> dict:
     import duckdb
     con = duckdb.connect()
@@ -106,15 +111,19 @@ def main(argv: list[str]) -> int:
   repeat = r.pop('repeat')
   print(f'export benchmark: {r["ef_parquet"]["rows"]:,} lake events, best of {repeat}')
   harness.table(r)
-  rate = r['ef_parquet']['rows'] / r['ef_parquet']['seconds']
   same, detail = same_output(workdirs[0])
   print(f'same Parquet output as DuckDB: {"yes" if same else "NO"} ({detail})')
+  rate = r['ef_parquet']['rows'] / r['ef_parquet']['seconds']
+  ratio = {f: r[f'duck_{f}']['seconds'] / r[f'ef_{f}']['seconds'] for f in ('parquet', 'csv_gz')}
+  whole = {f: r[f'duck_{f}']['process_seconds'] / r[f'ef_{f}']['process_seconds']
+           for f in ('parquet', 'csv_gz')}
   for check in [('events/s to Parquet', rate, '>= 300,000', rate >= 300_000),
-                ('x DuckDB, Parquet', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'],
-                 '>= 0.5', r['duck_parquet']['seconds'] / r['ef_parquet']['seconds'] >= 0.5),
-                ('x DuckDB, CSV.gz', r['duck_csv_gz']['seconds'] / r['ef_csv_gz']['seconds'],
-                 '>= 0.5', r['duck_csv_gz']['seconds'] / r['ef_csv_gz']['seconds'] >= 0.5)]:
+                ('x DuckDB, Parquet', ratio['parquet'], '>= 0.5', ratio['parquet'] >= 0.5),
+                ('x DuckDB, CSV.gz', ratio['csv_gz'], '>= 0.5', ratio['csv_gz'] >= 0.5)]:
     print(harness.verdict(*check))
+  process_rate = r['ef_parquet']['rows'] / r['ef_parquet']['process_seconds']
+  print(f"whole process (start-up and imports included): {process_rate:,.0f} events/s to Parquet,"
+        f" x DuckDB {whole['parquet']:.2f} (Parquet), {whole['csv_gz']:.2f} (CSV.gz)")
   return 0
 
 
