@@ -161,6 +161,9 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   if unknown:
     raise UsageError(f'unexpected argument {unknown[0]!r}: every value needs its --flag.')
   options = option_class(argv)
+  problem = stores.flag_problem(options)
+  if problem:
+    raise UsageError(problem)
   std = options.view_as(po.StandardOptions)
   if not std.runner:
     std.runner = DEFAULT_RUNNER

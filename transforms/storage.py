@@ -3,8 +3,9 @@ gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing
 Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
 directories: a folder "exists" when something lies under it, so code lists instead of asking.
 Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent, S3 deletes and
-renames that keep per-key permissions and encryption) the store's own client does it
-(transforms/stores.py).
+renames that keep per-key permissions and encryption, GCS KMS keys and Azure encryption scopes,
+Azure uploads that do not hold the whole file) the store's own client does it
+(transforms/stores.py). Writes stream (`open_write`): memory holds one block, not the file.
 """
 import functools
 import os
@@ -30,10 +31,19 @@ def configure(options) -> None:
 STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
 
 
+def _refused(path, operation: str, permission: str, e: Exception) -> stores.StoreError:
+  """One StoreError naming the store, the path, the operation and the permission it needs, with
+  secrets removed. Raise it `from None`: some stores' messages carry signed request URLs."""
+  paths = [path] if isinstance(path, str) else list(path)
+  where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
+  return stores.StoreError(
+      f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
+      f'{stores.explain(e)}. This needs the {permission} permission there; '
+      '`./run.sh check --dest ...` tests each one.')
+
+
 def _guarded(operation: str, permission: str):
-  """Turns whatever a store raises into one StoreError naming the store, the path, the operation
-  and the permission it needs, with secrets removed. The original exception is not chained: some
-  stores' messages carry request URLs with signatures."""
+  """Turns whatever a store raises into a StoreError (`_refused`)."""
   def wrap(fn):
     @functools.wraps(fn)
     def guarded(path, *args, **kwargs):
@@ -42,12 +52,7 @@ def _guarded(operation: str, permission: str):
       except stores.StoreError:
         raise
       except Exception as e:  # noqa: BLE001 - re-raised with its store's words
-        paths = [path] if isinstance(path, str) else list(path)
-        where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
-        raise stores.StoreError(
-            f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
-            f'{stores.explain(e)}. This needs the {permission} permission there; '
-            '`./run.sh check --dest ...` tests each one.') from None
+        raise _refused(path, operation, permission, e) from None
     return guarded
   return wrap
 
@@ -95,13 +100,55 @@ def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
 
 
+class Upload:
+  """A file being written, as a context manager: `write` takes any sizes and hands the store at
+  most BLOCK bytes at a time, so no store layer copies a whole file (Beam's S3 and GCS writers
+  would); leaving the block publishes the file. After an exception inside the block, nothing
+  becomes visible on GCS and Azure; elsewhere a partial file may, so write to a staging path."""
+
+  def __init__(self, path: str, f):
+    self.path, self._f = path, f
+
+  def _call(self, method, *args):
+    try:
+      return method(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised with its store's words
+      raise _refused(self.path, 'write', 'PUT', e) from None
+
+  def write(self, data) -> int:
+    view = memoryview(data).cast('B')
+    for start in range(0, len(view), stores.BLOCK):
+      self._call(self._f.write, view[start:start + stores.BLOCK])
+    return len(view)
+
+  def __enter__(self) -> 'Upload':
+    return self
+
+  def __exit__(self, kind, error, tb) -> None:
+    if kind is None:
+      self._call(self._f.__exit__, None, None, None)
+    else:
+      self._f.__exit__(kind, error, tb)
+
+
+@_guarded('write', 'PUT')
+def open_write(path: str) -> Upload:
+  """Streams a new file to `path`, replacing it: S3 multipart parts, GCS resumable chunks,
+  Azure blocks, SFTP blocks; memory holds one block (transforms/stores.py). Not for 0-byte
+  S3 objects: use write_bytes."""
+  if FileSystems.get_scheme(path) in ('gs', 'azfs'):
+    return Upload(path, stores.open_write(path))   # with the KMS key / encryption scope
+  return Upload(path, FileSystems.create(path, mime_type='application/octet-stream',
+                                         compression_type=RAW))
+
+
 @_guarded('write', 'PUT')
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
   if not data and FileSystems.get_scheme(path) == 's3':
     stores.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
     return
-  with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
+  with open_write(path) as f:
     f.write(data)
 
 
@@ -136,8 +183,10 @@ def rename(sources: list[str], destinations: list[str]) -> None:
   for parent in {posixpath.dirname(d) for d in destinations}:
     if FileSystems.get_scheme(parent) is None and not os.path.exists(parent):
       FileSystems.mkdirs(parent)
-  if sources and FileSystems.get_scheme(sources[0]) == 's3':
-    stores.s3_rename(sources, destinations)
+  scheme = FileSystems.get_scheme(sources[0]) if sources else None
+  if scheme in ('s3', 'gs', 'azfs'):   # copies that keep the encryption settings
+    {'s3': stores.s3_rename, 'gs': stores.gcs_rename, 'azfs': stores.azure_rename}[scheme](
+        sources, destinations)
   elif sources:
     FileSystems.rename(sources, destinations)
 
