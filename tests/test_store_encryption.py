@@ -152,3 +152,17 @@ def test_a_big_write_reaches_the_store_in_blocks(name, request, monkeypatch):
   data = [s for s in sizes if s > 1 << 20]
   assert len(data) >= 2 and max(sizes) <= stores.BLOCK + 4096, sizes
   storage.configure(PipelineOptions(store.flags))
+
+
+@pytest.mark.parametrize('name', ['gcs', 'azure'])
+def test_a_write_that_fails_midway_leaves_no_object(name, request):
+  """An exception inside open_write after a block was sent: the GCS resumable upload is
+  cancelled, the Azure blocks stay uncommitted; nothing appears at the path."""
+  store = request.getfixturevalue(f'{name}_store')
+  storage.configure(PipelineOptions(store.flags))
+  path = store.url('aborted', 'part.bin')
+  with pytest.raises(RuntimeError, match='encoder broke'):
+    with storage.open_write(path) as f:
+      f.write(BIG[:stores.BLOCK + 1])
+      raise RuntimeError('encoder broke')
+  assert not storage.exists(path)
