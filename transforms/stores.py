@@ -11,8 +11,9 @@
   `AzureBlockWriter` stages 8 MiB blocks and commits the block list.
 
 The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
-transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from `FileSystems.set_options` (storage.configure at launch; Beam's
-worker harness does the same on workers).
+transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from
+`FileSystems.set_options` (storage.configure at launch; Beam's worker harness does the same on
+workers).
 """
 import functools
 import io
@@ -25,7 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import s3, sftp
 
-BLOCK = 8 << 20   # upload block (Azure), resumable chunk (GCS), largest write handed to any store
+BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
+GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
 KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+')
 
 
@@ -146,13 +148,13 @@ def _azure_scope() -> dict:
 
 
 def open_write(path: str, content_type: str = 'application/octet-stream'):
-  """A file object writing gs:// or azfs:// `path` in BLOCK-sized requests, with the requested
-  encryption. As a context manager it publishes the object on success; after an exception
-  nothing becomes visible (the upload is cancelled or its blocks left uncommitted)."""
+  """A file object writing gs:// or azfs:// `path` in chunks (GCS_CHUNK) or blocks (BLOCK), with
+  the requested encryption. As a context manager it publishes the object on success; after an
+  exception nothing becomes visible (the upload is cancelled or its blocks left uncommitted)."""
   if path.startswith('gs://'):
     from google.cloud.storage.fileio import BlobWriter
     from google.cloud.storage.retry import DEFAULT_RETRY
-    return BlobWriter(_gcs_blob(path), chunk_size=BLOCK, content_type=content_type,
+    return BlobWriter(_gcs_blob(path), chunk_size=GCS_CHUNK, content_type=content_type,
                       ignore_flush=True, retry=DEFAULT_RETRY)   # resumable: safe to retry
   if path.startswith('azfs://'):
     return AzureBlockWriter(path, content_type)
@@ -234,7 +236,8 @@ def azure_rename(sources: list[str], destinations: list[str]) -> None:
     FileSystems.rename(sources, destinations)
     return
   for src, dst in zip(sources, destinations):
-    with FileSystems.open(src, compression_type=CompressionTypes.UNCOMPRESSED) as r, open_write(dst) as w:
+    raw = CompressionTypes.UNCOMPRESSED
+    with FileSystems.open(src, compression_type=raw) as r, open_write(dst) as w:
       while chunk := r.read(BLOCK):
         w.write(chunk)
   FileSystems.delete(sources)
