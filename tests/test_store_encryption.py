@@ -167,3 +167,10 @@ def test_a_write_that_fails_midway_leaves_no_object(name, request):
       f.write(BIG[:stores.BLOCK + 1])
       raise RuntimeError('encoder broke')
   assert not storage.exists(path)
+
+
+def test_help_lists_the_store_flags_and_steers_the_password_to_the_environment():
+  out = ' '.join(run_cli('pipelines.export_events', '--help').stdout.split())
+  for flag in ('--gcs_kms_key_name', '--azure_encryption_scope', '--s3_sse', '--sftp_password'):
+    assert flag in out
+  assert 'Prefer the environment variable SFTP_PASSWORD' in out
