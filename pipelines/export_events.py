@@ -91,8 +91,7 @@ class ExportOptions(PipelineOptions):
                     '(all committed lake days when no date is given)')
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
-    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
-    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
+    opts.add_run_args(parser)
 
 
 @dataclasses.dataclass
@@ -113,6 +112,7 @@ class ExportPlan:
   layout: Layout
   dataset: str
   export_time: str
+  break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   def day_values(self, dt: str) -> dict:
@@ -224,7 +224,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
                     o.max_rows_per_file, o.max_file_bytes, o.kind, state, layout, o.dataset_id,
-                    export_time)
+                    export_time, break_lock=o.break_lock)
 
 
 class PlanFn(beam.DoFn):
@@ -389,7 +389,7 @@ def lock_days(p: ExportPlan) -> None:
   try:
     for partition in sorted({p.layout.partition_path(p.day_values(dt)) for dt in p.files}):
       p.locks.append(locks.acquire(p.state, partition, p.run_id,
-                                   f'export of {partition} to this destination'))
+                                   f'export of {partition} to this destination', p.break_lock))
   except locks.LockedError:
     locks.release(p.locks)
     p.locks.clear()

@@ -68,8 +68,7 @@ class ImportOptions(PipelineOptions):
                         help='wait this long (e.g. 30m, 2h) for the source _SUCCESS marker')
     parser.add_argument('--max_rejected_ratio', type=float, default=0.05,
                         help='do not publish a day whose rejected share exceeds this (0..1)')
-    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
-    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
+    opts.add_run_args(parser)
 
 
 @dataclasses.dataclass
@@ -83,6 +82,7 @@ class ImportPlan:
   max_rejected_ratio: float
   seen_files: list[tuple[str, str]]       # (dt being imported, committed lake file to exclude)
   started_at: datetime.datetime
+  break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
   @property
@@ -159,7 +159,7 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
   return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake,
                     o.environment or DEFAULT_ENVIRONMENT, inventories,
                     shards, o.max_rejected_ratio, seen,
-                    datetime.datetime.now(datetime.timezone.utc))
+                    datetime.datetime.now(datetime.timezone.utc), break_lock=o.break_lock)
 
 
 def shard_count(inv: DayInventory, target_file_mb: int, max_shard_rows: int) -> int:
@@ -286,7 +286,7 @@ def lock_days(p: ImportPlan) -> None:
   try:
     for inv in p.days:
       p.locks.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
-                                   f'import of dt={inv.dt} into this lake'))
+                                   f'import of dt={inv.dt} into this lake', p.break_lock))
   except locks.LockedError:
     locks.release(p.locks)
     p.locks.clear()

@@ -59,7 +59,7 @@ class IngestOptions(PipelineOptions):
                         'written; later ones are dead-lettered as too_late')
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='largest file to write (default 1,000,000 rows)')
-    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_run_args(parser, report=False)   # reports: LAKE/_runs/ingest-RUN/, one per day
 
 
 def _check(o: IngestOptions, streaming: bool) -> None:
@@ -82,7 +82,7 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
-      replace=not streaming)
+      replace=not streaming, break_lock=o.break_lock)
 
 
 def _now_ms() -> int:
@@ -197,6 +197,14 @@ def run(argv: list[str]) -> int:
   _check(o, std.streaming)
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
+  # Beam 2.77's BundleBasedDirectRunner cannot run MatchContinuously (its Watch SDF), two faults
+  # deep: (1) direct_runner.py:489 adds StreamingGroupByKeyOverride before the last
+  # GroupByKeyPTransformOverride (:501), which expands the SDF's own GroupByKey
+  # (sdf_direct_runner.py:221) into a _GroupByKeyOnly nothing replaces, so pipeline.py:531 raises
+  # 'was not replaced as expected'; (2) with the overrides applied in a working order, common.py:1064
+  # calls check_done() right after process() returns its generator, which the direct runner's
+  # SDF invoker only iterates later (sdf_direct_runner.py:506), so Watch's tracker has claimed
+  # nothing yet and raises 'neither claimed nor checkpointed'.
   if o.watch and std.runner == STREAMING_RUNNER:
     raise opts.UsageError(
         '--watch uses Beam\'s MatchContinuously, a splittable DoFn the local streaming runner '

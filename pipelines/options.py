@@ -89,6 +89,16 @@ def add_date_args(parser, what: str) -> None:
   add_shared(parser, '--timezone', default='UTC', help='IANA zone that defines "yesterday"')
 
 
+def add_run_args(parser, report: bool = True) -> None:
+  """--run_id, --report and --break_lock, the same for every pipeline that commits days."""
+  add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+  if report:
+    add_shared(parser, '--report', default=None, help='also write the JSON run report here')
+  add_shared(parser, '--break_lock', default=None,
+             help='RUN_ID of a run that died holding locks: take them over (only when you know '
+                  'it is not running; the refusal names it)')
+
+
 def date_range(o) -> list[datetime.date]:
   """The days of --date, or of --from_date..--to_date (inclusive); yesterday by default."""
   zone = parse_zone('--timezone', o.timezone)
@@ -185,7 +195,8 @@ class LoggingOptions(po.PipelineOptions):
 def main_guard(run, argv=None) -> int:
   """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
   message and exit code 2, a store's refusal (a missing bucket or permission, also when a worker
-  met it) into one with exit code 5, and an unreadable source file into one with exit code 3."""
+  met it) into one with exit code 5, an unreadable source file into one with exit code 3, and a
+  partition another run holds (met by a worker: batch ingest) into one with exit code 4."""
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
@@ -195,7 +206,7 @@ def main_guard(run, argv=None) -> int:
     logs.LOG.error(str(e))
     return 2
   except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
-    for kind, code in ((stores.StoreError, 5), (SourceError, 3)):
+    for kind, code in ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4)):
       message = raised(e, kind)
       if message is not None:
         logs.LOG.error(message)
@@ -207,9 +218,9 @@ def raised(e: BaseException, kind: type[Exception]) -> str | None:
   """The message of a `kind` error in `e` or its causes; Beam re-raises a worker's error as its
   own exception with the original message inside."""
   while e is not None:
-    if isinstance(e, kind):
-      return str(e)
     text = str(e)
+    if isinstance(e, kind):
+      return text.split(' [while running')[0].strip()
     if f'{kind.__name__}: ' in text:
       return text.split(f'{kind.__name__}: ', 1)[1].split(' [while running')[0].strip()
     e = e.__cause__ or e.__context__

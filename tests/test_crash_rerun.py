@@ -4,6 +4,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 
 import apache_beam as beam
 import pytest
@@ -86,10 +87,18 @@ def export_files(dest):
           if not n.startswith('_')}
 
 
-def export_cli(lake, dest, rows_per_file, **kw):
+def export_cli(lake, dest, rows_per_file, *flags, **kw):
   from tests.conftest import run_cli
   return run_cli('pipelines.export_events', '--lake', lake, '--dest', dest, '--date', str(DAY),
-                 '--max_rows_per_file', str(rows_per_file), **kw)
+                 '--max_rows_per_file', str(rows_per_file), *flags, **kw)
+
+
+def dead_run_refusal(proc, lock) -> str:
+  """The refusal a rerun gets after a killed run: it names the lock, says the holder died and how
+  to take over. Returns the dead run's id."""
+  assert proc.returncode == 4 and lock in proc.stderr, proc.stderr
+  assert 'no longer running: it died' in proc.stderr
+  return re.search(r'--break_lock (\S+)\.', proc.stderr).group(1)
 
 
 @pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
@@ -106,12 +115,13 @@ def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
   # killed before the commit touched the day: the older export is still whole and published
   assert os.path.exists(os.path.join(dest, 'dt=2023-01-01', '_SUCCESS')) == (stage == 'staged')
   assert_consistent(dest)
-  proc = export_cli(lake, dest, 1000, check=False)
-  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr   # says what to delete
-  os.remove(os.path.join(dest, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
-  export_cli(lake, dest, 1000)
+  dead = dead_run_refusal(export_cli(lake, dest, 1000, check=False), 'dt=2023-01-01.lock')
+  refused = export_cli(lake, dest, 1000, '--break_lock', 'some-other-run', check=False)
+  assert refused.returncode == 4                   # only the named run's lock is taken over
+  export_cli(lake, dest, 1000, '--break_lock', dead)
   assert_consistent(dest)
   assert export_files(dest) == export_files(clean)
+  assert not os.listdir(os.path.join(dest, '_eventferry', 'locks'))
 
 
 def run_export(lake, dest, rows_per_file):
@@ -171,9 +181,10 @@ def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tm
   # stale files, manifest, _SUCCESS
 
 
-def test_import_killed_mid_promotion_then_rerun(tmp_path):
-  """A real SIGKILL inside the commit: the day is not published, the lock it left names itself,
-  and after removing it a rerun equals a clean run byte for byte."""
+@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
+def test_import_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+  """A real SIGKILL inside the commit: a published day is always whole, the rerun's refusal names
+  the dead run, and taking over its lock gives a clean run's bytes."""
   from tests.conftest import run_cli
   from transforms.commit import KILL_AT
   bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
@@ -181,13 +192,12 @@ def test_import_killed_mid_promotion_then_rerun(tmp_path):
   args = ['pipelines.import_events', '--source', bucket, '--date', str(DAY), '--shards', '3']
   run_cli(*args, '--lake', clean)
   run_cli(*args[:-1], '5', '--lake', lake)     # an older version of the day, with more shards
-  proc = run_cli(*args, '--lake', lake, check=False, env={KILL_AT: 'promoting:lake/dt=2023-01-01'})
+  proc = run_cli(*args, '--lake', lake, check=False, env={KILL_AT: f'{stage}:lake/dt=2023-01-01'})
   assert proc.returncode == -9
-  assert not os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
+  assert os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS')) == (stage == 'staged')
   assert_consistent(lake)
-  proc = run_cli(*args, '--lake', lake, check=False)
-  assert proc.returncode == 4 and 'dt=2023-01-01.lock' in proc.stderr
-  os.remove(os.path.join(lake, '_eventferry', 'locks', 'dt=2023-01-01.lock'))
-  run_cli(*args, '--lake', lake)
+  dead = dead_run_refusal(run_cli(*args, '--lake', lake, check=False), 'dt=2023-01-01.lock')
+  run_cli(*args, '--lake', lake, '--break_lock', dead)
   assert_consistent(lake)
   assert day_files(lake) == day_files(clean)
+  assert not os.listdir(os.path.join(lake, '_eventferry', 'locks'))

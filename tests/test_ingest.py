@@ -18,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines import ingest as ingest_pipeline
 from pipelines import samples
 from schemas.reports import Manifest
-from transforms import ingest, raw, storage
+from transforms import ingest, raw, storage, validate
 from transforms.days import day_bounds, server_days
 
 NY = zoneinfo.ZoneInfo('America/New_York')
@@ -72,6 +72,30 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
                  (6, 'invalid_field_type'), (7, 'invalid_ts')}
   assert {r['original'] for r in rejected.to_pylist()} >= {'{"insert_id": ', '[1, 2]'}
   assert 'event_key is a JSON number' in rejected.to_pylist()[2]['detail']
+
+
+def test_a_chunk_parses_as_its_payloads_do_one_by_one():
+  """Columns of mixed JSON types (ts as millis and text, metric_value as number and text, maps
+  with and without non-string values) take the chunk-wide paths; one payload alone takes the
+  uniform ones. Both must give the same lake rows and the same rejections (a double's text may
+  differ, 0.0 or 0, not its value)."""
+  ms = day_bounds(DAY_A, NY)[0] + 1000
+  payloads = samples.raw_events(datetime.date(2023, 3, 11), 300, seed=5) + [
+      event(ms, event_properties={'n': 3, 'ok': True, 'none': None}, metric_value=7),
+      event(ms, identifiers=None), event(ms, user_properties=[['k', 'v']]),
+      event(ms, ts=2 ** 70), event(ms, server_ts=-1), event(ms, metric_value=True),
+      event(ms, ts=1.5), event(ms, ts='2023-03-11T05:00:01Z', metric_value=12.5)]
+  whole, whole_rejected = raw.parse_chunk(chunk(payloads, ms))
+  parts = [raw.parse_chunk(raw.RawChunk(source=['test'], rows=[i + 1], payloads=[p],
+                                        received_ms=ms, arrival_ms=[ms]))
+           for i, p in enumerate(payloads)]
+  assert whole.num_rows > 250 and whole_rejected.num_rows > 6
+  assert whole_rejected.to_pylist() == [r for _, b in parts for r in b.to_pylist()]
+
+  checked = [validate.validate_batch(b, 'production') for b in [whole] + [b for b, _ in parts]]
+  for kind in ('valid', 'rejected'):
+    assert getattr(checked[0], kind).to_pylist() == [
+        r for c in checked[1:] for r in getattr(c, kind).to_pylist()]
 
 
 def _lake_rows(lake: str, dt: str, rejected: bool = False) -> list[dict]:
@@ -189,6 +213,30 @@ def test_batch_jsonl_ingest_equals_streaming(tmp_path):
     return sorted(json.dumps(r, default=str, sort_keys=True) for r in _lake_rows(lake, '2023-01-01'))
   assert len(content(batch_lake)) > 2800
   assert content(batch_lake) == content(stream_lake)
+
+
+def test_a_batch_ingest_refuses_a_day_another_run_holds_and_leaves_it_published(tmp_path):
+  """Batch ingest takes each day's lock as the import does: run while an import holds the day, it
+  stops with exit 4 naming the lock, and the day it would have replaced stays published and whole."""
+  from tests.conftest import run_cli
+  from transforms import locks
+  (tmp_path / 'in').mkdir()
+  (tmp_path / 'in' / 'a.jsonl').write_bytes(
+      b'\n'.join(samples.raw_events(datetime.date(2023, 1, 1), 500, seed=4)) + b'\n')
+  lake = str(tmp_path / 'lake')
+  args = ['pipelines.ingest', '--input', str(tmp_path / 'in' / 'a.jsonl'), '--lake', lake]
+  run_cli(*args, '--run_id', 'i1')
+  day = tmp_path / 'lake' / 'dt=2023-01-01'
+  before = {n: (day / n).read_bytes() for n in os.listdir(day)}
+  assert '_SUCCESS' in before and not os.listdir(tmp_path / 'lake' / '_eventferry' / 'locks')
+  locks.acquire(lake, 'dt=2023-01-01', 'import-run-7', 'import of dt=2023-01-01 into this lake')
+  proc = run_cli(*args, '--run_id', 'i2', check=False)
+  assert proc.returncode == 4, proc.stderr[-2000:]
+  assert 'dt=2023-01-01.lock' in proc.stderr and 'import-run-7' in proc.stderr
+  assert {n: (day / n).read_bytes() for n in os.listdir(day)} == before
+  run_cli(*args, '--run_id', 'i3', '--break_lock', 'import-run-7')   # that run died: take over
+  assert sorted(n for n in os.listdir(day) if n.startswith('part-')) == ['part-i3-00000-000.parquet']
+  assert not os.listdir(tmp_path / 'lake' / '_eventferry' / 'locks')
 
 
 def test_ingest_flags_fail_fast(tmp_path):

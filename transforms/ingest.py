@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from schemas.events import LAKE_SCHEMA
 from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, ManifestFile
-from transforms import commit, dedupe, raw, storage, validate
+from transforms import commit, dedupe, locks, raw, storage, validate
 from transforms.accounting import DayStats
 from transforms.days import day_bounds, server_days
 from transforms.read import SUCCESS
@@ -122,6 +122,7 @@ class WriteSettings:
   flush_rows: int
   max_rows_per_file: int
   replace: bool = False   # batch: a day's commit replaces what the partition held (a rerun)
+  break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
 
 
 def _millis(ms: int) -> Timestamp:
@@ -230,6 +231,10 @@ class WriteDays(beam.DoFn):
              ) -> list[commit.StagedFile]:
     """Writes pane `pane` of a partition as files of at most --max_rows_per_file rows, staged
     and then renamed into place, so a listed file is always whole."""
+    if self._s.replace and pane == 0:   # a rerun unpublishes the day before adding files to it
+      if kind == 'lake':
+        self._lock(directory)
+      storage.delete([storage.join(directory, SUCCESS)])
     staged = []
     for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
       name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
@@ -264,7 +269,19 @@ class WriteDays(beam.DoFn):
     storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
     if not storage.exists(success):
       storage.write_bytes(success, b'')
+    if self._s.replace and kind == 'rejected':   # the day's last step
+      locks.release([self._lock_path(directory)])
     return manifest
+
+  def _lock_path(self, directory: str) -> str:
+    return locks.lock_path(self._s.lake, directory.rstrip('/').rsplit('/', 1)[-1])
+
+  def _lock(self, lake_dir: str) -> None:
+    """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never
+    mix; a retried bundle of this run takes its own lock back. Streaming jobs own their days."""
+    partition = lake_dir.rstrip('/').rsplit('/', 1)[-1]
+    locks.acquire(self._s.lake, partition, self._s.run_id, f'run writing {partition} of this lake',
+                  break_lock=(self._s.run_id, self._s.break_lock))
 
   def _report(self, dt: str, day: DayState, status: str, lake_dir: str, rejected_dir: str,
               lake: Manifest | None = None) -> DayReport:

@@ -1,12 +1,16 @@
 """One run per partition at a time: a lock file per partition under ROOT/_eventferry/locks/.
 
 Atomic on every store (storage.create_exclusive: O_EXCL on local disk and SFTP, conditional writes
-on S3, GCS and Azure). A run that dies keeps its lock; the refusal says which file to delete.
+on S3, GCS and Azure). A run that dies keeps its lock: no store can tell a dead run from a slow one
+on another machine. The refusal names the holder (and, on the holder's own host, whether its
+process still lives); --break_lock RUN_ID then takes over that run's locks and nobody else's.
 """
 import datetime
 import json
+import os
 import socket
 import sys
+import typing
 
 from transforms import storage
 
@@ -21,17 +25,55 @@ def lock_path(root: str, partition: str) -> str:
   return storage.join(root, STATE_DIR, 'locks', partition.replace('/', '__') + '.lock')
 
 
-def acquire(root: str, partition: str, run_id: str, what: str) -> str:
+def acquire(root: str, partition: str, run_id: str, what: str,
+            break_lock: str | typing.Collection[str | None] | None = None) -> str:
   """Takes the lock of `partition` under `root`; `what` names the activity in the refusal, e.g.
-  'import of dt=2023-01-01 into this lake'."""
+  'import of dt=2023-01-01 into this lake'. A lock held by run `break_lock` (or by one of them)
+  is taken over."""
   path = lock_path(root, partition)
-  owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(),
-                      'since': datetime.datetime.now(datetime.timezone.utc).isoformat()})
-  if not storage.create_exclusive(path, owner.encode()):
-    holder = storage.read_bytes(path).decode(errors='replace')
-    raise LockedError(f'another {what} holds {path} ({holder}). Wait for it to finish; if no '
-                      f'such run is going on (it died), delete {path} and rerun.')
-  return path
+  owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(), 'pid': os.getpid(),
+                      'since': datetime.datetime.now(datetime.timezone.utc).isoformat()}).encode()
+  if storage.create_exclusive(path, owner):
+    return path
+  holder = _holder(path)
+  runs = {break_lock} if isinstance(break_lock, str) else set(break_lock or ())
+  if holder.get('run_id') in runs - {None}:
+    storage.delete([path])
+    if storage.create_exclusive(path, owner):
+      print(f'warning: took over {path} from run {holder["run_id"]}', file=sys.stderr)
+      return path
+    holder = _holder(path)
+  raise LockedError(f'another {what} holds {path}: {_describe(holder)}. Wait for it to finish; '
+                    f'if it died, rerun with --break_lock {holder.get("run_id", "RUN_ID")}.')
+
+
+def _holder(path: str) -> dict:
+  try:
+    holder = json.loads(storage.read_bytes(path))
+    return holder if isinstance(holder, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _describe(holder: dict) -> str:
+  """Who holds a lock, and whether that process still lives when it ran on this host."""
+  if not holder:
+    return 'unreadable lock'
+  text = f'run {holder.get("run_id")} on host {holder.get("host")} since {holder.get("since")}'
+  if holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int):
+    alive = _alive(holder['pid'])
+    text += f', pid {holder["pid"]}, ' + ('still running' if alive else 'no longer running: it died')
+  return text
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def release(paths: list[str]) -> None:

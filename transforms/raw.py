@@ -6,6 +6,7 @@ the wrong JSON types, becomes a rejected row carrying the payload as it arrived.
 """
 import dataclasses
 import itertools
+import operator
 import typing
 
 import apache_beam as beam
@@ -26,6 +27,8 @@ _NOT_OBJECT: dict = {}   # stands in for a map value that is not an object
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _MAPS = ('identifiers', 'user_properties', 'event_properties', 'hackle_properties')
 _TEXT = ('insert_id', 'event_key', 'environment')
+_INSTANT_TYPES = {int, str, type(None)}
+_METRIC_TYPES = {int, float, str, type(None)}
 
 
 @dataclasses.dataclass
@@ -42,8 +45,9 @@ class RawChunk:
     return len(self.payloads)
 
 
-class _Raw(msgspec.Struct):
-  """The fields we read, of any JSON type: types are checked column by column afterwards."""
+class _Raw(msgspec.Struct, gc=False):
+  """The fields we read, of any JSON type: types are checked column by column afterwards.
+  gc=False: a chunk holds 10k of these, and the cyclic GC scanning them doubled the decode time."""
   insert_id: typing.Any = None
   event_key: typing.Any = None
   environment: typing.Any = None
@@ -94,13 +98,24 @@ def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tu
     return arr.cast(pa.int64()), np.zeros(len(values), dtype=bool)
   ms = [v if type(v) is int else None for v in values]
   text = [v if type(v) is str else None for v in values]
-  for i, v in enumerate(values):
-    if v is not None and ((type(v) is int and not -_MAX_MS <= v <= _MAX_MS)
-                          or type(v) not in (int, str)):
-      bad.setdefault(i, _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
-      ms[i] = None
+  if set(map(type, values)) <= _INSTANT_TYPES and _within_range(ms):   # millis and text, mixed
+    ms_arr = pa.array(ms, pa.int64())
+  else:
+    for i, v in enumerate(values):
+      if v is not None and ((type(v) is int and not -_MAX_MS <= v <= _MAX_MS)
+                            or type(v) not in (int, str)):
+        bad.setdefault(i, _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
+        ms[i] = None
+    ms_arr = pa.array(ms, pa.int64())
   parsed, unreadable = coerce.to_timestamp(pa.array(text, pa.string()))
-  return pc.coalesce(pa.array(ms, pa.int64()), parsed.cast(pa.int64())), unreadable
+  return pc.coalesce(ms_arr, parsed.cast(pa.int64())), unreadable
+
+
+def _within_range(ms: list) -> bool:
+  try:
+    return (pc.max(pc.abs_checked(pa.array(ms, pa.int64()))).as_py() or 0) <= _MAX_MS
+  except (OverflowError, pa.ArrowInvalid):
+    return False
 
 
 def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
@@ -110,6 +125,8 @@ def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
   if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_null(arr.type)
                           or pa.types.is_int64(arr.type) or pa.types.is_float64(arr.type)):
     return arr.cast(pa.string())
+  if set(map(type, values)) <= _METRIC_TYPES:   # numbers and text, mixed
+    return pa.array([v if v is None or type(v) is str else repr(v) for v in values], pa.string())
   out = []
   for i, v in enumerate(values):
     if v is None or type(v) is str:
@@ -124,6 +141,12 @@ def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
 
 def _maps(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.MapArray:
   """JSON objects -> map<string,string>; values that are not strings become their JSON text."""
+  if set(map(type, values)) <= {dict, type(None)}:
+    try:   # the usual case, all values strings: Arrow converts the dicts in one call
+      arr = pa.array(values, coerce.MAP_TYPE)
+      return pa.MapArray.from_arrays(arr.offsets, arr.keys, arr.items)   # null -> empty map
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+      pass
   dicts = [d if type(d) is dict else (_EMPTY if d is None else _NOT_OBJECT) for d in values]
   for i in [i for i, d in enumerate(dicts) if d is _NOT_OBJECT]:
     bad.setdefault(i, _wrong(name, values[i], 'an object'))
@@ -157,13 +180,13 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     except msgspec.DecodeError as e:   # also a JSON array or string where an object belongs
       rejected.append((i, Reason.INVALID_JSON, str(e)))
   bad: dict[int, tuple[Reason, str]] = {}
-  columns = {COLUMN_OF.get(name, name): _strings([getattr(e, name) for e in events], name, bad)
-             for name in _TEXT}
-  columns['metric_value'] = _metrics([e.metric_value for e in events], bad)
+  field = {name: list(map(operator.attrgetter(name), events)) for name in _Raw.__struct_fields__}
+  columns = {COLUMN_OF.get(name, name): _strings(field[name], name, bad) for name in _TEXT}
+  columns['metric_value'] = _metrics(field['metric_value'], bad)
   for name in _MAPS:
-    columns[COLUMN_OF[name]] = _maps([getattr(e, name) for e in events], name, bad)
-  ts, bad_ts = _instants([e.ts for e in events], 'ts', bad)
-  server, bad_server = _instants([e.server_ts for e in events], 'server_ts', bad)
+    columns[COLUMN_OF[name]] = _maps(field[name], name, bad)
+  ts, bad_ts = _instants(field['ts'], 'ts', bad)
+  server, bad_server = _instants(field['server_ts'], 'server_ts', bad)
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
     server = pc.coalesce(server, pa.array([chunk.fallback_ms[i] for i in good], pa.int64()))
   server = pc.coalesce(server, ts)     # files: the client time

@@ -318,4 +318,4 @@ def explain(e: BaseException) -> str:
       e = e.__cause__
     else:
       break
-  return redact(f'{type(e).__name__}: {e}'.splitlines()[0])[:400]
+  return redact(f'{type(e).__name__}: {e}'.splitlines()[0])[:400].rstrip('. ')

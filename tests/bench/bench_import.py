@@ -9,7 +9,9 @@ of one customer day, then runs on the same input, each in its own process:
   pyarrow    - the same column functions as eventferry in one plain loop, no Beam: what Beam costs
   pyarrow_min - the leanest plain pyarrow script for the same rules (no reason codes, collision
                rule, millisecond flooring or lineage): the floor
-Prints seconds, events/s, peak RSS and the ratios against the issue's targets.
+Prints seconds (the job: libraries are imported before the clock starts), process seconds (the
+whole command, Python and imports included), events/s, peak RSS and the ratios against the
+issue's targets.
 """
 import datetime
 import glob
@@ -39,6 +41,7 @@ def generate(workdir: str, events: int) -> str:
   return prefix
 
 
+@harness.preload('pipelines.import_events')
 def run_eventferry(prefix: str, out: str, workers: int = 1) -> dict:
   from pipelines import import_events
   report = os.path.join(out, 'report.json')
@@ -51,6 +54,7 @@ def run_eventferry(prefix: str, out: str, workers: int = 1) -> dict:
   return {k: day[k] for k in ('rows_in', 'rows_written', 'rows_rejected', 'rows_duplicate')}
 
 
+@harness.preload('transforms.dedupe', 'transforms.read', 'transforms.validate')
 def run_pyarrow(prefix: str, out: str) -> dict:
   import glob
 
@@ -77,6 +81,7 @@ def _lower_keys(col: str) -> str:
           f"lambda e: {{'key': lower(e.key), 'value': e.value}})) AS {col}")
 
 
+@harness.preload('duckdb')
 def run_duckdb(prefix: str, out: str) -> dict:
   import duckdb
   con = duckdb.connect()
@@ -198,7 +203,8 @@ def run_pyarrow_min(prefix: str, out: str) -> dict:
 
 
 CONTENDERS = {'eventferry': run_eventferry,
-              'eventferry2': lambda prefix, out: run_eventferry(prefix, out, workers=2),
+              'eventferry2': harness.preload('pipelines.import_events')(
+                  lambda prefix, out: run_eventferry(prefix, out, workers=2)),
               'duckdb': run_duckdb, 'pyarrow': run_pyarrow, 'pyarrow_min': run_pyarrow_min}
 
 
@@ -210,10 +216,11 @@ def main(argv: list[str]) -> int:
   repeat = results.pop('repeat')
   print(f'import benchmark: {results["eventferry"]["rows_in"]:,} events in 4 files, '
         f'best of {repeat}, {os.cpu_count()} cores')
-  print(f"{'contender':<12} {'seconds':>8} {'events/s':>10} {'peak MiB':>9} {'written':>9} "
-        f"{'rejected':>9} {'dupes':>7}")
+  print(f"{'contender':<12} {'seconds':>8} {'process':>8} {'events/s':>10} {'peak MiB':>9} "
+        f"{'written':>9} {'rejected':>9} {'dupes':>7}")
   for r in results.values():
-    print(f"{r['contender']:<12} {r['seconds']:>8.2f} {r['rows_in'] / r['seconds']:>10,.0f} "
+    print(f"{r['contender']:<12} {r['seconds']:>8.2f} {r['process_seconds']:>8.2f} "
+          f"{r['rows_in'] / r['seconds']:>10,.0f} "
           f"{r['peak_rss_mib']:>9.0f} {r['rows_written']:>9,} {r['rows_rejected']:>9,} "
           f"{r['rows_duplicate']:>7,}")
   ours, duck, floor = results['eventferry'], results['duckdb'], results['pyarrow']

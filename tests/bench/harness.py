@@ -1,6 +1,9 @@
 """What every benchmark shares: each contender runs in its own process, times only its own work,
-and reports its peak RSS; the best of --repeat runs counts."""
+and reports its peak RSS; the best of --repeat runs counts. The libraries a contender names with
+@preload are imported before its clock starts (Beam takes 1-3 s to import, DuckDB a tenth of
+that): `seconds` is the job; `process_seconds`, measured by the parent, is the whole command."""
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -16,15 +19,25 @@ import pipelines  # noqa: F401,E402 - puts the pipelines' allocator settings int
 ALLOCATOR_ENV = dict(os.environ)
 
 
+def preload(*modules: str):
+  """Marks a contender's libraries, imported before its clock starts."""
+  def mark(fn):
+    fn.preload = modules
+    return fn
+  return mark
+
+
 def child(contenders: dict, name: str, source: str, out: str) -> None:
   """Runs one contender in this process and prints its result as a JSON line."""
   os.makedirs(out, exist_ok=True)
-  start = time.perf_counter()
+  for module in getattr(contenders[name], 'preload', ()):
+    importlib.import_module(module)
+  start, cpu = time.perf_counter(), time.process_time()
   counts = contenders[name](source, out)
-  seconds = time.perf_counter() - start
+  seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
   usage = resource.getrusage(resource.RUSAGE_SELF)
   print(json.dumps({'contender': name, 'seconds': seconds, 'peak_rss_mib': usage.ru_maxrss / 1024,
-                    'cpu_seconds': usage.ru_utime + usage.ru_stime, **counts}))
+                    'cpu_seconds': cpu, **counts}))
 
 
 def measure(module: str, name: str, source: str, workdir: str, repeat: int) -> dict:
@@ -32,11 +45,13 @@ def measure(module: str, name: str, source: str, workdir: str, repeat: int) -> d
   for i in range(repeat):
     out = os.path.join(workdir, f'{name}-{i}')
     shutil.rmtree(out, ignore_errors=True)   # a fresh output for every run
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, '-m', module, '--child', name, '--source', source,
                            '--out', out], capture_output=True, text=True, env=ALLOCATOR_ENV)
     if proc.returncode != 0:
       sys.exit(f'{name} failed:\n{proc.stderr[-3000:]}')
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result['process_seconds'] = time.perf_counter() - start
     if best is None or result['seconds'] < best['seconds']:
       best = result
   return best
