@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
-from transforms import locks, stores
+from transforms import locks, s3, sftp, stores
 from transforms.read import SourceError
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
@@ -154,6 +154,9 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
                                  '(--runner, --project, --s3_endpoint_url, ...). Default runner: '
                                  f'{DEFAULT_RUNNER}.', formatter_class=argparse.RawDescriptionHelpFormatter)
   option_class._add_argparse_args(ours)
+  store_flags = ours.add_argument_group("eventferry's store flags (README: Clouds)")
+  for store_class in (s3.S3AccessOptions, stores.EncryptionOptions, sftp.SftpOptions):
+    store_class._add_argparse_args(store_flags)
   if '-h' in argv or '--help' in argv:
     ours.print_help()
     raise SystemExit(0)
@@ -171,6 +174,9 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   if unknown:
     raise UsageError(f'unexpected argument {unknown[0]!r}: every value needs its --flag.')
   options = option_class(argv)
+  problem = stores.flag_problem(options)
+  if problem:
+    raise UsageError(problem)
   std = options.view_as(po.StandardOptions)
   if not std.runner:
     std.runner = DEFAULT_RUNNER

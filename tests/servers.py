@@ -1,13 +1,18 @@
 """Real storage services on loopback for the tests: moto (S3, STS, IAM), gcp-storage-emulator
 (GCS), Azurite (Azure Blob, from npm under .tools/) and an asyncssh SFTP server. Each runs as a
-child process on a free 127.0.0.1 port and is stopped by its PID.
+child process on a free 127.0.0.1 port and is stopped by its PID; a child also dies when the
+process that started it dies, even by SIGKILL (`die_with_parent`), so a killed pytest leaves no
+servers behind.
 
 A `Store` says how the commands reach one of them: a root URL, the command-line flags and the
 environment variables a user would give.
 """
 import contextlib
+import ctypes
 import dataclasses
+import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +59,23 @@ class Server:
         self.proc.wait()
 
 
+PR_SET_PDEATHSIG = 1   # linux/prctl.h
+
+
+def _kill_me_with(parent: int) -> None:
+  """Runs in the child between fork and exec: Linux sends it SIGKILL when the thread that forked
+  it ends (servers are started from pytest's main thread, so: when pytest ends, however). The
+  setting survives exec; if the parent died before it took effect, die now."""
+  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+  if os.getppid() != parent:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def die_with_parent():
+  """`preexec_fn` for subprocess.Popen: the child dies with this process."""
+  return functools.partial(_kill_me_with, os.getpid())
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind((HOST, 0))
@@ -69,7 +91,7 @@ def start(cmd: list[str], workdir: str, name: str, ready, env: dict | None = Non
   with open(log, 'wb') as out:
     proc = subprocess.Popen([c.format(port=port) for c in cmd], stdout=out,
                             stderr=subprocess.STDOUT, cwd=workdir,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=die_with_parent())
   server = Server(proc, port, log)
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
@@ -134,16 +156,20 @@ def sftp(workdir: str, user: str, password: str, client_key: str | None = None) 
   return start(cmd, workdir, 'sftp', tcp_open, env={'SFTP_TEST_PASSWORD': password})
 
 
-class FlakyProxy:
-  """An HTTP proxy on loopback in front of a server that answers every `every`-th request with
-  503 SlowDown instead of forwarding it: transient errors as S3 gives them under load."""
+class RecordingProxy:
+  """An HTTP proxy on loopback in front of a server that records every request (method, path
+  with query, headers, the first 64 KiB of the body) in `seen`, and with `fail_every` answers
+  every n-th one 503 SlowDown instead of forwarding it: transient errors as S3 gives them under
+  load. What a client really sends, where an emulator does not keep it (GCS KMS keys, Azure
+  encryption scopes)."""
 
-  def __init__(self, target_port: int, every: int):
+  def __init__(self, target_port: int, fail_every: int = 0):
     import http.client
     import http.server
     import threading
     proxy = self
     self.requests = self.failed = 0
+    self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
     lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -156,8 +182,10 @@ class FlakyProxy:
         body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
         with lock:
           proxy.requests += 1
-          fail = proxy.requests % every == 0
+          fail = bool(fail_every) and proxy.requests % fail_every == 0
           proxy.failed += fail
+          proxy.seen.append((self.command, self.path, {k.lower(): v for k, v in
+                                                       self.headers.items()}, body[:65536]))
         if fail:
           error = b'<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
           self.send_response(503)

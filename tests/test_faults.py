@@ -23,7 +23,7 @@ def test_import_and_export_through_503s_equal_an_undisturbed_run(s3_store):
   storage.configure(PipelineOptions(s3_store.flags))
   src = s3_store.url('faults', 'src')
   samples.write_day(src, DAY, samples.events(DAY, 2000, seed=8), files=2)
-  proxy = servers.FlakyProxy(s3_store.server.port, every=5)
+  proxy = servers.RecordingProxy(s3_store.server.port, fail_every=5)
   flaky = [f if f != s3_store.server.endpoint else proxy.endpoint for f in s3_store.flags]
   try:
     for name, flags in (('calm', s3_store.flags), ('flaky', flaky)):

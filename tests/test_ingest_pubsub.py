@@ -78,7 +78,8 @@ def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
   proc = subprocess.Popen(
       [sys.executable, '-m', 'pipelines.ingest', '--subscription', subscription, '--lake', lake,
        '--streaming', '--flush_interval', '2s', '--run_id', 'ps1'],
-      cwd=servers.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+      cwd=servers.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+      preexec_fn=servers.die_with_parent())
   part = lambda root, d: os.path.join(root, f'dt={d.isoformat()}')
   rejected = os.path.join(lake, '_rejected')
   try:

@@ -5,49 +5,31 @@ import datetime
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import pytest
 
 from pipelines import samples
+from tests import servers
 from tests.conftest import run_cli
 
 DAYS = [datetime.date(2023, 1, 1), datetime.date(2023, 1, 2)]
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def portable(tmp_path_factory):
-  """Beam's job service on loopback; the flags that send a pipeline to it."""
-  port, staging = free_port(), tmp_path_factory.mktemp('jobs')
-  proc = subprocess.Popen([sys.executable, '-m',
-                           'apache_beam.runners.portability.local_job_service_main',
-                           '--port', str(port), '--staging_dir', str(staging)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  """Beam's job service on loopback (a child that dies with pytest); the flags that send a
+  pipeline to it."""
+  workdir = tmp_path_factory.mktemp('jobs')
+  server = servers.start([sys.executable, '-m',
+                          'apache_beam.runners.portability.local_job_service_main',
+                          '--port', '{port}', '--staging_dir', str(workdir)],
+                         str(workdir), 'job-service', servers.tcp_open)
   try:
-    deadline = time.monotonic() + 60
-    while True:
-      try:
-        socket.create_connection(('127.0.0.1', port), timeout=1).close()
-        break
-      except OSError:
-        if time.monotonic() > deadline or proc.poll() is not None:
-          raise RuntimeError('the job service did not start')
-        time.sleep(0.2)
-    yield ['--runner=PortableRunner', f'--job_endpoint=localhost:{port}',
+    yield ['--runner=PortableRunner', f'--job_endpoint=localhost:{server.port}',
            '--environment_type=LOOPBACK']
   finally:
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    server.stop()
 
 
 @pytest.fixture(scope='module')

@@ -52,7 +52,7 @@ class _Ready(typing.NamedTuple):
 class _RowFile:
   """JSON lines, CSV, XML or Avro: a head, slices of rows, a tail; optionally gzip."""
 
-  def __init__(self, fmt: Format, sink: storage.WriteStream):
+  def __init__(self, fmt: Format, sink: storage.Upload):
     self._fmt, self._sink = fmt, sink
     head, self._encode, self._tail = ROW_FORMATS[fmt.name]
     self._zip = zlib.compressobj(6, zlib.DEFLATED, 31) if fmt.gzipped else None  # mtime 0
@@ -105,7 +105,7 @@ def parquet_options(fmt: Format, schema: pa.Schema) -> dict:
 
 
 class _ParquetFile:
-  def __init__(self, fmt: Format, sink: storage.WriteStream, schema: pa.Schema):
+  def __init__(self, fmt: Format, sink: storage.Upload, schema: pa.Schema):
     self._options = parquet_options(fmt, schema)
     self._writer = pq.ParquetWriter(sink, schema, **self._options)
     self._bound = 0   # the sum of the committed row groups' sizes as files of their own
@@ -127,7 +127,7 @@ class _ParquetFile:
     self._writer.close()
 
 
-def _open(fmt: Format, sink: storage.WriteStream, schema: pa.Schema):
+def _open(fmt: Format, sink: storage.Upload, schema: pa.Schema):
   return _ParquetFile(fmt, sink, schema) if fmt.name == 'parquet' else _RowFile(fmt, sink)
 
 

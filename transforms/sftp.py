@@ -30,7 +30,10 @@ class SftpOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument('--sftp_password', default=None, help='password for sftp:// paths')
+    parser.add_argument('--sftp_password', default=None,
+                        help='password for sftp:// paths. Prefer the environment variable '
+                        'SFTP_PASSWORD: a flag is visible to every user of the machine in `ps` '
+                        'and in shell history')
     parser.add_argument('--sftp_private_key', default=None,
                         help='private key file for sftp:// paths (instead of a password)')
     parser.add_argument('--sftp_known_hosts', default=None,

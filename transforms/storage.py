@@ -3,8 +3,9 @@ gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing
 Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
 directories: a folder "exists" when something lies under it, so code lists instead of asking.
 Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent, S3 deletes and
-renames that keep per-key permissions and encryption) the store's own client does it
-(transforms/stores.py).
+renames that keep per-key permissions and encryption, GCS KMS keys and Azure encryption scopes,
+Azure uploads that do not hold the whole file) the store's own client does it
+(transforms/stores.py). Writes stream (`open_write`): memory holds one block, not the file.
 """
 import functools
 import hashlib
@@ -31,7 +32,9 @@ def configure(options) -> None:
 STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
 
 
-def _refusal(e: Exception, operation: str, permission: str, path) -> stores.StoreError:
+def _refused(path, operation: str, permission: str, e: Exception) -> stores.StoreError:
+  """One StoreError naming the store, the path, the operation and the permission it needs, with
+  secrets removed. Raise it `from None`: some stores' messages carry signed request URLs."""
   paths = [path] if isinstance(path, str) else list(path)
   where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
   return stores.StoreError(
@@ -41,9 +44,7 @@ def _refusal(e: Exception, operation: str, permission: str, path) -> stores.Stor
 
 
 def _guarded(operation: str, permission: str):
-  """Turns whatever a store raises into one StoreError naming the store, the path, the operation
-  and the permission it needs, with secrets removed. The original exception is not chained: some
-  stores' messages carry request URLs with signatures."""
+  """Turns whatever a store raises into a StoreError (`_refused`)."""
   def wrap(fn):
     @functools.wraps(fn)
     def guarded(path, *args, **kwargs):
@@ -52,7 +53,7 @@ def _guarded(operation: str, permission: str):
       except stores.StoreError:
         raise
       except Exception as e:  # noqa: BLE001 - re-raised with its store's words
-        raise _refusal(e, operation, permission, path) from None
+        raise _refused(path, operation, permission, e) from None
     return guarded
   return wrap
 
@@ -100,60 +101,80 @@ def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
 
 
+class Upload:
+  """A file being written: `write` takes any sizes and hands the store at most BLOCK bytes at a
+  time, so no store layer copies a whole file (Beam's S3 and GCS writers would), and counts the
+  bytes and their sha256 on the way, so a manifest needs no second read. close() (or leaving a
+  `with` block) publishes the file. After an exception inside a `with` block nothing becomes
+  visible on GCS and Azure; elsewhere a partial file may, so write to a staging path. File-like
+  enough for pyarrow's ParquetWriter."""
+
+  def __init__(self, path: str, f):
+    self.path, self._f = path, f
+    self.bytes = 0
+    self._sha = hashlib.sha256()
+
+  def _call(self, method, *args):
+    try:
+      return method(*args)
+    except Exception as e:  # noqa: BLE001 - re-raised with its store's words
+      raise _refused(self.path, 'write', 'PUT', e) from None
+
+  def write(self, data) -> int:
+    view = memoryview(data).cast('B')
+    for start in range(0, len(view), stores.BLOCK):
+      self._call(self._f.write, view[start:start + stores.BLOCK])
+    self._sha.update(view)
+    self.bytes += len(view)
+    return len(view)
+
+  def tell(self) -> int:
+    return self.bytes
+
+  def flush(self) -> None:
+    pass   # the store sends whole blocks; close() finishes the file
+
+  @property
+  def closed(self) -> bool:
+    return self._f.closed
+
+  def close(self) -> None:
+    if not self._f.closed:
+      self._call(self._f.close)
+
+  @property
+  def sha256(self) -> str:
+    return self._sha.hexdigest()
+
+  def __enter__(self) -> 'Upload':
+    return self
+
+  def __exit__(self, kind, error, tb) -> None:
+    if kind is None:
+      self.close()
+    else:
+      self._f.__exit__(kind, error, tb)
+
+
+@_guarded('write', 'PUT')
+def open_write(path: str) -> Upload:
+  """Streams a new file to `path`, replacing it: S3 multipart parts, GCS resumable chunks,
+  Azure blocks, SFTP blocks; memory holds one block (transforms/stores.py). Not for 0-byte
+  S3 objects: use write_bytes."""
+  if FileSystems.get_scheme(path) in ('gs', 'azfs'):
+    return Upload(path, stores.open_write(path))   # with the KMS key / encryption scope
+  return Upload(path, FileSystems.create(path, mime_type='application/octet-stream',
+                                         compression_type=RAW))
+
+
 @_guarded('write', 'PUT')
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
   if not data and FileSystems.get_scheme(path) == 's3':
     stores.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
     return
-  with FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW) as f:
+  with open_write(path) as f:
     f.write(data)
-
-
-class WriteStream:
-  """A file written as its bytes arrive (storage.open_write), counting them and their sha256 on
-  the way, so that a manifest needs no second read. Store errors name the path, as elsewhere."""
-
-  def __init__(self, path: str):
-    self.path = path
-    self.bytes = 0
-    self._sha = hashlib.sha256()
-    self._stream = self._do(FileSystems.create, path, mime_type='application/octet-stream',
-                            compression_type=RAW)
-
-  def _do(self, fn, *args, **kwargs):
-    try:
-      return fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - re-raised with its store's words
-      raise _refusal(e, 'write', 'PUT', self.path) from None
-
-  def write(self, data) -> int:
-    self._do(self._stream.write, data)
-    self._sha.update(data)
-    self.bytes += len(data)
-    return len(data)
-
-  def tell(self) -> int:
-    return self.bytes
-
-  def flush(self) -> None:
-    pass   # the store decides when to send; close() finishes the file
-
-  @property
-  def closed(self) -> bool:
-    return self._stream.closed
-
-  def close(self) -> None:
-    self._do(self._stream.close)
-
-  @property
-  def sha256(self) -> str:
-    return self._sha.hexdigest()
-
-
-def open_write(path: str) -> WriteStream:
-  """A stream that writes `path` (replacing it); close() finishes the file."""
-  return WriteStream(path)
 
 
 @_guarded('create', 'PUT')
@@ -187,8 +208,10 @@ def rename(sources: list[str], destinations: list[str]) -> None:
   for parent in {posixpath.dirname(d) for d in destinations}:
     if FileSystems.get_scheme(parent) is None and not os.path.exists(parent):
       FileSystems.mkdirs(parent)
-  if sources and FileSystems.get_scheme(sources[0]) == 's3':
-    stores.s3_rename(sources, destinations)
+  scheme = FileSystems.get_scheme(sources[0]) if sources else None
+  if scheme in ('s3', 'gs', 'azfs'):   # copies that keep the encryption settings
+    {'s3': stores.s3_rename, 'gs': stores.gcs_rename, 'azfs': stores.azure_rename}[scheme](
+        sources, destinations)
   elif sources:
     FileSystems.rename(sources, destinations)
 

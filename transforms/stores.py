@@ -3,24 +3,63 @@
 - a 0-byte object on S3 (`_SUCCESS`): Beam writes every S3 object as a multipart upload, and S3
   refuses an upload with no parts;
 - create-if-absent (locks): S3 `If-None-Match: *`, GCS `if_generation_match=0`, Azure
-  `If-None-Match: *`, SFTP `O_EXCL`.
+  `If-None-Match: *`, SFTP `O_EXCL`;
+- customer-managed encryption on GCS (a Cloud KMS key per object) and Azure (an encryption scope
+  per blob): Beam 2.77's gcsio and blobstorageio take neither, so every gs:// and azfs:// write,
+  copy and lock goes through the writers here;
+- bounded memory on Azure: Beam's writer spools a whole file and uploads it in one request;
+  `AzureBlockWriter` stages 8 MiB blocks and commits the block list.
 
 The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
-transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from `FileSystems.set_options` (storage.configure at launch; Beam's
-worker harness does the same on workers).
+transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from
+`FileSystems.set_options` (storage.configure at launch; Beam's worker harness does the same on
+workers).
 """
 import functools
-import re
+import io
 import os
+import re
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms import s3, sftp
 
+BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
+GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
+KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+')
+
+
+class EncryptionOptions(PipelineOptions):
+  """Customer-managed encryption of every object written on GCS and Azure (S3: transforms/s3.py)."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--gcs_kms_key_name', default=None,
+                        help='Cloud KMS key that encrypts every gs:// object written '
+                        '(projects/P/locations/L/keyRings/R/cryptoKeys/K; default: the '
+                        "bucket's default key)")
+    parser.add_argument('--azure_encryption_scope', default=None,
+                        help='encryption scope of every azfs:// blob written (default: the '
+                        "container's default scope)")
+
+
+def flag_problem(opts: PipelineOptions) -> str | None:
+  """What is wrong with the encryption flags, for a fail-fast usage error; None when nothing."""
+  key = opts.view_as(EncryptionOptions).gcs_kms_key_name
+  if key is not None and not KMS_KEY.fullmatch(key):
+    return (f'--gcs_kms_key_name {key!r} is not a Cloud KMS key name: use '
+            'projects/P/locations/L/keyRings/R/cryptoKeys/K (no cryptoKeyVersions)')
+  return None
+
 
 def options() -> PipelineOptions:
   return FileSystems._pipeline_options or PipelineOptions([])
+
+
+def _encryption() -> EncryptionOptions:
+  return options().view_as(EncryptionOptions)
 
 
 def use_emulator_credentials() -> None:
@@ -96,6 +135,114 @@ def azure_exists(path: str) -> bool:
   return _azure(id(options())).get_blob_client(*bucket_and_key(path)).exists()
 
 
+def _gcs_blob(path: str):
+  """The blob at a gs:// path, carrying --gcs_kms_key_name for whatever creates it."""
+  bucket, key = bucket_and_key(path)
+  return _gcs(id(options())).bucket(bucket).blob(
+      key, kms_key_name=_encryption().gcs_kms_key_name)
+
+
+def _azure_scope() -> dict:
+  scope = _encryption().azure_encryption_scope
+  return {'encryption_scope': scope} if scope else {}
+
+
+def open_write(path: str, content_type: str = 'application/octet-stream'):
+  """A file object writing gs:// or azfs:// `path` in chunks (GCS_CHUNK) or blocks (BLOCK), with
+  the requested encryption. As a context manager it publishes the object on success; after an
+  exception nothing becomes visible (the upload is cancelled or its blocks left uncommitted)."""
+  if path.startswith('gs://'):
+    from google.cloud.storage.fileio import BlobWriter
+    from google.cloud.storage.retry import DEFAULT_RETRY
+    return BlobWriter(_gcs_blob(path), chunk_size=GCS_CHUNK, content_type=content_type,
+                      ignore_flush=True, retry=DEFAULT_RETRY)   # resumable: safe to retry
+  if path.startswith('azfs://'):
+    return AzureBlockWriter(path, content_type)
+  raise ValueError(f'no streaming writer of ours for {path}')
+
+
+class AzureBlockWriter(io.RawIOBase):
+  """Streams a block blob: every BLOCK bytes become one Put Block, closing commits the block
+  list (Put Block List), so memory holds one block, never the file. Both requests carry
+  --azure_encryption_scope, as Azure requires."""
+
+  def __init__(self, path: str, content_type: str):
+    from azure.storage.blob import ContentSettings
+    super().__init__()
+    self._blob = _azure(id(options())).get_blob_client(*bucket_and_key(path))
+    self._settings = ContentSettings(content_type=content_type)
+    self._pending = bytearray()
+    self._blocks: list[str] = []
+
+  def writable(self) -> bool:
+    return True
+
+  def write(self, data) -> int:
+    view = memoryview(data).cast('B')
+    size = len(view)
+    if self._pending:   # top up the block a previous write began
+      take = BLOCK - len(self._pending)
+      self._pending += view[:take]
+      view = view[take:]
+      if len(self._pending) < BLOCK:
+        return size
+      self._stage(bytes(self._pending))
+      self._pending.clear()
+    while len(view) >= BLOCK:
+      self._stage(view[:BLOCK].tobytes())
+      view = view[BLOCK:]
+    self._pending += view
+    return size
+
+  def _stage(self, block: bytes) -> None:
+    block_id = f'{len(self._blocks):06d}'   # equal lengths, as Azure requires per blob
+    self._blob.stage_block(block_id, block, length=len(block), **_azure_scope())
+    self._blocks.append(block_id)
+
+  def close(self) -> None:
+    if not self.closed:
+      if self._pending:
+        self._stage(bytes(self._pending))
+        self._pending.clear()
+      self._blob.commit_block_list(self._blocks, content_settings=self._settings,
+                                   **_azure_scope())
+    super().close()
+
+  def __exit__(self, kind, error, tb):
+    if kind is None:
+      self.close()
+    else:   # leave the staged blocks uncommitted: Azure drops them after a week
+      self._pending.clear()
+      super().close()
+
+
+def gcs_rename(sources: list[str], destinations: list[str]) -> None:
+  """Server-side rewrite with the KMS key (Beam's copy cannot pass one), then delete the source.
+  A rewrite of a big object may take several calls; each continues with the previous token."""
+  for src, dst in zip(sources, destinations):
+    source, target, token = _gcs_blob(src), _gcs_blob(dst), None
+    while True:
+      token, _, _ = target.rewrite(source, token=token)
+      if token is None:
+        break
+  FileSystems.delete(sources)
+
+
+def azure_rename(sources: list[str], destinations: list[str]) -> None:
+  """With an encryption scope: copy through AzureBlockWriter, then delete the source. Azure's
+  server-side Copy Blob cannot set a scope, and Copy Blob From URL (which can) needs a SAS for
+  the source and stops at 256 MiB. Without one: Beam's server-side copy."""
+  if not _encryption().azure_encryption_scope:
+    FileSystems.rename(sources, destinations)
+    return
+  for src, dst in zip(sources, destinations):
+    raw = CompressionTypes.UNCOMPRESSED
+    with FileSystems.open(src, compression_type=raw) as r, open_write(dst) as w:
+      while chunk := r.read(BLOCK):
+        w.write(chunk)
+  FileSystems.delete(sources)
+
+
 def put(path: str, data: bytes, exclusive: bool = False) -> bool:
   """Writes `data` to the object store path in one request; with `exclusive`, only if no object
   is there (False then). Schemes: s3, gs, azfs, sftp."""
@@ -119,7 +266,7 @@ def put(path: str, data: bytes, exclusive: bool = False) -> bool:
     return True
   if scheme == 'gs':
     from google.api_core import exceptions
-    blob = _gcs(id(options())).bucket(bucket).blob(key)
+    blob = _gcs_blob(path)
     try:
       blob.upload_from_string(data, if_generation_match=0 if exclusive else None)
     except exceptions.PreconditionFailed:
@@ -129,7 +276,8 @@ def put(path: str, data: bytes, exclusive: bool = False) -> bool:
     from azure.core import exceptions
     blob = _azure(id(options())).get_blob_client(bucket, key)
     try:
-      blob.upload_blob(data, overwrite=not exclusive)   # overwrite=False sends If-None-Match: *
+      # overwrite=False sends If-None-Match: *
+      blob.upload_blob(data, overwrite=not exclusive, **_azure_scope())
     except exceptions.ResourceExistsError:
       return False
     return True

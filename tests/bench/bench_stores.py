@@ -1,9 +1,13 @@
-"""Peak memory of an export to each store: `./run.sh bench stores [--events N] [--format jsonl]`.
+"""Peak memory of writing to each store: `./run.sh bench stores [--events N] [--format jsonl]`.
 
 Imports N generated events (default 1.5M: about 1 GiB as uncompressed JSON lines) into a local
 lake once, starts each store's loopback server (tests/servers.py), and runs the real export
 command to it in its own process, printing seconds, bytes written and that process's peak RSS.
-Not a timed test: figures depend on the machine (README: Clouds).
+
+`--layer store [--mib 1024] [--repeat 2]`: the store layer alone. Each store gets one object of
+--mib MiB written in 1 MiB pieces through storage.open_write (ours) and through Beam's
+FileSystems.create (beam), each in a fresh process; prints that process's RSS before the write
+and its peak. Not a timed test: figures depend on the machine (README: Clouds).
 """
 import argparse
 import json
@@ -51,6 +55,54 @@ def start(store: str, workdir: str):
       os.path.join(workdir, 'known_hosts')], {}
 
 
+def store_child(argv: list[str]) -> None:
+  """Writes one object of MIB MiB to PATH with WRITER (ours | beam); prints seconds and RSS."""
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  from transforms import storage
+  writer, path, mib, flags = argv[0], argv[1], int(argv[2]), argv[3:]
+  storage.configure(PipelineOptions(flags))
+  piece = os.urandom(1 << 20)
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  start_t = time.perf_counter()
+  with (storage.open_write(path) if writer == 'ours' else
+        FileSystems.create(path, compression_type=storage.RAW)) as f:
+    for _ in range(mib):
+      f.write(piece)
+  seconds = time.perf_counter() - start_t
+  size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+  storage.delete([path])   # the emulators keep objects in memory
+  print(json.dumps({'seconds': seconds, 'mib': size / (1 << 20), 'rss_before_mib': before,
+                    'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def store_layer(a, workdir: str) -> None:
+  print(f'{"store":<6} {"writer":<6} {"MiB":>6} {"seconds (best, range)":>22} '
+        f'{"RSS before":>11} {"peak RSS MiB (best, range)":>27}')
+  for store in a.stores.split(','):
+    server, root, flags, env = start(store, workdir)
+    try:
+      for writer in ('ours', 'beam'):
+        runs = []
+        for i in range(a.repeat):
+          path = f'{root}/big-{writer}-{i}.bin'
+          proc = subprocess.run([sys.executable, '-m', 'tests.bench.bench_stores', '--store-child',
+                                 writer, path, str(a.mib), *flags],
+                                capture_output=True, text=True, env={**os.environ, **env})
+          if proc.returncode != 0:
+            sys.exit(f'{store} {writer} failed:\n{proc.stderr[-3000:]}')
+          runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        secs = [r['seconds'] for r in runs]
+        peaks = [r['peak_rss_mib'] for r in runs]
+        print(f'{store:<6} {writer:<6} {runs[0]["mib"]:>6.0f} '
+              f'{min(secs):>8.1f} ({min(secs):.1f}-{max(secs):.1f}) '
+              f'{min(r["rss_before_mib"] for r in runs):>11.0f} '
+              f'{min(peaks):>13.0f} ({min(peaks):.0f}-{max(peaks):.0f})', flush=True)
+    finally:
+      if server:
+        server.stop()
+
+
 def child(argv: list[str]) -> None:
   from pipelines import export_events
   start_t = time.perf_counter()
@@ -62,13 +114,20 @@ def child(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
   if argv and argv[0] == '--child':
     return child(argv[1:])
+  if argv and argv[0] == '--store-child':
+    return store_child(argv[1:])
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--events', type=int, default=1_500_000)
   parser.add_argument('--format', default='jsonl')
   parser.add_argument('--stores', default=','.join(STORES))
   parser.add_argument('--workdir', default=None, help='keeps the generated lake between runs')
+  parser.add_argument('--layer', default='export', choices=['export', 'store'])
+  parser.add_argument('--mib', type=int, default=1024, help='--layer store: object size')
+  parser.add_argument('--repeat', type=int, default=1, help='--layer store: runs per writer')
   a = parser.parse_args(argv)
   workdir = a.workdir or tempfile.mkdtemp(prefix='eventferry-bench-stores-')
+  if a.layer == 'store':
+    return store_layer(a, workdir)
   lake = prepare(workdir, a.events)
   print(f'{"store":<6} {"seconds":>8} {"MiB out":>8} {"peak RSS MiB":>13}')
   for store in a.stores.split(','):
