@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import re
+import time
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -229,17 +230,26 @@ def gcs_rename(sources: list[str], destinations: list[str]) -> None:
 
 
 def azure_rename(sources: list[str], destinations: list[str]) -> None:
-  """With an encryption scope: copy through AzureBlockWriter, then delete the source. Azure's
-  server-side Copy Blob cannot set a scope, and Copy Blob From URL (which can) needs a SAS for
-  the source and stops at 256 MiB. Without one: Beam's server-side copy."""
-  if not _encryption().azure_encryption_scope:
-    FileSystems.rename(sources, destinations)
-    return
+  """Copy, wait until Azure says the copy succeeded, then delete the sources. Beam's rename
+  deletes the source right after *starting* Copy Blob, which Azure may finish asynchronously.
+  With an encryption scope the copy streams through AzureBlockWriter: Copy Blob cannot set a
+  scope, and Copy Blob From URL (which can) needs a SAS for the source and stops at 256 MiB."""
+  client = _azure(id(options()))
   for src, dst in zip(sources, destinations):
-    raw = CompressionTypes.UNCOMPRESSED
-    with FileSystems.open(src, compression_type=raw) as r, open_write(dst) as w:
-      while chunk := r.read(BLOCK):
-        w.write(chunk)
+    if _encryption().azure_encryption_scope:
+      with FileSystems.open(src, compression_type=CompressionTypes.UNCOMPRESSED) as r, \
+          open_write(dst) as w:
+        while chunk := r.read(BLOCK):
+          w.write(chunk)
+      continue
+    target = client.get_blob_client(*bucket_and_key(dst))
+    status = target.start_copy_from_url(client.get_blob_client(*bucket_and_key(src)).url)
+    status = status['copy_status']
+    while status == 'pending':
+      time.sleep(0.2)
+      status = target.get_blob_properties().copy.status
+    if status != 'success':
+      raise OSError(f'Azure copy of {src} to {dst} ended {status}')
   FileSystems.delete(sources)
 
 
