@@ -12,13 +12,13 @@ and its peak. Not a timed test: figures depend on the machine (README: Clouds).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 from tests import servers
+from tests.bench import harness
 from tests.bench.bench_export import DAY, prepare
 
 STORES = ('local', 's3', 'gcs', 'azure', 'sftp')
@@ -63,7 +63,7 @@ def store_child(argv: list[str]) -> None:
   writer, path, mib, flags = argv[0], argv[1], int(argv[2]), argv[3:]
   storage.configure(PipelineOptions(flags))
   piece = os.urandom(1 << 20)
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  before = harness.peak_rss_mib()
   start_t = time.perf_counter()
   with (storage.open_write(path) if writer == 'ours' else
         FileSystems.create(path, compression_type=storage.RAW)) as f:
@@ -73,7 +73,7 @@ def store_child(argv: list[str]) -> None:
   size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
   storage.delete([path])   # the emulators keep objects in memory
   print(json.dumps({'seconds': seconds, 'mib': size / (1 << 20), 'rss_before_mib': before,
-                    'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                    'peak_rss_mib': harness.peak_rss_mib()}))
 
 
 def store_layer(a, workdir: str) -> None:
@@ -108,7 +108,7 @@ def child(argv: list[str]) -> None:
   start_t = time.perf_counter()
   code = export_events.run(argv)
   print(json.dumps({'code': code, 'seconds': time.perf_counter() - start_t,
-                    'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                    'peak_rss_mib': harness.peak_rss_mib()}))
 
 
 def main(argv: list[str]) -> None:
