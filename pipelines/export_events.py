@@ -443,14 +443,8 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
 
 def lock_days(p: ExportPlan) -> None:
   """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
-  try:
-    for partition in sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}):
-      p.locks.append(locks.acquire(p.state, partition, p.run_id,
-                                   f'export of {partition} to this destination', p.break_lock))
-  except locks.LockedError:
-    locks.release(p.locks)
-    p.locks.clear()
-    raise
+  p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
+                              p.run_id, 'export of {} to this destination', p.break_lock)
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:

@@ -283,14 +283,8 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
 
 def lock_days(p: ImportPlan) -> None:
   """Takes every day's lock into p.locks, or none (LockedError names the held one)."""
-  try:
-    for inv in p.days:
-      p.locks.append(locks.acquire(p.lake, f'dt={inv.dt}', p.run_id,
-                                   f'import of dt={inv.dt} into this lake', p.break_lock))
-  except locks.LockedError:
-    locks.release(p.locks)
-    p.locks.clear()
-    raise
+  p.locks = locks.acquire_all(p.lake, [f'dt={inv.dt}' for inv in p.days], p.run_id,
+                              'import of {} into this lake', p.break_lock)
 
 
 def run(argv: list[str]) -> int:

@@ -47,6 +47,20 @@ def acquire(root: str, partition: str, run_id: str, what: str,
                     f'if it died, rerun with --break_lock {holder.get("run_id", "RUN_ID")}.')
 
 
+def acquire_all(root: str, partitions: typing.Iterable[str], run_id: str, what: str,
+                break_lock: str | None = None) -> list[str]:
+  """Takes the lock of every partition, or of none (LockedError names the held one); `what` is a
+  format with {} for the partition, e.g. 'import of {} into this lake'."""
+  held: list[str] = []
+  try:
+    for partition in partitions:
+      held.append(acquire(root, partition, run_id, what.format(partition), break_lock))
+  except LockedError:
+    release(held)
+    raise
+  return held
+
+
 def _holder(path: str) -> dict:
   try:
     holder = json.loads(storage.read_bytes(path))
