@@ -212,6 +212,9 @@ class WriteDays(beam.DoFn):
     rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
     lake_dir = storage.partition_dir(s.lake, dt)
     rejected_dir = storage.partition_dir(storage.join(s.lake, commit.REJECTED_DIR), dt)
+    if s.replace and day.pane == 0:   # batch: lock the day, unpublish it before files land
+      self._lock(dt)
+      storage.delete([storage.join(lake_dir, SUCCESS), storage.join(rejected_dir, SUCCESS)])
     day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
     day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
     day.pane += 1
@@ -221,6 +224,8 @@ class WriteDays(beam.DoFn):
     manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA)
     self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA)
     day.unlisted = {'lake': [], 'rejected': []}
+    if s.replace:
+      locks.release([locks.lock_path(s.lake, f'dt={dt}')])
     yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:
@@ -231,10 +236,6 @@ class WriteDays(beam.DoFn):
              ) -> list[commit.StagedFile]:
     """Writes pane `pane` of a partition as files of at most --max_rows_per_file rows, staged
     and then renamed into place, so a listed file is always whole."""
-    if self._s.replace and pane == 0:   # a rerun unpublishes the day before adding files to it
-      if kind == 'lake':
-        self._lock(directory)
-      storage.delete([storage.join(directory, SUCCESS)])
     staged = []
     for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
       name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
@@ -252,8 +253,7 @@ class WriteDays(beam.DoFn):
     path = storage.join(directory, commit.MANIFEST)
     success = storage.join(directory, SUCCESS)
     old = Manifest.model_validate_json(storage.read_bytes(path)) if storage.exists(path) else None
-    if self._s.replace:
-      storage.delete([success])
+    if self._s.replace:   # _SUCCESS went before the day's first file (_flush)
       keep = {storage.join(directory, f.name) for f in new} | {path}
       storage.delete(p for p in storage.list_files(directory) if p not in keep)
     files = {f.name: f for f in (old.files if old and not self._s.replace else [])}
@@ -269,17 +269,12 @@ class WriteDays(beam.DoFn):
     storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
     if not storage.exists(success):
       storage.write_bytes(success, b'')
-    if self._s.replace and kind == 'rejected':   # the day's last step
-      locks.release([self._lock_path(directory)])
     return manifest
 
-  def _lock_path(self, directory: str) -> str:
-    return locks.lock_path(self._s.lake, directory.rstrip('/').rsplit('/', 1)[-1])
-
-  def _lock(self, lake_dir: str) -> None:
+  def _lock(self, dt: str) -> None:
     """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never
     mix; a retried bundle of this run takes its own lock back. Streaming jobs own their days."""
-    partition = lake_dir.rstrip('/').rsplit('/', 1)[-1]
+    partition = f'dt={dt}'
     locks.acquire(self._s.lake, partition, self._s.run_id, f'run writing {partition} of this lake',
                   break_lock=(self._s.run_id, self._s.break_lock))
 
