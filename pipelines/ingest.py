@@ -24,6 +24,7 @@ from pipelines.import_events import DEFAULT_ENVIRONMENT
 from transforms import storage
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.raw import RawChunk
+from transforms.watch import WatchFiles
 
 CHUNK_ROWS = 10_000
 BLOCK_BYTES = 8 << 20
@@ -71,6 +72,8 @@ def _check(o: IngestOptions, streaming: bool) -> None:
     raise opts.UsageError('--watch goes with --input (a glob of files to watch)')
   if (o.subscription or o.topic or o.watch) and not streaming:
     raise opts.UsageError('Pub/Sub and --watch are unbounded: add --streaming')
+  if o.watch:
+    opts.parse_duration('--watch', o.watch)
   opts.parse_zone('--timezone', o.timezone)
   if o.flush_rows < 1 or (o.max_rows_per_file is not None and o.max_rows_per_file < 1):
     raise opts.UsageError('--flush_rows and --max_rows_per_file must be at least 1')
@@ -159,8 +162,9 @@ def _messages_chunk(messages: list) -> RawChunk:
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
   if o.input:
     if o.watch:
-      files = pipeline | 'WatchFiles' >> fileio.MatchContinuously(
-          o.input, interval=opts.parse_duration('--watch', o.watch))
+      local = pipeline.options.view_as(StandardOptions).runner in (STREAMING_RUNNER, 'DirectRunner')
+      files = pipeline | 'WatchFiles' >> WatchFiles(
+          o.input, opts.parse_duration('--watch', o.watch), local=local)
     else:
       files = pipeline | 'MatchFiles' >> fileio.MatchFiles(o.input)
     return (files | 'Spread' >> beam.Reshuffle()
@@ -197,19 +201,6 @@ def run(argv: list[str]) -> int:
   _check(o, std.streaming)
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
-  # Beam 2.77's BundleBasedDirectRunner cannot run MatchContinuously (its Watch SDF), two faults
-  # deep: (1) direct_runner.py:489 adds StreamingGroupByKeyOverride before the last
-  # GroupByKeyPTransformOverride (:501), which expands the SDF's own GroupByKey
-  # (sdf_direct_runner.py:221) into a _GroupByKeyOnly nothing replaces, so pipeline.py:531 raises
-  # 'was not replaced as expected'; (2) with the overrides applied in a working order, common.py:1064
-  # calls check_done() right after process() returns its generator, which the direct runner's
-  # SDF invoker only iterates later (sdf_direct_runner.py:506), so Watch's tracker has claimed
-  # nothing yet and raises 'neither claimed nor checkpointed'.
-  if o.watch and std.runner == STREAMING_RUNNER:
-    raise opts.UsageError(
-        '--watch uses Beam\'s MatchContinuously, a splittable DoFn the local streaming runner '
-        'cannot run: use it on Dataflow or Flink (--runner), or locally publish new files to '
-        'Pub/Sub (e.g. GCS notifications) and use --subscription')
   run_id = o.run_id or opts.new_run_id()
   storage.configure(options)
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:

@@ -248,9 +248,9 @@ def test_ingest_flags_fail_fast(tmp_path):
     ingest_pipeline.run(['--input', str(tmp_path / 'none*.jsonl'), '--lake', str(tmp_path)])
   with pytest.raises(Exception, match='--subscription .*projects/PROJECT/subscriptions/NAME'):
     ingest_pipeline.run(['--subscription', 'subs/x', '--lake', str(tmp_path), '--streaming'])
-  with pytest.raises(Exception, match='--watch uses Beam.s MatchContinuously'):
-    ingest_pipeline.run(['--input', str(tmp_path / '*.jsonl'), '--watch', '1m', '--lake',
-                         str(tmp_path), '--streaming'])
+  with pytest.raises(Exception, match='--watch goes with --input'):
+    ingest_pipeline.run(['--subscription', 'projects/p/subscriptions/s', '--watch', '1m',
+                         '--lake', str(tmp_path), '--streaming'])
 
 
 def test_the_raw_contract_is_printed_for_senders():

@@ -1,0 +1,98 @@
+"""`./run.sh ingest --input GLOB --watch INTERVAL --streaming` on the local streaming runner: files
+dropped into a folder while the pipeline runs land in the lake, each once, never half-read."""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pyarrow.parquet as pq
+
+from schemas.reports import Manifest
+from tests import servers
+from transforms.watch import _Listing
+
+
+def _event(server_ms: int, insert_id: str | None = None) -> bytes:
+  return json.dumps({
+      'insert_id': insert_id or str(uuid.uuid4()), 'event_key': 'purchase', 'ts': server_ms - 500,
+      'server_ts': server_ms, 'identifiers': {'id': 'u', 'device_id': 'd'}, 'metric_value': '2.5',
+      'hackle_properties': {'osname': 'iOS', 'appversion': '1'}}).encode()
+
+
+def _write(path, lines: list[bytes]) -> None:
+  """Written aside, then renamed in: how a file should appear in a watched folder."""
+  with open(f'{path}.tmp', 'wb') as f:
+    f.write(b'\n'.join(lines) + b'\n')
+  os.rename(f'{path}.tmp', path)
+
+
+def _rows(directory: str) -> int:
+  if not os.path.isdir(directory):
+    return 0
+  return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
+             for f in os.listdir(directory) if f.endswith('.parquet'))
+
+
+def test_a_file_is_emitted_once_and_only_when_it_stopped_changing(tmp_path):
+  listing, pattern = _Listing(), str(tmp_path / '*.jsonl')
+  (tmp_path / 'a.jsonl').write_bytes(b'{}\n')
+  assert listing.settled(pattern) == []                      # first sight: may still be growing
+  with open(tmp_path / 'a.jsonl', 'ab') as f:
+    f.write(b'{}\n')
+  (tmp_path / 'b.jsonl').write_bytes(b'{}\n')
+  assert listing.settled(pattern) == []                      # a grew; b is new
+  assert [os.path.basename(m.path) for m in listing.settled(pattern)] == ['a.jsonl', 'b.jsonl']
+  assert listing.settled(pattern) == []                      # never twice
+  assert listing.settled(str(tmp_path / 'none' / '*.jsonl')) == []
+
+
+def test_watching_a_folder_lands_new_files_as_they_arrive(tmp_path):
+  landing, lake = tmp_path / 'landing', str(tmp_path / 'lake')
+  landing.mkdir()
+  now = int(time.time() * 1000) - 1000
+  today = datetime.datetime.fromtimestamp(now / 1000, datetime.timezone.utc).date()
+  yesterday, old = today - datetime.timedelta(days=1), today - datetime.timedelta(days=3)
+  noon = lambda d: int(datetime.datetime(d.year, d.month, d.day, 12,
+                                         tzinfo=datetime.timezone.utc).timestamp() * 1000)
+  first = [_event(now) for _ in range(1000)]
+  _write(landing / 'a.jsonl', first + [b'{"insert_id": "cut'])   # one malformed line, row 1001
+
+  log = open(tmp_path / 'ingest.log', 'wb')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'pipelines.ingest', '--input', str(landing / '*.jsonl'),
+       '--watch', '1s', '--lake', lake, '--streaming', '--flush_interval', '2s', '--run_id', 'w1'],
+      cwd=servers.ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=servers.die_with_parent())
+  part = lambda root, d: os.path.join(root, f'dt={d.isoformat()}')
+  rejected = os.path.join(lake, '_rejected')
+  try:
+    deadline = time.monotonic() + 120
+    while _rows(part(lake, today)) < 1000 and proc.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.5)
+    resent = [_event(now, json.loads(e)['insert_id']) for e in first[:50]]
+    _write(landing / 'b.jsonl', [_event(now) for _ in range(500)] + resent
+           + [_event(noon(yesterday)) for _ in range(300)] + [_event(noon(old)) for _ in range(20)])
+    while proc.poll() is None and time.monotonic() < deadline:
+      if (_rows(part(lake, today)) == 1500 and _rows(part(lake, yesterday)) == 300
+          and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 1):
+        break
+      time.sleep(0.5)
+  finally:
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+  output = (tmp_path / 'ingest.log').read_text()
+  assert _rows(part(lake, today)) == 1500, output[-3000:]   # 50 resent ids dropped
+  assert _rows(part(lake, yesterday)) == 300, output[-3000:]
+  assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))   # today is still open
+  manifest = Manifest.model_validate_json(open(os.path.join(part(lake, yesterday), '_manifest.json')).read())
+  assert manifest.rows == 300 and os.path.exists(os.path.join(part(lake, yesterday), '_SUCCESS'))
+  written = pq.read_table(part(lake, today))
+  assert written.num_rows == len(set(written['insert_id'].to_pylist()))
+  dead = pq.read_table(part(rejected, old)).to_pylist() + pq.read_table(part(rejected, today)).to_pylist()
+  assert [(r['source_file'], r['source_row']) for r in dead if r['reason'] == 'invalid_json'] == \
+      [(str(landing / 'a.jsonl'), 1001)]
+  assert {r['source_file'] for r in dead if r['reason'] == 'too_late'} == {str(landing / 'b.jsonl')}
+  assert sum(r['reason'] == 'too_late' for r in dead) == 20
