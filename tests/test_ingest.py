@@ -74,6 +74,26 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
   assert 'event_key is a JSON number' in rejected.to_pylist()[2]['detail']
 
 
+@pytest.mark.parametrize('block_bytes', [7, 64, 8 << 20])
+@pytest.mark.parametrize('suffix', ['.jsonl', '.jsonl.gz'])
+@pytest.mark.parametrize('newline', [b'\n', b'\r\n'])
+def test_json_lines_keep_their_line_numbers_across_blocks_crlf_and_blank_lines(
+    tmp_path, monkeypatch, block_bytes, suffix, newline):
+  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', block_bytes)
+  monkeypatch.setattr(ingest_pipeline, 'CHUNK_ROWS', 3)
+  lines = [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}', b'{"e": 5}', b'{"f": 6}', b'{"g": 7}']
+  for blank, at in ((b'', 1), (b'   ', 3)):   # blank lines count but are skipped
+    text = newline.join(lines[:at] + [blank] + lines[at:])
+    path = tmp_path / f'x{at}{suffix}'
+    path.write_bytes(gzip.compress(text) if suffix.endswith('.gz') else text)
+    meta = beam.io.filesystems.FileSystems.match([str(path)])[0].metadata_list[0]
+    chunks = list(ingest_pipeline.ReadJsonLines(arrival=False).process(meta))
+    assert max(len(c) for c in chunks) <= 3
+    got = [(row, payload) for c in chunks for row, payload in zip(c.rows, c.payloads)]
+    assert got == [(i + 1 + (i >= at), line) for i, line in enumerate(lines)]
+    assert {s for c in chunks for s in c.source} == {str(path)}
+
+
 def test_a_chunk_parses_as_its_payloads_do_one_by_one():
   """Columns of mixed JSON types (ts as millis and text, metric_value as number and text, maps
   with and without non-string values) take the chunk-wide paths; one payload alone takes the

@@ -207,7 +207,8 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
       'ts': ts.cast(coerce.TS_TYPE), **columns,
       SOURCE_FILE: pa.array([chunk.source[i] for i in good], pa.string()),
       SOURCE_ROW: pa.array([chunk.rows[i] for i in good], pa.int64()),
-      PAYLOAD: _binary(chunk.payloads).take(pa.array(good, pa.int64())),
+      PAYLOAD: _binary(chunk.payloads if len(good) == len(chunk)
+                       else [chunk.payloads[i] for i in good]),
       SERVER_MS: server, ARRIVAL_MS: arrival})
   if bad:
     rejected.extend((good[j], reason, detail) for j, (reason, detail) in bad.items())
