@@ -9,6 +9,7 @@ import shutil
 import sys
 
 from pipelines import import_events, samples
+from pipelines import options as opts
 from transforms import storage
 
 ROOT = 'demo-data'
@@ -25,8 +26,8 @@ def main(argv: list[str]) -> int:
     print(f'wrote {table.num_rows:,} events for {day} to {bucket}/dt={day}/ as {writer} does')
   print(f'\n$ ./run.sh import --source {bucket} --from_date {DAYS[0][0]} --to_date {DAYS[-1][0]} '
         f'--lake {lake}\n', flush=True)
-  code = import_events.run(['--source', bucket, '--from_date', str(DAYS[0][0]),
-                            '--to_date', str(DAYS[-1][0]), '--lake', lake] + argv)
+  code = opts.main_guard(import_events.run, ['--source', bucket, '--from_date', str(DAYS[0][0]),
+                                             '--to_date', str(DAYS[-1][0]), '--lake', lake] + argv)
   print(f"""
 Where to look:
   {lake}/dt=2023-01-01/                 the lake day: part-*.parquet, _manifest.json, _SUCCESS

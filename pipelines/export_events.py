@@ -34,7 +34,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import options as opts
 from pipelines import logs
-from pipelines.logs import LOG
 from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
@@ -476,19 +475,11 @@ def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
   storage.configure(options)
   apply_spec(options.view_as(ExportOptions), argv)
-  try:
-    p = plan(options.view_as(ExportOptions))
-  except SourceError as e:
-    LOG.error(str(e))
-    return 3
+  p = plan(options.view_as(ExportOptions))   # a SourceError or LockedError is told by main_guard
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
-  try:
-    lock_days(p)
-  except locks.LockedError as e:
-    LOG.error(str(e))
-    return 4
+  lock_days(p)
   try:
     done = execute(options, p)
   except BaseException:

@@ -14,18 +14,15 @@ reason. The run report is printed and kept at LAKE/_runs/RUN_ID.json.
 """
 import dataclasses
 import datetime
-import json
 import math
 import sys
 import time
-import typing
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
 from pipelines import logs
-from pipelines.logs import LOG
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
@@ -33,8 +30,7 @@ from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
                                SpillRejected, WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
-from transforms.read import (SUCCESS, DayInventory, ReadRowGroups, SourceError, inspect_day,
-                             wait_for_success)
+from transforms.read import SUCCESS, DayInventory, ReadRowGroups, inspect_day, wait_for_success
 from transforms.validate import ValidateEvents
 
 PIPELINE = 'import'
@@ -291,15 +287,8 @@ def run(argv: list[str]) -> int:
   options = opts.parse(ImportOptions, argv, './run.sh import')
   storage.configure(options)
   o = options.view_as(ImportOptions)
-  try:
-    p = plan(o)
-    lock_days(p)
-  except SourceError as e:
-    LOG.error(str(e))
-    return 3
-  except locks.LockedError as e:
-    LOG.error(str(e))
-    return 4
+  p = plan(o)     # a SourceError or LockedError is told by main_guard (exit 3, 4)
+  lock_days(p)
   try:
     report = execute(options, p)
   except BaseException:

@@ -3,7 +3,6 @@ import datetime
 import os
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to

@@ -2,7 +2,6 @@
 The import and export still produce exactly what an undisturbed run produces."""
 import datetime
 
-import pytest
 
 from pipelines import samples
 from tests import servers

@@ -6,7 +6,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import MAP, SCHEMA, event, raw_batch, uuid
+from tests.conftest import MAP, SCHEMA, event, raw_batch
 from transforms import coerce
 from transforms.normalize import lower_map_keys
 from transforms.validate import validate_batch

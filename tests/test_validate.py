@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent, arrow_schema
 from schemas.reasons import Reason
-from tests.conftest import MAP, SCHEMA, event, raw_batch, uuid
+from tests.conftest import SCHEMA, event, raw_batch, uuid
 from transforms.validate import validate_batch
 
 
