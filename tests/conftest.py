@@ -1,9 +1,11 @@
 """Shared builders: small customer files with exactly known rows."""
+import contextlib
 import datetime
 import decimal
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,6 +67,28 @@ def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subproce
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}')
   return proc
+
+
+@contextlib.contextmanager
+def running_cli(*args: str, log: str, env: dict | None = None):
+  """A pipeline module that runs until stopped (streaming), output to `log`; terminated on exit."""
+  from tests import servers
+  with open(log, 'wb') as out:
+    proc = subprocess.Popen([sys.executable, '-m', *args], cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            preexec_fn=servers.die_with_parent())
+    try:
+      yield proc
+    finally:
+      proc.terminate()
+      proc.wait(30)
+
+
+def wait_for(done, proc: subprocess.Popen, seconds: float) -> None:
+  """Polls `done()` until true, the process exits or `seconds` pass."""
+  deadline = time.monotonic() + seconds
+  while not done() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.5)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 
@@ -15,6 +13,7 @@ import pytest
 
 from schemas.reports import Manifest
 from tests import servers
+from tests.conftest import running_cli, wait_for
 
 EMULATOR = '/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator'
 PROJECT = 'eventferry-test'
@@ -73,27 +72,14 @@ def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
     f.result(timeout=60)
 
   lake = str(tmp_path / 'lake')
-  env = {**os.environ, 'PUBSUB_EMULATOR_HOST': pubsub}
-  log = open(tmp_path / 'ingest.log', 'wb')
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'pipelines.ingest', '--subscription', subscription, '--lake', lake,
-       '--streaming', '--flush_interval', '2s', '--run_id', 'ps1'],
-      cwd=servers.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-      preexec_fn=servers.die_with_parent())
   part = lambda root, d: os.path.join(root, f'dt={d.isoformat()}')
   rejected = os.path.join(lake, '_rejected')
-  try:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-      done = (_rows(part(lake, today)) == 2500 and _rows(part(lake, yesterday)) == 300
-              and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 40)
-      if done or proc.poll() is not None:
-        break
-      time.sleep(1)
-  finally:
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+  with running_cli('pipelines.ingest', '--subscription', subscription, '--lake', lake,
+                   '--streaming', '--flush_interval', '2s', '--run_id', 'ps1',
+                   log=tmp_path / 'ingest.log', env={'PUBSUB_EMULATOR_HOST': pubsub}) as proc:
+    wait_for(lambda: (_rows(part(lake, today)) == 2500 and _rows(part(lake, yesterday)) == 300
+                      and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 40),
+             proc, 240)
   output = (tmp_path / 'ingest.log').read_text()
   assert _rows(part(lake, today)) == 2500, output[-3000:]
   assert _rows(part(lake, yesterday)) == 300, output[-3000:]

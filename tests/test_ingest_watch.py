@@ -3,19 +3,17 @@ dropped into a folder while the pipeline runs land in the lake, each once, never
 import datetime
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 
 import pyarrow.parquet as pq
 
 from schemas.reports import Manifest
-from tests import servers
+from tests.conftest import running_cli, wait_for
 from transforms.watch import _Listing
 
 
-def _event(server_ms: int, insert_id: str | None = None) -> bytes:
+def event(server_ms: int, insert_id: str | None = None) -> bytes:
   return json.dumps({
       'insert_id': insert_id or str(uuid.uuid4()), 'event_key': 'purchase', 'ts': server_ms - 500,
       'server_ts': server_ms, 'identifiers': {'id': 'u', 'device_id': 'd'}, 'metric_value': '2.5',
@@ -29,7 +27,7 @@ def _write(path, lines: list[bytes]) -> None:
   os.rename(f'{path}.tmp', path)
 
 
-def _rows(directory: str) -> int:
+def rows(directory: str) -> int:
   if not os.path.isdir(directory):
     return 0
   return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
@@ -57,35 +55,24 @@ def test_watching_a_folder_lands_new_files_as_they_arrive(tmp_path):
   yesterday, old = today - datetime.timedelta(days=1), today - datetime.timedelta(days=3)
   noon = lambda d: int(datetime.datetime(d.year, d.month, d.day, 12,
                                          tzinfo=datetime.timezone.utc).timestamp() * 1000)
-  first = [_event(now) for _ in range(1000)]
+  first = [event(now) for _ in range(1000)]
   _write(landing / 'a.jsonl', first + [b'{"insert_id": "cut'])   # one malformed line, row 1001
 
-  log = open(tmp_path / 'ingest.log', 'wb')
-  proc = subprocess.Popen(
-      [sys.executable, '-m', 'pipelines.ingest', '--input', str(landing / '*.jsonl'),
-       '--watch', '1s', '--lake', lake, '--streaming', '--flush_interval', '2s', '--run_id', 'w1'],
-      cwd=servers.ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=servers.die_with_parent())
   part = lambda root, d: os.path.join(root, f'dt={d.isoformat()}')
   rejected = os.path.join(lake, '_rejected')
-  try:
-    deadline = time.monotonic() + 120
-    while _rows(part(lake, today)) < 1000 and proc.poll() is None and time.monotonic() < deadline:
-      time.sleep(0.5)
-    resent = [_event(now, json.loads(e)['insert_id']) for e in first[:50]]
-    _write(landing / 'b.jsonl', [_event(now) for _ in range(500)] + resent
-           + [_event(noon(yesterday)) for _ in range(300)] + [_event(noon(old)) for _ in range(20)])
-    while proc.poll() is None and time.monotonic() < deadline:
-      if (_rows(part(lake, today)) == 1500 and _rows(part(lake, yesterday)) == 300
-          and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 1):
-        break
-      time.sleep(0.5)
-  finally:
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+  with running_cli('pipelines.ingest', '--input', str(landing / '*.jsonl'), '--watch', '1s',
+                   '--lake', lake, '--streaming', '--flush_interval', '2s', '--run_id', 'w1',
+                   log=tmp_path / 'ingest.log') as proc:
+    wait_for(lambda: rows(part(lake, today)) >= 1000, proc, 120)
+    resent = [event(now, json.loads(e)['insert_id']) for e in first[:50]]
+    _write(landing / 'b.jsonl', [event(now) for _ in range(500)] + resent
+           + [event(noon(yesterday)) for _ in range(300)] + [event(noon(old)) for _ in range(20)])
+    wait_for(lambda: (rows(part(lake, today)) == 1500 and rows(part(lake, yesterday)) == 300
+                      and rows(part(rejected, old)) == 20 and rows(part(rejected, today)) == 1),
+             proc, 120)
   output = (tmp_path / 'ingest.log').read_text()
-  assert _rows(part(lake, today)) == 1500, output[-3000:]   # 50 resent ids dropped
-  assert _rows(part(lake, yesterday)) == 300, output[-3000:]
+  assert rows(part(lake, today)) == 1500, output[-3000:]   # 50 resent ids dropped
+  assert rows(part(lake, yesterday)) == 300, output[-3000:]
   assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))   # today is still open
   manifest = Manifest.model_validate_json(open(os.path.join(part(lake, yesterday), '_manifest.json')).read())
   assert manifest.rows == 300 and os.path.exists(os.path.join(part(lake, yesterday), '_SUCCESS'))
