@@ -94,3 +94,35 @@ def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
   written = pq.read_table(part(lake, today))
   assert written.num_rows == len(set(written['insert_id'].to_pylist()))
 
+
+
+def test_a_topic_with_the_server_time_in_a_message_attribute(pubsub, tmp_path, monkeypatch):
+  """--topic: the runner makes its own subscription when it starts, so publishing waits for it.
+  --server_time_attribute: epoch ms or RFC 3339; absent, the publish time decides the day."""
+  from google.cloud import pubsub_v1
+  monkeypatch.setenv('PUBSUB_EMULATOR_HOST', pubsub)
+  publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+  topic = publisher.topic_path(PROJECT, 'attributed')
+  publisher.create_topic(name=topic)
+  today = datetime.datetime.now(datetime.timezone.utc).date()
+  yesterday = today - datetime.timedelta(days=1)
+  noon = datetime.datetime(yesterday.year, yesterday.month, yesterday.day, 12,
+                           tzinfo=datetime.timezone.utc)
+  lake = str(tmp_path / 'lake')
+  part = lambda d: os.path.join(lake, f'dt={d.isoformat()}')
+  subscribed = lambda: list(publisher.list_topic_subscriptions(topic=topic))
+  with running_cli('pipelines.ingest', '--topic', topic, '--server_time_attribute', 'received_at',
+                   '--lake', lake, '--streaming', '--flush_interval', '2s', '--run_id', 'ps2',
+                   log=tmp_path / 'ingest.log', env={'PUBSUB_EMULATOR_HOST': pubsub}) as proc:
+    wait_for(subscribed, proc, 120)
+    futures = [publisher.publish(topic, json.dumps(_event(None)).encode(),
+                                 received_at=str(int(noon.timestamp() * 1000))) for _ in range(100)]
+    futures += [publisher.publish(topic, json.dumps(_event(None)).encode(),
+                                  received_at=noon.isoformat().replace('+00:00', 'Z'))
+                for _ in range(100)]
+    futures += [publisher.publish(topic, json.dumps(_event(None)).encode()) for _ in range(50)]
+    for f in futures:
+      f.result(timeout=60)
+    wait_for(lambda: _rows(part(yesterday)) == 200 and _rows(part(today)) == 50, proc, 120)
+  output = (tmp_path / 'ingest.log').read_text()
+  assert _rows(part(yesterday)) == 200 and _rows(part(today)) == 50, output[-3000:]
