@@ -11,9 +11,12 @@ Watching a prefix for new files (streaming):
 Validation, normalization, de-duplication and the dead-letter output are the import's; how days,
 panes and late data are committed is described in transforms/ingest.py and the README.
 """
+import dataclasses
 import datetime
+import logging
 import sys
 import time
+import typing
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -94,7 +97,9 @@ def _now_ms() -> int:
 
 class ReadJsonLines(beam.DoFn):
   """A file -> RawChunks of up to CHUNK_ROWS lines (line numbers from 1). Compression follows the
-  extension. With `arrival`, the file's modification time is when its rows arrived."""
+  extension. With `arrival`, the file's modification time is when its rows arrived. A compressed
+  file that is corrupt or ends early yields the lines before the damage, then a chunk marked
+  unreadable, which becomes one rejected row saying where reading stopped."""
 
   def __init__(self, arrival: bool):
     self._arrival = arrival
@@ -103,26 +108,35 @@ class ReadJsonLines(beam.DoFn):
     path = metadata.path
     modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
     lines, number, rest = [], 0, b''
-    with beam.io.filesystems.FileSystems.open(path) as f:
-      while True:
-        block = f.read(BLOCK_BYTES)
-        data = rest + block
-        pieces = data.split(b'\n')
-        rest = pieces.pop() if block else b''
-        if b'\r' not in data and all(map(bytes.strip, pieces)):   # the usual case, in C
-          lines.extend(zip(range(number + 1, number + 1 + len(pieces)), pieces))
-          number += len(pieces)
-        else:
-          for line in pieces:
-            number += 1
-            if line.strip():
-              lines.append((number, line.rstrip(b'\r')))
-        if len(lines) >= CHUNK_ROWS or not block:
-          for start in range(0, len(lines), CHUNK_ROWS):
-            yield self._chunk(path, lines[start:start + CHUNK_ROWS], modified)
-          lines = []
-        if not block:
-          return
+    blocks = storage.read_blocks(path, BLOCK_BYTES)
+    while True:
+      try:
+        block = next(blocks, b'')
+      except storage.Unreadable as e:   # what was read counts; the damaged rest is one rejected row
+        logging.warning('%s: lines from %d on are dead-lettered as unreadable_file', e, number + 1)
+        yield from self._chunks(path, lines, modified)
+        yield dataclasses.replace(self._chunk(path, [(number + 1, b'')], modified), unreadable=str(e))
+        return
+      data = rest + block
+      pieces = data.split(b'\n')
+      rest = pieces.pop() if block else b''
+      if b'\r' not in data and all(map(bytes.strip, pieces)):   # the usual case, in C
+        lines.extend(zip(range(number + 1, number + 1 + len(pieces)), pieces))
+        number += len(pieces)
+      else:
+        for line in pieces:
+          number += 1
+          if line.strip():
+            lines.append((number, line.rstrip(b'\r')))
+      if len(lines) >= CHUNK_ROWS or not block:
+        yield from self._chunks(path, lines, modified)
+        lines = []
+      if not block:
+        return
+
+  def _chunks(self, path: str, lines: list, modified: int) -> typing.Iterator[RawChunk]:
+    for start in range(0, len(lines), CHUNK_ROWS):
+      yield self._chunk(path, lines[start:start + CHUNK_ROWS], modified)
 
   def _chunk(self, path: str, lines: list, modified: int) -> RawChunk:
     n = len(lines)

@@ -34,6 +34,8 @@ class Reason(_Explained):
   INVALID_JSON = ('invalid_json', 'the payload is not a JSON object (malformed JSON or not an object)')
   INVALID_FIELD = ('invalid_field_type',
                    'a field of the raw event has the wrong JSON type (see schemas/raw.py)')
+  UNREADABLE_FILE = ('unreadable_file', 'the rest of a compressed file is corrupt or missing '
+                     '(truncated); the lines before it were read')
   TOO_LATE = ('too_late', 'arrived more than --allowed_lateness after the end of its server day')
 
 

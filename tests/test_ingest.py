@@ -1,8 +1,11 @@
 """Streaming ingest: raw-event parsing, server days across DST, and the pane/commit policy driven
 by TestStream (early, on-time, late and too-late rows across two days and a DST change)."""
+import bz2
+import dataclasses
 import datetime
 import gzip
 import json
+import lzma
 import os
 import time
 import uuid
@@ -18,6 +21,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipelines import ingest as ingest_pipeline
 from pipelines import samples
 from schemas.reports import Manifest
+from schemas.reasons import Reason
 from transforms import ingest, raw, storage, validate
 from transforms.days import day_bounds, server_days
 
@@ -92,6 +96,46 @@ def test_json_lines_keep_their_line_numbers_across_blocks_crlf_and_blank_lines(
     got = [(row, payload) for c in chunks for row, payload in zip(c.rows, c.payloads)]
     assert got == [(i + 1 + (i >= at), line) for i, line in enumerate(lines)]
     assert {s for c in chunks for s in c.source} == {str(path)}
+
+
+COMPRESS = {'.gz': gzip.compress, '.bz2': bz2.compress, '.xz': lzma.compress}
+
+
+@pytest.mark.parametrize('suffix', sorted(COMPRESS))
+def test_a_damaged_compressed_file_keeps_the_lines_before_and_dead_letters_the_rest(
+    tmp_path, monkeypatch, suffix):
+  """Beam's own decompression returns a truncated file's beginning as if it were all of it."""
+  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', 4096)
+  ms = day_bounds(DAY_A, NY)[0] + 1000
+  lines = [event(ms) for _ in range(3000)]
+  whole = COMPRESS[suffix](b'\n'.join(lines) + b'\n')
+  read = lambda name: list(ingest_pipeline.ReadJsonLines(arrival=False).process(
+      beam.io.filesystems.FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]))
+  (tmp_path / f'whole{suffix}').write_bytes(whole + COMPRESS[suffix](lines[0] + b'\n'))   # 2 streams
+  (tmp_path / f'cut{suffix}').write_bytes(whole[:len(whole) * 2 // 3])
+  (tmp_path / f'bad{suffix}').write_bytes(b'not compressed at all')
+
+  assert [p for c in read(f'whole{suffix}') for p in c.payloads] == lines + lines[:1]
+  cut = read(f'cut{suffix}')
+  payloads = [p for c in cut[:-1] for p in c.payloads]
+  assert payloads == lines[:len(payloads)] and len(payloads) < len(lines)
+  assert cut[-1].rows == [len(payloads) + 1] and 'ends early' in cut[-1].unreadable
+  batch, rejected = raw.parse_chunk(dataclasses.replace(cut[-1], received_ms=ms))
+  assert batch.num_rows == 0
+  assert rejected.to_pylist() == [{
+      'reason': 'unreadable_file', 'detail': Reason.UNREADABLE_FILE.explanation + '; '
+      + cut[-1].unreadable, 'source_file': str(tmp_path / f'cut{suffix}'),
+      'source_row': len(payloads) + 1, 'original': ''}]
+  [bad] = read(f'bad{suffix}')
+  assert bad.rows == [1] and 'not valid' in bad.unreadable
+
+
+def test_a_payload_without_any_time_is_rejected_under_the_day_it_arrived():
+  arrived = day_bounds(DAY_B, NY)[0] + 5000
+  batch, rejected = raw.parse_chunk(chunk([b'{"insert_id": "x"}'], arrived))
+  assert batch.column(raw.SERVER_MS).to_pylist() == [arrived]
+  assert validate.validate_batch(batch, 'production').rejected.column('reason').to_pylist() == [
+      'invalid_insert_id']
 
 
 def test_a_chunk_parses_as_its_payloads_do_one_by_one():

@@ -40,6 +40,7 @@ class RawChunk:
   fallback_ms: list[int] | None = None   # server time of payloads without server_ts (publish time)
   arrival_ms: list[int] | None = None    # None: batch input, no lateness
   received_ms: int = 0   # when read: files the payloads that are not JSON under that day
+  unreadable: str | None = None   # a file's damaged rest: its one row is rejected with this detail
 
   def __len__(self) -> int:
     return len(self.payloads)
@@ -172,6 +173,10 @@ def _binary(values: list[bytes]) -> pa.Array:
 def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
   server and arrival times; rejected rows for payloads that are not raw events)."""
+  if chunk.unreadable is not None:
+    empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
+                                fallback_ms=None, unreadable=None)
+    return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
   events, good, rejected = [], [], []
   for i, payload in enumerate(chunk.payloads):
     try:
@@ -190,6 +195,7 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
     server = pc.coalesce(server, pa.array([chunk.fallback_ms[i] for i in good], pa.int64()))
   server = pc.coalesce(server, ts)     # files: the client time
+  server = pc.fill_null(server, chunk.received_ms)   # no time at all: when it arrived (rejected later)
   for name, mask in (('ts', bad_ts), ('server_ts', bad_server)):
     for j in np.flatnonzero(mask):
       reason = Reason.INVALID_TS if name == 'ts' else Reason.INVALID_FIELD

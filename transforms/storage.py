@@ -7,11 +7,14 @@ renames that keep per-key permissions and encryption, GCS KMS keys and Azure enc
 Azure uploads that do not hold the whole file) the store's own client does it
 (transforms/stores.py). Writes stream (`open_write`): memory holds one block, not the file.
 """
+import bz2
 import functools
 import hashlib
+import lzma
 import os
 import posixpath
 import typing
+import zlib
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -99,6 +102,49 @@ def read_bytes(path: str) -> bytes:
 @_guarded('open', 'GET')
 def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
+
+
+class Unreadable(Exception):
+  """A compressed file that is corrupt or ends early (a truncated upload)."""
+
+
+# Beam's own decompression (CompressedFile) returns what it could of a truncated .gz, .bz2 or .xz
+# file as if that were all: the rest of the file would be lost without a word. These are checked.
+_CODECS = {'.gz': ('gzip', lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error),
+           '.bz2': ('bzip2', bz2.BZ2Decompressor, OSError),
+           '.xz': ('xz', lzma.LZMADecompressor, lzma.LZMAError),
+           '.lzma': ('lzma', lzma.LZMADecompressor, lzma.LZMAError)}
+
+
+def read_blocks(path: str, size: int) -> typing.Iterator[bytes]:
+  """The file's content in blocks of about `size` bytes, decompressed by its extension (.gz, .bz2,
+  .xz/.lzma checked to the end of their last stream; others as Beam reads them). Raises Unreadable
+  for a corrupt or truncated file, after the blocks that could be read."""
+  ext = posixpath.splitext(path)[1].lower()
+  if ext not in _CODECS:
+    with FileSystems.open(path) as f:
+      yield from iter(lambda: f.read(size), b'')
+    return
+  name, codec, error = _CODECS[ext]
+  decompressor, fed = codec(), False
+  with open_read(path) as f:
+    for block in iter(lambda: f.read(size), b''):
+      fed = True
+      while block:   # concatenated streams (gzip members) each get a new decompressor
+        if decompressor.eof:
+          block = block.lstrip(b'\0') if name == 'gzip' else block   # gzip allows zero padding
+          if not block:
+            break
+          decompressor = codec()
+        try:
+          out = decompressor.decompress(block)
+        except error as e:
+          raise Unreadable(f'{path}: not valid {name} data ({e})') from e
+        if out:   # b'' would read as the end of the file
+          yield out
+        block = decompressor.unused_data if decompressor.eof else b''
+  if fed and not decompressor.eof:
+    raise Unreadable(f'{path}: the {name} data ends early (a truncated or unfinished upload?)')
 
 
 class Upload:
