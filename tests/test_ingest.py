@@ -64,6 +64,7 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
       event(ms, event_key=5),                             # wrong type
       event(ms, identifiers='id=1'),                      # map that is not an object
       event(ms, ts='yesterday'),                          # unreadable ts
+      event(ms).replace(b'"purchase"', b'"\xff"'),         # not UTF-8
   ]
   batch, rejected = raw.parse_chunk(chunk(payloads, None))
   assert batch.num_rows == 2
@@ -73,7 +74,7 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
                                                             tzinfo=datetime.timezone.utc)
   got = {(r['source_row'], r['reason']) for r in rejected.to_pylist()}
   assert got == {(3, 'invalid_json'), (4, 'invalid_json'), (5, 'invalid_field_type'),
-                 (6, 'invalid_field_type'), (7, 'invalid_ts')}
+                 (6, 'invalid_field_type'), (7, 'invalid_ts'), (8, 'invalid_text')}
   assert {r['original'] for r in rejected.to_pylist()} >= {'{"insert_id": ', '[1, 2]'}
   assert 'event_key is a JSON number' in rejected.to_pylist()[2]['detail']
 

@@ -184,6 +184,8 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
       good.append(i)
     except msgspec.DecodeError as e:   # also a JSON array or string where an object belongs
       rejected.append((i, Reason.INVALID_JSON, str(e)))
+    except UnicodeDecodeError as e:    # msgspec's error for a string that is not UTF-8
+      rejected.append((i, Reason.INVALID_TEXT, str(e)))
   bad: dict[int, tuple[Reason, str]] = {}
   field = {name: list(map(operator.attrgetter(name), events)) for name in _Raw.__struct_fields__}
   columns = {COLUMN_OF.get(name, name): _strings(field[name], name, bad) for name in _TEXT}
