@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
-from transforms import coerce
+from transforms import coerce, rawjson
 from transforms.validate import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date
@@ -88,28 +88,31 @@ def _uniform(values: list) -> pa.Array | None:
     return None
 
 
-def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tuple[pa.Array, np.ndarray]:
-  """Epoch millis or ISO text -> (epoch ms, int64; mask of text that is not a timestamp)."""
+def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tuple[pa.Array, pa.Array]:
+  """Epoch millis or ISO text -> (millis, null where not a number; text, null where not text)."""
   arr = _uniform(values)
   if arr is not None and pa.types.is_string(arr.type):
-    parsed, unreadable = coerce.to_timestamp(arr)
-    return parsed.cast(pa.int64()), unreadable
+    return pa.nulls(len(values), pa.int64()), arr
   if arr is not None and (pa.types.is_null(arr.type) or (
       pa.types.is_int64(arr.type) and (pc.max(pc.abs_checked(arr)).as_py() or 0) <= _MAX_MS)):
-    return arr.cast(pa.int64()), np.zeros(len(values), dtype=bool)
+    return arr.cast(pa.int64()), pa.nulls(len(values), pa.string())
   ms = [v if type(v) is int else None for v in values]
   text = [v if type(v) is str else None for v in values]
-  if set(map(type, values)) <= _INSTANT_TYPES and _within_range(ms):   # millis and text, mixed
-    ms_arr = pa.array(ms, pa.int64())
-  else:
+  if not (set(map(type, values)) <= _INSTANT_TYPES and _within_range(ms)):
     for i, v in enumerate(values):
       if v is not None and ((type(v) is int and not -_MAX_MS <= v <= _MAX_MS)
                             or type(v) not in (int, str)):
         bad.setdefault(i, _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
         ms[i] = None
-    ms_arr = pa.array(ms, pa.int64())
-  parsed, unreadable = coerce.to_timestamp(pa.array(text, pa.string()))
-  return pc.coalesce(ms_arr, parsed.cast(pa.int64())), unreadable
+  return pa.array(ms, pa.int64()), pa.array(text, pa.string())
+
+
+def _epoch_ms(ms: pa.Array, text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+  """(millis, ISO text) -> (epoch ms, int64; mask of text that is not a timestamp)."""
+  if text.null_count == len(text):
+    return ms, np.zeros(len(ms), dtype=bool)
+  parsed, unreadable = coerce.to_timestamp(text)
+  return pc.coalesce(ms, parsed.cast(pa.int64())), unreadable
 
 
 def _within_range(ms: list) -> bool:
@@ -124,7 +127,7 @@ def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
   that rounding is decided on the digits that were sent."""
   arr = _uniform(values)
   if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_null(arr.type)
-                          or pa.types.is_int64(arr.type) or pa.types.is_float64(arr.type)):
+                          or pa.types.is_int64(arr.type)):   # doubles: repr, as the C parser
     return arr.cast(pa.string())
   if set(map(type, values)) <= _METRIC_TYPES:   # numbers and text, mixed
     return pa.array([v if v is None or type(v) is str else repr(v) for v in values], pa.string())
@@ -170,15 +173,11 @@ def _binary(values: list[bytes]) -> pa.Array:
                                [None, pa.py_buffer(offsets), pa.py_buffer(b''.join(values))])
 
 
-def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-  """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
-  server and arrival times; rejected rows for payloads that are not raw events)."""
-  if chunk.unreadable is not None:
-    empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
-                                fallback_ms=None, unreadable=None)
-    return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
+def _decoded(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
+  """The msgspec path: -> (indexes of the payloads that are JSON objects; their columns; their
+  fields of the wrong JSON type, by position among them; the payloads that are not objects)."""
   events, good, rejected = [], [], []
-  for i, payload in enumerate(chunk.payloads):
+  for i, payload in enumerate(payloads):
     try:
       events.append(_DECODE(payload))
       good.append(i)
@@ -192,8 +191,42 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   columns['metric_value'] = _metrics(field['metric_value'], bad)
   for name in _MAPS:
     columns[COLUMN_OF[name]] = _maps(field[name], name, bad)
-  ts, bad_ts = _instants(field['ts'], 'ts', bad)
-  server, bad_server = _instants(field['server_ts'], 'server_ts', bad)
+  for name in ('ts', 'server_ts'):
+    columns[name], columns[name + '_text'] = _instants(field[name], name, bad)
+  return np.array(good, dtype=np.int64), columns, bad, rejected
+
+
+def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
+  """As _decoded, with the payloads the C parser takes (the usual case) parsed there."""
+  if rawjson.parse is None:
+    return _decoded(payloads)
+  taken, fast = rawjson.columns(payloads)
+  if taken.all():
+    return np.arange(len(payloads)), fast, {}, []
+  slow = np.flatnonzero(~taken)
+  slow_good, slow_columns, slow_bad, rejected = _decoded([payloads[i] for i in slow])
+  fast_rows = np.flatnonzero(taken)
+  rows = np.concatenate([fast_rows, slow[slow_good]])
+  order = np.argsort(rows, kind='stable')
+  keep = pa.array(taken)
+  columns = {name: pa.concat_arrays([fast[name].filter(keep), slow_columns[name]]).take(order)
+             for name in fast}
+  position = np.empty(len(rows), dtype=np.int64)
+  position[order] = np.arange(len(rows))
+  bad = {int(position[len(fast_rows) + j]): why for j, why in slow_bad.items()}
+  return rows[order], columns, bad, [(int(slow[i]), r, d) for i, r, d in rejected]
+
+
+def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+  """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
+  server and arrival times; rejected rows for payloads that are not raw events)."""
+  if chunk.unreadable is not None:
+    empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
+                                fallback_ms=None, unreadable=None)
+    return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
+  good, columns, bad, rejected = _columns(chunk.payloads)
+  ts, bad_ts = _epoch_ms(columns.pop('ts'), columns['ts_text'])
+  server, bad_server = _epoch_ms(columns.pop('server_ts'), columns['server_ts_text'])
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
     server = pc.coalesce(server, pa.array([chunk.fallback_ms[i] for i in good], pa.int64()))
   server = pc.coalesce(server, ts)     # files: the client time
@@ -201,16 +234,16 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   for name, mask in (('ts', bad_ts), ('server_ts', bad_server)):
     for j in np.flatnonzero(mask):
       reason = Reason.INVALID_TS if name == 'ts' else Reason.INVALID_FIELD
-      bad.setdefault(int(j), (reason, f'{name} is {getattr(events[j], name)!r}; not ISO 8601'))
+      bad.setdefault(int(j), (reason, f'{name} is {columns[name + "_text"][j].as_py()!r}; not ISO 8601'))
   out_of_range = np.asarray(pc.fill_null(pc.or_(pc.less(server, 0), pc.greater(server, _MAX_MS)),
                                          False))
   for j in np.flatnonzero(out_of_range):
     bad.setdefault(int(j), (Reason.INVALID_FIELD,
                             f'server time {server[j]} ms is outside the years 1970..9999'))
 
-  rows = np.array(good, dtype=np.int64)
-  arrival = (np.asarray(chunk.arrival_ms, dtype=np.int64)[rows] if chunk.arrival_ms is not None
+  arrival = (np.asarray(chunk.arrival_ms, dtype=np.int64)[good] if chunk.arrival_ms is not None
              else np.full(len(good), -1, dtype=np.int64))
+  del columns['ts_text'], columns['server_ts_text']
   batch = pa.RecordBatch.from_pydict({
       'ts': ts.cast(coerce.TS_TYPE), **columns,
       SOURCE_FILE: pa.array([chunk.source[i] for i in good], pa.string()),
@@ -219,7 +252,7 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
                        else [chunk.payloads[i] for i in good]),
       SERVER_MS: server, ARRIVAL_MS: arrival})
   if bad:
-    rejected.extend((good[j], reason, detail) for j, (reason, detail) in bad.items())
+    rejected.extend((int(good[j]), reason, detail) for j, (reason, detail) in bad.items())
     keep = np.ones(len(good), dtype=bool)
     keep[list(bad)] = False
     batch = batch.filter(pa.array(keep))

@@ -1,0 +1,71 @@
+"""Columns of raw events from the C parser (transforms/_rawjson.c), without a Python object per
+field: about five times faster than msgspec's decode plus the conversion of its objects to Arrow.
+
+The parser takes a payload only in the strict common case and marks the rest, which
+transforms/raw.py decodes with msgspec as before; tests/test_rawjson.py checks on generated
+payloads that both ways give the same rows. Without a compiler at install time the extension is
+absent and every payload takes the msgspec path.
+"""
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+try:
+  from transforms._rawjson import parse
+except ImportError:   # built without a C compiler: raw.py decodes everything with msgspec
+  parse = None
+
+_TEXT = ('insert_id', 'event_key', 'environment')
+_INSTANTS = ('ts', 'server_ts')
+_MAPS = ('identifiers', 'user_properties', 'event_properties', 'platform_properties')
+_INTEGER, _OTHER_NUMBER = 2, 3   # metric kinds; 0 null, 1 string
+
+
+def _u8(buffer: bytes) -> np.ndarray:
+  return np.frombuffer(buffer, dtype=np.uint8)
+
+
+def _valid(mask: np.ndarray) -> pa.Buffer:
+  return pa.py_buffer(np.packbits(mask, bitorder='little'))
+
+
+def _strings(n: int, offsets: bytes, data: bytes, valid: np.ndarray | None = None) -> pa.Array:
+  return pa.Array.from_buffers(pa.string(), n, [None if valid is None else _valid(valid),
+                                                 pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
+  """-> (mask of the payloads taken; columns as transforms/raw.py's _decoded makes them, with
+  rows not taken present but meaningless)."""
+  b, n = parse(payloads), len(payloads)
+  taken = _u8(b[0]) == 0
+  out = {}
+  for i, name in enumerate(_TEXT):
+    offsets, data, valid = b[1 + 3 * i:4 + 3 * i]
+    out[name] = _strings(n, offsets, data, _u8(valid).astype(bool))
+  for i, name in enumerate(_INSTANTS):
+    kind, ms, offsets, data = b[10 + 4 * i:14 + 4 * i]
+    kind = _u8(kind)
+    out[name] = pa.array(np.frombuffer(ms, dtype=np.int64), mask=kind != 1)
+    out[name + '_text'] = _strings(n, offsets, data, kind == 2)
+  kind, offsets, data = b[18:21]
+  kind = _u8(kind)
+  metric = _strings(n, offsets, data, kind != 0)
+  other = np.flatnonzero(kind == _OTHER_NUMBER)
+  if len(other):   # a double reads as msgspec's path writes it: repr, the shortest round trip
+    values = [float(v) for v in metric.take(other).to_pylist()]
+    finite = np.isfinite(values)
+    taken[other[~finite]] = False   # 1e400: out of a double's range, msgspec's path says so
+    mask = np.zeros(n, dtype=bool)
+    mask[other] = True
+    metric = pc.replace_with_mask(metric, pa.array(mask),
+                                  pa.array([repr(v) if ok else None for v, ok in zip(values, finite)],
+                                           pa.string()))
+  out['metric_value'] = metric
+  for i, name in enumerate(_MAPS):
+    entries, key_offsets, keys, value_offsets, values = b[21 + 5 * i:26 + 5 * i]
+    count = len(key_offsets) // 4 - 1
+    out[name] = pa.MapArray.from_arrays(
+        pa.array(np.frombuffer(entries, dtype=np.int32)), _strings(count, key_offsets, keys),
+        _strings(count, value_offsets, values))
+  return taken, out
