@@ -11,6 +11,7 @@ ensure_venv() {
   [ -f "$stamp" ] && return 0
   echo "run.sh: installing eventferry and Apache Beam into $VENV (first run, about a minute)..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  ensure_compiler
   if ! "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test]' >"$VENV/install.log" 2>&1; then
     tail -30 "$VENV/install.log" >&2
     echo "run.sh: pip install failed; the full log is $VENV/install.log" >&2
@@ -18,6 +19,20 @@ ensure_venv() {
   fi
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+}
+
+# Streaming ingest's JSON parser (transforms/_rawjson.c) is compiled at install. Without a compiler
+# the install still succeeds and ingest parses with msgspec alone, three times slower.
+ensure_compiler() {
+  local include
+  include=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  command -v cc >/dev/null && [ -f "$include/Python.h" ] && return 0
+  echo "run.sh: installing a C compiler and Python's headers (apt-get, first run)..." >&2
+  if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && apt-get install -y -qq gcc python3-dev; } \
+      >"$VENV/apt-cc.log" 2>&1; then
+    echo "run.sh: no C compiler: ingest will parse JSON with msgspec alone (3x slower);" \
+         "install gcc and python3-dev, then rm $VENV/.installed-* (see $VENV/apt-cc.log)" >&2
+  fi
 }
 
 AZURITE=3.37.0
