@@ -98,11 +98,13 @@ def test_the_usual_payloads_are_taken_and_the_rest_left_to_msgspec(monkeypatch):
   usual = json.dumps({'insert_id': '2e3169ec-47de-434f-87af-311ee1a94fc7', 'event_key': 'buy',
                       'ts': 1672585208248, 'server_ts': '2023-01-01T15:00:08Z',
                       'metric_value': 12.5, 'identifiers': {'id': 'u', 'device_id': 'd'},
-                      'event_properties': {'q': 'a \\"quoted\\"\n한글 \U0001F600'},
+                      'event_properties': {'q': 'a \\"quoted\\"\n한글 \U0001F600', 'n': -3,
+                                           'price': 12.50, 'big': 1e16, 'ok': True, 'no': None},
                       'unknown': [{'x': None}, 1e5, True]}).encode()
   odd = [b'{"insert_id": "a", "insert_id": "b"}',            # a field twice
          b'{"identifiers": {"id": "u", "id": "v"}}',          # a key twice
-         b'{"identifiers": {"n": 3}}',                         # not a string value
+         b'{"identifiers": {"n": {"x": 1}}}',                  # a nested value
+         b'{"identifiers": {"n": 1e400}}', b'{"identifiers": {"n": -0}}',
          b'{"ts": 1.5}', b'{"metric_value": -0}', b'{"metric_value": 1e400}',
          b'{"insert_\\u0069d": "x"}', b'[1]', b'', b'{"a": "\xff"}']
   taken, _ = rawjson.columns([usual] + odd)

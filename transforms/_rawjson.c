@@ -3,8 +3,9 @@
  * parse(payloads: list[bytes]) -> tuple of bytes, laid out as transforms/rawjson.py reads them.
  * A payload is taken only in the strict common case: a JSON object, valid UTF-8, whose known
  * fields have the expected JSON types (text fields strings, ts/server_ts integers within the
- * years 0..9999 or strings, metric_value a string or number, maps objects of string values
- * with distinct keys), each field once; unknown fields may hold any JSON. Anything else is marked
+ * years 0..9999 or strings, metric_value a string or number, maps objects with distinct keys
+ * whose values are strings, numbers, booleans or null), each field once; unknown fields may hold
+ * any JSON. Anything else is marked
  * for the msgspec path (transforms/raw.py), which decides and explains it, so this parser never
  * has to agree with msgspec on anything but the common case.
  */
@@ -47,8 +48,9 @@ enum {
   TEXT0 = 1,                                /* 3 text fields x (offsets i32, data, valid u8) */
   TS0 = TEXT0 + 9,                          /* 2 instants x (kind u8, ms i64, offsets, data) */
   METRIC0 = TS0 + 8,                        /* kind u8, offsets, data */
-  MAP0 = METRIC0 + 3,                       /* 4 maps x (entries i32, key offs, key data, value offs, value data) */
-  NBUF = MAP0 + 20
+  MAP0 = METRIC0 + 3,                       /* 4 maps x (entries i32, key offs, key data, value offs,
+                                               value data, value kind u8) */
+  NBUF = MAP0 + 24
 };
 enum { F_INSERT_ID, F_EVENT_KEY, F_ENVIRONMENT, F_TS, F_SERVER_TS, F_METRIC, F_MAP0, NFIELD = F_MAP0 + 4 };
 static const char *FIELDS[NFIELD] = {"insert_id", "event_key", "environment", "ts", "server_ts",
@@ -281,7 +283,26 @@ static int metric_field(In *in, Buf *b) {   /* kind (0 null, 1 string, 2 integer
   return put_u8(&b[0], kind) || put_i32(&b[1], (int32_t)b[2].len) ? -2 : 0;
 }
 
-static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, value offsets, value data */
+/* A map value: its text as msgspec's path writes it (json.dumps of the value) and its kind:
+ * 0 text, 1 null, 2 a double whose text is still the literal (rawjson.py writes its repr). */
+static int map_value(In *in, Buf *data, uint8_t *kind) {
+  if (in->s >= in->end) FAIL;
+  unsigned char c = *in->s;
+  const unsigned char *start = in->s;
+  *kind = 0;
+  if (c == '"') return string(in, data);
+  if (c == 'n') { *kind = 1; return literal(in, "null"); }
+  if (c == 't' || c == 'f') {
+    if (literal(in, c == 't' ? "true" : "false")) FAIL;
+  } else {
+    int n = number(in);
+    if (n < 0 || (n == 1 && in->s - start == 2 && start[0] == '-' && start[1] == '0')) FAIL;   /* -0 is 0 */
+    if (n == 2) *kind = 2;
+  }
+  return put(data, start, in->s - start) ? -2 : 0;   /* objects, arrays: msgspec path */
+}
+
+static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, value offsets, value data, value kind */
   int r;
   int32_t first = (int32_t)(b[1].len / 4 - 1);   /* this row's first key: index into key offsets */
   if (!is_null(in)) {
@@ -303,10 +324,10 @@ static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, valu
       if (in->s >= in->end || *in->s != ':') FAIL;
       in->s++;
       ws(in);
-      if (in->s >= in->end || *in->s != '"') FAIL;   /* values other than strings: msgspec path */
-      if ((r = string(in, &b[4]))) return r;
+      uint8_t kind;
+      if ((r = map_value(in, &b[4], &kind))) return r;
       if (b[4].len > INT32_MAX) FAIL;
-      if (put_i32(&b[3], (int32_t)b[4].len)) OOM;
+      if (put_i32(&b[3], (int32_t)b[4].len) || put_u8(&b[5], kind)) OOM;
       ws(in);
       if (in->s >= in->end) FAIL;
       if (*in->s == '}') { in->s++; break; }
@@ -328,7 +349,7 @@ static Buf *column(Buf *bufs, int f) {
   if (f <= F_ENVIRONMENT) return &bufs[TEXT0 + 3 * f];
   if (f <= F_SERVER_TS) return &bufs[TS0 + 4 * (f - F_TS)];
   if (f == F_METRIC) return &bufs[METRIC0];
-  return &bufs[MAP0 + 5 * (f - F_MAP0)];
+  return &bufs[MAP0 + 6 * (f - F_MAP0)];
 }
 
 static int value(In *in, Buf *bufs, int f) {
@@ -395,8 +416,8 @@ static PyObject *parse(PyObject *self, PyObject *payloads) {
   for (int i = 0; i < 2 && !oom; i++) oom = put_i32(&bufs[TS0 + 4 * i + 2], 0);
   if (!oom) oom = put_i32(&bufs[METRIC0 + 1], 0);
   for (int i = 0; i < 4 && !oom; i++)
-    oom = put_i32(&bufs[MAP0 + 5 * i], 0) || put_i32(&bufs[MAP0 + 5 * i + 1], 0)
-          || put_i32(&bufs[MAP0 + 5 * i + 3], 0);
+    oom = put_i32(&bufs[MAP0 + 6 * i], 0) || put_i32(&bufs[MAP0 + 6 * i + 1], 0)
+          || put_i32(&bufs[MAP0 + 6 * i + 3], 0);
   Py_ssize_t n = PyList_GET_SIZE(payloads), saved[NBUF];
   for (Py_ssize_t i = 0; i < n && !oom; i++) {
     PyObject *item = PyList_GET_ITEM(payloads, i);

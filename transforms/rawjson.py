@@ -18,7 +18,7 @@ except ImportError:   # built without a C compiler: raw.py decodes everything wi
 _TEXT = ('insert_id', 'event_key', 'environment')
 _INSTANTS = ('ts', 'server_ts')
 _MAPS = ('identifiers', 'user_properties', 'event_properties', 'platform_properties')
-_INTEGER, _OTHER_NUMBER = 2, 3   # metric kinds; 0 null, 1 string
+_OTHER_NUMBER = 3   # metric kinds: 0 null, 1 string, 2 integer, 3 other number
 
 
 def _u8(buffer: bytes) -> np.ndarray:
@@ -32,6 +32,22 @@ def _valid(mask: np.ndarray) -> pa.Buffer:
 def _strings(n: int, offsets: bytes, data: bytes, valid: np.ndarray | None = None) -> pa.Array:
   return pa.Array.from_buffers(pa.string(), n, [None if valid is None else _valid(valid),
                                                  pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _doubles_as_repr(text: pa.Array, double: np.ndarray, taken: np.ndarray,
+                     entries: np.ndarray | None = None) -> pa.Array:
+  """Number literals with a fraction or exponent -> repr of the double, as msgspec's path writes
+  them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range marks its row not taken:
+  msgspec's path rejects it. `entries`: map offsets, when `text` holds a map's values."""
+  at = np.flatnonzero(double)
+  if not len(at):
+    return text
+  values = [float(v) for v in text.take(at).to_pylist()]
+  finite = np.isfinite(values)
+  beyond = at[~finite]
+  taken[beyond if entries is None else np.searchsorted(entries, beyond, 'right') - 1] = False
+  return pc.replace_with_mask(text, pa.array(double), pa.array(
+      [repr(v) if ok else None for v, ok in zip(values, finite)], pa.string()))
 
 
 def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
@@ -50,22 +66,13 @@ def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
     out[name + '_text'] = _strings(n, offsets, data, kind == 2)
   kind, offsets, data = b[18:21]
   kind = _u8(kind)
-  metric = _strings(n, offsets, data, kind != 0)
-  other = np.flatnonzero(kind == _OTHER_NUMBER)
-  if len(other):   # a double reads as msgspec's path writes it: repr, the shortest round trip
-    values = [float(v) for v in metric.take(other).to_pylist()]
-    finite = np.isfinite(values)
-    taken[other[~finite]] = False   # 1e400: out of a double's range, msgspec's path says so
-    mask = np.zeros(n, dtype=bool)
-    mask[other] = True
-    metric = pc.replace_with_mask(metric, pa.array(mask),
-                                  pa.array([repr(v) if ok else None for v, ok in zip(values, finite)],
-                                           pa.string()))
-  out['metric_value'] = metric
+  out['metric_value'] = _doubles_as_repr(_strings(n, offsets, data, kind != 0),
+                                         kind == _OTHER_NUMBER, taken)
   for i, name in enumerate(_MAPS):
-    entries, key_offsets, keys, value_offsets, values = b[21 + 5 * i:26 + 5 * i]
-    count = len(key_offsets) // 4 - 1
-    out[name] = pa.MapArray.from_arrays(
-        pa.array(np.frombuffer(entries, dtype=np.int32)), _strings(count, key_offsets, keys),
-        _strings(count, value_offsets, values))
+    entries, key_offsets, keys, value_offsets, values, value_kind = b[21 + 6 * i:27 + 6 * i]
+    count, value_kind = len(key_offsets) // 4 - 1, _u8(value_kind)
+    entries = np.frombuffer(entries, dtype=np.int32)
+    items = _doubles_as_repr(_strings(count, value_offsets, values, value_kind != 1),
+                             value_kind == 2, taken, entries)
+    out[name] = pa.MapArray.from_arrays(pa.array(entries), _strings(count, key_offsets, keys), items)
   return taken, out
