@@ -193,6 +193,40 @@ static int literal(In *in, const char *word) {
   return 0;
 }
 
+/* At '{' or '[': enters it; 1 if it is empty (then consumed), 0 if an element follows. */
+static int open_(In *in, char open, char close) {
+  if (in->s >= in->end || *in->s != open) FAIL;
+  in->s++;
+  ws(in);
+  if (in->s < in->end && *in->s == close) { in->s++; return 1; }
+  return 0;
+}
+
+/* After an element: 1 at the end (then consumed), 0 if another element follows. */
+static int next_(In *in, char close) {
+  ws(in);
+  if (in->s >= in->end) FAIL;
+  if (*in->s == close) { in->s++; return 1; }
+  if (*in->s != ',') FAIL;
+  in->s++;
+  ws(in);
+  return 0;
+}
+
+/* A member's name, unescaped into `out` (NULL: only checked), then its colon; `raw_end`, if
+ * given, is set to the name's closing quote. */
+static int name_(In *in, Buf *out, const unsigned char **raw_end) {
+  int r;
+  if (in->s >= in->end || *in->s != '"') FAIL;
+  if ((r = string(in, out))) return r;
+  if (raw_end) *raw_end = in->s - 1;
+  ws(in);
+  if (in->s >= in->end || *in->s != ':') FAIL;
+  in->s++;
+  ws(in);
+  return 0;
+}
+
 /* Any JSON value, checked and skipped (an unknown field's). */
 static int skip(In *in, int depth) {
   if (depth > MAX_DEPTH || in->s >= in->end) FAIL;
@@ -203,28 +237,12 @@ static int skip(In *in, int depth) {
     case 'f': return literal(in, "false");
     case 'n': return literal(in, "null");
     case '{': case '[': {
-      char close = *in->s == '{' ? '}' : ']';
-      int object = close == '}';
-      in->s++;
-      ws(in);
-      if (in->s < in->end && *in->s == close) { in->s++; return 0; }
-      for (;;) {
-        if (object) {
-          if (in->s >= in->end || *in->s != '"') FAIL;
-          if ((r = string(in, NULL))) return r;
-          ws(in);
-          if (in->s >= in->end || *in->s != ':') FAIL;
-          in->s++;
-          ws(in);
-        }
+      char open = *in->s, close = open == '{' ? '}' : ']';
+      for (r = open_(in, open, close); r == 0; r = next_(in, close)) {
+        if (open == '{' && (r = name_(in, NULL, NULL))) return r;
         if ((r = skip(in, depth + 1))) return r;
-        ws(in);
-        if (in->s >= in->end) FAIL;
-        if (*in->s == close) { in->s++; return 0; }
-        if (*in->s != ',') FAIL;
-        in->s++;
-        ws(in);
       }
+      return r < 0 ? r : 0;
     }
     default:
       return number(in) < 0 ? -1 : 0;
@@ -306,13 +324,8 @@ static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, valu
   int r;
   int32_t first = (int32_t)(b[1].len / 4 - 1);   /* this row's first key: index into key offsets */
   if (!is_null(in)) {
-    if (in->s >= in->end || *in->s != '{') FAIL;
-    in->s++;
-    ws(in);
-    if (in->s < in->end && *in->s == '}') in->s++;
-    else for (;;) {
-      if (in->s >= in->end || *in->s != '"') FAIL;
-      if ((r = string(in, &b[2]))) return r;
+    for (r = open_(in, '{', '}'); r == 0; r = next_(in, '}')) {
+      if ((r = name_(in, &b[2], NULL))) return r;
       if (b[2].len > INT32_MAX) FAIL;
       int32_t *koff = (int32_t *)b[1].p;
       int32_t k = (int32_t)(b[1].len / 4 - 1), kstart = koff[k], klen = (int32_t)b[2].len - kstart;
@@ -320,21 +333,12 @@ static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, valu
       for (int32_t j = first; j < k; j++)   /* a repeated key: msgspec keeps the last value */
         if (koff[j + 1] - koff[j] == klen && !memcmp(b[2].p + koff[j], b[2].p + kstart, klen)) FAIL;
       if (put_i32(&b[1], (int32_t)b[2].len)) OOM;
-      ws(in);
-      if (in->s >= in->end || *in->s != ':') FAIL;
-      in->s++;
-      ws(in);
       uint8_t kind;
       if ((r = map_value(in, &b[4], &kind))) return r;
       if (b[4].len > INT32_MAX) FAIL;
       if (put_i32(&b[3], (int32_t)b[4].len) || put_u8(&b[5], kind)) OOM;
-      ws(in);
-      if (in->s >= in->end) FAIL;
-      if (*in->s == '}') { in->s++; break; }
-      if (*in->s != ',') FAIL;
-      in->s++;
-      ws(in);
     }
+    if (r < 0) return r;
   }
   return put_i32(&b[0], (int32_t)(b[1].len / 4 - 1)) ? -2 : 0;
 }
@@ -369,32 +373,17 @@ static int missing(Buf *bufs, int f) {   /* an absent field: null (maps: empty) 
 static int row(In *in, Buf *bufs) {
   int seen[NFIELD] = {0}, r;
   ws(in);
-  if (in->s >= in->end || *in->s != '{') FAIL;
-  in->s++;
-  ws(in);
-  if (in->s < in->end && *in->s == '}') in->s++;
-  else for (;;) {
-    if (in->s >= in->end || *in->s != '"') FAIL;
-    const unsigned char *key = in->s + 1;
-    if ((r = string(in, NULL))) return r;
-    Py_ssize_t klen = in->s - 1 - key;
-    if (memchr(key, '\\', klen)) FAIL;   /* an escaped name may still name a field */
-    ws(in);
-    if (in->s >= in->end || *in->s != ':') FAIL;
-    in->s++;
-    ws(in);
-    int f = field_of(key, klen);
+  for (r = open_(in, '{', '}'); r == 0; r = next_(in, '}')) {
+    const unsigned char *key = in->s + 1, *key_end;
+    if ((r = name_(in, NULL, &key_end))) return r;
+    if (memchr(key, '\\', key_end - key)) FAIL;   /* an escaped name may still name a field */
+    int f = field_of(key, key_end - key);
     if (f < 0) r = skip(in, 0);
     else if (seen[f]) FAIL;
     else { seen[f] = 1; r = value(in, bufs, f); }
     if (r) return r;
-    ws(in);
-    if (in->s >= in->end) FAIL;
-    if (*in->s == '}') { in->s++; break; }
-    if (*in->s != ',') FAIL;
-    in->s++;
-    ws(in);
   }
+  if (r < 0) return r;
   ws(in);
   if (in->s != in->end) FAIL;
   for (int f = 0; f < NFIELD; f++)
@@ -403,6 +392,7 @@ static int row(In *in, Buf *bufs) {
 }
 
 static PyObject *parse(PyObject *self, PyObject *payloads) {
+  (void)self;
   if (!PyList_Check(payloads)) {
     PyErr_SetString(PyExc_TypeError, "parse() takes a list of bytes");
     return NULL;
@@ -455,6 +445,6 @@ static PyMethodDef METHODS[] = {
     {"parse", parse, METH_O, "list[bytes] -> column buffers of the raw events (transforms/rawjson.py)"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_rawjson", NULL, -1, METHODS};
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_rawjson", NULL, -1, METHODS, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__rawjson(void) { return PyModule_Create(&MODULE); }
