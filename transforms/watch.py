@@ -29,6 +29,8 @@ from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms import local_runner
+
 _IDLE_S = 0.2   # between evaluations that do not list: the local runner calls us in a loop
 
 
@@ -118,6 +120,4 @@ class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
     return TransformResult(self, bundles, [again], None, {None: Timestamp.of(now)})
 
 
-# The runner's registry has no public hook; this class-level table is merged into every registry.
-transform_evaluator.TransformEvaluatorRegistry._test_evaluators_overrides[_LocalWatch] = \
-    _LocalWatchEvaluator
+local_runner.register(_LocalWatch, _LocalWatchEvaluator)
