@@ -205,6 +205,10 @@ def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
     return np.arange(len(payloads)), fast, {}, []
   slow = np.flatnonzero(~taken)
   slow_good, slow_columns, slow_bad, rejected = _decoded([payloads[i] for i in slow])
+  if len(slow_bad) == len(slow_good):   # all the parser left is rejected: keep its layout, no copy
+    bad = {int(slow[i]): (reason, detail) for i, reason, detail in rejected}
+    bad.update((int(slow[slow_good[j]]), why) for j, why in slow_bad.items())
+    return np.arange(len(payloads)), fast, bad, []
   fast_rows = np.flatnonzero(taken)
   rows = np.concatenate([fast_rows, slow[slow_good]])
   order = np.argsort(rows, kind='stable')
