@@ -107,41 +107,43 @@ class ReadJsonLines(beam.DoFn):
   def process(self, metadata):
     path = metadata.path
     modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
-    lines, number, rest = [], 0, b''
+    rows, lines, number, rest = [], [], 0, b''
     blocks = storage.read_blocks(path, BLOCK_BYTES)
     while True:
       try:
         block = next(blocks, b'')
       except storage.Unreadable as e:   # what was read counts; the damaged rest is one rejected row
         logging.warning('%s: lines from %d on are dead-lettered as unreadable_file', e, number + 1)
-        yield from self._chunks(path, lines, modified)
-        yield dataclasses.replace(self._chunk(path, [(number + 1, b'')], modified), unreadable=str(e))
+        yield from self._chunks(path, rows, lines, modified)
+        yield dataclasses.replace(self._chunk(path, [number + 1], [b''], modified), unreadable=str(e))
         return
       data = rest + block
       pieces = data.split(b'\n')
       rest = pieces.pop() if block else b''
       if b'\r' not in data and all(map(bytes.strip, pieces)):   # the usual case, in C
-        lines.extend(zip(range(number + 1, number + 1 + len(pieces)), pieces))
+        rows.extend(range(number + 1, number + 1 + len(pieces)))
+        lines.extend(pieces)
         number += len(pieces)
       else:
         for line in pieces:
           number += 1
           if line.strip():
-            lines.append((number, line.rstrip(b'\r')))
+            rows.append(number)
+            lines.append(line.rstrip(b'\r'))
       if len(lines) >= CHUNK_ROWS or not block:
-        yield from self._chunks(path, lines, modified)
-        lines = []
+        yield from self._chunks(path, rows, lines, modified)
+        rows, lines = [], []
       if not block:
         return
 
-  def _chunks(self, path: str, lines: list, modified: int) -> typing.Iterator[RawChunk]:
+  def _chunks(self, path: str, rows: list, lines: list, modified: int) -> typing.Iterator[RawChunk]:
     for start in range(0, len(lines), CHUNK_ROWS):
-      yield self._chunk(path, lines[start:start + CHUNK_ROWS], modified)
+      yield self._chunk(path, rows[start:start + CHUNK_ROWS], lines[start:start + CHUNK_ROWS],
+                        modified)
 
-  def _chunk(self, path: str, lines: list, modified: int) -> RawChunk:
+  def _chunk(self, path: str, rows: list, lines: list, modified: int) -> RawChunk:
     n = len(lines)
-    return RawChunk(source=[path] * n, rows=[number for number, _ in lines],
-                    payloads=[line for _, line in lines],
+    return RawChunk(source=[path] * n, rows=rows, payloads=lines,
                     arrival_ms=[modified] * n if self._arrival else None, received_ms=modified)
 
 

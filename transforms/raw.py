@@ -229,10 +229,12 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
                                 fallback_ms=None, unreadable=None)
     return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
   good, columns, bad, rejected = _columns(chunk.payloads)
+  whole = len(good) == len(chunk)   # the usual case: per-payload lists serve as they are
+  pick = lambda values: values if whole else [values[i] for i in good]
   ts, bad_ts = _epoch_ms(columns.pop('ts'), columns['ts_text'])
   server, bad_server = _epoch_ms(columns.pop('server_ts'), columns['server_ts_text'])
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
-    server = pc.coalesce(server, pa.array([chunk.fallback_ms[i] for i in good], pa.int64()))
+    server = pc.coalesce(server, pa.array(pick(chunk.fallback_ms), pa.int64()))
   server = pc.coalesce(server, ts)     # files: the client time
   server = pc.fill_null(server, chunk.received_ms)   # no time at all: when it arrived (rejected later)
   for name, mask in (('ts', bad_ts), ('server_ts', bad_server)):
@@ -250,10 +252,9 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   del columns['ts_text'], columns['server_ts_text']
   batch = pa.RecordBatch.from_pydict({
       'ts': ts.cast(coerce.TS_TYPE), **columns,
-      SOURCE_FILE: pa.array([chunk.source[i] for i in good], pa.string()),
-      SOURCE_ROW: pa.array([chunk.rows[i] for i in good], pa.int64()),
-      PAYLOAD: _binary(chunk.payloads if len(good) == len(chunk)
-                       else [chunk.payloads[i] for i in good]),
+      SOURCE_FILE: pa.array(pick(chunk.source), pa.string()),
+      SOURCE_ROW: pa.array(pick(chunk.rows), pa.int64()),
+      PAYLOAD: _binary(pick(chunk.payloads)),
       SERVER_MS: server, ARRIVAL_MS: arrival})
   if bad:
     rejected.extend((int(good[j]), reason, detail) for j, (reason, detail) in bad.items())
