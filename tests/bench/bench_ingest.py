@@ -3,10 +3,11 @@
 Writes N generated raw events (default 1M; 0.5% malformed, 1% invalid, 2% resent) as 10 JSON-lines
 files, then times, each in its own process:
   stream         - the streaming pipeline on the DirectRunner (BundleBasedDirectRunner,
-                   --streaming), fed by a TestStream of the files: read, parse, validate, split by
-                   server day, de-duplicate, write panes, commit
+                   --streaming), fed by a TestStream that adds the files one at a time: read,
+                   parse, validate, split by server day, de-duplicate, write panes, commit
   batch          - the same transforms in batch (`./run.sh ingest --input`, FnApiRunner)
-  parse_validate - floor: msgspec parse + vectorized validation of the same chunks, no Beam, no I/O
+  parse_validate - floor: parse (transforms/raw.py) + vectorized validation of the same chunks, no
+                   Beam, no lake writes
   json_pydantic  - the naive way: json.loads + RawEvent.model_validate per event (first 100k)
 Then the publish-to-file latency through the Pub/Sub emulator with early panes every 5 s.
 Target (issue 5): >= 100k events/s sustained on one core. Seconds exclude importing Beam; events
@@ -74,8 +75,10 @@ def stream(source: str, out: str) -> dict:
   from transforms import ingest
   end = int(datetime.datetime(2023, 1, 2, tzinfo=datetime.timezone.utc).timestamp())
   files = [FileMetadata(path, os.path.getsize(path), end - 60) for path in _files(source)]
-  events = TestStream().advance_watermark_to(Timestamp(end - 3600)).add_elements(files) \
-      .advance_watermark_to_infinity()
+  events = TestStream().advance_watermark_to(Timestamp(end - 3600))
+  for f in files:   # one file after another, as they would arrive
+    events = events.add_elements([f])
+  events = events.advance_watermark_to_infinity()
   settings = ingest.WriteSettings(lake=out, zone='UTC', run_id='bench', allowed_lateness_ms=86_400_000,
                                   flush_interval_s=300, flush_rows=500_000,
                                   max_rows_per_file=1_000_000)
