@@ -197,7 +197,9 @@ def _decoded(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
 
 
 def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
-  """As _decoded, with the payloads the C parser takes (the usual case) parsed there."""
+  """As _decoded, with the payloads the C parser takes (the usual case) parsed there. When all it
+  leaves is rejected, its columns serve as they are, for every payload, and the payloads that are
+  not objects come back in `bad` too."""
   if rawjson.parse is None:
     return _decoded(payloads)
   taken, fast = rawjson.columns(payloads)
@@ -230,7 +232,10 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
     return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
   good, columns, bad, rejected = _columns(chunk.payloads)
   whole = len(good) == len(chunk)   # the usual case: per-payload lists serve as they are
-  pick = lambda values: values if whole else [values[i] for i in good]
+
+  def pick(values: list) -> list:
+    return values if whole else [values[i] for i in good]
+
   ts, bad_ts = _epoch_ms(columns.pop('ts'), columns['ts_text'])
   server, bad_server = _epoch_ms(columns.pop('server_ts'), columns['server_ts_text'])
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
