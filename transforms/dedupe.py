@@ -1,16 +1,16 @@
 """De-duplication by insert_id, sharded so each shard is owned by one worker.
 
 Rows reach their shard through files, not through Beam's shuffle: each validated batch is split by
-shard and spilled as a zstd Arrow IPC file under the run's staging prefix, and only the file paths
-cross the GroupByKey. On the FnApiRunner this cut a 1M-event import from 22 s to a few seconds (the
-runner copies large elements several times through protobuf), and on Dataflow it keeps shuffle
-volume tiny. Spill names derive from the batch's source file and first row, so a retried bundle
-overwrites its own files.
+shard (the import's validation already yields one batch per shard) and spilled as an Arrow IPC
+file under the run's staging prefix (`spill`), and only the file paths cross the GroupByKey. On
+the FnApiRunner this cut a 1M-event import from 22 s to a few seconds (the runner copies large
+elements several times through protobuf), and on Dataflow it keeps shuffle volume tiny. Spill
+names derive from the incoming batch's source file and first row, so a retried bundle overwrites
+its own files.
 
-A row's shard comes from the last 8 hex digits of its (validated, lower-case) insert_id, so every
-copy of an insert_id meets in the same shard, whichever file or worker it came from. Within a shard
-one sort by (insert_id, ts, source file, source row) both picks the survivor of each insert_id (the
-earliest ts; ties go to the first file name, then the first row). Output rows keep the source
+A row's shard comes from its insert_id (transforms/shards.py), so every copy of an insert_id
+meets in the same shard, whichever file or worker it came from. Within a shard one sort by
+(insert_id, ts, source file, source row) both picks the survivor of each insert_id (the earliest ts; ties go to the first file name, then the first row). Output rows keep the source
 order (file name, then row number), so the same input always gives byte-identical files.
 """
 import hashlib
@@ -25,40 +25,12 @@ from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA
 from transforms import storage
+from transforms.shards import HEX_VALUE, split_by_shard
 from transforms.accounting import DayStats
 from transforms.validate import SOURCE_FILE, SOURCE_ROW
 
-_HEX_VALUE = np.zeros(256, dtype=np.uint32)
-for _i, _c in enumerate(b'0123456789abcdef'):
-  _HEX_VALUE[_c] = _i
-
 NEW, SEEN = 'new', 'seen'
 ShardKey = tuple[str, int]
-
-
-def shard_of(insert_id: pa.Array, shards: int) -> np.ndarray:
-  """Shard number of each validated insert_id (36 lower-case ASCII characters)."""
-  insert_id = insert_id.cast(pa.string())
-  offsets = np.frombuffer(insert_id.buffers()[1], dtype=np.int32)[
-      insert_id.offset:insert_id.offset + len(insert_id) + 1].astype(np.int64)
-  data = np.frombuffer(insert_id.buffers()[2], dtype=np.uint8)
-  value = np.zeros(len(insert_id), dtype=np.uint32)
-  for k in range(28, 36):
-    value = (value << 4) | _HEX_VALUE[data[offsets[:-1] + k]]
-  return (value % shards).astype(np.int64)
-
-
-def split_by_shard(batch: pa.RecordBatch, shards: int) -> typing.Iterator[tuple[int, pa.RecordBatch]]:
-  if shards == 1:
-    yield 0, batch
-    return
-  shard = shard_of(batch.column('insert_id'), shards)
-  order = np.argsort(shard, kind='stable')
-  ordered = batch.take(pa.array(order))
-  bounds = np.concatenate([[0], np.cumsum(np.bincount(shard, minlength=shards))])
-  for s in range(shards):
-    if bounds[s + 1] > bounds[s]:
-      yield s, ordered.slice(bounds[s], bounds[s + 1] - bounds[s])
 
 
 def spill(batch: pa.RecordBatch, path: str) -> None:
@@ -190,7 +162,7 @@ def uuid_keys(insert_id: pa.Array) -> np.ndarray:
     return np.zeros(0, dtype='S16')
   data = np.frombuffer(hexes.buffers()[2], dtype=np.uint8)
   start = np.frombuffer(hexes.buffers()[1], dtype=np.int32)[hexes.offset]
-  digits = _HEX_VALUE[data[start:start + 32 * len(hexes)]].reshape(-1, 16, 2).astype(np.uint8)
+  digits = HEX_VALUE[data[start:start + 32 * len(hexes)]].reshape(-1, 16, 2).astype(np.uint8)
   packed = np.ascontiguousarray((digits[:, :, 0] << 4) | digits[:, :, 1])
   return packed.view('S16').ravel()
 

@@ -1,8 +1,9 @@
 """Validation and normalization of event batches against the import contract, vectorized.
 
 `validate_batch` takes a batch as read (any column types the coerce module accepts, plus the
-lineage columns `_source_file` and `_source_row`) and returns the lake rows, the rejected rows (with
-their original values, a reason code and a detail), and the counts. Python runs per row only for
+lineage columns `_source_file` and `_source_row`) and returns every row normalized to the lake
+schema with a mask of the valid ones, the rejected rows (with their original values, a reason code
+and a detail), and the counts. Python runs per row only for
 rejected rows, to explain them.
 """
 import dataclasses
@@ -19,6 +20,7 @@ from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, REQUIRED_KEY
 from schemas.reasons import Flag, Reason
 from transforms import coerce, normalize
 from transforms.accounting import DayStats
+from transforms.shards import split_by_shard
 
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
@@ -41,9 +43,14 @@ _DAY_MS = 86_400_000
 
 @dataclasses.dataclass
 class Validated:
-  valid: pa.RecordBatch      # LAKE_SCHEMA columns plus the lineage columns
+  checked: pa.RecordBatch    # every row: LAKE_SCHEMA columns plus the lineage columns
+  ok: np.ndarray             # the rows of `checked` that passed; the others are in `rejected`
   rejected: pa.RecordBatch   # REJECTED_SCHEMA
   stats: DayStats
+
+  @property
+  def valid(self) -> pa.RecordBatch:
+    return self.checked.filter(pa.array(self.ok))
 
 
 def constant(value, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
@@ -140,20 +147,14 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
              'event_properties': maps['event_properties'],
              'platform_properties': maps['platform_properties']}
   lake = pa.RecordBatch.from_arrays([columns[f.name] for f in LAKE_SCHEMA], schema=LAKE_SCHEMA)
-  lineage = pa.RecordBatch.from_arrays([raw.column(SOURCE_FILE), raw.column(SOURCE_ROW)],
-                                       names=list(LINEAGE))
-  keep = pa.array(ok)
-  valid = _with_lineage(lake.filter(keep), lineage.filter(keep))
+  checked = pa.RecordBatch.from_arrays(
+      lake.columns + [raw.column(SOURCE_FILE), raw.column(SOURCE_ROW)],
+      names=lake.schema.names + list(LINEAGE))
   bad_rows = np.flatnonzero(~ok)
   rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
   stats.rows_rejected = len(bad_rows)
   stats.rejected.update(r.value for r in (_REASONS[i] for i in reason[bad_rows]))
-  return Validated(valid, rejected, stats)
-
-
-def _with_lineage(lake: pa.RecordBatch, lineage: pa.RecordBatch) -> pa.RecordBatch:
-  return pa.RecordBatch.from_arrays(lake.columns + lineage.columns,
-                                    names=lake.schema.names + lineage.schema.names)
+  return Validated(checked, ok, rejected, stats)
 
 
 def _json_default(value):
@@ -227,11 +228,15 @@ def _detail(reason: Reason, row: dict) -> str:
 
 
 class ValidateBatches(beam.DoFn):
-  """(dt, raw batch) -> (dt, lake batch); tagged 'rejected' (dt, rejected batch), 'stats'."""
+  """(dt, raw batch) -> (dt, lake batch); tagged 'rejected' (dt, rejected batch), 'stats'.
+  With `shards` (dt -> shards of the day) one lake batch per shard the rows fall in
+  (transforms/shards.py): the valid rows are copied once, into their shard's batch."""
 
-  def __init__(self, environment: str, flag_outside_day: bool = True):
+  def __init__(self, environment: str, flag_outside_day: bool = True,
+               shards: dict[str, int] | None = None):
     self._environment = environment
     self._flag_outside_day = flag_outside_day
+    self._shards = shards
     self._rejected = {r.value: Metrics.counter('eventferry.validate', f'rejected_{r.value}')
                       for r in Reason}
     self._valid = Metrics.counter('eventferry.validate', 'rows_valid')
@@ -240,22 +245,25 @@ class ValidateBatches(beam.DoFn):
     dt, raw = element
     day = datetime.date.fromisoformat(dt) if self._flag_outside_day else None
     result = validate_batch(raw, self._environment, day)
-    self._valid.inc(result.valid.num_rows)
+    self._valid.inc(int(result.ok.sum()))
     for code, count in result.stats.rejected.items():
       self._rejected[code].inc(count)
     yield beam.pvalue.TaggedOutput('stats', (dt, result.stats))
     if result.rejected.num_rows:
       yield beam.pvalue.TaggedOutput('rejected', (dt, result.rejected))
-    if result.valid.num_rows:
-      yield dt, result.valid
+    shards = self._shards[dt] if self._shards else 1
+    for _, part in split_by_shard(result.checked, shards, result.ok):
+      yield dt, part
 
 
 class ValidateEvents(beam.PTransform):
-  """Validates and normalizes (dt, batch) elements; outputs 'main', 'rejected' and 'stats'."""
+  """Validates and normalizes (dt, batch) elements; outputs 'main', 'rejected' and 'stats'.
+  `shards`: see ValidateBatches."""
 
-  def __init__(self, environment: str, flag_outside_day: bool = True):
+  def __init__(self, environment: str, flag_outside_day: bool = True,
+               shards: dict[str, int] | None = None):
     super().__init__()
-    self._fn = ValidateBatches(environment, flag_outside_day)
+    self._fn = ValidateBatches(environment, flag_outside_day, shards)
 
   def expand(self, batches):
     return batches | beam.ParDo(self._fn).with_output_types(
