@@ -5,6 +5,7 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -49,6 +50,13 @@ def test_earliest_ts_wins_then_first_file_then_first_row():
       uuid(1): 'early', uuid(2): 'file_a'}
   assert dropped == 3
   assert out['event_key'].to_pylist() == ['file_a', 'early']   # source order: a.parquet first
+
+
+def test_dedupe_refuses_ids_that_were_not_validated():
+  batch = lake_batch([event(1)])
+  short = batch.set_column(batch.schema.get_field_index('insert_id'), 'insert_id', pa.array(['x']))
+  with pytest.raises(ValueError, match='validated insert_ids'):
+    dedupe([short])
 
 
 def test_seen_ids_from_earlier_days_are_dropped():
