@@ -183,12 +183,14 @@ def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.
   """The rejected rows: original values (JSON), reason code, and what was found where."""
   if len(rows) == 0:
     return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
-  originals = _undecoded(raw.take(pa.array(rows))).to_pylist()
-  maps = [f.name for f in raw.schema if pa.types.is_map(f.type)]
-  for row in originals:
-    for name in maps:
-      if row[name] is not None:
-        row[name] = {_text(k): v for k, v in row[name]}
+  taken = _undecoded(raw.take(pa.array(rows)))
+  columns = {}   # column by column: RecordBatch.to_pylist took 4x as long
+  for name, column in zip(taken.schema.names, taken.columns):
+    values = column.to_pylist()
+    if pa.types.is_map(column.type):
+      values = [None if v is None else {_text(k): item for k, item in v} for v in values]
+    columns[name] = values
+  originals = [dict(zip(columns, row)) for row in zip(*columns.values())]
   return pa.RecordBatch.from_arrays([
       pa.array([r.value for r in reasons], pa.string()),
       pa.array([_detail(r, o) for r, o in zip(reasons, originals)], pa.string()),
@@ -199,8 +201,9 @@ def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.
 
 
 def _undecoded(batch: pa.RecordBatch) -> pa.RecordBatch:
-  """Text columns (and string maps) viewed as bytes, so that rows holding invalid UTF-8 can still
-  be read out; _json_default shows such bytes with backslash escapes."""
+  """Text columns (and string maps) that hold invalid UTF-8 viewed as bytes, so that their rows
+  can still be read out; _json_default shows such bytes with backslash escapes. Valid columns stay
+  text, which json encodes without a call of _json_default per value."""
   def view(t: pa.DataType) -> pa.DataType:
     if pa.types.is_string(t):
       return pa.binary()
@@ -209,8 +212,17 @@ def _undecoded(batch: pa.RecordBatch) -> pa.RecordBatch:
     if pa.types.is_map(t) and pa.types.is_string(t.key_type):
       return pa.map_(pa.binary(), view(t.item_type))
     return t
-  columns = [c.view(view(c.type)) if view(c.type) != c.type else c for c in batch.columns]
+  columns = [c.view(view(c.type)) if view(c.type) != c.type and not _valid(c) else c
+             for c in batch.columns]
   return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _valid(arr: pa.Array) -> bool:
+  try:
+    arr.validate(full=True)   # checks UTF-8, map keys and values included
+    return True
+  except pa.ArrowInvalid:
+    return False
 
 
 def _text(value) -> str:
