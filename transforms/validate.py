@@ -67,20 +67,23 @@ def check_columns(schema: pa.Schema) -> list[str]:
   return sorted(names - set(IMPORT_SCHEMA.names) - set(LINEAGE))
 
 
-def _has_key(arr: pa.MapArray, key: str) -> np.ndarray:
-  """Rows whose map holds `key` with a non-empty value. O(entries), no per-row Python."""
+def _has_keys(arr: pa.MapArray, keys: tuple[str, ...]) -> list[np.ndarray]:
+  """Per key, the rows whose map holds it with a non-empty value. O(entries), no per-row Python;
+  which values are non-empty is worked out once for all keys."""
   offsets = np.asarray(arr.offsets, dtype=np.int64)
-  keys = arr.keys.slice(offsets[0], offsets[-1] - offsets[0])
-  items = arr.items.slice(offsets[0], offsets[-1] - offsets[0])
-  hit = pc.and_(pc.equal(keys, key), pc.greater(pc.utf8_length(items), 0))
-  positions = np.flatnonzero(np.asarray(pc.fill_null(hit, False))) + offsets[0]
-  present = np.zeros(len(arr), dtype=bool)
-  present[np.searchsorted(offsets, positions, side='right') - 1] = True
-  return present
+  start, end = offsets[0], offsets[-1]
+  entries = arr.keys.slice(start, end - start)
+  filled = pc.greater(pc.binary_length(arr.items.slice(start, end - start)), 0)
+  out = []
+  for key in keys:
+    hit = np.asarray(pc.fill_null(pc.and_(pc.equal(entries, key), filled), False))
+    hits_before = np.concatenate([[0], np.cumsum(hit)])   # hits among the entries before each
+    out.append(hits_before[offsets[1:] - start] > hits_before[offsets[:-1] - start])
+  return out
 
 
 def _blank(arr: pa.Array) -> np.ndarray:
-  return np.asarray(pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(arr)), 0), True))
+  return np.asarray(pc.fill_null(pc.equal(pc.binary_length(pc.utf8_trim_whitespace(arr)), 0), True))
 
 
 def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
@@ -116,8 +119,9 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   failures.append((Reason.MISSING_TS, np.asarray(ts.is_null()) & ~bad_ts))
   failures.append((Reason.INVALID_TS, bad_ts))
   for name, keys in REQUIRED_KEYS.items():
-    for key, reason in zip(keys, _MISSING_KEY_REASONS[name], strict=True):
-      failures.append((reason, ~_has_key(maps[name], key)))
+    for present, reason in zip(_has_keys(maps[name], keys), _MISSING_KEY_REASONS[name],
+                               strict=True):
+      failures.append((reason, ~present))
 
   metric, bad_metric, big_metric, rounded = coerce.to_metric(col['metric_value'])
   failures.append((Reason.INVALID_METRIC_VALUE, bad_metric))
