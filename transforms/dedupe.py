@@ -15,6 +15,7 @@ ts; ties go to the first file name, then the first row). Output rows keep the so
 name, then row number), so the same input always gives byte-identical files.
 """
 import hashlib
+import io
 import typing
 
 import apache_beam as beam
@@ -45,8 +46,19 @@ def spill(batch: pa.RecordBatch, path: str) -> None:
 
 
 def unspill(path: str) -> pa.Table:
+  """Reads the file into Arrow's allocator, which reuses the pages it holds: a Python bytes object
+  of this size is a fresh mmap that faults in every page again."""
   with storage.open_read(path) as f:
-    return pa.ipc.open_stream(pa.py_buffer(f.read())).read_all()
+    size = f.seek(0, io.SEEK_END)
+    f.seek(0)
+    buffer = pa.allocate_buffer(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+      got = f.readinto(view[done:])
+      if not got:
+        raise OSError(f'{path} ended after {done} of {size} bytes')
+      done += got
+  return pa.ipc.open_stream(buffer).read_all()
 
 
 def spill_name(batch: pa.RecordBatch) -> str:
