@@ -29,8 +29,9 @@ from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
                                SpillRejected, WriteRejected, WriteShards)
-from transforms.dedupe import SEEN, DedupeEvents, split_by_shard
+from transforms.dedupe import SEEN, DedupeEvents
 from transforms.read import SUCCESS, DayInventory, ReadRowGroups, inspect_day, wait_for_success
+from transforms.shards import split_by_shard
 from transforms.validate import ValidateEvents
 
 PIPELINE = 'import'
@@ -189,7 +190,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
          | 'PlanRowGroups' >> beam.Create(groups)
          | 'SpreadRowGroups' >> beam.Reshuffle()
          | 'ReadRowGroups' >> beam.ParDo(ReadRowGroups()))
-  checked = raw | 'ValidateEvents' >> ValidateEvents(p.environment)
+  checked = raw | 'ValidateEvents' >> ValidateEvents(p.environment, shards=p.shards)
   seen = None
   if p.seen_files:
     seen = (pipeline | 'LookbackFiles' >> beam.Create(p.seen_files)

@@ -1,10 +1,14 @@
 """The partition commit: stale files removed, manifest and _SUCCESS last, exact replacement."""
+import hashlib
 import json
 import os
+
+import pytest
 
 from schemas.events import LAKE_SCHEMA
 from transforms import storage
 from transforms.commit import commit_partition, manifest_for, write_parquet
+from transforms.commit import stage as commit_stage   # `stage` is this file's helper
 
 
 def stage(tmp_path, names):
@@ -35,3 +39,20 @@ def test_success_is_written_after_everything_else(tmp_path):
   mtimes = {n: os.stat(os.path.join(target, n)).st_mtime_ns for n in os.listdir(target)}
   assert mtimes['_SUCCESS'] >= max(mtimes.values())
   assert not os.listdir(tmp_path / 'staging')
+
+
+def test_staged_file_records_the_size_and_sha256_of_what_was_written(tmp_path):
+  path = str(tmp_path / 'staging' / 'part-00000-of-00001.parquet')
+  data = os.urandom(3 * storage.stores.BLOCK + 5)   # more than one upload block
+  staged = commit_stage(data, path, 'part-00000-of-00001.parquet', 7)
+  with open(path, 'rb') as f:
+    assert f.read() == data
+  assert (staged.bytes, staged.sha256, staged.rows) == (len(data), hashlib.sha256(data).hexdigest(), 7)
+
+
+def test_scratch_upload_without_checksum_refuses_to_give_one(tmp_path):
+  with storage.open_write(str(tmp_path / 'scratch'), checksum=False) as f:
+    f.write(b'spill')
+  assert f.bytes == 5
+  with pytest.raises(ValueError, match='checksum=False'):
+    f.sha256

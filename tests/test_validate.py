@@ -10,7 +10,7 @@ import pytest
 from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent, arrow_schema
 from schemas.reasons import Reason
 from tests.conftest import SCHEMA, event, raw_batch, uuid
-from transforms.validate import validate_batch
+from transforms.validate import _has_keys, validate_batch
 
 
 def test_arrow_schemas_are_derived_from_the_pydantic_contracts():
@@ -137,3 +137,12 @@ def test_extreme_but_valid_values_are_kept():
   result = validate_batch(raw_batch(rows), 'production', datetime.date(2023, 1, 1))
   assert result.valid.num_rows == 6 and result.stats.flags['ts_outside_day'] == 2
   assert len(result.valid.column('event_properties')[1]) == 10_000
+
+
+def test_has_keys_on_a_sliced_map_with_empty_and_null_values():
+  maps = pa.array([[('id', 'a')], [('id', 'b'), ('device_id', 'd')], [], [('id', '')],
+                   [('device_id', None), ('id', 'c')], [('x', 'y')]],
+                  pa.map_(pa.string(), pa.string()))
+  id_, device = _has_keys(maps.slice(1), ('id', 'device_id'))
+  assert id_.tolist() == [True, False, False, True, False]
+  assert device.tolist() == [True, False, False, False, False]

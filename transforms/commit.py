@@ -62,9 +62,11 @@ def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
 
 
 def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
-  """Writes a file's bytes to its staging path and records what the manifest needs."""
-  storage.write_bytes(path, data)
-  return StagedFile(name, path, rows, len(data), hashlib.sha256(data).hexdigest())
+  """Writes a file's bytes to its staging path and records what the manifest needs (the upload
+  counts the bytes and their sha256)."""
+  with storage.open_write(path) as f:
+    f.write(data)
+  return StagedFile(name, path, rows, f.bytes, f.sha256)
 
 
 KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there

@@ -24,6 +24,8 @@ def lower_map_keys(arr: pa.MapArray) -> tuple[pa.MapArray, int]:
   touched_rows = np.zeros(len(offsets) - 1, dtype=bool)
   touched_rows[parent[changed]] = True
   keep = _first_per_key(parent, lowered, changed, touched_rows[parent])
+  if keep.all():   # no collision: the common case needs no copy of the entries
+    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), lowered, items), 0
   kept_per_row = np.bincount(parent[keep], minlength=len(offsets) - 1)
   new_offsets = np.concatenate([[0], np.cumsum(kept_per_row)])
   positions = np.flatnonzero(keep)
