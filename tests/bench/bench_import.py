@@ -2,8 +2,10 @@
 
 Generates N events (default 1M; fixed seed; about 1% invalid, 2% duplicates) as four Parquet files
 of one customer day, then runs on the same input, each in its own process:
-  eventferry - the real import command on the in-process runner (FnApiRunner), one worker
-  eventferry2 - the same with two worker threads (--direct_num_workers 2), as DuckDB has two
+  eventferry - the real import command as `./run.sh import` runs it: the in-process runner
+               (FnApiRunner) in its default mode, one worker in this process
+  eventferry2 - the same with two worker threads (--direct_num_workers 2 --direct_running_mode
+               multi_threading), as DuckDB has two
   duckdb     - the same job as DuckDB SQL on 2 threads (map keys lower-cased with list_transform,
                row_number() de-duplication, COPY to Parquet)
   pyarrow    - the same column functions as eventferry in one plain loop, no Beam: what Beam costs
@@ -45,10 +47,9 @@ def generate(workdir: str, events: int) -> str:
 def run_eventferry(prefix: str, out: str, workers: int = 1) -> dict:
   from pipelines import import_events
   report = os.path.join(out, 'report.json')
+  threads = ['--direct_num_workers', str(workers), '--direct_running_mode', 'multi_threading']
   code = import_events.run(['--source', prefix, '--date', str(DAY), '--lake', os.path.join(out, 'lake'),
-                            '--report', report, '--runner', 'FnApiRunner',
-                            '--direct_num_workers', str(workers),
-                            '--direct_running_mode', 'multi_threading'])
+                            '--report', report] + (threads if workers > 1 else []))   # 1: the default
   day = json.load(open(report))['days'][0]
   assert code == 0, f'import exited {code}'
   return {k: day[k] for k in ('rows_in', 'rows_written', 'rows_rejected', 'rows_duplicate')}
