@@ -9,9 +9,9 @@ up to 30 s late. Its pull goes through a cached client; this evaluator hands it 
 for up to 1000 messages and waits at most a second. Dataflow's reader has neither limit.
 """
 from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct.direct_runner import _DirectReadFromPubSub
 from google.api_core.exceptions import DeadlineExceeded
 from google.pubsub_v1.types import PullResponse
-from apache_beam.runners.direct.direct_runner import _DirectReadFromPubSub
 
 PULL_MESSAGES = 1000
 PULL_WAIT_S = 1.0
