@@ -84,6 +84,14 @@ def running_cli(*args: str, log: str, env: dict | None = None):
       proc.wait(30)
 
 
+def parquet_rows(directory: str) -> int:
+  """Rows in the Parquet files of a local folder (0 if it is not there yet)."""
+  if not os.path.isdir(directory):
+    return 0
+  return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
+             for f in os.listdir(directory) if f.endswith('.parquet'))
+
+
 def wait_for(done, proc: subprocess.Popen, seconds: float) -> None:
   """Polls `done()` until true, the process exits or `seconds` pass."""
   deadline = time.monotonic() + seconds

@@ -3,7 +3,6 @@ all on S3 (moto), GCS (gcp-storage-emulator), Azure Blob (Azurite) or SFTP (asyn
 real commands; what lands is read back and must equal a local run of the same commands."""
 import datetime
 import io
-import os
 import posixpath
 import time
 
@@ -12,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import samples
-from tests.conftest import SFTP_PASSWORD, run_cli, running_cli, wait_for
-from tests.test_ingest_watch import event as watch_event
+from tests.conftest import SFTP_PASSWORD, parquet_rows, run_cli, running_cli, wait_for
+from tests.test_ingest import event
 from transforms import storage
 
 DAY = datetime.date(2023, 1, 1)
@@ -198,13 +197,10 @@ def test_watch_lands_a_file_that_appears_on_the_store(store, tmp_path):
   now = int(time.time() * 1000)
   today = storage.partition_dir(str(tmp_path / 'lake'), datetime.datetime.fromtimestamp(
       now / 1000, datetime.timezone.utc).date().isoformat())
-  count = lambda: sum(pq.read_metadata(os.path.join(today, f)).num_rows
-                      for f in (os.listdir(today) if os.path.isdir(today) else [])
-                      if f.endswith('.parquet'))
   with running_cli('pipelines.ingest', '--input', store.url('watched', '*.jsonl'), '--watch', '1s',
                    '--lake', str(tmp_path / 'lake'), '--streaming', '--flush_interval', '1s',
                    *store.flags, log=tmp_path / 'ingest.log', env=store.env) as proc:
     storage.write_bytes(store.url('watched', 'a.jsonl'),
-                        b'\n'.join(watch_event(now) for _ in range(200)) + b'\n')
-    wait_for(lambda: count() == 200, proc, 120)
-  assert count() == 200, (tmp_path / 'ingest.log').read_text()[-3000:]
+                        b'\n'.join(event(now) for _ in range(200)) + b'\n')
+    wait_for(lambda: parquet_rows(today) == 200, proc, 120)
+  assert parquet_rows(today) == 200, (tmp_path / 'ingest.log').read_text()[-3000:]

@@ -13,7 +13,7 @@ import pytest
 
 from schemas.reports import Manifest
 from tests import servers
-from tests.conftest import running_cli, wait_for
+from tests.conftest import parquet_rows, running_cli, wait_for
 
 EMULATOR = '/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator'
 PROJECT = 'eventferry-test'
@@ -39,13 +39,6 @@ def _event(server_ms: int | None, insert_id: str | None = None) -> dict:
   if server_ms is not None:
     body['server_ts'] = server_ms
   return body
-
-
-def _rows(directory: str) -> int:
-  if not os.path.isdir(directory):
-    return 0
-  return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
-             for f in os.listdir(directory) if f.endswith('.parquet'))
 
 
 def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
@@ -77,12 +70,12 @@ def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
   with running_cli('pipelines.ingest', '--subscription', subscription, '--lake', lake,
                    '--streaming', '--flush_interval', '2s', '--run_id', 'ps1',
                    log=tmp_path / 'ingest.log', env={'PUBSUB_EMULATOR_HOST': pubsub}) as proc:
-    wait_for(lambda: (_rows(part(lake, today)) == 2500 and _rows(part(lake, yesterday)) == 300
-                      and _rows(part(rejected, old)) == 20 and _rows(part(rejected, today)) == 40),
+    wait_for(lambda: (parquet_rows(part(lake, today)) == 2500 and parquet_rows(part(lake, yesterday)) == 300
+                      and parquet_rows(part(rejected, old)) == 20 and parquet_rows(part(rejected, today)) == 40),
              proc, 240)
   output = (tmp_path / 'ingest.log').read_text()
-  assert _rows(part(lake, today)) == 2500, output[-3000:]
-  assert _rows(part(lake, yesterday)) == 300, output[-3000:]
+  assert parquet_rows(part(lake, today)) == 2500, output[-3000:]
+  assert parquet_rows(part(lake, yesterday)) == 300, output[-3000:]
   # today is still open: files but no _SUCCESS; yesterday was committed when it arrived late
   assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))
   manifest = Manifest.model_validate_json(open(os.path.join(part(lake, yesterday), '_manifest.json')).read())
@@ -101,7 +94,7 @@ def test_a_topic_with_the_server_time_in_a_message_attribute(pubsub, tmp_path, m
   --server_time_attribute: epoch ms or RFC 3339; absent, the publish time decides the day."""
   from google.cloud import pubsub_v1
   monkeypatch.setenv('PUBSUB_EMULATOR_HOST', pubsub)
-  publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+  publisher = pubsub_v1.PublisherClient()
   topic = publisher.topic_path(PROJECT, 'attributed')
   publisher.create_topic(name=topic)
   today = datetime.datetime.now(datetime.timezone.utc).date()
@@ -123,6 +116,6 @@ def test_a_topic_with_the_server_time_in_a_message_attribute(pubsub, tmp_path, m
     futures += [publisher.publish(topic, json.dumps(_event(None)).encode()) for _ in range(50)]
     for f in futures:
       f.result(timeout=60)
-    wait_for(lambda: _rows(part(yesterday)) == 200 and _rows(part(today)) == 50, proc, 120)
+    wait_for(lambda: parquet_rows(part(yesterday)) == 200 and parquet_rows(part(today)) == 50, proc, 120)
   output = (tmp_path / 'ingest.log').read_text()
-  assert _rows(part(yesterday)) == 200 and _rows(part(today)) == 50, output[-3000:]
+  assert parquet_rows(part(yesterday)) == 200 and parquet_rows(part(today)) == 50, output[-3000:]

@@ -4,20 +4,13 @@ import datetime
 import json
 import os
 import time
-import uuid
 
 import pyarrow.parquet as pq
 
 from schemas.reports import Manifest
-from tests.conftest import running_cli, wait_for
+from tests.conftest import parquet_rows, running_cli, wait_for
+from tests.test_ingest import event
 from transforms.watch import _Listing
-
-
-def event(server_ms: int, insert_id: str | None = None) -> bytes:
-  return json.dumps({
-      'insert_id': insert_id or str(uuid.uuid4()), 'event_key': 'purchase', 'ts': server_ms - 500,
-      'server_ts': server_ms, 'identifiers': {'id': 'u', 'device_id': 'd'}, 'metric_value': '2.5',
-      'hackle_properties': {'osname': 'iOS', 'appversion': '1'}}).encode()
 
 
 def _write(path, lines: list[bytes]) -> None:
@@ -25,13 +18,6 @@ def _write(path, lines: list[bytes]) -> None:
   with open(f'{path}.tmp', 'wb') as f:
     f.write(b'\n'.join(lines) + b'\n')
   os.rename(f'{path}.tmp', path)
-
-
-def rows(directory: str) -> int:
-  if not os.path.isdir(directory):
-    return 0
-  return sum(pq.read_metadata(os.path.join(directory, f)).num_rows
-             for f in os.listdir(directory) if f.endswith('.parquet'))
 
 
 def test_a_file_is_emitted_once_and_only_when_it_stopped_changing(tmp_path):
@@ -63,16 +49,17 @@ def test_watching_a_folder_lands_new_files_as_they_arrive(tmp_path):
   with running_cli('pipelines.ingest', '--input', str(landing / '*.jsonl'), '--watch', '1s',
                    '--lake', lake, '--streaming', '--flush_interval', '2s', '--run_id', 'w1',
                    log=tmp_path / 'ingest.log') as proc:
-    wait_for(lambda: rows(part(lake, today)) >= 1000, proc, 120)
+    wait_for(lambda: parquet_rows(part(lake, today)) >= 1000, proc, 120)
     resent = [event(now, json.loads(e)['insert_id']) for e in first[:50]]
     _write(landing / 'b.jsonl', [event(now) for _ in range(500)] + resent
            + [event(noon(yesterday)) for _ in range(300)] + [event(noon(old)) for _ in range(20)])
-    wait_for(lambda: (rows(part(lake, today)) == 1500 and rows(part(lake, yesterday)) == 300
-                      and rows(part(rejected, old)) == 20 and rows(part(rejected, today)) == 1),
-             proc, 120)
+    wait_for(lambda: (parquet_rows(part(lake, today)) == 1500
+                      and parquet_rows(part(lake, yesterday)) == 300
+                      and parquet_rows(part(rejected, old)) == 20
+                      and parquet_rows(part(rejected, today)) == 1), proc, 120)
   output = (tmp_path / 'ingest.log').read_text()
-  assert rows(part(lake, today)) == 1500, output[-3000:]   # 50 resent ids dropped
-  assert rows(part(lake, yesterday)) == 300, output[-3000:]
+  assert parquet_rows(part(lake, today)) == 1500, output[-3000:]   # 50 resent ids dropped
+  assert parquet_rows(part(lake, yesterday)) == 300, output[-3000:]
   assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))   # today is still open
   manifest = Manifest.model_validate_json(open(os.path.join(part(lake, yesterday), '_manifest.json')).read())
   assert manifest.rows == 300 and os.path.exists(os.path.join(part(lake, yesterday), '_SUCCESS'))
