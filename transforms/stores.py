@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import re
+import shutil
 import time
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -239,8 +240,7 @@ def azure_rename(sources: list[str], destinations: list[str]) -> None:
     if _encryption().azure_encryption_scope:
       with FileSystems.open(src, compression_type=CompressionTypes.UNCOMPRESSED) as r, \
           open_write(dst) as w:
-        while chunk := r.read(BLOCK):
-          w.write(chunk)
+        shutil.copyfileobj(r, w, BLOCK)
       continue
     target = client.get_blob_client(*bucket_and_key(dst))
     status = target.start_copy_from_url(client.get_blob_client(*bucket_and_key(src)).url)
