@@ -18,9 +18,10 @@ COPY exports exports
 # if our pins (pyarrow, pydantic) do not fit the image's Beam.
 RUN pip install --no-cache-dir . && pip check
 
-# As pipelines/__init__.py sets them for local runs: Arrow's jemalloc pool keeping its pages.
+# pipelines/__init__.py's ALLOCATOR_ENV, which local runs set (why: its docstring); the harness
+# loads pyarrow before our code runs, so workers need them here (tests/test_dataflow.py compares).
 ENV ARROW_DEFAULT_MEMORY_POOL=jemalloc \
-    JE_ARROW_MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1
+    JE_ARROW_MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1,lg_extent_max_active_fit:30
 # The launcher runs templates/launcher.py, which runs the pipeline each template names in
 # EVENTFERRY_PIPELINE (set with gcloud's --env at template build time). The image already holds
 # the dependencies, so the launcher installs nothing (PIP_NO_DEPS) and passes no setup file.

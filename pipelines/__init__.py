@@ -8,10 +8,14 @@ so the large extents one dedupe shard freed sat idle while the next shard faulte
 a 10M-event import grew ~300 MB per shard (4.9 GB peak against 1.0 GB at 1M). Letting any free
 extent serve a request bounds it at 1.7 GB with no purging (decaying pages after 1 s: 1.5 GB, but
 the 1M import ran ~20% slower). These must be set before pyarrow loads; an explicit setting in the
-environment wins. Dataflow workers get the same from the Dockerfile.
+environment wins. Dataflow workers start the SDK harness before any of our code, so the
+Dockerfile sets the same values as ENV (tests/test_dataflow.py checks the two agree).
 """
 import os
 
-os.environ.setdefault('ARROW_DEFAULT_MEMORY_POOL', 'jemalloc')
-os.environ.setdefault('JE_ARROW_MALLOC_CONF',
-                      'dirty_decay_ms:-1,muzzy_decay_ms:-1,lg_extent_max_active_fit:30')
+ALLOCATOR_ENV = {
+    'ARROW_DEFAULT_MEMORY_POOL': 'jemalloc',
+    'JE_ARROW_MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1,lg_extent_max_active_fit:30',
+}
+for _name, _value in ALLOCATOR_ENV.items():
+  os.environ.setdefault(_name, _value)

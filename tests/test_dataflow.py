@@ -33,6 +33,14 @@ def test_beam_is_pinned_to_one_version_everywhere():
   assert beam.__version__ == version
 
 
+def test_image_sets_the_allocator_settings_local_runs_set():
+  """Workers from the image must run with the allocator settings a local run uses."""
+  from pipelines import ALLOCATOR_ENV
+  env = re.search(r'^ENV ARROW_DEFAULT_MEMORY_POOL=.*?(?<!\\)\n', read('Dockerfile'), re.M | re.S)
+  image = dict(re.findall(r'(\w+)=(\S+)', env.group(0)))
+  assert image == ALLOCATOR_ENV
+
+
 def test_setup_packages_what_workers_import(tmp_path):
   subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '-d', str(tmp_path)], cwd=ROOT,
                  check=True, capture_output=True)
