@@ -56,8 +56,9 @@ def setup(fmt: str) -> None:
 
 
 def counters(result) -> dict[str, int]:
-  """The job's Beam counters ('namespace.name', summed over steps); {} on a runner that does not
-  report them (the run report then says nothing rather than failing the run)."""
+  """The job's own Beam counters ('eventferry.*', summed over steps; Prism adds its system
+  counters, which differ per runner); {} on a runner that does not report them (the run report
+  then says nothing rather than failing the run)."""
   try:
     found = result.metrics().query(MetricsFilter())['counters']
   except (NotImplementedError, AttributeError) as e:
@@ -65,6 +66,8 @@ def counters(result) -> dict[str, int]:
     return {}
   out = {}
   for c in found:
+    if not c.key.metric.namespace.startswith('eventferry'):
+      continue
     name = f'{c.key.metric.namespace}.{c.key.metric.name}'
     out[name] = out.get(name, 0) + (c.committed if c.committed is not None else c.attempted)
   return dict(sorted(out.items()))
