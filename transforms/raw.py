@@ -250,6 +250,7 @@ def _decoded(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
   events, maps, good, rejected = [], [], [], []
   for i, payload in enumerate(payloads):
     try:
+      payload.decode('utf-8')   # msgspec does not check the text of fields it skips
       event = _DECODE(payload)
       maps.append([_map_of(getattr(event, name)) for name in _MAPS])
       events.append(event)
