@@ -161,7 +161,7 @@ def _parse(payloads: list[bytes], c_parser: bool, monkeypatch) -> list:
   with monkeypatch.context() as m:
     if not c_parser:
       m.setattr(rawjson, 'parse', None)
-    batch, rejected, _ = raw.parse_chunk(chunk)
+    batch, rejected = raw.parse_chunk(chunk)[:2]
   checked = validate.validate_batch(batch, 'production')
   return ({r['_source_row']: r for r in checked.valid.to_pylist()},
           [r['source_row'] for r in rejected.to_pylist() + checked.rejected.to_pylist()])

@@ -287,6 +287,10 @@ def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
   if len(slow_bad) == len(slow_good):   # all the parser left is rejected: keep its layout, no copy
     bad = {int(slow[i]): (reason, detail) for i, reason, detail in rejected}
     bad.update((int(slow[slow_good[j]]), why) for j, why in slow_bad.items())
+    mask = np.zeros(len(payloads), dtype=bool)
+    mask[slow[slow_good]] = True
+    for name in ('ts', 'ts_text', 'server_ts', 'server_ts_text'):   # they decide the day
+      fast[name] = pc.replace_with_mask(fast[name], pa.array(mask), slow_columns[name])
     return np.arange(len(payloads)), fast, bad, []
   fast_rows = np.flatnonzero(taken)
   rows = np.concatenate([fast_rows, slow[slow_good]])
