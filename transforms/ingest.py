@@ -275,8 +275,8 @@ class WriteDays(beam.DoFn):
     files = {f.name: f for f in (old.files if old and not replace else [])}
     files.update({f.name: ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
                   for f in new})
-    # Added to: the import's inputs stay, so a rerun of an unchanged import skips the day
-    # instead of replacing it (and the rows added to it).
+    # Added to: the import's inputs stay, so a backfill, which skips a day whose source did not
+    # change, does not replace the day (and the rows added to it).
     inputs = ({k: getattr(old, k) for k in ('source', 'source_files', 'source_fingerprint')}
               if old and not replace else {'source': 'raw events'})
     manifest = commit.manifest_for([], run_id=self._s.run_id, pipeline='ingest',
