@@ -29,10 +29,10 @@ _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _MAPS = ('identifiers', 'user_properties', 'event_properties', 'hackle_properties')
 _TEXT = ('insert_id', 'event_key', 'environment')
 _INSTANT_TYPES = {int, str, type(None)}
+_METRIC_TYPES = {int, float, str, type(None)}
 # Epoch numbers are milliseconds. As millis, a number below 10^11 is before 1973-03-03 and one of
 # 10^14 or more after the year 5138: sizes that say seconds, or micros or nanos, were sent.
 _SECONDS_BELOW, _MICROS_FROM, _NANOS_FROM, _NANOS_BELOW = 10**11, 10**14, 10**17, 10**20
-_METRIC_TYPES = {int, float, str, type(None)}
 
 
 @dataclasses.dataclass
@@ -161,14 +161,14 @@ def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tu
 def _not_millis(name: str, ms: int) -> tuple[Reason, str] | None:
   """The rejection of an epoch number whose size says another unit than milliseconds, or None."""
   size = abs(ms)
-  unit, factor = (('seconds', 1000) if size < _SECONDS_BELOW else ('microseconds', 1 / 1000)
-                  if _MICROS_FROM <= size < _NANOS_FROM else ('nanoseconds', 1 / 1_000_000)
+  unit, millis = (('seconds', ms * 1000) if size < _SECONDS_BELOW else ('microseconds', ms // 1000)
+                  if _MICROS_FROM <= size < _NANOS_FROM else ('nanoseconds', ms // 1_000_000)
                   if _NANOS_FROM <= size < _NANOS_BELOW else (None, 0))
   if unit is None:
     return None
   return (Reason.INVALID_TS if name == 'ts' else Reason.INVALID_FIELD,
-          f'{name} is {ms}, epoch {unit} by its size; send epoch milliseconds '
-          f'({int(ms * factor)}) or ISO 8601 text')
+          f'{name} is {ms}, epoch {unit} by its size; send epoch milliseconds ({millis}) '
+          'or ISO 8601 text')
 
 
 def _units(ms: pa.Array, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
