@@ -25,12 +25,14 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import options as opts
 from pipelines.import_events import DEFAULT_ENVIRONMENT
 from transforms import storage
+from transforms.commit import STAGING_DIR
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.raw import RawChunk
 from transforms.watch import WatchFiles
 
 CHUNK_ROWS = 10_000
 BLOCK_BYTES = 8 << 20
+BOM = b'\xef\xbb\xbf'   # UTF-8 byte order mark, which some Windows tools write first
 STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
 LOCAL_RUNNERS = (STREAMING_RUNNER, 'DirectRunner', 'PrismRunner')
 REQUIRED = ('lake',)   # and one of --subscription, --topic, --input
@@ -61,6 +63,10 @@ class IngestOptions(PipelineOptions):
     parser.add_argument('--allowed_lateness', default='1d',
                         help='rows arriving up to this long after their day ends are still '
                         'written; later ones are dead-lettered as too_late')
+    parser.add_argument('--replace_days', action='store_true',
+                        help='batch: replace each day this run writes rows to (the rows earlier '
+                        'runs and imports wrote to it are removed, and counted); default: add '
+                        'to the day, skipping insert_ids it holds')
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='largest file to write (default 1,000,000 rows)')
     opts.add_run_args(parser, report=False)   # reports: LAKE/_runs/ingest-RUN/, one per day
@@ -75,6 +81,9 @@ def _check(o: IngestOptions, streaming: bool) -> None:
     raise opts.UsageError('--watch goes with --input (a glob of files to watch)')
   if (o.subscription or o.topic or o.watch) and not streaming:
     raise opts.UsageError('Pub/Sub and --watch are unbounded: add --streaming')
+  if o.replace_days and streaming:
+    raise opts.UsageError('--replace_days is for batch runs (--input without --watch): a '
+                          'streaming job adds to the days it writes')
   if o.watch:
     opts.parse_duration('--watch', o.watch)
   opts.parse_zone('--timezone', o.timezone)
@@ -88,7 +97,7 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
-      replace=not streaming, break_lock=o.break_lock)
+      batch=not streaming, replace=o.replace_days, break_lock=o.break_lock)
 
 
 def _now_ms() -> int:
@@ -107,7 +116,7 @@ class ReadJsonLines(beam.DoFn):
   def process(self, metadata):
     path = metadata.path
     modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
-    rows, lines, number, rest = [], [], 0, b''
+    rows, lines, number, rest, first = [], [], 0, b'', True
     blocks = storage.read_blocks(path, BLOCK_BYTES)
     while True:
       try:
@@ -118,6 +127,8 @@ class ReadJsonLines(beam.DoFn):
         yield dataclasses.replace(self._chunk(path, [number + 1], [b''], modified), unreadable=str(e))
         return
       data = rest + block
+      if first and (len(data) >= len(BOM) or b'\n' in data or not block):   # the file's start only
+        first, data = False, data[len(BOM):] if data.startswith(BOM) else data
       pieces = data.split(b'\n')
       rest = pieces.pop() if block else b''
       if b'\r' not in data and all(map(bytes.strip, pieces)):   # the usual case, in C
@@ -212,6 +223,7 @@ def build(pipeline: beam.Pipeline, o: IngestOptions, streaming: bool, run_id: st
 def _log(report) -> None:
   print(f'dt={report.dt} {report.status}: {report.rows_in:,} in, {report.rows_written:,} written, '
         f'{report.rows_rejected:,} rejected, {report.rows_duplicate:,} duplicates'
+        + (f', {report.rows_replaced:,} rows of earlier runs replaced' if report.rows_replaced else '')
         + (f' ({report.message})' if report.message else ''), flush=True)
 
 
@@ -234,6 +246,8 @@ def run(argv: list[str]) -> int:
     print(f'ingest job {run_id} handed over to {std.runner}')   # a streaming job runs on
     return 0
   result.wait_until_finish()
+  # every staged file was moved into place: what is left are empty folders (local disk)
+  storage.delete_tree(storage.join(o.lake, STAGING_DIR, f'ingest-{run_id}'), prune_parent=True)
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
         f'reports: {storage.join(o.lake, "_runs", "ingest-" + run_id)}')
   return 0

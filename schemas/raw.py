@@ -10,7 +10,8 @@ import typing
 import pydantic
 from pydantic import Field
 
-Millis = typing.Annotated[int, Field(description='epoch milliseconds, UTC')]
+Millis = typing.Annotated[int, Field(description='epoch milliseconds, UTC (a number sized as '
+                                   'seconds, below 10^11, or as micros, 10^14 and up, is refused)')]
 Instant = typing.Union[Millis, str]
 PropertyValue = typing.Union[str, int, float, bool, None, dict, list]
 Properties = dict[str, PropertyValue]
@@ -18,7 +19,8 @@ Properties = dict[str, PropertyValue]
 
 class RawEvent(pydantic.BaseModel):
   """What a client or collector sends. Unknown fields are ignored. Property values that are not
-  strings are stored as their JSON text (12.5 -> "12.5", true -> "true", [1] -> "[1]")."""
+  strings are stored as their JSON text exactly as sent (12.5 -> "12.5", 1e3 -> "1e3",
+  0.000001 -> "0.000001", true -> "true", [1] -> "[1]")."""
   model_config = pydantic.ConfigDict(extra='ignore', title='eventferry raw event')
 
   insert_id: str = Field(description='UUID; the same insert_id twice is one event')

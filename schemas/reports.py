@@ -38,6 +38,7 @@ class DayReport(pydantic.BaseModel):
   rows_written: int
   rows_rejected: int
   rows_duplicate: int
+  rows_replaced: int = 0   # ingest --replace_days: rows of earlier runs the day's commit removed
   rejected_by_reason: dict[str, int]
   flags: dict[str, int]
   files: int

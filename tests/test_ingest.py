@@ -66,7 +66,7 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
       event(ms, ts='yesterday'),                          # unreadable ts
       event(ms).replace(b'"purchase"', b'"\xff"'),         # not UTF-8
   ]
-  batch, rejected = raw.parse_chunk(chunk(payloads, None))
+  batch, rejected, _ = raw.parse_chunk(chunk(payloads, None))
   assert batch.num_rows == 2
   assert batch.column('metric_value').to_pylist() == ['12.5', '123456789012.123456']
   assert dict(batch.column('event_properties')[0].as_py()) == {'n': '3', 'ok': 'true', 'list': '[1]'}
@@ -121,7 +121,7 @@ def test_a_damaged_compressed_file_keeps_the_lines_before_and_dead_letters_the_r
   payloads = [p for c in cut[:-1] for p in c.payloads]
   assert payloads == lines[:len(payloads)] and len(payloads) < len(lines)
   assert cut[-1].rows == [len(payloads) + 1] and 'ends early' in cut[-1].unreadable
-  batch, rejected = raw.parse_chunk(dataclasses.replace(cut[-1], received_ms=ms))
+  batch, rejected, _ = raw.parse_chunk(dataclasses.replace(cut[-1], received_ms=ms))
   assert batch.num_rows == 0
   assert rejected.to_pylist() == [{
       'reason': 'unreadable_file', 'detail': Reason.UNREADABLE_FILE.explanation + '; '
@@ -133,7 +133,7 @@ def test_a_damaged_compressed_file_keeps_the_lines_before_and_dead_letters_the_r
 
 def test_a_payload_without_any_time_is_rejected_under_the_day_it_arrived():
   arrived = day_bounds(DAY_B, NY)[0] + 5000
-  batch, rejected = raw.parse_chunk(chunk([b'{"insert_id": "x"}'], arrived))
+  batch, rejected, _ = raw.parse_chunk(chunk([b'{"insert_id": "x"}'], arrived))
   assert batch.column(raw.SERVER_MS).to_pylist() == [arrived]
   assert validate.validate_batch(batch, 'production').rejected.column('reason').to_pylist() == [
       'invalid_insert_id']
@@ -150,9 +150,9 @@ def test_a_chunk_parses_as_its_payloads_do_one_by_one():
       event(ms, identifiers=None), event(ms, user_properties=[['k', 'v']]),
       event(ms, ts=2 ** 70), event(ms, server_ts=-1), event(ms, metric_value=True),
       event(ms, ts=1.5), event(ms, ts='2023-03-11T05:00:01Z', metric_value=12.5)]
-  whole, whole_rejected = raw.parse_chunk(chunk(payloads, ms))
+  whole, whole_rejected, _ = raw.parse_chunk(chunk(payloads, ms))
   parts = [raw.parse_chunk(raw.RawChunk(source=['test'], rows=[i + 1], payloads=[p],
-                                        received_ms=ms, arrival_ms=[ms]))
+                                        received_ms=ms, arrival_ms=[ms]))[:2]
            for i, p in enumerate(payloads)]
   assert whole.num_rows > 250 and whole_rejected.num_rows > 6
   assert whole_rejected.to_pylist() == [r for _, b in parts for r in b.to_pylist()]
@@ -252,11 +252,14 @@ def test_batch_jsonl_ingest_equals_streaming(tmp_path):
   with gzip.open(tmp_path / 'in' / 'b.jsonl.gz', 'wb') as f:
     f.write(b'\n'.join(payloads[half:]) + b'\n')
   batch_lake = str(tmp_path / 'batch')
-  for run_id in ('b1', 'b2'):   # a rerun replaces the day instead of adding to it
+  day = tmp_path / 'batch' / 'dt=2023-01-01'
+  for run_id, flags in (('b1', []), ('b2', []), ('b3', ['--replace_days'])):
     assert ingest_pipeline.run(['--input', str(tmp_path / 'in' / '*'), '--lake', batch_lake,
-                                '--run_id', run_id]) == 0
-  assert all(name.startswith('part-b2-') or name.startswith('_')
-             for name in os.listdir(tmp_path / 'batch' / 'dt=2023-01-01'))
+                                '--run_id', run_id, *flags]) == 0
+    parts = {name.split('-')[1] for name in os.listdir(day) if name.startswith('part-')}
+    assert parts == {'b1' if run_id == 'b2' else run_id}   # a rerun adds nothing; b3 replaces
+  b3 = json.loads((tmp_path / 'batch' / '_runs' / 'ingest-b3' / 'dt=2023-01-01.json').read_text())
+  assert b3['rows_replaced'] == b3['rows_written'] > 2800
 
   stream_lake = str(tmp_path / 'stream')
   settings = ingest.WriteSettings(lake=stream_lake, zone='UTC', run_id='s1',
@@ -282,7 +285,7 @@ def test_batch_jsonl_ingest_equals_streaming(tmp_path):
 
 def test_a_batch_ingest_refuses_a_day_another_run_holds_and_leaves_it_published(tmp_path):
   """Batch ingest takes each day's lock as the import does: run while an import holds the day, it
-  stops with exit 4 naming the lock, and the day it would have replaced stays published and whole."""
+  stops with exit 4 naming the lock, and the day it would have added to stays published and whole."""
   from tests.conftest import run_cli
   from transforms import locks
   (tmp_path / 'in').mkdir()
@@ -300,7 +303,7 @@ def test_a_batch_ingest_refuses_a_day_another_run_holds_and_leaves_it_published(
   assert 'dt=2023-01-01.lock' in proc.stderr and 'import-run-7' in proc.stderr
   assert {n: (day / n).read_bytes() for n in os.listdir(day)} == before
   run_cli(*args, '--run_id', 'i3', '--break_lock', 'import-run-7')   # that run died: take over
-  assert sorted(n for n in os.listdir(day) if n.startswith('part-')) == ['part-i3-00000-000.parquet']
+  assert sorted(n for n in os.listdir(day) if n.startswith('part-')) == ['part-i1-00000-000.parquet']
   assert not os.listdir(tmp_path / 'lake' / '_eventferry' / 'locks')
 
 

@@ -4,10 +4,10 @@
  * A payload is taken only in the strict common case: a JSON object, valid UTF-8, whose known
  * fields have the expected JSON types (text fields strings, ts/server_ts integers within the
  * years 0..9999 or strings, metric_value a string or number, maps objects with distinct keys
- * whose values are strings, numbers, booleans or null), each field once; unknown fields may hold
- * any JSON. Anything else is marked
- * for the msgspec path (transforms/raw.py), which decides and explains it, so this parser never
- * has to agree with msgspec on anything but the common case.
+ * whose values are strings, numbers, booleans or null, the latter kept as their JSON text),
+ * each field once; unknown fields may hold any JSON. Anything else is marked for the msgspec
+ * path (transforms/raw.py), which decides and explains it, so this parser never has to agree
+ * with msgspec on anything but the common case.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -301,8 +301,8 @@ static int metric_field(In *in, Buf *b) {   /* kind (0 null, 1 string, 2 integer
   return put_u8(&b[0], kind) || put_i32(&b[1], (int32_t)b[2].len) ? -2 : 0;
 }
 
-/* A map value: its text as msgspec's path writes it (json.dumps of the value) and its kind:
- * 0 text, 1 null, 2 a double whose text is still the literal (rawjson.py writes its repr). */
+/* A map value: a string unescaped, anything else its JSON text as sent (true, 1e3, 0.000001),
+ * and its kind: 0 text, 1 null. Objects and arrays: msgspec path. */
 static int map_value(In *in, Buf *data, uint8_t *kind) {
   if (in->s >= in->end) FAIL;
   unsigned char c = *in->s;
@@ -312,12 +312,8 @@ static int map_value(In *in, Buf *data, uint8_t *kind) {
   if (c == 'n') { *kind = 1; return literal(in, "null"); }
   if (c == 't' || c == 'f') {
     if (literal(in, c == 't' ? "true" : "false")) FAIL;
-  } else {
-    int n = number(in);
-    if (n < 0 || (n == 1 && in->s - start == 2 && start[0] == '-' && start[1] == '0')) FAIL;   /* -0 is 0 */
-    if (n == 2) *kind = 2;
-  }
-  return put(data, start, in->s - start) ? -2 : 0;   /* objects, arrays: msgspec path */
+  } else if (number(in) < 0) FAIL;
+  return put(data, start, in->s - start) ? -2 : 0;
 }
 
 static int map_field(In *in, Buf *b) {   /* entries, key offsets, key data, value offsets, value data, value kind */

@@ -28,6 +28,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -57,6 +58,9 @@ class DayState:
   flush_armed: bool = False
   committed: bool = False    # manifest and _SUCCESS written (on time)
   closed: bool = False       # past --allowed_lateness: seen ids dropped
+  opened: bool = False       # batch: the day's lock taken and what it holds read (_open)
+  dead_letters: frozenset = frozenset()   # batch: (source_file, source_row) the day holds
+  rows_replaced: int = 0     # batch with replace: rows of earlier runs the commit removed
   stats: DayStats = dataclasses.field(default_factory=DayStats)
   unlisted: dict = dataclasses.field(default_factory=lambda: {'lake': [], 'rejected': []})
 
@@ -84,18 +88,17 @@ class SplitDays(beam.DoFn):
     self._zone = zoneinfo.ZoneInfo(self._zone_key)
 
   def process(self, chunk: raw.RawChunk) -> typing.Iterator[tuple[str, DayPart]]:
-    batch, unreadable = raw.parse_chunk(chunk)
+    batch, unreadable, when = raw.parse_chunk(chunk)
     server = np.asarray(batch.column(raw.SERVER_MS))
     days, index = server_days(server, self._zone)
     for k, dt in enumerate(days):
       rows = batch if len(days) == 1 else batch.filter(pa.array(index == k))
       yield dt, self._part(dt, rows)
-    if unreadable.num_rows:   # no server time of their own: the day of their arrival
-      when = np.array([chunk.received_ms] * unreadable.num_rows, dtype=np.int64)
-      r_days, r_index = server_days(when, self._zone)
-      for k, dt in enumerate(r_days):
-        part = unreadable.filter(pa.array(r_index == k))
-        yield dt, DayPart(LAKE_EMPTY, part, _stats_of_rejected(part))
+    # their server day where their time is readable, else the day they arrived
+    r_days, r_index = server_days(when, self._zone)
+    for k, dt in enumerate(r_days):
+      part = unreadable.filter(pa.array(r_index == k))
+      yield dt, DayPart(LAKE_EMPTY, part, _stats_of_rejected(part))
 
   def _part(self, dt: str, rows: pa.RecordBatch) -> DayPart:
     arrival = np.asarray(rows.column(raw.ARRIVAL_MS))
@@ -121,7 +124,8 @@ class WriteSettings:
   flush_interval_s: float | None   # None: batch, no early panes
   flush_rows: int
   max_rows_per_file: int
-  replace: bool = False   # batch: a day's commit replaces what the partition held (a rerun)
+  batch: bool = False     # batch ingest: locks each day and adds to what it holds (_open)
+  replace: bool = False   # batch: a day this run writes rows to is replaced (--replace_days)
   break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
 
 
@@ -202,6 +206,8 @@ class WriteDays(beam.DoFn):
     if not parts and not force:
       return
     s = self._s
+    if s.batch and not day.opened:
+      self._open(dt, day, seen)
     table, _ = dedupe.dedupe([p.valid for p in parts])
     known = seen.read()
     table, known = dedupe.drop_seen(table, np.zeros(0, 'S16') if known is None else known)
@@ -210,21 +216,24 @@ class WriteDays(beam.DoFn):
     day.stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
     rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
+    if day.dead_letters:   # a rerun: dead letters the day holds already are not written twice
+      rejected = rejected.filter(pa.array([
+          key not in day.dead_letters for key in zip(rejected['source_file'].to_pylist(),
+                                                     rejected['source_row'].to_pylist())], pa.bool_()))
     lake_dir = storage.partition_dir(s.lake, dt)
     rejected_dir = storage.partition_dir(storage.join(s.lake, commit.REJECTED_DIR), dt)
-    if s.replace and day.pane == 0:   # batch: lock the day, unpublish it before files land
-      self._lock(dt)
-      storage.delete([storage.join(lake_dir, SUCCESS), storage.join(rejected_dir, SUCCESS)])
     day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
     day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
     day.pane += 1
     if not day.committed:   # an early pane: files in place, not yet in a manifest, no _SUCCESS
       yield self._report(dt, day, 'open', lake_dir, rejected_dir)
       return
-    manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA)
-    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA)
+    replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
+    manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA, replacing, day)
+    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA,
+                 replacing)
     day.unlisted = {'lake': [], 'rejected': []}
-    if s.replace:
+    if s.batch:
       locks.release([locks.lock_path(s.lake, f'dt={dt}')])
     yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
 
@@ -245,22 +254,33 @@ class WriteDays(beam.DoFn):
     self.files.inc(len(staged))
     return staged
 
-  def _commit(self, directory: str, kind: str, new: list[commit.StagedFile],
-              schema: pa.Schema) -> Manifest:
+  def _commit(self, directory: str, kind: str, new: list[commit.StagedFile], schema: pa.Schema,
+              replace: bool, day: DayState | None = None) -> Manifest | None:
     """Rewrites the manifest as the files it listed plus `new`, version + 1; then _SUCCESS.
-    With `replace` (batch), the manifest lists `new` only and every other file goes, as in the
-    import's partition commit."""
+    With `replace`, the manifest lists `new` only and every other file goes (their rows counted
+    in `day.rows_replaced`), unpublished meanwhile as in the import's partition commit. With
+    nothing new, a partition that does not exist is not made (a day of dead letters only has no
+    lake day), and a batch run leaves it as it was."""
     path = storage.join(directory, commit.MANIFEST)
     success = storage.join(directory, SUCCESS)
     old = Manifest.model_validate_json(storage.read_bytes(path)) if storage.exists(path) else None
-    if self._s.replace:   # _SUCCESS went before the day's first file (_flush)
+    if not new and (old is None or (self._s.batch and not replace)):
+      return old
+    if replace:
       keep = {storage.join(directory, f.name) for f in new} | {path}
+      storage.delete([success])
       storage.delete(p for p in storage.list_files(directory) if p not in keep)
-    files = {f.name: f for f in (old.files if old and not self._s.replace else [])}
+      if day is not None and old is not None:
+        day.rows_replaced += sum(f.rows for f in old.files if f.name not in {n.name for n in new})
+    files = {f.name: f for f in (old.files if old and not replace else [])}
     files.update({f.name: ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
                   for f in new})
+    # Added to: the import's inputs stay, so a backfill, which skips a day whose source did not
+    # change, does not replace the day (and the rows added to it).
+    inputs = ({k: getattr(old, k) for k in ('source', 'source_files', 'source_fingerprint')}
+              if old and not replace else {'source': 'raw events'})
     manifest = commit.manifest_for([], run_id=self._s.run_id, pipeline='ingest',
-                                   source='raw events', partition=directory, schema=schema)
+                                   partition=directory, schema=schema, **inputs)
     manifest = manifest.model_copy(update={
         'version': old.version + 1 if old else 1, 'files': sorted(files.values(), key=lambda f: f.name),
         'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
@@ -270,6 +290,42 @@ class WriteDays(beam.DoFn):
     if not storage.exists(success):
       storage.write_bytes(success, b'')
     return manifest
+
+  def _open(self, dt: str, day: DayState, seen) -> None:
+    """Batch, before the day's first file: takes the day's lock; unless replacing, the insert_ids
+    the day holds count as seen and its dead letters as written, so a row it holds already is a
+    duplicate and a rerun of the same input adds nothing. Panes continue after this run's files
+    the day lists, so a reused --run_id never overwrites a listed file."""
+    self._lock(dt)
+    day.opened = True
+    prefix = f'part-{self._s.run_id}-'
+    listed = {kind: self._listed(d) for kind, d in (
+        ('lake', storage.partition_dir(self._s.lake, dt)),
+        ('rejected', storage.partition_dir(storage.join(self._s.lake, commit.REJECTED_DIR), dt)))}
+    panes = [path.rsplit('/', 1)[-1][len(prefix):].split('-')[0] for names in listed.values()
+             for path in names if path.rsplit('/', 1)[-1].startswith(prefix)]
+    day.pane = 1 + max((int(p) for p in panes if p.isdigit()), default=-1)
+    if self._s.replace:
+      return
+    ids = [t['insert_id'] for t in self._read(listed['lake'], ['insert_id'])]
+    seen.write(np.unique(np.concatenate([dedupe.uuid_keys(i.combine_chunks()) for i in ids]))
+               if ids else np.zeros(0, 'S16'))
+    day.dead_letters = frozenset(
+        (f, r) for t in self._read(listed['rejected'], ['source_file', 'source_row'])
+        for f, r in zip(t['source_file'].to_pylist(), t['source_row'].to_pylist()))
+
+  @staticmethod
+  def _listed(directory: str) -> list[str]:
+    """Paths of the files the partition's manifest lists (none without one)."""
+    path = storage.join(directory, commit.MANIFEST)
+    if not storage.exists(path):
+      return []
+    return [storage.join(directory, f.name)
+            for f in Manifest.model_validate_json(storage.read_bytes(path)).files]
+
+  @staticmethod
+  def _read(paths: list[str], columns: list[str]) -> list[pa.Table]:
+    return [pq.read_table(pa.BufferReader(storage.read_bytes(p)), columns=columns) for p in paths]
 
   def _lock(self, dt: str) -> None:
     """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never
@@ -285,9 +341,11 @@ class WriteDays(beam.DoFn):
     report = DayReport(
         dt=dt, status='failed' if error else status, message=error or '',
         rows_in=st.rows_in, rows_written=st.rows_written, rows_rejected=st.rows_rejected,
-        rows_duplicate=st.rows_duplicate, rejected_by_reason=dict(sorted(st.rejected.items())),
+        rows_duplicate=st.rows_duplicate, rows_replaced=day.rows_replaced,
+        rejected_by_reason=dict(sorted(st.rejected.items())),
         flags={k: v for k, v in sorted(st.flags.items()) if v},
-        files=len(lake.files) if lake else day.pane, bytes=lake.bytes if lake else 0,
+        files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
+        bytes=lake.bytes if lake else 0,
         partition=lake_dir, rejected_partition=rejected_dir)
     storage.write_bytes(storage.join(self._s.lake, '_runs', f'ingest-{self._s.run_id}',
                                      f'dt={dt}.json'), report.model_dump_json(indent=2).encode())

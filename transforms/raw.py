@@ -7,6 +7,7 @@ the wrong JSON types, becomes a rejected row carrying the payload as it arrived.
 import dataclasses
 import itertools
 import operator
+import re
 import typing
 
 import apache_beam as beam
@@ -29,6 +30,9 @@ _MAPS = ('identifiers', 'user_properties', 'event_properties', 'hackle_propertie
 _TEXT = ('insert_id', 'event_key', 'environment')
 _INSTANT_TYPES = {int, str, type(None)}
 _METRIC_TYPES = {int, float, str, type(None)}
+# Epoch numbers are milliseconds. As millis, a number below 10^11 is before 1973-03-03 and one of
+# 10^14 or more after the year 5138: sizes that say seconds, or micros or nanos, were sent.
+_SECONDS_BELOW, _MICROS_FROM, _NANOS_FROM, _NANOS_BELOW = 10**11, 10**14, 10**17, 10**20
 
 
 @dataclasses.dataclass
@@ -55,13 +59,59 @@ class _Raw(msgspec.Struct, gc=False):
   ts: typing.Any = None
   server_ts: typing.Any = None
   metric_value: typing.Any = None
-  identifiers: typing.Any = None
-  user_properties: typing.Any = None
-  event_properties: typing.Any = None
-  hackle_properties: typing.Any = None
+  identifiers: msgspec.Raw = None   # maps: their values' JSON text as sent (_map_of)
+  user_properties: msgspec.Raw = None
+  event_properties: msgspec.Raw = None
+  hackle_properties: msgspec.Raw = None
 
 
 _DECODE = msgspec.json.Decoder(_Raw).decode
+_DECODE_MAP = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_DECODE_STR = msgspec.json.Decoder(str).decode
+_DECODE_ANY = msgspec.json.Decoder().decode
+_ESCAPE = re.compile(rb'\\(?:u([0-9a-fA-F]{4})|.)', re.S)
+
+
+class _Wrong(typing.NamedTuple):
+  """A map field's value that is not a JSON object, for the explanation."""
+  value: typing.Any
+
+
+def _map_of(raw: msgspec.Raw | None) -> dict | _Wrong | None:
+  """A map field -> {key: a string as itself, null as None, any other value as its JSON text
+  exactly as sent (0.000001 stays "0.000001", 1e3 "1e3")}; None for null or absent."""
+  if raw is None:
+    return None
+  text = bytes(raw)
+  if text == b'null':
+    return None
+  if not text.startswith(b'{'):
+    return _Wrong(_DECODE_ANY(text))
+  out = {}
+  for key, value in _DECODE_MAP(text).items():
+    value = bytes(value)
+    out[key] = (_DECODE_STR(value) if value.startswith(b'"') else
+                None if value == b'null' else value.decode('utf-8'))
+  return out
+
+
+def lone_surrogate(payload: bytes) -> str | None:
+  """The first \\uD800-\\uDFFF escape without its other half, as it was sent, or None. msgspec
+  calls a lone high half "Input data was truncated", which it is not."""
+  high = None   # (escape, end) of a high half waiting for its low half
+  for m in _ESCAPE.finditer(payload):
+    unit = int(m.group(1), 16) if m.group(1) else None
+    paired = high is not None and m.start() == high[1] and unit is not None and 0xDC00 <= unit <= 0xDFFF
+    if high is not None and not paired:
+      return high[0]
+    high = None
+    if paired:
+      continue
+    if unit is not None and 0xDC00 <= unit <= 0xDFFF:
+      return m.group().decode()
+    if unit is not None and 0xD800 <= unit <= 0xDBFF:
+      high = (m.group().decode(), m.end())
+  return high[0] if high else None
 
 
 def _strings(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
@@ -102,9 +152,36 @@ def _instants(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> tu
     for i, v in enumerate(values):
       if v is not None and ((type(v) is int and not -_MAX_MS <= v <= _MAX_MS)
                             or type(v) not in (int, str)):
-        bad.setdefault(i, _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
+        bad.setdefault(i, type(v) is int and _not_millis(name, v)
+                       or _wrong(name, v, 'epoch milliseconds or ISO 8601 text'))
         ms[i] = None
   return pa.array(ms, pa.int64()), pa.array(text, pa.string())
+
+
+def _not_millis(name: str, ms: int) -> tuple[Reason, str] | None:
+  """The rejection of an epoch number whose size says another unit than milliseconds, or None."""
+  size = abs(ms)
+  unit, millis = (('seconds', ms * 1000) if size < _SECONDS_BELOW else ('microseconds', ms // 1000)
+                  if _MICROS_FROM <= size < _NANOS_FROM else ('nanoseconds', ms // 1_000_000)
+                  if _NANOS_FROM <= size < _NANOS_BELOW else (None, 0))
+  if unit is None:
+    return None
+  return (Reason.INVALID_TS if name == 'ts' else Reason.INVALID_FIELD,
+          f'{name} is {ms}, epoch {unit} by its size; send epoch milliseconds ({millis}) '
+          'or ISO 8601 text')
+
+
+def _units(ms: pa.Array, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
+  """Epoch numbers in milliseconds; those sized as another unit are rejected and nulled, so that
+  they decide no day."""
+  size = pc.abs(ms)
+  other = np.asarray(pc.fill_null(pc.or_(pc.less(size, _SECONDS_BELOW),
+                                         pc.greater_equal(size, _MICROS_FROM)), False))
+  if not other.any():
+    return ms
+  for j in np.flatnonzero(other):
+    bad.setdefault(int(j), _not_millis(name, ms[j].as_py()))
+  return pc.if_else(pa.array(other), pa.nulls(len(ms), pa.int64()), ms)
 
 
 def _epoch_ms(ms: pa.Array, text: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -144,25 +221,19 @@ def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
 
 
 def _maps(values: list, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.MapArray:
-  """JSON objects -> map<string,string>; values that are not strings become their JSON text."""
-  if set(map(type, values)) <= {dict, type(None)}:
-    try:   # the usual case, all values strings: Arrow converts the dicts in one call
-      arr = pa.array(values, coerce.MAP_TYPE)
-      return pa.MapArray.from_arrays(arr.offsets, arr.keys, arr.items)   # null -> empty map
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-      pass
+  """Maps from _map_of -> map<string,string> (null: empty)."""
+  if set(map(type, values)) <= {dict, type(None)}:   # the usual case: Arrow converts them in one call
+    arr = pa.array(values, coerce.MAP_TYPE)
+    return pa.MapArray.from_arrays(arr.offsets, arr.keys, arr.items)
   dicts = [d if type(d) is dict else (_EMPTY if d is None else _NOT_OBJECT) for d in values]
   for i in [i for i, d in enumerate(dicts) if d is _NOT_OBJECT]:
-    bad.setdefault(i, _wrong(name, values[i], 'an object'))
+    bad.setdefault(i, _wrong(name, values[i].value, 'an object'))
   offsets = np.zeros(len(dicts) + 1, dtype=np.int32)
   np.cumsum(list(map(len, dicts)), out=offsets[1:])
   keys = list(itertools.chain.from_iterable(dicts))
   items = list(itertools.chain.from_iterable(map(dict.values, dicts)))
-  try:
-    values = pa.array(items, pa.string())
-  except (pa.ArrowTypeError, pa.ArrowInvalid):
-    values = pa.array([coerce._json_value(v) for v in items], pa.string())
-  return pa.MapArray.from_arrays(pa.array(offsets), pa.array(keys, pa.string()), values)
+  return pa.MapArray.from_arrays(pa.array(offsets), pa.array(keys, pa.string()),
+                                 pa.array(items, pa.string()))
 
 
 def _binary(values: list[bytes]) -> pa.Array:
@@ -176,21 +247,27 @@ def _binary(values: list[bytes]) -> pa.Array:
 def _decoded(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
   """The msgspec path: -> (indexes of the payloads that are JSON objects; their columns; their
   fields of the wrong JSON type, by position among them; the payloads that are not objects)."""
-  events, good, rejected = [], [], []
+  events, maps, good, rejected = [], [], [], []
   for i, payload in enumerate(payloads):
     try:
-      events.append(_DECODE(payload))
+      payload.decode('utf-8')   # msgspec does not check the text of fields it skips
+      event = _DECODE(payload)
+      maps.append([_map_of(getattr(event, name)) for name in _MAPS])
+      events.append(event)
       good.append(i)
     except msgspec.DecodeError as e:   # also a JSON array or string where an object belongs
-      rejected.append((i, Reason.INVALID_JSON, str(e)))
+      half = lone_surrogate(payload)
+      rejected.append((i, Reason.INVALID_TEXT, f'{half} is half of a UTF-16 surrogate pair '
+                       'without its other half, not a character: send the pair, or the '
+                       'character itself in UTF-8') if half else (i, Reason.INVALID_JSON, str(e)))
     except UnicodeDecodeError as e:    # msgspec's error for a string that is not UTF-8
       rejected.append((i, Reason.INVALID_TEXT, str(e)))
   bad: dict[int, tuple[Reason, str]] = {}
   field = {name: list(map(operator.attrgetter(name), events)) for name in _Raw.__struct_fields__}
   columns = {COLUMN_OF.get(name, name): _strings(field[name], name, bad) for name in _TEXT}
   columns['metric_value'] = _metrics(field['metric_value'], bad)
-  for name in _MAPS:
-    columns[COLUMN_OF[name]] = _maps(field[name], name, bad)
+  for k, name in enumerate(_MAPS):
+    columns[COLUMN_OF[name]] = _maps([m[k] for m in maps], name, bad)
   for name in ('ts', 'server_ts'):
     columns[name], columns[name + '_text'] = _instants(field[name], name, bad)
   return np.array(good, dtype=np.int64), columns, bad, rejected
@@ -210,6 +287,10 @@ def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
   if len(slow_bad) == len(slow_good):   # all the parser left is rejected: keep its layout, no copy
     bad = {int(slow[i]): (reason, detail) for i, reason, detail in rejected}
     bad.update((int(slow[slow_good[j]]), why) for j, why in slow_bad.items())
+    mask = np.zeros(len(payloads), dtype=bool)
+    mask[slow[slow_good]] = True
+    for name in ('ts', 'ts_text', 'server_ts', 'server_ts_text'):   # they decide the day
+      fast[name] = pc.replace_with_mask(fast[name], pa.array(mask), slow_columns[name])
     return np.arange(len(payloads)), fast, bad, []
   fast_rows = np.flatnonzero(taken)
   rows = np.concatenate([fast_rows, slow[slow_good]])
@@ -223,21 +304,24 @@ def _columns(payloads: list[bytes]) -> tuple[np.ndarray, dict, dict, list]:
   return rows[order], columns, bad, [(int(slow[i]), r, d) for i, r, d in rejected]
 
 
-def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.ndarray]:
   """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
-  server and arrival times; rejected rows for payloads that are not raw events)."""
+  server and arrival times; rejected rows for payloads that are not raw events; the server time
+  of each rejected row in ms: its own where readable, else when the chunk was received)."""
   if chunk.unreadable is not None:
     empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
                                 fallback_ms=None, unreadable=None)
-    return parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)])
+    return (parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)]),
+            np.array([chunk.received_ms], dtype=np.int64))
   good, columns, bad, rejected = _columns(chunk.payloads)
   whole = len(good) == len(chunk)   # the usual case: per-payload lists serve as they are
 
   def pick(values: list) -> list:
     return values if whole else [values[i] for i in good]
 
-  ts, bad_ts = _epoch_ms(columns.pop('ts'), columns['ts_text'])
-  server, bad_server = _epoch_ms(columns.pop('server_ts'), columns['server_ts_text'])
+  ts, bad_ts = _epoch_ms(_units(columns.pop('ts'), 'ts', bad), columns['ts_text'])
+  server, bad_server = _epoch_ms(_units(columns.pop('server_ts'), 'server_ts', bad),
+                                 columns['server_ts_text'])
   if chunk.fallback_ms is not None:   # Pub/Sub: publish time (or the named attribute)
     server = pc.coalesce(server, pa.array(pick(chunk.fallback_ms), pa.int64()))
   server = pc.coalesce(server, ts)     # files: the client time
@@ -251,6 +335,7 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
   for j in np.flatnonzero(out_of_range):
     bad.setdefault(int(j), (Reason.INVALID_FIELD,
                             f'server time {server[j]} ms is outside the years 1970..9999'))
+  server = pc.if_else(pa.array(out_of_range), chunk.received_ms, server)
 
   arrival = (np.asarray(chunk.arrival_ms, dtype=np.int64)[good] if chunk.arrival_ms is not None
              else np.full(len(good), -1, dtype=np.int64))
@@ -261,12 +346,18 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch]:
       SOURCE_ROW: pa.array(pick(chunk.rows), pa.int64()),
       PAYLOAD: _binary(pick(chunk.payloads)),
       SERVER_MS: server, ARRIVAL_MS: arrival})
+  server_of = {}
   if bad:
-    rejected.extend((int(good[j]), reason, detail) for j, (reason, detail) in bad.items())
+    server_ms = np.asarray(server)
+    for j, (reason, detail) in bad.items():
+      rejected.append((int(good[j]), reason, detail))
+      server_of[int(good[j])] = int(server_ms[j])
     keep = np.ones(len(good), dtype=bool)
     keep[list(bad)] = False
     batch = batch.filter(pa.array(keep))
-  return batch, reject(chunk, rejected)
+  rejected_batch = reject(chunk, rejected)   # sorts `rejected` by payload
+  return batch, rejected_batch, np.array([server_of.get(i, chunk.received_ms) for i, _, _ in rejected],
+                                         dtype=np.int64)
 
 
 def payload_text(payload: bytes) -> str:

@@ -34,18 +34,16 @@ def _strings(n: int, offsets: bytes, data: bytes, valid: np.ndarray | None = Non
                                                  pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _doubles_as_repr(text: pa.Array, double: np.ndarray, taken: np.ndarray,
-                     entries: np.ndarray | None = None) -> pa.Array:
-  """Number literals with a fraction or exponent -> repr of the double, as msgspec's path writes
-  them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range marks its row not taken:
-  msgspec's path rejects it. `entries`: map offsets, when `text` holds a map's values."""
+def _doubles_as_repr(text: pa.Array, double: np.ndarray, taken: np.ndarray) -> pa.Array:
+  """metric_value literals with a fraction or exponent -> repr of the double, as msgspec's path
+  writes them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range marks its row not
+  taken: msgspec's path rejects it. (Property values keep their literal: see _rawjson.c.)"""
   at = np.flatnonzero(double)
   if not len(at):
     return text
   values = [float(v) for v in text.take(at).to_pylist()]
   finite = np.isfinite(values)
-  beyond = at[~finite]
-  taken[beyond if entries is None else np.searchsorted(entries, beyond, 'right') - 1] = False
+  taken[at[~finite]] = False
   return pc.replace_with_mask(text, pa.array(double), pa.array(
       [repr(v) if ok else None for v, ok in zip(values, finite)], pa.string()))
 
@@ -72,7 +70,6 @@ def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
     entries, key_offsets, keys, value_offsets, values, value_kind = b[21 + 6 * i:27 + 6 * i]
     count, value_kind = len(key_offsets) // 4 - 1, _u8(value_kind)
     entries = np.frombuffer(entries, dtype=np.int32)
-    items = _doubles_as_repr(_strings(count, value_offsets, values, value_kind != 1),
-                             value_kind == 2, taken, entries)
+    items = _strings(count, value_offsets, values, value_kind != 1)
     out[name] = pa.MapArray.from_arrays(pa.array(entries), _strings(count, key_offsets, keys), items)
   return taken, out

@@ -104,7 +104,7 @@ def parse_validate(source: str, out: str) -> dict:
   rows = 0
   for path in _files(source):
     for chunk in ReadJsonLines(arrival=False).process(FileMetadata(path, 0, 0)):
-      batch, _ = raw.parse_chunk(chunk)
+      batch, _, _ = raw.parse_chunk(chunk)
       validate.validate_batch(batch, 'production')
       rows += len(chunk)
   return {'rows': rows, 'written': 0}
