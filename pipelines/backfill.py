@@ -154,7 +154,7 @@ def execute(execute_plan, options, p):
     return execute_plan(options, p)
   except Exception:
     storage.delete_tree(p.staging, prune_parent=True)
-    locks.release(p.locks)
+    locks.release(p.locks, p.run_id)
     raise
 
 

@@ -321,8 +321,14 @@ class CommitExportDay(PlanFn):
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema),
-                     p.layout.markers(p.day_values(dt)))
+                     p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
+
+
+def fence_of(p: ExportPlan, dt: str) -> locks.Fence | None:
+  """The lock the day's commit must still hold (lock_days took it), if this run took one."""
+  path = locks.lock_path(p.state, p.layout.unit(p.day_values(dt)))
+  return locks.Fence(path, p.run_id) if path in p.locks else None
 
 
 def split_rows(table, layout: Layout):
@@ -402,7 +408,7 @@ def record_export(committed: list, p: ExportPlan) -> None:
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
                            for dt, commit in p.lake_commits.items()})
   storage.delete_tree(p.staging, prune_parent=True)
-  locks.release(p.locks)
+  locks.release(p.locks, p.run_id)
 
 
 def target_of(p: ExportPlan, dt: str) -> str:
@@ -482,8 +488,9 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     done = execute(options, p)
-  except BaseException:
-    locks.release(p.locks)
+  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
+    storage.delete_tree(p.staging, prune_parent=True)
+    locks.release(p.locks, p.run_id)
     raise
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')

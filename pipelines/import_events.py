@@ -211,7 +211,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
             for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
-                            p.max_rejected_ratio, inputs)
+                            p.max_rejected_ratio, inputs, fenced=bool(p.locks))
   reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
              | 'JoinDay' >> beam.CoGroupByKey()
              | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
@@ -231,7 +231,7 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   storage.delete_tree(p.staging, prune_parent=True)
-  locks.release(p.locks)
+  locks.release(p.locks, p.run_id)
 
 
 def summary(report: RunReport) -> str:
@@ -292,8 +292,9 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     report = execute(options, p)
-  except BaseException:
-    locks.release(p.locks)
+  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
+    storage.delete_tree(p.staging, prune_parent=True)
+    locks.release(p.locks, p.run_id)
     raise
   if report is None:
     print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '

@@ -5,6 +5,7 @@ flag stops the command before any pipeline is built, with a message naming the f
 """
 import argparse
 import datetime
+import logging
 import re
 import sys
 import uuid
@@ -192,6 +193,16 @@ class LoggingOptions(po.PipelineOptions):
                         help='stderr as text, or json: one JSON object per line')
 
 
+HANDLED = ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code
+
+
+def _untold(record: logging.LogRecord) -> bool:
+  """Beam logs a worker's exception with its traceback before it re-raises it; the kinds main_guard
+  handles are told once, in one line, so their traceback is dropped."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not isinstance(error, tuple(kind for kind, _ in HANDLED))
+
+
 def main_guard(run, argv=None) -> int:
   """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
   message and exit code 2, a store's refusal (a missing bucket or permission, also when a worker
@@ -200,13 +211,14 @@ def main_guard(run, argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
+  logging.getLogger('apache_beam.runners.common').addFilter(_untold)
   try:
     return run(argv)
   except UsageError as e:
     logs.LOG.error(str(e))
     return 2
   except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
-    for kind, code in ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4)):
+    for kind, code in HANDLED:
       message = raised(e, kind)
       if message is not None:
         logs.LOG.error(message)
