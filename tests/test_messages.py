@@ -123,7 +123,7 @@ def test_size_flags_take_units_end_to_end(lake, tmp_path):
   day = dest / 'dt=2023-01-01'
   sizes = [os.path.getsize(day / n) for n in os.listdir(day) if n.endswith('.csv')]
   assert len(sizes) > 1 and max(sizes) <= 8000, sizes
-  rows = duckdb.sql(f"SELECT count(*) FROM read_csv('{day}/*.csv')").fetchone()[0]
+  rows = duckdb.sql(f"SELECT count(*) FROM read_csv('{day}/*.csv')").fetchall()[0][0]
   assert rows == 399
   line = one_line_error(export(lake, tmp_path / 'bad', '--max_file_bytes', '8 furlongs',
                                check=False), 2)
