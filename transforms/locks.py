@@ -78,8 +78,8 @@ class Fence:
       raise LockedError(
           f'run {self.run_id} no longer holds {self.path} ('
           + (f'now held by {_describe(holder)}' if holder else 'the lock is gone')
-          + f'): it was taken over, so this run stopped before {step} and left {target} '
-          f'untouched. Nothing to do if the other run publishes the day; otherwise rerun.')
+          + f'): it was taken over, so this run stopped before {step} and changes nothing more '
+          f'in {target}. Nothing to do if the other run publishes it; otherwise rerun.')
 
 
 def _holder(path: str) -> dict:
