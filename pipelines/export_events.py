@@ -477,6 +477,8 @@ def lock_days(p: ExportPlan) -> None:
   """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
+  if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
+    storage.delete_tree(storage.join(p.dest, STAGING_DIR, p.break_lock), prune_parent=True)
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:

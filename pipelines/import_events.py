@@ -285,6 +285,8 @@ def lock_days(p: ImportPlan) -> None:
   """Takes every day's lock into p.locks, or none (LockedError names the held one)."""
   p.locks = locks.acquire_all(p.lake, [f'dt={inv.dt}' for inv in p.days], p.run_id,
                               'import of {} into this lake', p.break_lock)
+  if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
+    storage.delete_tree(storage.join(p.lake, STAGING_DIR, p.break_lock), prune_parent=True)
 
 
 def run(argv: list[str]) -> int:
