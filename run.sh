@@ -2,17 +2,20 @@
 # eventferry's one entry point: sets up .venv on first use (quietly when already done), then runs
 # a subcommand. ./run.sh help lists them.
 set -euo pipefail
-cd "$(dirname "$0")"
-VENV=.venv
+# Paths in flags are the caller's: run.sh never changes directory for the pipelines; the project's
+# packages come first on PYTHONPATH instead.
+HERE=$(cd "$(dirname "$0")" && pwd)
+VENV=$HERE/.venv
 PY=${PYTHON:-python3}
+export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 
 ensure_venv() {
-  local stamp="$VENV/.installed-$(cat setup.py | sha1sum | cut -c1-12)"
+  local stamp="$VENV/.installed-$(sha1sum <"$HERE/setup.py" | cut -c1-12)"
   [ -f "$stamp" ] && return 0
   echo "run.sh: installing eventferry and Apache Beam into $VENV (first run, about a minute)..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   ensure_compiler
-  if ! "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test]' >"$VENV/install.log" 2>&1; then
+  if ! "$VENV/bin/pip" install --disable-pip-version-check -q -e "$HERE[test]" >"$VENV/install.log" 2>&1; then
     tail -30 "$VENV/install.log" >&2
     echo "run.sh: pip install failed; the full log is $VENV/install.log" >&2
     exit 1
@@ -38,9 +41,9 @@ ensure_compiler() {
 AZURITE=3.37.0
 ensure_tools() {
   # Azurite (the Azure Blob emulator the store tests run) comes from npm, into .tools/.
-  grep -qs "\"version\": \"$AZURITE\"" .tools/node_modules/azurite/package.json && return 0
+  grep -qs "\"version\": \"$AZURITE\"" "$HERE/.tools/node_modules/azurite/package.json" && return 0
   echo "run.sh: installing azurite@$AZURITE into .tools (npm, first run)..." >&2
-  if ! npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@$AZURITE" \
+  if ! npm install --prefix "$HERE/.tools" --no-audit --no-fund --loglevel=error "azurite@$AZURITE" \
       >"$VENV/npm.log" 2>&1; then
     tail -30 "$VENV/npm.log" >&2
     echo "run.sh: npm install failed; the full log is $VENV/npm.log" >&2
@@ -48,21 +51,22 @@ ensure_tools() {
   fi
 }
 
-# The Pub/Sub emulator ships with google-cloud-cli (Google's apt repository); it runs on Java,
-# which Debian has.
-PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+# The Pub/Sub emulator ships with google-cloud-cli (Google's apt repository, which some machines
+# cannot reach); it runs on Java, which Debian has. Without either, the Pub/Sub tests are skipped
+# (pytest names what is missing) and everything else runs. EVENTFERRY_PUBSUB_EMULATOR overrides
+# the emulator's path (tests/test_ingest_pubsub.py reads it too).
+export EVENTFERRY_PUBSUB_EMULATOR=${EVENTFERRY_PUBSUB_EMULATOR:-/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator}
 ensure_pubsub_emulator() {
-  if [ ! -x "$PUBSUB_EMULATOR" ]; then
-    echo "run.sh: the tests need the Pub/Sub emulator at $PUBSUB_EMULATOR:" \
-         "apt-get install google-cloud-cli-pubsub-emulator (Google's apt repository)" >&2
-    exit 1
+  if [ ! -x "$EVENTFERRY_PUBSUB_EMULATOR" ]; then
+    echo "run.sh: no Pub/Sub emulator at $EVENTFERRY_PUBSUB_EMULATOR: the Pub/Sub tests will be" \
+         "skipped (apt-get install google-cloud-cli-pubsub-emulator, from Google's apt repository)" >&2
   fi
   command -v java >/dev/null && return 0
   echo "run.sh: installing Java for the Pub/Sub emulator (apt-get, first run)..." >&2
   if [ "$(id -u)" != 0 ] || ! { apt-get update -qq && apt-get install -y -qq default-jre-headless; } \
       >"$VENV/apt.log" 2>&1; then
-    echo "run.sh: could not install Java; install default-jre-headless (see $VENV/apt.log)" >&2
-    exit 1
+    echo "run.sh: could not install Java (see $VENV/apt.log): the Pub/Sub tests will be skipped;" \
+         "install default-jre-headless" >&2
   fi
 }
 
@@ -79,7 +83,7 @@ usage: ./run.sh COMMAND [flags]
   demo                 generate a sample customer bucket (3 days, ~100k events) and import it
   test [pytest args]   run the test suite
   import [flags]       import customer day partitions into the lake (--help for flags)
-  export [flags]       export lake days to a destination as Parquet, JSON lines or CSV
+  export [flags]       export lake days to a destination as Parquet, JSON lines, CSV, Avro or XML
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
   check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)
   backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
@@ -95,8 +99,9 @@ case "$cmd" in
   help|-h|--help) usage ;;
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
   test)   ensure_venv; ensure_tools; ensure_pubsub_emulator
+          cd "$HERE"   # test paths are the project's (tests/...)
           if test_args "$@"; then set -- "$@"; else set -- tests "$@"; fi
-          exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" ;;
+          exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   ingest) ensure_venv; exec "$VENV/bin/python" -m pipelines.ingest "$@" ;;

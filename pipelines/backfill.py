@@ -77,12 +77,14 @@ class ImportDays:
   def paths(self, o, dt: str) -> tuple[str, str]:
     return storage.partition_dir(o.source, dt), storage.partition_dir(o.lake, dt)
 
+  ADVICE = 'rerun the backfill once it is there (a backfill does not wait)'
+
   def complete(self, o, day: datetime.date) -> tuple[bool, str]:
-    return import_events.committed(o, import_events.inspect(o, day))
+    return import_events.committed(o, import_events.inspect(o, day, self.ADVICE))
 
   def run(self, options, o, days: list[Day]) -> None:
     # Inspected again at launch, so that the manifest records what this job really read.
-    p = import_events.plan(o, [import_events.inspect(o, d.date) for d in days])
+    p = import_events.plan(o, [import_events.inspect(o, d.date, self.ADVICE) for d in days])
     import_events.lock_days(p)
     report = execute(import_events.execute, options, p)
     if report is None:
@@ -154,7 +156,7 @@ def execute(execute_plan, options, p):
     return execute_plan(options, p)
   except Exception:
     storage.delete_tree(p.staging, prune_parent=True)
-    locks.release(p.locks)
+    locks.release(p.locks, p.run_id)
     raise
 
 

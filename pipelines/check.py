@@ -4,7 +4,8 @@
 
 For --dest and --lake it writes a small probe object under LOCATION/_eventferry/, reads it back,
 lists it and deletes it, and prints one verdict per permission (PUT, GET, LIST, DELETE). For
---source it only lists and reads (an import never writes to the customer's bucket). Exit 0 when
+--source it only lists and reads (an import never writes to the customer's bucket), and checks that
+the prefix holds dt=YYYY-MM-DD folders. Exit 0 when
 every needed permission works, 1 otherwise, 2 for a wrong flag. Store flags are the same as the
 import's and export's (README: Clouds).
 """
@@ -14,7 +15,7 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
-from transforms import storage, stores
+from transforms import read, storage, stores
 from transforms.locks import STATE_DIR
 
 PROBE = b'eventferry preflight probe\n'
@@ -78,10 +79,12 @@ def probe_writable(root: str) -> list[tuple[str, str, str]]:
 
 
 def probe_readable(root: str) -> list[tuple[str, str, str]]:
-  """LIST the prefix and GET the first bytes of one object in it."""
+  """LIST the prefix and GET the first bytes of one object in it; DAYS: it holds dt= folders."""
   results, found = [], []
-  _step(results, 'LIST', lambda: (found.extend(storage.list_files(root)),
-                                  f'listed {root}/: {len(found)} objects')[1])
+  if _step(results, 'LIST', lambda: (found.extend(storage.list_files(root)),
+                                     f'listed {root}/: {len(found)} objects')[1]):
+    problem = read.prefix_problem(root)
+    results.append(('DAYS', 'FAILED', problem) if problem else ('DAYS', 'OK', read.prefix_days(root)))
   if found:
     def get():
       with storage.open_read(found[0]) as f:

@@ -89,9 +89,9 @@ class ExportOptions(PipelineOptions):
                         help='with --kind profiles: lake days up to --date that are read')
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='split files above this many rows (names get -CCC chunk numbers)')
-    parser.add_argument('--max_file_bytes', type=int, default=None,
-                        help='split files above this size, e.g. 104857600 (CleverTap: 100 MB, '
-                        'the default with --layout clevertap)')
+    parser.add_argument('--max_file_bytes', default=None,
+                        help='split files above this size: bytes, or e.g. 100MB, 100MiB, 1.5GB '
+                        '(CleverTap: 100MiB, the default with --layout clevertap)')
     parser.add_argument('--max_range_days', type=int, default=60,
                         help='refuse date ranges longer than this (default 60, as CleverTap)')
     opts.add_switch(parser, '--since_last_export',
@@ -121,6 +121,7 @@ class ExportPlan:
   dataset: str
   export_time: str
   ids: dict[str, str]             # request_id, database_id (flags given)
+  warnings: list[str] = dataclasses.field(default_factory=list)   # told at plan, in the report
   break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
 
@@ -163,6 +164,25 @@ def lake_manifest(lake: str, day: datetime.date) -> dict:
   return manifest
 
 
+def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str]:
+  """A line per day where names of --events match no event of the day, listing the day's event
+  names (only the lake files' event_key column is read, and only when --events is given)."""
+  out = []
+  for dt, paths in files.items() if events else ():
+    have = set()
+    for path in paths:
+      with storage.open_read(path) as f:
+        have.update(pc.unique(pq.read_table(f, columns=['event_key'])['event_key']).to_pylist())
+    missing = [e for e in events if e not in have]
+    if missing:
+      names = sorted(n for n in have if n is not None)
+      out.append(f'dt={dt}: --events {", ".join(missing)} matched no event of the day, so '
+                 f'nothing of {"it" if len(missing) == 1 else "them"} is exported (the day has '
+                 f'{len(names)} event names: {", ".join(names[:20])}'
+                 f'{", ..." if len(names) > 20 else ""})')
+  return out
+
+
 def committed_days(lake: str) -> list[datetime.date]:
   pattern = storage.join(lake, 'dt=*', SUCCESS)
   found = FileSystems.match([pattern])[0].metadata_list
@@ -193,9 +213,9 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   """Plans the options' days, or the given ones."""
   opts.require(o, REQUIRED)
   fmt = fmt_of(o)
-  for flag in ('max_rows_per_file', 'max_file_bytes'):
-    if getattr(o, flag) is not None and getattr(o, flag) < 1:
-      raise opts.UsageError(f'--{flag} must be a positive number')
+  if o.max_rows_per_file is not None and o.max_rows_per_file < 1:
+    raise opts.UsageError('--max_rows_per_file must be a positive number')
+  max_bytes = opts.parse_size('--max_file_bytes', o.max_file_bytes)
   events, exclude = _csv_list(o.events), _csv_list(o.exclude_events)
   if events and exclude:
     raise opts.UsageError('give --events or --exclude_events, not both')
@@ -222,9 +242,13 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
     done = history.load(state)
     manifests = {dt: m for dt, m in manifests.items()
                  if history.changed_since_export(done, dt, m)}
-  if len(manifests) > 1 and not layout.per_day:
-    raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export one '
-                          'day per run, or add {dt} to the template')
+  if len(manifests) > 1 and not layout.per_day:   # name the flag the user gave, not a default
+    if o.partition_template:
+      raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export '
+                            'one day per run, or add {dt} to the template')
+    raise opts.UsageError(f'--layout {o.layout} puts a run\'s days in one folder '
+                          f'({layout.partition}): export one day per run (--date, or '
+                          f'./run.sh backfill export for a range)')
   if o.kind == 'profiles':
     as_of = days[0]
     for back in range(1, o.profile_days):
@@ -234,14 +258,17 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
         continue   # a day that was never imported holds no profiles
       manifests[as_of.isoformat()]['files'] += earlier['files']
   ids = layout_ids(o, layout)
-  max_bytes = o.max_file_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
+  warnings = unmatched_events(events, {dt: m['files'] for dt, m in manifests.items()})
+  for warning in warnings:
+    logs.LOG.warning(warning)
+  max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
                     o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                    export_time, ids, break_lock=o.break_lock)
+                    export_time, ids, warnings, break_lock=o.break_lock)
 
 
 def layout_ids(o: ExportOptions, layout: Layout) -> dict[str, str]:
@@ -321,8 +348,14 @@ class CommitExportDay(PlanFn):
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema),
-                     p.layout.markers(p.day_values(dt)))
+                     p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
+
+
+def fence_of(p: ExportPlan, dt: str) -> locks.Fence | None:
+  """The lock the day's commit must still hold (lock_days took it), if this run took one."""
+  path = locks.lock_path(p.state, p.layout.unit(p.day_values(dt)))
+  return locks.Fence(path, p.run_id) if path in p.locks else None
 
 
 def split_rows(table, layout: Layout):
@@ -402,7 +435,7 @@ def record_export(committed: list, p: ExportPlan) -> None:
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
                            for dt, commit in p.lake_commits.items()})
   storage.delete_tree(p.staging, prune_parent=True)
-  locks.release(p.locks)
+  locks.release(p.locks, p.run_id)
 
 
 def target_of(p: ExportPlan, dt: str) -> str:
@@ -444,6 +477,8 @@ def lock_days(p: ExportPlan) -> None:
   """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
+  if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
+    storage.delete_tree(storage.join(p.dest, STAGING_DIR, p.break_lock), prune_parent=True)
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
@@ -462,7 +497,7 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
                         format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
                         seconds=round(time.monotonic() - start, 3),
-                        metrics=logs.counters(result), days=days)
+                        metrics=logs.counters(result), days=days, warnings=p.warnings)
   storage.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
   return report
 
@@ -482,8 +517,9 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     done = execute(options, p)
-  except BaseException:
-    locks.release(p.locks)
+  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
+    storage.delete_tree(p.staging, prune_parent=True)
+    locks.release(p.locks, p.run_id)
     raise
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')

@@ -30,7 +30,8 @@ from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
                                SpillRejected, WriteRejected, WriteShards)
 from transforms.dedupe import SEEN, DedupeEvents
-from transforms.read import SUCCESS, DayInventory, ReadRowGroups, inspect_day, wait_for_success
+from transforms.read import (SUCCESS, WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day,
+                             wait_for_success)
 from transforms.shards import split_by_shard
 from transforms.validate import ValidateEvents
 
@@ -53,8 +54,9 @@ class ImportOptions(PipelineOptions):
                     help='environment recorded on every row (default production)')
     parser.add_argument('--shards', type=int, default=None,
                         help='files per day; default: source bytes / --target_file_mb')
-    parser.add_argument('--target_file_mb', type=int, default=128,
-                        help='target size of a lake file when --shards is not given')
+    parser.add_argument('--target_file_mb', default='128',
+                        help='target size of a lake file when --shards is not given: MiB, or a '
+                        'size such as 256MB or 1GiB')
     parser.add_argument('--max_shard_rows', type=int, default=1_000_000,
                         help='at most this many source rows per lake file when --shards is not '
                         'given: a shard is de-duplicated in memory, so this bounds memory even '
@@ -94,8 +96,7 @@ def check(o: ImportOptions) -> None:
   opts.require(o, REQUIRED)
   if o.shards is not None and not 1 <= o.shards <= 99_999:
     raise opts.UsageError(f'--shards {o.shards} is out of range: use 1 to 99999')
-  if o.target_file_mb < 1:
-    raise opts.UsageError('--target_file_mb must be at least 1')
+  opts.parse_size('--target_file_mb', o.target_file_mb, plain=2**20)
   if o.max_shard_rows < 1:
     raise opts.UsageError('--max_shard_rows must be at least 1')
   if not 0.0 <= o.max_rejected_ratio <= 1.0:
@@ -107,10 +108,11 @@ def check(o: ImportOptions) -> None:
     raise opts.UsageError('--lake must not lie inside --source')
 
 
-def inspect(o: ImportOptions, day: datetime.date) -> DayInventory:
-  """The source day as it is now (waiting for its _SUCCESS if asked); SourceError if unusable."""
+def inspect(o: ImportOptions, day: datetime.date, advice: str = WAIT_ADVICE) -> DayInventory:
+  """The source day as it is now (waiting for its _SUCCESS if asked); SourceError if unusable,
+  ending with `advice` when the day is not complete."""
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
-  wait_for_success(storage.partition_dir(o.source, day.isoformat()), wait)
+  wait_for_success(storage.partition_dir(o.source, day.isoformat()), wait, advice=advice)
   return inspect_day(o.source, day)
 
 
@@ -141,7 +143,8 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
   if inventories is None:
     inventories = [inspect(o, day) for day in opts.date_range(o)]
   days = [datetime.date.fromisoformat(inv.dt) for inv in inventories]
-  shards = {inv.dt: o.shards or shard_count(inv, o.target_file_mb, o.max_shard_rows)
+  shards = {inv.dt: o.shards or shard_count(
+      inv, opts.parse_size('--target_file_mb', o.target_file_mb, plain=2**20), o.max_shard_rows)
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
   seen = []
@@ -159,9 +162,9 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
                     datetime.datetime.now(datetime.timezone.utc), break_lock=o.break_lock)
 
 
-def shard_count(inv: DayInventory, target_file_mb: int, max_shard_rows: int) -> int:
+def shard_count(inv: DayInventory, target_file_bytes: int, max_shard_rows: int) -> int:
   """Enough shards for both the byte target and the row cap (row counts come from the footers)."""
-  by_bytes = math.ceil(inv.bytes / (target_file_mb << 20))
+  by_bytes = math.ceil(inv.bytes / target_file_bytes)
   by_rows = math.ceil(inv.rows / max_shard_rows)
   return max(1, by_bytes, by_rows)
 
@@ -211,7 +214,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
             for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
-                            p.max_rejected_ratio, inputs)
+                            p.max_rejected_ratio, inputs, fenced=bool(p.locks))
   reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
              | 'JoinDay' >> beam.CoGroupByKey()
              | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
@@ -231,7 +234,7 @@ def write_report(days: list[DayReport], p: ImportPlan) -> None:
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
   storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   storage.delete_tree(p.staging, prune_parent=True)
-  locks.release(p.locks)
+  locks.release(p.locks, p.run_id)
 
 
 def summary(report: RunReport) -> str:
@@ -282,6 +285,8 @@ def lock_days(p: ImportPlan) -> None:
   """Takes every day's lock into p.locks, or none (LockedError names the held one)."""
   p.locks = locks.acquire_all(p.lake, [f'dt={inv.dt}' for inv in p.days], p.run_id,
                               'import of {} into this lake', p.break_lock)
+  if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
+    storage.delete_tree(storage.join(p.lake, STAGING_DIR, p.break_lock), prune_parent=True)
 
 
 def run(argv: list[str]) -> int:
@@ -292,8 +297,9 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     report = execute(options, p)
-  except BaseException:
-    locks.release(p.locks)
+  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
+    storage.delete_tree(p.staging, prune_parent=True)
+    locks.release(p.locks, p.run_id)
     raise
   if report is None:
     print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '

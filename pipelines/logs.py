@@ -26,11 +26,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-  """Our own messages as plain lines ('error: ...' for errors); Beam's with level and logger."""
+  """Our own messages as plain lines ('error: ...', 'warning: ...'); Beam's with level and logger."""
 
   def format(self, record: logging.LogRecord) -> str:
     if record.name.startswith(LOG.name):
-      prefix = 'error: ' if record.levelno >= logging.ERROR else ''
+      prefix = ('error: ' if record.levelno >= logging.ERROR else
+                'warning: ' if record.levelno >= logging.WARNING else '')
       return prefix + record.getMessage()
     return f'{record.levelname}:{record.name}:{super().format(record)}'
 

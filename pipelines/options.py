@@ -5,6 +5,8 @@ flag stops the command before any pipeline is built, with a message naming the f
 """
 import argparse
 import datetime
+import decimal
+import logging
 import re
 import sys
 import uuid
@@ -39,6 +41,27 @@ def parse_duration(flag: str, value: str | None) -> float:
   if not m:
     raise UsageError(f'{flag} {value!r} is not a duration: use e.g. 90s, 30m, 2h or 1d')
   return float(m.group(1)) * {'': 1, 's': 1, 'm': 60, 'h': 3600, 'd': 86400}[m.group(2)]
+
+
+SIZE_UNITS = {'b': 1, 'k': 10**3, 'kb': 10**3, 'm': 10**6, 'mb': 10**6, 'g': 10**9, 'gb': 10**9,
+              't': 10**12, 'tb': 10**12, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40}
+
+
+def parse_size(flag: str, value, plain: int = 1) -> int | None:
+  """Every size flag's parser: '100MB' (10^6 bytes each), '100MiB' (2^20), '1.5GB', '512k'
+  (10^3) or a plain number (of `plain` bytes: 1 for --..._bytes flags) -> bytes; None stays
+  None. Units are case-insensitive."""
+  if value is None:
+    return None
+  m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*', str(value))
+  unit = m and (SIZE_UNITS.get(m.group(2).lower()) if m.group(2) else plain)
+  if not unit:
+    raise UsageError(f'{flag} {value!r} is not a size: use e.g. 100MB, 100MiB, 1.5GB, 512k or '
+                     + ('a number of bytes' if plain == 1 else f'a plain number ({plain:,} bytes each)'))
+  size = int(decimal.Decimal(m.group(1)) * unit)
+  if size < 1:
+    raise UsageError(f'{flag} {value!r} must be at least 1 byte')
+  return size
 
 
 def parse_zone(flag: str, value: str) -> zoneinfo.ZoneInfo:
@@ -192,6 +215,16 @@ class LoggingOptions(po.PipelineOptions):
                         help='stderr as text, or json: one JSON object per line')
 
 
+HANDLED = ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code
+
+
+def _untold(record: logging.LogRecord) -> bool:
+  """Beam logs a worker's exception with its traceback before it re-raises it; the kinds main_guard
+  handles are told once, in one line, so their traceback is dropped."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not isinstance(error, tuple(kind for kind, _ in HANDLED))
+
+
 def main_guard(run, argv=None) -> int:
   """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
   message and exit code 2, a store's refusal (a missing bucket or permission, also when a worker
@@ -200,13 +233,14 @@ def main_guard(run, argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
+  logging.getLogger('apache_beam.runners.common').addFilter(_untold)
   try:
     return run(argv)
   except UsageError as e:
     logs.LOG.error(str(e))
     return 2
   except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
-    for kind, code in ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4)):
+    for kind, code in HANDLED:
       message = raised(e, kind)
       if message is not None:
         logs.LOG.error(message)

@@ -83,3 +83,4 @@ class ExportReport(pydantic.BaseModel):
   seconds: float
   metrics: dict[str, int] = {}
   days: list[ExportDay]
+  warnings: list[str] = []   # e.g. --events names that matched no event of a day

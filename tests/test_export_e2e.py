@@ -142,7 +142,7 @@ def test_an_uncommitted_lake_day_is_refused(lake, tmp_path):
     (['--events', 'a', '--exclude_events', 'b'], '--events or --exclude_events'),
     (['--max_range_days', '1', '--from_date', '2023-01-01', '--to_date', '2023-01-02'],
      '--max_range_days 1'),
-    (['--layout', 'adobe', '--from_date', '2023-01-01', '--to_date', '2023-01-02'], 'has no {dt}'),
+    (['--layout', 'adobe', '--from_date', '2023-01-01', '--to_date', '2023-01-02'], '--layout adobe puts a run'),
     (['--max_rows_per_file', '0'], '--max_rows_per_file'),
 ])
 def test_wrong_export_flags_name_the_flag(lake, tmp_path, flags, message):

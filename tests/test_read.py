@@ -9,21 +9,28 @@ from transforms import storage
 from transforms.read import SourceError, inspect_day, wait_for_success
 
 
+def arriving_day(tmp_path) -> str:
+  """A customer's day folder whose files are there but not yet its _SUCCESS."""
+  day = tmp_path / 'dt=2023-01-01'
+  write_file(str(day / 'part-0.parquet'), table([event(1)]))
+  return str(day)
+
+
 def test_wait_for_success_polls_with_backoff_until_the_marker_appears(tmp_path):
-  waits = []
+  waits, day = [], arriving_day(tmp_path)
 
   def sleep(seconds):
     waits.append(seconds)
     if len(waits) == 3:
-      storage.write_bytes(str(tmp_path / '_SUCCESS'), b'')
+      storage.write_bytes(os.path.join(day, '_SUCCESS'), b'')
 
-  wait_for_success(str(tmp_path), 3600, sleep=sleep)
+  wait_for_success(day, 3600, sleep=sleep)
   assert waits == [5.0, 10.0, 20.0]
 
 
 def test_wait_for_success_gives_up_saying_what_is_missing(tmp_path):
   with pytest.raises(SourceError, match='_SUCCESS does not exist after waiting'):
-    wait_for_success(str(tmp_path), 0.01, sleep=lambda s: None)
+    wait_for_success(arriving_day(tmp_path), 0.01, sleep=lambda s: None)
 
 
 def test_inventory_skips_side_files_and_refuses_empty_or_foreign_files(tmp_path):

@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, ManifestFile
-from transforms import storage
+from transforms import locks, storage
 from transforms.storage import partition_dir
 from transforms.accounting import DayStats
 from transforms.dedupe import spill, unspill
@@ -70,38 +70,56 @@ def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
 
 
 KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there
+STOP_AT = 'EVENTFERRY_STOP_AT'   # tests only: the same, SIGSTOP once (a stalled worker; SIGCONT)
 
 
 def _checkpoint(stage: str, target: str) -> None:
-  name, _, where = os.environ.get(KILL_AT, '').partition(':')
-  if name == stage and target.endswith(where):
-    os.kill(os.getpid(), signal.SIGKILL)
+  for variable, sig in ((KILL_AT, signal.SIGKILL), (STOP_AT, signal.SIGSTOP)):
+    name, _, where = os.environ.get(variable, '').partition(':')
+    if name == stage and target.endswith(where):
+      if sig == signal.SIGSTOP:
+        del os.environ[variable]
+      os.kill(os.getpid(), sig)
 
 
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
-                     markers: tuple[str, str] = (MANIFEST, SUCCESS)) -> None:
+                     markers: tuple[str, str] = (MANIFEST, SUCCESS),
+                     fence: locks.Fence | None = None) -> None:
   """Commits `staged` as the partition `target` (a folder the partition owns), or with `markers`
-  other than the default as one day of a flat folder that days share (see flat_owned)."""
+  other than the default as one day of a flat folder that days share (see flat_owned). With
+  `fence`, each step that changes the partition first checks that the run still holds its lock
+  (LockedError if not: the run was taken over, and the newer run owns the partition)."""
   manifest_name, success_name = markers
   flat = markers != (MANIFEST, SUCCESS)
   success = storage.join(target, success_name)
+
+  def step(name: str) -> None:
+    if fence:
+      fence.check(name, target)
+
   _checkpoint('staged', target)
+  step(f'deleting {success_name}')
   storage.delete([success])
   finals = [storage.join(target, f.name) for f in staged]
   if flat:
+    step(f'rewriting {manifest_name}')
     before = flat_owned(target, manifest_name, manifest)
   else:
     before = storage.list_files(target)
-  sources = [f.path for f in staged]
-  for part in (slice(0, 1), slice(1, None)):   # split only so a test can kill in between
-    if sources[part]:
-      storage.rename(sources[part], finals[part])
-      _checkpoint('promoting', target)
+  for source, final in zip([f.path for f in staged], finals):
+    step(f'promoting {final}')
+    storage.rename([source], [final])
+    _checkpoint('promoting', target)
   keep = set(finals) | {storage.join(target, manifest_name)}
-  storage.delete(p for p in before if p not in keep)
+  stale = [p for p in before if p not in keep]
+  if stale:
+    step(f'deleting {len(stale)} stale files')
+    storage.delete(stale)
+  step(f'writing {manifest_name}')
   storage.write_bytes(storage.join(target, manifest_name),
                       manifest.model_dump_json(indent=2).encode())
   _checkpoint('before_success', target)
+  step(f'writing {success_name}')
   storage.write_bytes(success, b'')
 
 
@@ -208,6 +226,7 @@ class CommitSettings:
   shards: dict[str, int]
   max_rejected_ratio: float
   inputs: dict[str, dict] = dataclasses.field(default_factory=dict)  # dt -> manifest_for inputs
+  fenced: bool = False   # the run holds each day's lock (lock_path(lake, 'dt=D')): fence commits
 
 
 class CommitDay(beam.DoFn):
@@ -231,9 +250,10 @@ class CommitDay(beam.DoFn):
     rejected_files = list(parts['rejected'])
     target = partition_dir(s.lake, dt)
     rejected_target = partition_dir(storage.join(s.lake, REJECTED_DIR), dt)
+    fence = locks.Fence(locks.lock_path(s.lake, f'dt={dt}'), s.run_id) if s.fenced else None
     commit_partition(rejected_target, rejected_files, manifest_for(
         rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
-        partition=rejected_target, schema=REJECTED_SCHEMA))
+        partition=rejected_target, schema=REJECTED_SCHEMA), fence=fence)
 
     status, message = 'published', ''
     ratio = stats.rows_rejected / stats.rows_in if stats.rows_in else 0.0
@@ -248,7 +268,7 @@ class CommitDay(beam.DoFn):
       staged = staged + self._empty_shards(dt, staged)
       commit_partition(target, staged, manifest_for(
           staged, run_id=s.run_id, pipeline=s.pipeline, source=s.source, partition=target,
-          schema=LAKE_SCHEMA, **s.inputs.get(dt, {})))
+          schema=LAKE_SCHEMA, **s.inputs.get(dt, {})), fence=fence)
       self.published.inc()
     else:
       storage.delete(f.path for f in staged)

@@ -234,7 +234,7 @@ class WriteDays(beam.DoFn):
                  replacing)
     day.unlisted = {'lake': [], 'rejected': []}
     if s.batch:
-      locks.release([locks.lock_path(s.lake, f'dt={dt}')])
+      locks.release([locks.lock_path(s.lake, f'dt={dt}')], s.run_id)
     yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:
@@ -250,6 +250,8 @@ class WriteDays(beam.DoFn):
       name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
       path = storage.join(self._staging(directory, kind), name)
       staged.append(commit.write_parquet(table.slice(start, self._s.max_rows_per_file), path, name))
+    if staged:
+      self._fence(f'promoting pane {pane}', directory)
     storage.rename([f.path for f in staged], [storage.join(directory, f.name) for f in staged])
     self.files.inc(len(staged))
     return staged
@@ -268,8 +270,12 @@ class WriteDays(beam.DoFn):
       return old
     if replace:
       keep = {storage.join(directory, f.name) for f in new} | {path}
+      self._fence(f'deleting {SUCCESS}', directory)
       storage.delete([success])
-      storage.delete(p for p in storage.list_files(directory) if p not in keep)
+      stale = [p for p in storage.list_files(directory) if p not in keep]
+      if stale:
+        self._fence(f'deleting {len(stale)} stale files', directory)
+        storage.delete(stale)
       if day is not None and old is not None:
         day.rows_replaced += sum(f.rows for f in old.files if f.name not in {n.name for n in new})
     files = {f.name: f for f in (old.files if old and not replace else [])}
@@ -286,8 +292,10 @@ class WriteDays(beam.DoFn):
         'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
     staged = storage.join(self._staging(directory, kind), commit.MANIFEST)
     storage.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
+    self._fence(f'writing {commit.MANIFEST}', directory)
     storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
     if not storage.exists(success):
+      self._fence(f'writing {SUCCESS}', directory)
       storage.write_bytes(success, b'')
     return manifest
 
@@ -326,6 +334,13 @@ class WriteDays(beam.DoFn):
   @staticmethod
   def _read(paths: list[str], columns: list[str]) -> list[pa.Table]:
     return [pq.read_table(pa.BufferReader(storage.read_bytes(p)), columns=columns) for p in paths]
+
+  def _fence(self, step: str, directory: str) -> None:
+    """Batch: the day's lock must still be this run's before `step` changes `directory` (see
+    locks.Fence); streaming jobs take no locks."""
+    if self._s.batch:
+      dt = directory.rstrip('/').rsplit('dt=', 1)[-1]
+      locks.Fence(locks.lock_path(self._s.lake, f'dt={dt}'), self._s.run_id).check(step, directory)
 
   def _lock(self, dt: str) -> None:
     """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never

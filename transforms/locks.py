@@ -4,7 +4,12 @@ Atomic on every store (storage.create_exclusive: O_EXCL on local disk and SFTP, 
 on S3, GCS and Azure). A run that dies keeps its lock: no store can tell a dead run from a slow one
 on another machine. The refusal names the holder (and, on the holder's own host, whether its
 process still lives); --break_lock RUN_ID then takes over that run's locks and nobody else's.
+
+A run taken over that is in fact still alive (a stalled VM, a zombie bundle) must not commit over
+the newer run: every commit step that changes a partition first checks, with one small GET, that
+the lock still names its run (Fence), and stops without touching the partition if not.
 """
+import dataclasses
 import datetime
 import json
 import os
@@ -56,9 +61,25 @@ def acquire_all(root: str, partitions: typing.Iterable[str], run_id: str, what: 
     for partition in partitions:
       held.append(acquire(root, partition, run_id, what.format(partition), break_lock))
   except LockedError:
-    release(held)
+    release(held, run_id)
     raise
   return held
+
+
+@dataclasses.dataclass(frozen=True)
+class Fence:
+  """The lock a commit must still hold: `check` before each step that changes the partition."""
+  path: str
+  run_id: str
+
+  def check(self, step: str, target: str) -> None:
+    holder = _holder(self.path)
+    if holder.get('run_id') != self.run_id:
+      raise LockedError(
+          f'run {self.run_id} no longer holds {self.path} ('
+          + (f'now held by {_describe(holder)}' if holder else 'the lock is gone')
+          + f'): it was taken over, so this run stopped before {step} and changes nothing more '
+          f'in {target}. Nothing to do if the other run publishes it; otherwise rerun.')
 
 
 def _holder(path: str) -> dict:
@@ -90,9 +111,13 @@ def _alive(pid: int) -> bool:
   return True
 
 
-def release(paths: list[str]) -> None:
-  """Deletes the locks; a failure is reported, not raised, so that it never hides the error that
-  ended the run (the lock then stays, and the next run's refusal says which file to delete)."""
+def release(paths: list[str], run_id: str | None = None) -> None:
+  """Deletes the locks (with `run_id`, only those that still name that run: a run taken over
+  never releases the lock of the run that took over); a failure is reported, not raised, so that
+  it never hides the error that ended the run (the lock then stays, and the next run's refusal
+  says which file to delete)."""
+  if run_id is not None:
+    paths = [p for p in paths if _holder(p).get('run_id') == run_id]
   try:
     storage.delete(paths)
   except OSError as e:

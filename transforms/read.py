@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import re
 import time
 import typing
 
@@ -77,22 +78,68 @@ def is_data_file(name: str) -> bool:
   return not name.startswith(('_', '.')) and name.lower().endswith(DATA_SUFFIXES)
 
 
-def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep) -> None:
-  """Polls for DIRECTORY/_SUCCESS with backoff (5 s doubling to 5 min) until `timeout_s`."""
+WAIT_ADVICE = 'rerun then, or pass --wait_for_success 2h to wait for it'
+
+
+def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep,
+                     advice: str = WAIT_ADVICE) -> None:
+  """Polls for DIRECTORY/_SUCCESS with backoff (5 s doubling to 5 min) until `timeout_s`. A
+  source prefix that does not exist or holds no dt= folders is refused at once; `advice` ends
+  the refusal of a day not (yet) complete."""
   marker = storage.join(directory, SUCCESS)
+  if storage.exists(marker):
+    return
+  prefix, day_folder = directory.rstrip('/').rsplit('/', 1)
+  problem = prefix_problem(prefix)
+  if problem:
+    raise SourceError(problem)
   deadline = time.monotonic() + timeout_s
   delay = 5.0
   while not storage.exists(marker):
-    storage.list_files(directory)   # a missing bucket or LIST permission is an error, not "wait"
+    listing = storage.list_files(directory)  # a missing bucket or LIST permission is an error
     left = deadline - time.monotonic()
     if left <= 0:
       waited = f' after waiting {timeout_s:.0f}s' if timeout_s else ''
+      if not listing:
+        raise SourceError(f'{prefix} has no {day_folder} folder{waited}: the day was not '
+                          f'delivered ({prefix_days(prefix)}); {advice}.')
       raise SourceError(
           f'{marker} does not exist{waited}: the day is not complete. The customer writes '
-          f'{SUCCESS} when every file of the day is in place; rerun then, or pass '
-          f'--wait_for_success 2h to wait for it.')
+          f'{SUCCESS} when every file of the day is in place; {advice}.')
     sleep(min(delay, left))
     delay = min(delay * 2, 300.0)
+
+
+DAY_FOLDER = re.compile(r'dt=\d{4}-\d{2}-\d{2}')
+
+
+def _top_names(prefix: str) -> list[str]:
+  """What lies directly under `prefix`: file names, and folder names ending in '/'."""
+  start = len(storage.join(prefix, ''))
+  names = set()
+  for path in storage.list_files(prefix):
+    name, slash, _ = path[start:].partition('/')
+    names.add(name + slash)
+  return sorted(names)
+
+
+def prefix_problem(prefix: str) -> str | None:
+  """Why `prefix` cannot be a source prefix (nothing under it, or no dt=YYYY-MM-DD folders), naming
+  a few of the names it holds; None when it holds day folders."""
+  names = _top_names(prefix)
+  if not names:
+    return (f'source prefix {prefix} does not exist (nothing is stored under it): check --source '
+            f'for a typo')
+  if not any(DAY_FOLDER.fullmatch(n.rstrip('/')) for n in names):
+    return (f'source prefix {prefix} has no dt=YYYY-MM-DD folders (it holds '
+            f'{", ".join(names[:5])}{", ..." if len(names) > 5 else ""}): --source must be the '
+            f'prefix right above the dt= folders')
+  return None
+
+
+def prefix_days(prefix: str) -> str:
+  days = [n.rstrip('/') for n in _top_names(prefix) if DAY_FOLDER.fullmatch(n.rstrip('/'))]
+  return f'it has {len(days)} days, {days[0]} to {days[-1]}' if days else 'it has no days'
 
 
 def inspect_day(prefix: str, day: datetime.date) -> DayInventory:
