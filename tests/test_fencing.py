@@ -91,13 +91,13 @@ def test_batch_ingest_commit_stops_when_its_lock_was_taken_over(tmp_path):
   target = storage.partition_dir(lake, DT)
   settings = WriteSettings(lake=lake, zone='UTC', run_id='run-a', allowed_lateness_ms=0,
                            flush_interval_s=None, flush_rows=10**6, max_rows_per_file=10**6,
-                           replace=True)
+                           batch=True, replace=True)
   writer = WriteDays(settings)
   locks.acquire(lake, f'dt={DT}', 'run-a', 'ingest')
   b_takes_over(lake, target)()
   with pytest.raises(locks.LockedError, match='run run-a no longer holds'):
     writer._write(lake_rows(5_000, 10), target, 'lake', 0)
   with pytest.raises(locks.LockedError, match='run run-a no longer holds'):
-    writer._commit(target, 'lake', [], LAKE_SCHEMA)
+    writer._commit(target, 'lake', [], LAKE_SCHEMA, replace=True)
   assert lake_ids(lake, DT) == ids(10_000, 100)
   assert storage.exists(storage.join(target, '_SUCCESS'))
