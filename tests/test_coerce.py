@@ -84,9 +84,10 @@ def test_map_values_of_other_scalar_types_become_text():
 
 
 @pytest.mark.parametrize('func,arr', [
-    (coerce.to_timestamp, pa.array([1], pa.int64())),
+    (coerce.to_timestamp, pa.array([1.5], pa.float64())),
     (coerce.to_metric, pa.array([True])),
-    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([{'a': 1}])),
+    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([[1]])),
+    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([{'a': {'b': 'c'}}])),
     (lambda a: coerce.to_string(a, 'event_key'), pa.array([1])),
 ])
 def test_unreadable_column_types_name_what_was_found(func, arr):
