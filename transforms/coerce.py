@@ -106,8 +106,12 @@ def to_timestamp(arr: pa.Array, column: str = 'ts') -> tuple[pa.Array, np.ndarra
   if _is_text(arr.type):
     return _parse_timestamps(arr)
   if pa.types.is_integer(arr.type):
-    bad = _mask(pc.or_(pc.greater(arr, MAX_MS), pc.less(arr, -MAX_MS)))
-    return pc.if_else(bad, None, arr).cast(pa.int64()).cast(TS_TYPE), bad
+    wide = pa.uint64() if arr.type == pa.uint64() else pa.int64()
+    arr = arr.cast(wide)
+    bad = _mask(pc.greater(arr, pa.scalar(MAX_MS, wide)))
+    if wide == pa.int64():
+      bad |= _mask(pc.less(arr, -MAX_MS))
+    return pc.if_else(pa.array(bad), None, arr).cast(pa.int64()).cast(TS_TYPE), bad
   if not pa.types.is_timestamp(arr.type):
     raise ContractError(column, arr.type, 'a TIMESTAMP, ISO-8601 text or epoch milliseconds')
   unit = arr.type.unit
@@ -171,18 +175,20 @@ def to_metric(arr: pa.Array, column: str = 'metric_value'
 
 def _metric_from_float(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
   """Through Arrow's shortest round-trip text (float32 as float32), then HALF_UP to 6 decimals.
-  Below 1e-7 a value rounds to 0 and its text could need more decimals than _FLOAT_TEXT holds."""
+  Below 1e-7 a value rounds to 0 and its text could need more decimals than _FLOAT_TEXT holds;
+  the range check is on the text's value (the float32 999999984306749440 reads as 1e+18)."""
   if pa.types.is_float16(arr.type):
     arr = arr.cast(pa.float32())
   invalid = _mask(pc.invert(pc.is_finite(arr)))
-  big = _mask(pc.greater_equal(pc.abs(arr), 1e18)) & ~invalid
+  huge = _mask(pc.greater_equal(pc.abs(arr), 1e40)) & ~invalid   # beyond _FLOAT_TEXT
   tiny = _mask(pc.less(pc.abs(arr), 1e-7))
   zero = pa.scalar(0, arr.type)   # a float32 stays float32: its text is the float32 shortest
-  kept = pc.if_else(pa.array(invalid | big), None, pc.if_else(pa.array(tiny), zero, arr))
+  kept = pc.if_else(pa.array(invalid | huge), None, pc.if_else(pa.array(tiny), zero, arr))
   exact = kept.cast(pa.string()).cast(_FLOAT_TEXT)
   six = pc.round(exact, 6, round_mode=_ROUNDING)
   rounded = _mask(pc.not_equal(exact, six)) | (tiny & _mask(pc.not_equal(arr, zero)))
-  return six.cast(METRIC_TYPE), invalid, big, rounded
+  big = huge | _mask(pc.greater_equal(pc.abs(six), pa.scalar(_LIMIT, _FLOAT_TEXT)))
+  return pc.if_else(pa.array(big), None, six).cast(METRIC_TYPE), invalid, big, rounded
 
 
 def _rescale(arr: pa.Array) -> pa.Array:
