@@ -126,10 +126,10 @@ def _row_groups(dt: str, path: str, name: str, size: int) -> list[RowGroup]:
       meta = pq.ParquetFile(f).metadata
       schema = meta.schema.to_arrow_schema()
   except (pa.ArrowInvalid, OSError) as e:
-    raise SourceError(f'{path} cannot be read as Parquet ({e}). Every file of the day folder '
-                      f'(sub-folders too) is data unless its name or a folder on its way starts '
-                      f'with _ or .: rewrite the file, or remove it or rename it so if it does not '
-                      f'belong to the day; nothing was published.') from e
+    raise SourceError(f'{path} cannot be read as Parquet ({e}). Rewrite the file, or remove it '
+                      f'if it does not belong to the day: every file under the day folder is data '
+                      f'unless its name or a folder on its way starts with _ or .; nothing was '
+                      f'published.') from e
   try:
     check_columns(schema)
     validate_batch(_empty(schema), 'probe')
