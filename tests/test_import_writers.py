@@ -294,6 +294,7 @@ def test_duckdb_day(tmp_path, capsys):
                 [r['ts'].hour, micros, r['event_key'], r['identifiers'], r['insert_id'],
                  r['metric_value'], r['user_properties'], r['event_properties'],
                  r['platform_properties']])
+  os.makedirs(source)
   con.execute(f"copy e to '{folder}' (format parquet, partition_by (hour))")
   open(os.path.join(folder, '_SUCCESS'), 'wb').close()
   names = sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
