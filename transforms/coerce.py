@@ -179,6 +179,10 @@ def _metric_from_float(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray,
   the range check is on the text's value (the float32 999999984306749440 reads as 1e+18)."""
   if pa.types.is_float16(arr.type):
     arr = arr.cast(pa.float32())
+  quick, done = _six_decimal_floats(arr)
+  if done.any():   # the text path (0.5 s per million) only for the rest
+    values, *masks = _metric_from_float(pc.if_else(pa.array(done), None, arr))
+    return pc.if_else(pa.array(done), quick, values), *masks
   invalid = _mask(pc.invert(pc.is_finite(arr)))
   huge = _mask(pc.greater_equal(pc.abs(arr), 1e40)) & ~invalid   # beyond _FLOAT_TEXT
   tiny = _mask(pc.less(pc.abs(arr), 1e-7))
@@ -189,6 +193,23 @@ def _metric_from_float(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray,
   rounded = _mask(pc.not_equal(exact, six)) | (tiny & _mask(pc.not_equal(arr, zero)))
   big = huge | _mask(pc.greater_equal(pc.abs(six), pa.scalar(_LIMIT, _FLOAT_TEXT)))
   return pc.if_else(pa.array(big), None, six).cast(METRIC_TYPE), invalid, big, rounded
+
+
+def _six_decimal_floats(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+  """The common case without text: (decimal(24,6) values, the float64 rows they hold). When
+  k / 10^6 == v for the integer k nearest v * 10^6, the 6-decimal k * 10^-6 reads back as v; below
+  2^32 a float's rounding interval is narrower than 10^-6, so that is its shortest text too."""
+  n = len(arr)
+  if not pa.types.is_float64(arr.type) or arr.null_count == n:
+    return pa.nulls(n, METRIC_TYPE), _none(n)
+  v = np.asarray(pc.fill_null(arr, 0.0), dtype=np.float64)
+  with np.errstate(invalid='ignore', over='ignore'):
+    k = np.rint(v * 1e6)
+    done = (np.abs(v) < 2.0 ** 32) & (k / 1e6 == v) & np.asarray(arr.is_valid())
+  k = np.where(done, k, 0).astype(np.int64)
+  words = np.empty((n, 2), dtype=np.int64)   # decimal128: little-endian 128-bit integers
+  words[:, 0], words[:, 1] = k, k >> 63
+  return pa.Array.from_buffers(METRIC_TYPE, n, [None, pa.py_buffer(words.tobytes())]), done
 
 
 def _rescale(arr: pa.Array) -> pa.Array:
