@@ -43,8 +43,10 @@ class ImportEvent(pydantic.BaseModel):
   identifiers: StringMap = Field(description="user identifiers; 'id' and 'device_id' required")
   insert_id: str = Field(pattern=UUID_PATTERN, description='UUID used to drop duplicates')
   metric_value: Metric = Field(description='decimal(24,6); 0.0 when unused')
-  user_properties: StringMap
-  event_properties: StringMap
+  user_properties: StringMap = Field(default_factory=dict,
+                                     description='optional: a file without the column has {}')
+  event_properties: StringMap = Field(default_factory=dict,
+                                      description='optional: a file without the column has {}')
   platform_properties: StringMap = Field(description="'osname' and 'appversion' required")
 
   @pydantic.field_validator('identifiers', 'platform_properties')
@@ -110,4 +112,6 @@ def fingerprint(schema: pa.Schema) -> str:
 
 
 IMPORT_SCHEMA = arrow_schema(ImportEvent)
+OPTIONAL_COLUMNS = tuple(name for name, info in ImportEvent.model_fields.items()
+                         if not info.is_required())   # a missing one reads as empty maps
 LAKE_SCHEMA = arrow_schema(LakeEvent)

@@ -2,6 +2,9 @@
 import datetime
 import decimal
 
+import hypothesis
+import hypothesis.strategies as st
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -84,12 +87,88 @@ def test_map_values_of_other_scalar_types_become_text():
 
 
 @pytest.mark.parametrize('func,arr', [
-    (coerce.to_timestamp, pa.array([1], pa.int64())),
+    (coerce.to_timestamp, pa.array([1.5], pa.float64())),
     (coerce.to_metric, pa.array([True])),
-    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([{'a': 1}])),
+    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([[1]])),
+    (lambda a: coerce.to_map(a, 'identifiers'), pa.array([{'a': {'b': 'c'}}])),
     (lambda a: coerce.to_string(a, 'event_key'), pa.array([1])),
 ])
 def test_unreadable_column_types_name_what_was_found(func, arr):
   with pytest.raises(coerce.ContractError) as e:
     func(arr)
   assert str(arr.type) in str(e.value) and 'expected' in str(e.value)
+
+
+def _half_up(text: str) -> decimal.Decimal:
+  return D(text).quantize(D('0.000001'), rounding=decimal.ROUND_HALF_UP)
+
+
+_FEW_DECIMALS = st.decimals(min_value=-10**12, max_value=10**12, places=6).map(float)   # prices
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(st.lists(st.floats(min_value=-1e17, max_value=1e17, allow_nan=False)
+                           | _FEW_DECIMALS, max_size=40))
+def test_floats_round_half_up_from_their_shortest_decimal_text(values):
+  """The oracle is Python's repr (the shortest text that reads back as the float; Polars and
+  DuckDB print the same) and the decimal module, not the project's code."""
+  out, invalid, big, rounded = coerce.to_metric(pa.array(values, pa.float64()))
+  expected = [_half_up(repr(v)) for v in values]
+  assert out.to_pylist() == expected
+  assert rounded.tolist() == [e != D(repr(v)) for e, v in zip(expected, values)]
+  assert not invalid.any() and not big.any()
+
+
+def test_float_rounding_examples_of_the_readme():
+  out, *_ = coerce.to_metric(pa.array([1.2345665, -1.2345665, 0.1 + 0.2, 2.675, 5e-7, 4.9e-7]))
+  assert [str(v) for v in out.to_pylist()] == ['1.234567', '-1.234567', '0.300000', '2.675000',
+                                               '0.000001', '0.000000']
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), max_size=40))
+def test_float32_rounds_from_the_float32_shortest_text(values):
+  out, _, big, _ = coerce.to_metric(pa.array(values, pa.float32()))
+  texts = [str(np.float32(v)) for v in values]   # numpy prints a float32's shortest text
+  expected = [None if abs(D(t)) >= 10**18 else _half_up(t) for t in texts]
+  assert out.to_pylist() == expected
+  assert big.tolist() == [e is None for e in expected]
+
+
+@pytest.mark.parametrize('index', [pa.int8(), pa.int32(), pa.uint8(), pa.uint32(), pa.int64(),
+                                   pa.uint64()])
+def test_dictionary_text_of_any_index_type(index):
+  words = pa.array(['Purchase', None, 'Purchase', 'view'])
+  arr = words.cast(pa.dictionary(index, pa.string()))
+  assert coerce.to_string(arr, 'event_key').to_pylist() == words.to_pylist()
+  out, _, _ = coerce.to_map(pa.array([[('k', 'v')], None], pa.map_(
+      pa.string(), pa.dictionary(index, pa.string()))), 'user_properties')
+  assert out.to_pylist() == [[('k', 'v')], []]
+
+
+def test_struct_of_scalars_is_a_map_without_its_null_fields():
+  """What pyarrow and pandas write for Python dicts: one struct field per key seen in any row."""
+  rows = [{'Grade': 'GOLD', 'n': None}, None, {'Grade': None, 'n': None}, {'Grade': 'x', 'n': 3}]
+  arr = pa.array(rows, pa.struct([('Grade', pa.string()), ('n', pa.int64())]))
+  out, bad, unreadable = coerce.to_map(arr, 'user_properties')
+  assert out.to_pylist() == [[('Grade', 'GOLD')], [], [], [('Grade', 'x'), ('n', '3')]]
+  assert not bad.any() and not unreadable.any()
+  sliced, _, _ = coerce.to_map(arr.slice(2), 'user_properties')
+  assert sliced.to_pylist() == [[], [('Grade', 'x'), ('n', '3')]]
+
+
+def test_struct_with_nested_fields_is_refused_saying_how_to_write_maps_from_pandas():
+  arr = pa.array([{'a': {'b': 'c'}}])
+  with pytest.raises(coerce.ContractError, match=r'pa\.map_\(pa\.string\(\), pa\.string\(\)\)'):
+    coerce.to_map(arr, 'event_properties')
+
+
+def test_integer_ts_is_epoch_millis_and_beyond_year_9999_is_invalid():
+  arr = pa.array([1672531262333, -1, None, 253_402_300_800_000, 2**63 - 1], pa.int64())
+  out, bad = coerce.to_timestamp(arr)
+  assert out.to_pylist()[:3] == [datetime.datetime(2023, 1, 1, 0, 1, 2, 333000, tzinfo=UTC),
+                                 datetime.datetime(1969, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+                                 None]
+  assert bad.tolist() == [False, False, False, True, True]
+  out, bad = coerce.to_timestamp(pa.array([1672531262333, 2**64 - 1], pa.uint64()))
+  assert out.cast(pa.int64()).to_pylist() == [1672531262333, None] and bad.tolist() == [False, True]

@@ -80,7 +80,7 @@ def extra_column(d):
 
 
 def mistyped_column(d):
-  write_file(f'{d}/a.parquet', table([event(1, ts=5)], _retyped('ts', pa.int64())))
+  write_file(f'{d}/a.parquet', table([event(1, ts=5.5)], _retyped('ts', pa.float64())))
 
 
 def metric_as_bad_text(d):
@@ -160,7 +160,7 @@ CASES = [
     (missing_column, True, REFUSED, ['a.parquet', "column 'insert_id'", 'missing',
                                      './run.sh schema import']),
     (extra_column, True, IMPORTED, {}, {}, 0),
-    (mistyped_column, True, REFUSED, ['a.parquet', "column 'ts' is int64"]),
+    (mistyped_column, True, REFUSED, ['a.parquet', "column 'ts' is double", 'epoch milliseconds']),
     (metric_as_bad_text, True, IMPORTED, {'invalid_metric_value': 1}, {}, 0),
     (invalid_utf8_string, True, IMPORTED, {'invalid_text': 1}, {}, 0),
     (invalid_utf8_binary, True, IMPORTED, {'invalid_text': 1}, {}, 0),

@@ -131,11 +131,11 @@ def test_quality_gate_refuses_the_day_but_keeps_the_rejects(tmp_path):
 
 def test_a_file_that_is_not_the_contract_stops_the_run_naming_it(tmp_path):
   bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
-  bad = SCHEMA.set(0, pa.field('ts', pa.int64()))
-  customer_day(bucket, [event(1, ts=5)], name='bad.parquet', schema=bad)
+  bad = SCHEMA.set(0, pa.field('ts', pa.float64()))   # int64 is epoch millis, float is not
+  customer_day(bucket, [event(1, ts=5.5)], name='bad.parquet', schema=bad)
   proc = import_day(bucket, lake, check=False)
   assert proc.returncode == 3
-  assert 'bad.parquet' in proc.stderr and "column 'ts' is int64" in proc.stderr
+  assert 'bad.parquet' in proc.stderr and "column 'ts' is double" in proc.stderr
 
 
 def test_lookback_drops_ids_already_in_earlier_days(tmp_path):

@@ -50,3 +50,31 @@ def test_inventory_skips_side_files_and_refuses_empty_or_foreign_files(tmp_path)
   storage.write_bytes(str(day / 'notes.parquet'), b'this is not parquet')
   with pytest.raises(SourceError, match='notes.parquet cannot be read as Parquet'):
     inspect_day(str(tmp_path), datetime.date(2023, 1, 1))
+
+
+def test_sub_folders_are_read_and_side_rules_apply_to_folders(tmp_path):
+  """Spark, Hive and Firehose write dt=D/hour=HH/part-*.parquet; names are relative to the day."""
+  day = tmp_path / 'dt=2023-01-01'
+  write_file(str(day / 'hour=01' / 'part-1.parquet'), table([event(1), event(2)]))
+  write_file(str(day / 'hour=02' / 'deep' / '000000000000'), table([event(3)]))   # no extension
+  write_file(str(day / '_temporary' / '0' / 'part-9.parquet'), table([event(9)]))
+  write_file(str(day / 'hour=03' / '.hidden' / 'part-8.parquet'), table([event(8)]))
+  for side in ('hour=01/_SUCCESS', 'hour=01/.part-1.parquet.crc', 'hour=02/_committed_1', '_SUCCESS'):
+    storage.write_bytes(str(day / side), b'')
+  inv = inspect_day(str(tmp_path), datetime.date(2023, 1, 1))
+  assert sorted(inv.source_files) == ['hour=01/part-1.parquet', 'hour=02/deep/000000000000']
+  assert sorted(g.name for g in inv.row_groups) == sorted(inv.source_files)
+  assert inv.rows == 3
+  assert sorted(inv.ignored) == ['_temporary/0/part-9.parquet', 'hour=01/.part-1.parquet.crc',
+                                 'hour=01/_SUCCESS', 'hour=02/_committed_1',
+                                 'hour=03/.hidden/part-8.parquet']
+
+
+@pytest.mark.parametrize('name', ['notes.txt', 'hour=01/events.json', 'hour=01/part-2.csv'])
+def test_a_file_that_is_neither_side_file_nor_parquet_stops_the_day_naming_it(tmp_path, name):
+  day = tmp_path / 'dt=2023-01-01'
+  write_file(str(day / 'part-0.parquet'), table([event(1)]))
+  storage.write_bytes(str(day / name), b'{"insert_id": "x"}\n')
+  storage.write_bytes(str(day / '_SUCCESS'), b'')
+  with pytest.raises(SourceError, match=f'{name} cannot be read as Parquet.*starts with _ or \\.'):
+    inspect_day(str(tmp_path), datetime.date(2023, 1, 1))

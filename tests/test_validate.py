@@ -10,6 +10,7 @@ import pytest
 from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent, arrow_schema
 from schemas.reasons import Reason
 from tests.conftest import SCHEMA, event, raw_batch, uuid
+from transforms.coerce import ContractError
 from transforms.validate import _has_keys, validate_batch
 
 
@@ -146,3 +147,25 @@ def test_has_keys_on_a_sliced_map_with_empty_and_null_values():
   id_, device = _has_keys(maps.slice(1), ('id', 'device_id'))
   assert id_.tolist() == [True, False, False, True, False]
   assert device.tolist() == [True, False, False, False, False]
+
+
+@pytest.mark.parametrize('absent', [['event_properties'], ['user_properties'],
+                                    ['user_properties', 'event_properties']])
+def test_a_missing_optional_map_column_reads_as_empty_maps(absent):
+  schema = pa.schema([f for f in SCHEMA if f.name not in absent])
+  rows = [{k: v for k, v in event(n).items() if k not in absent} for n in (1, 2)]
+  result = validate_batch(raw_batch(rows, schema), 'production')
+  assert result.ok.tolist() == [True, True]
+  for name in absent:
+    assert result.valid.column(name).to_pylist() == [[], []]
+
+
+@pytest.mark.parametrize('column', ['ts', 'identifiers', 'insert_id', 'platform_properties'])
+def test_a_missing_required_column_is_named_plainly(column):
+  schema = pa.schema([f for f in SCHEMA if f.name != column])
+  rows = [{k: v for k, v in event(1).items() if k != column}]
+  with pytest.raises(ContractError) as e:
+    validate_batch(raw_batch(rows, schema), 'production')
+  assert str(e.value).startswith(f"the required column '{column}' (")
+  assert 'is missing; the file has ts' in str(e.value) or column == 'ts'
+  assert 'null' not in str(e.value) and '_source' not in str(e.value)

@@ -5,8 +5,10 @@ numpy mask of rows that could not be converted (the caller rejects them with a r
 whose *type* cannot be read as the contract raises ContractError, naming what was found.
 
 Rounding rule for metric_value: values with more than 6 decimals are rounded to 6, half away from
-zero (1.2345665 -> 1.234567, -1.2345665 -> -1.234567), as Spark's and Java's HALF_UP do. Floats are
-rounded from their IEEE-754 value. Values with |v| >= 10^18, NaN and infinities are rejected.
+zero (1.2345665 -> 1.234567, -1.2345665 -> -1.234567), as Spark's and Java's HALF_UP do. A float
+is read as its shortest decimal text, the one Python, Polars and DuckDB print (the float 1.2345665,
+whose binary value lies a little below, is 1.2345665 and rounds to 1.234567), then rounded by the same
+rule. Values with |v| >= 10^18, NaN and infinities are rejected.
 """
 import datetime
 import decimal
@@ -23,6 +25,8 @@ _WIDE = pa.decimal128(38, 6)
 _LIMIT = decimal.Decimal(10) ** 18
 _ROUNDING = 'half_towards_infinity'   # Arrow's name for HALF_UP (away from zero)
 _MS_PER = {'s': None, 'ms': 1, 'us': 1000, 'ns': 1_000_000}
+MAX_MS = 253_402_300_799_999   # 9999-12-31T23:59:59.999Z: integer ts beyond +-this is invalid
+_FLOAT_TEXT = pa.decimal256(76, 30)   # holds the shortest text of every float in 1e-7 <= |v| < 1e18
 
 
 class ContractError(ValueError):
@@ -31,6 +35,15 @@ class ContractError(ValueError):
   def __init__(self, column: str, found: pa.DataType, expected: str):
     super().__init__(f"column '{column}' is {found}; expected {expected}")
     self.column, self.found, self.expected = column, found, expected
+
+
+class MissingColumn(ContractError):
+  """A required column of the contract is not in the file."""
+
+  def __init__(self, column: str, expected: pa.DataType, names: list[str]):
+    ValueError.__init__(self, f"the required column '{column}' ({expected}) is missing; the file "
+                        f"has {', '.join(names[:20]) or 'no columns'}")
+    self.column, self.found, self.expected = column, None, str(expected)
 
 
 def _none(n: int) -> np.ndarray:
@@ -43,6 +56,10 @@ def _mask(arr: pa.Array) -> np.ndarray:
 
 def _is_text(t: pa.DataType) -> bool:
   return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+  return t.value_type if pa.types.is_dictionary(t) else t
 
 
 def _plain(arr: pa.Array) -> pa.Array:
@@ -81,15 +98,22 @@ def valid_utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
 
 
 def to_timestamp(arr: pa.Array, column: str = 'ts') -> tuple[pa.Array, np.ndarray]:
-  """Any timestamp unit and zone (naive means UTC), or ISO-8601 text -> timestamp[ms, UTC],
-  floored to the millisecond."""
+  """Any timestamp unit and zone (naive means UTC), ISO-8601 text or integer epoch milliseconds
+  (as in the raw contract) -> timestamp[ms, UTC], floored to the millisecond."""
   arr = _plain(arr)
   if pa.types.is_null(arr.type):
     return pa.nulls(len(arr), TS_TYPE), _none(len(arr))
   if _is_text(arr.type):
     return _parse_timestamps(arr)
+  if pa.types.is_integer(arr.type):
+    wide = pa.uint64() if arr.type == pa.uint64() else pa.int64()
+    arr = arr.cast(wide)
+    bad = _mask(pc.greater(arr, pa.scalar(MAX_MS, wide)))
+    if wide == pa.int64():
+      bad |= _mask(pc.less(arr, -MAX_MS))
+    return pc.if_else(pa.array(bad), None, arr).cast(pa.int64()).cast(TS_TYPE), bad
   if not pa.types.is_timestamp(arr.type):
-    raise ContractError(column, arr.type, 'a TIMESTAMP (or ISO-8601 text)')
+    raise ContractError(column, arr.type, 'a TIMESTAMP, ISO-8601 text or epoch milliseconds')
   unit = arr.type.unit
   ints = arr.cast(pa.int64())
   if unit == 's':
@@ -133,13 +157,7 @@ def to_metric(arr: pa.Array, column: str = 'metric_value'
     return _metric_from_text(arr)
   invalid, rounded = _none(n), _none(n)
   if pa.types.is_floating(t):
-    invalid = _mask(pc.invert(pc.is_finite(arr)))
-    arr = pc.if_else(invalid, None, arr)
-    wider, arr = arr, pc.round(arr, 6, round_mode=_ROUNDING)
-    rounded = _mask(pc.not_equal(wider, arr))
-    big = _mask(pc.greater_equal(pc.abs(arr), 1e18))
-    arr = pc.if_else(big, None, arr)
-    return arr.cast(METRIC_TYPE, safe=False), invalid, big, rounded
+    return _metric_from_float(arr)
   if pa.types.is_integer(t):
     arr = arr.cast(pa.int64()).cast(_WIDE)
   elif pa.types.is_decimal(t):
@@ -153,6 +171,45 @@ def to_metric(arr: pa.Array, column: str = 'metric_value'
   big = _mask(pc.greater_equal(pc.abs(arr), pa.scalar(_LIMIT, _WIDE)))
   arr = pc.if_else(big, None, arr)
   return arr.cast(METRIC_TYPE), invalid, big, rounded
+
+
+def _metric_from_float(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+  """Through Arrow's shortest round-trip text (float32 as float32), then HALF_UP to 6 decimals.
+  Below 1e-7 a value rounds to 0 and its text could need more decimals than _FLOAT_TEXT holds;
+  the range check is on the text's value (the float32 999999984306749440 reads as 1e+18)."""
+  if pa.types.is_float16(arr.type):
+    arr = arr.cast(pa.float32())
+  quick, done = _six_decimal_floats(arr)
+  if done.any():   # the text path (0.5 s per million) only for the rest
+    values, *masks = _metric_from_float(pc.if_else(pa.array(done), None, arr))
+    return pc.if_else(pa.array(done), quick, values), *masks
+  invalid = _mask(pc.invert(pc.is_finite(arr)))
+  huge = _mask(pc.greater_equal(pc.abs(arr), 1e40)) & ~invalid   # beyond _FLOAT_TEXT
+  tiny = _mask(pc.less(pc.abs(arr), 1e-7))
+  zero = pa.scalar(0, arr.type)   # a float32 stays float32: its text is the float32 shortest
+  kept = pc.if_else(pa.array(invalid | huge), None, pc.if_else(pa.array(tiny), zero, arr))
+  exact = kept.cast(pa.string()).cast(_FLOAT_TEXT)
+  six = pc.round(exact, 6, round_mode=_ROUNDING)
+  rounded = _mask(pc.not_equal(exact, six)) | (tiny & _mask(pc.not_equal(arr, zero)))
+  big = huge | _mask(pc.greater_equal(pc.abs(six), pa.scalar(_LIMIT, _FLOAT_TEXT)))
+  return pc.if_else(pa.array(big), None, six).cast(METRIC_TYPE), invalid, big, rounded
+
+
+def _six_decimal_floats(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+  """The common case without text: (decimal(24,6) values, the float64 rows they hold). When
+  k / 10^6 == v for the integer k nearest v * 10^6, the 6-decimal k * 10^-6 reads back as v; below
+  2^32 a float's rounding interval is narrower than 10^-6, so that is its shortest text too."""
+  n = len(arr)
+  if not pa.types.is_float64(arr.type) or arr.null_count == n:
+    return pa.nulls(n, METRIC_TYPE), _none(n)
+  v = np.asarray(pc.fill_null(arr, 0.0), dtype=np.float64)
+  with np.errstate(invalid='ignore', over='ignore'):
+    k = np.rint(v * 1e6)
+    done = (np.abs(v) < 2.0 ** 32) & (k / 1e6 == v) & np.asarray(arr.is_valid())
+  k = np.where(done, k, 0).astype(np.int64)
+  words = np.empty((n, 2), dtype=np.int64)   # decimal128: little-endian 128-bit integers
+  words[:, 0], words[:, 1] = k, k >> 63
+  return pa.Array.from_buffers(METRIC_TYPE, n, [None, pa.py_buffer(words.tobytes())]), done
 
 
 def _rescale(arr: pa.Array) -> pa.Array:
@@ -212,8 +269,11 @@ def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray, np.ndar
   elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_struct(t.value_type) \
       and {'key', 'value'} <= {f.name for f in t.value_type}:
     keys, items = arr.values.field('key'), arr.values.field('value')
+  elif pa.types.is_struct(t):
+    return to_map(_struct_as_map(arr, column), column)
   else:
-    raise ContractError(column, t, 'map<string,string>, list<struct<key,value>> or a JSON object string')
+    raise ContractError(column, t, 'map<string,string>, list<struct<key,value>>, a struct of '
+                        'scalars or a JSON object string')
   offsets = np.asarray(arr.offsets, dtype=np.int64)
   start, end = int(offsets[0]), int(offsets[-1])
   keys, bad_keys = valid_utf8(to_string(keys.slice(start, end - start), column + '.key'))
@@ -225,6 +285,24 @@ def to_map(arr: pa.Array, column: str) -> tuple[pa.MapArray, np.ndarray, np.ndar
     bad_rows[np.searchsorted(offsets, np.flatnonzero(bad_entries), side='right') - 1] = True
     keys = pc.if_else(pa.array(bad_entries), '', keys)
   return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), keys, items), _none(n), bad_rows
+
+
+def _struct_as_map(arr: pa.StructArray, column: str) -> pa.MapArray:
+  """A struct (what pyarrow and pandas write for Python dicts) -> map of field name -> value text,
+  in field order, without the null fields (a dict without that key) and empty for a null struct."""
+  n, names = len(arr), [f.name for f in arr.type]
+  if any(pa.types.is_nested(_plain_type(f.type)) for f in arr.type):
+    raise ContractError(column, arr.type, 'a struct of scalar fields; from pandas write maps with '
+                        "to_parquet(..., schema=...) giving the column pa.map_(pa.string(), "
+                        'pa.string()), or write the dicts as JSON text (json.dumps)')
+  fields = [_map_values(f, column) for f in arr.flatten()]   # flatten applies the struct's nulls
+  present = np.stack([np.asarray(f.is_valid()) for f in fields], axis=1) if fields else \
+      np.zeros((n, 0), dtype=bool)
+  rows, which = np.nonzero(present)   # row-major: each row's fields in field order
+  values = pa.concat_arrays(fields).take(pa.array(which * n + rows)) if fields else pa.array([], pa.string())
+  offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))])
+  return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(names, pa.string()).take(
+      pa.array(which)), values)
 
 
 def _map_values(items: pa.Array, column: str) -> pa.Array:

@@ -24,7 +24,6 @@ from transforms.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
 SUCCESS = '_SUCCESS'
-DATA_SUFFIXES = ('.parquet', '.parq')
 BATCH_ROWS = 262_144
 
 
@@ -36,6 +35,7 @@ class SourceError(RuntimeError):
 class RowGroup:
   dt: str
   path: str
+  name: str    # path relative to the day's folder: the lineage's `_source_file`
   index: int
   first_row: int
   rows: int
@@ -46,7 +46,7 @@ class DayInventory:
   dt: str
   directory: str
   files: dict[str, int]          # data file path -> bytes
-  ignored: list[str]             # side files we do not read (.crc, _committed_*, .DS_Store ...)
+  ignored: list[str]             # side files we do not read (.crc, _committed_*, _temporary/ ...)
   row_groups: list[RowGroup]
 
   @property
@@ -74,8 +74,11 @@ class DayInventory:
     return 'sha256:' + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def is_data_file(name: str) -> bool:
-  return not name.startswith(('_', '.')) and name.lower().endswith(DATA_SUFFIXES)
+def is_side_file(name: str) -> bool:
+  """`name` is relative to the day's folder. A file or any folder on its way that starts with `_`
+  or `.` is the writer's bookkeeping (`.crc`, `_committed_*`, `_temporary/`, a sub-folder's
+  `_SUCCESS`), never data. Every other file is data, whatever its name, and must be Parquet."""
+  return any(part.startswith(('_', '.')) for part in name.split('/'))
 
 
 WAIT_ADVICE = 'rerun then, or pass --wait_for_success 2h to wait for it'
@@ -148,19 +151,20 @@ def inspect_day(prefix: str, day: datetime.date) -> DayInventory:
   files, ignored = {}, []
   for path, size in sorted(listing.items()):
     name = path[len(directory):].lstrip('/')
-    if name == SUCCESS:
+    if name == SUCCESS or name.endswith('/') or not name:   # a store's folder marker object
       continue
-    if '/' in name or not is_data_file(name):
+    if is_side_file(name):
       ignored.append(name)
     else:
       files[path] = size
   groups = []
   for path in files:
-    groups.extend(_row_groups(day.isoformat(), path, files[path]))
+    groups.extend(_row_groups(day.isoformat(), path, path[len(directory):].lstrip('/'),
+                              files[path]))
   return DayInventory(day.isoformat(), directory, files, ignored, groups)
 
 
-def _row_groups(dt: str, path: str, size: int) -> list[RowGroup]:
+def _row_groups(dt: str, path: str, name: str, size: int) -> list[RowGroup]:
   if size == 0:
     raise SourceError(f'{path} is empty (0 bytes), not a Parquet file. Remove it or rewrite it, '
                       f'then rewrite {SUCCESS}.')
@@ -170,7 +174,9 @@ def _row_groups(dt: str, path: str, size: int) -> list[RowGroup]:
       schema = meta.schema.to_arrow_schema()
   except (pa.ArrowInvalid, OSError) as e:
     raise SourceError(f'{path} cannot be read as Parquet ({e}). Rewrite the file, or remove it '
-                      f'if it does not belong to the day.') from e
+                      f'if it does not belong to the day: every file under the day folder is data '
+                      f'unless its name or a folder on its way starts with _ or .; nothing was '
+                      f'published.') from e
   try:
     check_columns(schema)
     validate_batch(_empty(schema), 'probe')
@@ -179,13 +185,15 @@ def _row_groups(dt: str, path: str, size: int) -> list[RowGroup]:
   out, first = [], 0
   for i in range(meta.num_row_groups):
     rows = meta.row_group(i).num_rows
-    out.append(RowGroup(dt, path, i, first, rows))
+    out.append(RowGroup(dt, path, name, i, first, rows))
     first += rows
   return out
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
-  batch = pa.RecordBatch.from_pylist([], schema=schema)
+  # from_arrays, not from_pylist: a dictionary with unsigned indices (Polars' Categorical) is
+  # refused by from_pylist, while the reader hands it over as signed indices anyway
+  batch = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
   return with_lineage(batch, '', 0)
 
 
@@ -218,5 +226,5 @@ class ReadRowGroups(beam.DoFn):
         if batch is None:
           return
         self.rows_read.inc(batch.num_rows)
-        yield group.dt, with_lineage(batch, group.path, first)
+        yield group.dt, with_lineage(batch, group.name, first)
         first += batch.num_rows

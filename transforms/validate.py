@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, REQUIRED_KEYS, UUID_PATTERN
+from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS,
+                            REQUIRED_KEYS, UUID_PATTERN)
 from schemas.reasons import Flag, Reason
 from transforms import coerce, normalize
 from transforms.accounting import DayStats
@@ -59,11 +60,12 @@ def constant(value, n: int, type_: pa.DataType = pa.string()) -> pa.Array:
 
 
 def check_columns(schema: pa.Schema) -> list[str]:
-  """Raises ContractError for a missing contract column; returns the extra columns (ignored)."""
+  """Raises MissingColumn for a missing required column; returns the extra columns (ignored)."""
   names = set(schema.names)
   for field in IMPORT_SCHEMA:
-    if field.name not in names:
-      raise coerce.ContractError(field.name, pa.null(), f'{field.type} (the column is missing)')
+    if field.name not in names and field.name not in OPTIONAL_COLUMNS:
+      raise coerce.MissingColumn(field.name, field.type,
+                                 [n for n in schema.names if n not in LINEAGE])
   return sorted(names - set(IMPORT_SCHEMA.names) - set(LINEAGE))
 
 
@@ -92,7 +94,8 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   n = raw.num_rows
   check_columns(raw.schema)
   stats = DayStats(rows_in=n)
-  col = {name: raw.column(name) for name in IMPORT_SCHEMA.names}
+  col = {name: raw.column(name) if name in raw.schema.names else pa.nulls(n)   # optional, absent
+         for name in IMPORT_SCHEMA.names}
   failures: list[tuple[Reason, np.ndarray]] = []
 
   maps, bad_map, bad_text = {}, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
