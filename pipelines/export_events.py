@@ -146,11 +146,15 @@ def fmt_of(o: ExportOptions) -> Format:
   if compression not in codecs:
     raise opts.UsageError(f'--compression {compression!r} does not apply to {o.format}: '
                           f'use one of {", ".join(codecs)}')
-  if len(o.csv_delimiter) != 1:
-    raise opts.UsageError(f'--csv_delimiter {o.csv_delimiter!r} must be one character, e.g. "|"')
+  delimiter = o.csv_delimiter
+  usable = len(delimiter) == 1 and delimiter.isascii() and (delimiter.isprintable()
+                                                            or delimiter == '\t')
+  if not usable or delimiter == '"':   # the quote, CR and LF frame the fields themselves
+    raise opts.UsageError(f'--csv_delimiter {delimiter!r} cannot separate CSV fields: use one '
+                          'printable ASCII character other than the quote ("), or a tab')
   if o.csv_header not in ('true', 'false'):
     raise opts.UsageError(f'--csv_header {o.csv_header!r}: use true or false')
-  return Format(o.format, compression, o.csv_delimiter, o.csv_header == 'true')
+  return Format(o.format, compression, delimiter, o.csv_header == 'true')
 
 
 def lake_manifest(lake: str, day: datetime.date) -> dict:
@@ -192,6 +196,11 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
 def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPlan:
   """Plans the options' days, or the given ones."""
   opts.require(o, REQUIRED)
+  for flag in ('dest', 'state'):
+    if getattr(o, flag) and opts.lies_inside(getattr(o, flag), o.lake):
+      raise opts.UsageError(f'--{flag} {getattr(o, flag)} lies inside --lake {o.lake}: the export '
+                            'would overwrite the lake\'s own files; export to a location outside '
+                            'the lake')
   fmt = fmt_of(o)
   for flag in ('max_rows_per_file', 'max_file_bytes'):
     if getattr(o, flag) is not None and getattr(o, flag) < 1:
@@ -236,12 +245,26 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   ids = layout_ids(o, layout)
   max_bytes = o.max_file_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
-  return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
+  p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                     o.environment, {dt: m['files'] for dt, m in manifests.items()},
                     {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                      for dt, m in manifests.items()},
                     o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
                     export_time, ids, break_lock=o.break_lock)
+  check_lake_outside(p)
+  return p
+
+
+def check_lake_outside(p: ExportPlan) -> None:
+  """A lake inside --dest is fine unless it lies in a folder the export replaces (a day's
+  folder: its commit deletes what else the folder holds), stages in or keeps its state in."""
+  owned = [storage.join(p.dest, STAGING_DIR), storage.join(p.state, locks.STATE_DIR)]
+  if not p.layout.flat:
+    owned += [target_of(p, dt) for dt in p.files]
+  for folder in owned:
+    if opts.lies_inside(p.lake, folder):
+      raise opts.UsageError(f'--lake {p.lake} lies inside {folder}, which the export to --dest '
+                            f'{p.dest} replaces: export to a location that does not hold the lake')
 
 
 def layout_ids(o: ExportOptions, layout: Layout) -> dict[str, str]:

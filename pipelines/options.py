@@ -5,6 +5,8 @@ flag stops the command before any pipeline is built, with a message naming the f
 """
 import argparse
 import datetime
+import os
+import posixpath
 import re
 import sys
 import uuid
@@ -57,6 +59,23 @@ def require(o, examples: dict[str, str]) -> None:
   for flag, example in examples.items():
     if not getattr(o, flag):
       raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
+
+
+def normal_path(path: str) -> str:
+  """One spelling per location, to compare flags: `file://`, `./`, `..`, repeated and trailing
+  slashes and relative local paths (also symbolic links) resolved; URIs keep their scheme."""
+  if path.startswith('file://'):
+    path = path[len('file://'):]
+  scheme, sep, rest = path.partition('://')
+  if sep:
+    return f'{scheme}://{posixpath.normpath("/" + rest).lstrip("/")}'
+  return os.path.realpath(os.path.expanduser(path))
+
+
+def lies_inside(inner: str, outer: str) -> bool:
+  """True when location `inner` is `outer` or lies inside it."""
+  inner, outer = normal_path(inner), normal_path(outer)
+  return inner == outer or inner.startswith(outer.rstrip('/') + '/')
 
 
 def add_shared(parser, flag: str, **kwargs) -> None:
