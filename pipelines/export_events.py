@@ -38,7 +38,8 @@ from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
-from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for
+from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
+                               manifest_for)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
@@ -123,14 +124,23 @@ class ExportPlan:
   ids: dict[str, str]             # request_id, database_id (flags given)
   break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
+  # run-scoped layouts (claim_folders): dt -> the minute whose folder the day claimed, and
+  # dt -> the folders earlier runs of the day claimed, which the day's commit removes
+  export_times: dict[str, str] = dataclasses.field(default_factory=dict)
+  replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
-            'export_time': self.export_time, 'dataset': self.dataset, **self.ids}
+            'export_time': self.export_times.get(dt, self.export_time), 'dataset': self.dataset,
+            **self.ids}
 
   @property
   def staging(self) -> str:
     return storage.join(self.dest, STAGING_DIR, self.run_id)
+
+  def unit(self, dt: str) -> str:
+    """The day's commit unit as one path segment: its lock and its staging folder."""
+    return self.layout.unit(self.day_values(dt)).replace('/', '__')
 
 
 def _csv_list(value: str) -> list[str]:
@@ -299,7 +309,7 @@ def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | N
   def place(c: int) -> tuple[str, str]:
     label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
     name = p.layout.file_path({**values, 'index': label})
-    return name, storage.join(partition_dir(p.staging, dt), name)
+    return name, storage.join(p.staging, p.unit(dt), name)
   return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
 
 
@@ -341,10 +351,15 @@ class CommitExportDay(PlanFn):
     staged = list(parts['files'])
     target = target_of(p, dt)
     schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
+    earlier = p.replaces.get(dt, [])
+    storage.delete(storage.join(folder, SUCCESS) for folder in earlier)   # unpublished first
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema),
                      p.layout.markers(p.day_values(dt)))
+    for folder in earlier:   # the day's exports by earlier runs: this one replaces them
+      storage.delete_tree(folder)
+      history.unclaim(p.state, folder)
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
 
 
@@ -464,9 +479,32 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
 
 
 def lock_days(p: ExportPlan) -> None:
-  """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
+  """Takes every day's lock into p.locks, or none (LockedError names the held one); then, as
+  the only run of those days, removes what dead runs staged for them and claims their folders."""
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
+  try:
+    clear_dead_staging(storage.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
+    if p.layout.run_scoped:
+      claim_folders(p)
+  except BaseException:
+    locks.release(p.locks)
+    raise
+
+
+def claim_folders(p: ExportPlan) -> None:
+  """Each day's folder of a run-scoped layout: the run's minute, or the next minute whose folder
+  no other day holds (so days exported within one minute never share a folder); and the folders
+  earlier runs of the day claimed, for the commit to replace."""
+  for dt in p.files:
+    minute = datetime.datetime.strptime(p.export_time, '%Y%m%d%H%M')
+    while True:
+      p.export_times[dt] = minute.strftime('%Y%m%d%H%M')
+      folder = target_of(p, dt)
+      if history.claim(p.state, folder, dt, p.run_id):
+        break
+      minute += datetime.timedelta(minutes=1)
+    p.replaces[dt] = [f for f in history.claimed(p.state, dt) if f != folder]
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
@@ -490,6 +528,16 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   return report
 
 
+def abandon(p: ExportPlan) -> None:
+  """After a failed or stopped job: its staged files go, then its locks (a failure to delete is
+  told, not raised, so it never hides why the job ended; the next run of the day clears it)."""
+  try:
+    storage.delete_tree(p.staging, prune_parent=True)
+  except Exception as e:  # noqa: BLE001 - the job's own error is the one to raise
+    logs.LOG.warning('could not remove %s: %s', p.staging, e)
+  locks.release(p.locks)
+
+
 def report_path(state: str, run_id: str) -> str:
   return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
 
@@ -505,8 +553,8 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     done = execute(options, p)
-  except BaseException:
-    locks.release(p.locks)
+  except BaseException:   # a failure or Ctrl-C: leave no partial file and no lock behind
+    abandon(p)
     raise
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
