@@ -256,11 +256,11 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   max_bytes = o.max_file_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
-                    o.environment, {dt: m['files'] for dt, m in manifests.items()},
-                    {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
-                     for dt, m in manifests.items()},
-                    o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                    export_time, ids, break_lock=o.break_lock)
+                 o.environment, {dt: m['files'] for dt, m in manifests.items()},
+                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
+                  for dt, m in manifests.items()},
+                 o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
+                 export_time, ids, break_lock=o.break_lock)
   check_lake_outside(p)
   return p
 
@@ -497,14 +497,15 @@ def claim_folders(p: ExportPlan) -> None:
   no other day holds (so days exported within one minute never share a folder); and the folders
   earlier runs of the day claimed, for the commit to replace."""
   for dt in p.files:
+    owner = storage.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
     minute = datetime.datetime.strptime(p.export_time, '%Y%m%d%H%M')
     while True:
       p.export_times[dt] = minute.strftime('%Y%m%d%H%M')
       folder = target_of(p, dt)
-      if history.claim(p.state, folder, dt, p.run_id):
+      if history.claim(p.state, folder, owner, p.run_id):
         break
       minute += datetime.timedelta(minutes=1)
-    p.replaces[dt] = [f for f in history.claimed(p.state, dt) if f != folder]
+    p.replaces[dt] = [f for f in history.claimed(p.state, owner) if f != folder]
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:

@@ -61,3 +61,14 @@ def adobe_folders_are_the_days_own(dest, rows):
                  for r in read_export(f, 'jsonl'))
     assert got == sorted(r['insert_id'] for r in rows[dt])
     assert os.path.exists(dest / 'events' / folder / '_SUCCESS')
+
+
+def test_adobe_datasets_of_one_day_are_apart_and_a_rerun_replaces_only_its_own(lake, tmp_path):
+  root, rows = lake
+  dest = tmp_path / 'dest'
+  for dataset in ('a', 'b', 'a'):
+    assert export(root, dest, '--date', DAYS[0], '--layout', 'adobe', '--format', 'jsonl',
+                  '--dataset_id', dataset) == 0
+  for dataset in ('a', 'b'):
+    assert len(os.listdir(dest / dataset)) == 1
+    assert at_destination(dest / dataset, 'jsonl') == expected(rows[DAYS[0]], DAYS[0])

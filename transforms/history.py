@@ -46,22 +46,23 @@ def _claim_path(state_root: str, folder: str) -> str:
                       hashlib.sha1(folder.encode()).hexdigest()[:24] + '.json')
 
 
-def claim(state_root: str, folder: str, dt: str, run_id: str) -> bool:
-  """Claims `folder` (a full path) for day `dt`: True when this run may commit the day there
-  (a new claim, or the day's own), False when another day holds it."""
+def claim(state_root: str, folder: str, owner: str, run_id: str) -> bool:
+  """Claims `folder` (a full path) for `owner` (the day's commit unit under its destination):
+  True when this run may commit there (a new claim, or the owner's own), False when another
+  owner (another day, another dataset) holds it."""
   path = _claim_path(state_root, folder)
-  mine = json.dumps({'folder': folder, 'dt': dt, 'run_id': run_id}).encode()
+  mine = json.dumps({'folder': folder, 'owner': owner, 'run_id': run_id}).encode()
   if storage.create_exclusive(path, mine):
     return True
-  return json.loads(storage.read_bytes(path))['dt'] == dt
+  return json.loads(storage.read_bytes(path))['owner'] == owner
 
 
-def claimed(state_root: str, dt: str) -> list[str]:
-  """Every folder claimed for day `dt`, sorted."""
+def claimed(state_root: str, owner: str) -> list[str]:
+  """Every folder claimed for `owner`, sorted."""
   found = []
   for path in storage.list_files(storage.join(_dir(state_root), CLAIMS)):
     held = json.loads(storage.read_bytes(path))
-    if held['dt'] == dt:
+    if held['owner'] == owner:
       found.append(held['folder'])
   return sorted(found)
 
