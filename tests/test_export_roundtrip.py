@@ -44,8 +44,8 @@ def lake_rows(draw, n: int) -> dict:
 
 @st.composite
 def lake_files(draw) -> list[list[dict]]:
-  """One to three files of zero to four rows; insert_ids unique in the day."""
-  sizes = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+  """One to three files of zero to four rows, one row at least; insert_ids unique in the day."""
+  sizes = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3).filter(sum))
   rows = [draw(lake_rows(i)) for i in range(sum(sizes))]
   return [rows[sum(sizes[:i]):sum(sizes[:i + 1])] for i in range(len(sizes))]
 
