@@ -39,7 +39,7 @@ from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
 from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
-                               manifest_for)
+                               drop_staging, manifest_for)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
@@ -529,16 +529,6 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   return report
 
 
-def abandon(p: ExportPlan) -> None:
-  """After a failed or stopped job: its staged files go, then its locks (a failure to delete is
-  told, not raised, so it never hides why the job ended; the next run of the day clears it)."""
-  try:
-    storage.delete_tree(p.staging, prune_parent=True)
-  except Exception as e:  # noqa: BLE001 - the job's own error is the one to raise
-    logs.LOG.warning('could not remove %s: %s', p.staging, e)
-  locks.release(p.locks)
-
-
 def report_path(state: str, run_id: str) -> str:
   return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
 
@@ -555,7 +545,8 @@ def run(argv: list[str]) -> int:
   try:
     done = execute(options, p)
   except BaseException:   # a failure or Ctrl-C: leave no partial file and no lock behind
-    abandon(p)
+    drop_staging(p.staging)
+    locks.release(p.locks)
     raise
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')

@@ -28,7 +28,7 @@ from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
-                               SpillRejected, WriteRejected, WriteShards)
+                               SpillRejected, WriteRejected, WriteShards, drop_staging)
 from transforms.dedupe import SEEN, DedupeEvents
 from transforms.read import SUCCESS, DayInventory, ReadRowGroups, inspect_day, wait_for_success
 from transforms.shards import split_by_shard
@@ -292,7 +292,8 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     report = execute(options, p)
-  except BaseException:
+  except BaseException:   # a failure or Ctrl-C: leave no partial file and no lock behind
+    drop_staging(p.staging)
     locks.release(p.locks)
     raise
   if report is None:

@@ -57,3 +57,27 @@ def test_staging_of_a_run_that_died_is_removed_by_the_next_run_of_the_day(tmp_pa
   assert export(lake, dest, '--date', DT, '--break_lock', 'dead-run') == 0
   assert not os.path.exists(dest / '_staging')
   assert sum(len(read_export(f, 'parquet')) for f in data_files(dest)) == 1015
+
+
+def test_sigint_mid_import_exits_130_in_one_line_and_leaves_no_staging(tmp_path):
+  """The import shares the mechanism: one line, exit 130, its staging and locks gone."""
+  import pyarrow.parquet as pq
+  bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
+  (bucket / f'dt={DT}').mkdir(parents=True)
+  for i in range(4):
+    pq.write_table(bulk_rows(60_000), bucket / f'dt={DT}' / f'part-{i}.parquet')
+  (bucket / f'dt={DT}' / '_SUCCESS').touch()
+  proc = subprocess.Popen(['./run.sh', 'import', '--source', str(bucket), '--lake', str(lake),
+                           '--date', DT], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while proc.poll() is None and time.monotonic() < deadline and not files_under(lake / '_staging'):
+    time.sleep(0.02)
+  assert proc.poll() is None, 'the import ended before it could be interrupted'
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  assert len(err.strip().splitlines()) == 1 and 'interrupted' in err, err
+  assert not os.path.exists(lake / '_staging')
+  assert files_under(lake / '_eventferry' / 'locks') == []
+  assert not os.path.exists(lake / f'dt={DT}' / '_SUCCESS')

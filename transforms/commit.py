@@ -84,6 +84,15 @@ def clear_dead_staging(staging: str, run_id: str, units: set[str]) -> None:
       storage.delete_tree(folder, prune_parent=True)
 
 
+def drop_staging(staging: str) -> None:
+  """Deletes a failed or stopped run's own staging (STAGING/RUN_ID). A failure to delete is
+  logged, not raised, so it never hides why the run ended; the next run of the day clears it."""
+  try:
+    storage.delete_tree(staging, prune_parent=True)
+  except Exception as e:  # noqa: BLE001 - the run's own error is the one to raise
+    logging.getLogger('eventferry').warning('could not remove %s: %s', staging, e)
+
+
 KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there
 
 
