@@ -23,6 +23,8 @@ setuptools.setup(
         'pyarrow==25.0.1',
         'pydantic==2.14.3',
         'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/raw.py)
+        'fastavro==1.13.1',   # the Avro export (transforms/export.py)
+        'cramjam==2.14.0',    # fastavro's snappy codec (--format avro --compression snappy)
     ],
     extras_require={
         'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15',

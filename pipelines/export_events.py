@@ -38,7 +38,8 @@ from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms import history, locks, storage
 from transforms.storage import partition_dir
-from transforms.commit import MANIFEST, STAGING_DIR, commit_partition, manifest_for
+from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
+                               drop_staging, manifest_for)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
@@ -124,14 +125,23 @@ class ExportPlan:
   warnings: list[str] = dataclasses.field(default_factory=list)   # told at plan, in the report
   break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
+  # run-scoped layouts (claim_folders): dt -> the minute whose folder the day claimed, and
+  # dt -> the folders earlier runs of the day claimed, which the day's commit removes
+  export_times: dict[str, str] = dataclasses.field(default_factory=dict)
+  replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
-            'export_time': self.export_time, 'dataset': self.dataset, **self.ids}
+            'export_time': self.export_times.get(dt, self.export_time), 'dataset': self.dataset,
+            **self.ids}
 
   @property
   def staging(self) -> str:
     return storage.join(self.dest, STAGING_DIR, self.run_id)
+
+  def unit(self, dt: str) -> str:
+    """The day's commit unit as one path segment: its lock and its staging folder."""
+    return self.layout.unit(self.day_values(dt)).replace('/', '__')
 
 
 def _csv_list(value: str) -> list[str]:
@@ -147,11 +157,15 @@ def fmt_of(o: ExportOptions) -> Format:
   if compression not in codecs:
     raise opts.UsageError(f'--compression {compression!r} does not apply to {o.format}: '
                           f'use one of {", ".join(codecs)}')
-  if len(o.csv_delimiter) != 1:
-    raise opts.UsageError(f'--csv_delimiter {o.csv_delimiter!r} must be one character, e.g. "|"')
+  delimiter = o.csv_delimiter
+  usable = len(delimiter) == 1 and delimiter.isascii() and (delimiter.isprintable()
+                                                            or delimiter == '\t')
+  if not usable or delimiter == '"':   # the quote, CR and LF frame the fields themselves
+    raise opts.UsageError(f'--csv_delimiter {delimiter!r} cannot separate CSV fields: use one '
+                          'printable ASCII character other than the quote ("), or a tab')
   if o.csv_header not in ('true', 'false'):
     raise opts.UsageError(f'--csv_header {o.csv_header!r}: use true or false')
-  return Format(o.format, compression, o.csv_delimiter, o.csv_header == 'true')
+  return Format(o.format, compression, delimiter, o.csv_header == 'true')
 
 
 def lake_manifest(lake: str, day: datetime.date) -> dict:
@@ -212,6 +226,11 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
 def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPlan:
   """Plans the options' days, or the given ones."""
   opts.require(o, REQUIRED)
+  for flag in ('dest', 'state'):
+    if getattr(o, flag) and opts.lies_inside(getattr(o, flag), o.lake):
+      raise opts.UsageError(f'--{flag} {getattr(o, flag)} lies inside --lake {o.lake}: the export '
+                            'would overwrite the lake\'s own files; export to a location outside '
+                            'the lake')
   fmt = fmt_of(o)
   if o.max_rows_per_file is not None and o.max_rows_per_file < 1:
     raise opts.UsageError('--max_rows_per_file must be a positive number')
@@ -263,12 +282,26 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
     logs.LOG.warning(warning)
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
-  return ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
-                    o.environment, {dt: m['files'] for dt, m in manifests.items()},
-                    {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
-                     for dt, m in manifests.items()},
-                    o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                    export_time, ids, warnings, break_lock=o.break_lock)
+  p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
+                 o.environment, {dt: m['files'] for dt, m in manifests.items()},
+                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
+                  for dt, m in manifests.items()},
+                 o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
+                 export_time, ids, warnings, break_lock=o.break_lock)
+  check_lake_outside(p)
+  return p
+
+
+def check_lake_outside(p: ExportPlan) -> None:
+  """A lake inside --dest is fine unless it lies in a folder the export replaces (a day's
+  folder: its commit deletes what else the folder holds), stages in or keeps its state in."""
+  owned = [storage.join(p.dest, STAGING_DIR), storage.join(p.state, locks.STATE_DIR)]
+  if not p.layout.flat:
+    owned += [target_of(p, dt) for dt in p.files]
+  for folder in owned:
+    if opts.lies_inside(p.lake, folder):
+      raise opts.UsageError(f'--lake {p.lake} lies inside {folder}, which the export to --dest '
+                            f'{p.dest} replaces: export to a location that does not hold the lake')
 
 
 def layout_ids(o: ExportOptions, layout: Layout) -> dict[str, str]:
@@ -303,7 +336,7 @@ def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | N
   def place(c: int) -> tuple[str, str]:
     label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
     name = p.layout.file_path({**values, 'index': label})
-    return name, storage.join(partition_dir(p.staging, dt), name)
+    return name, storage.join(p.staging, p.unit(dt), name)
   return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
 
 
@@ -345,10 +378,15 @@ class CommitExportDay(PlanFn):
     staged = list(parts['files'])
     target = target_of(p, dt)
     schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
+    earlier = p.replaces.get(dt, [])
+    storage.delete(storage.join(folder, SUCCESS) for folder in earlier)   # unpublished first
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema),
                      p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
+    for folder in earlier:   # the day's exports by earlier runs: this one replaces them
+      storage.delete_tree(folder)
+      history.unclaim(p.state, folder)
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
 
 
@@ -474,11 +512,33 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
 
 
 def lock_days(p: ExportPlan) -> None:
-  """Takes every target partition's lock into p.locks, or none (LockedError names the held one)."""
+  """Takes every day's lock into p.locks, or none (LockedError names the held one); then, as
+  the only run of those days, removes what dead runs staged for them and claims their folders."""
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
-  if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
-    storage.delete_tree(storage.join(p.dest, STAGING_DIR, p.break_lock), prune_parent=True)
+  try:
+    clear_dead_staging(storage.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
+    if p.layout.run_scoped:
+      claim_folders(p)
+  except BaseException:
+    locks.release(p.locks, p.run_id)
+    raise
+
+
+def claim_folders(p: ExportPlan) -> None:
+  """Each day's folder of a run-scoped layout: the run's minute, or the next minute whose folder
+  no other day holds (so days exported within one minute never share a folder); and the folders
+  earlier runs of the day claimed, for the commit to replace."""
+  for dt in p.files:
+    owner = storage.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
+    minute = datetime.datetime.strptime(p.export_time, '%Y%m%d%H%M')
+    while True:
+      p.export_times[dt] = minute.strftime('%Y%m%d%H%M')
+      folder = target_of(p, dt)
+      if history.claim(p.state, folder, owner, p.run_id):
+        break
+      minute += datetime.timedelta(minutes=1)
+    p.replaces[dt] = [f for f in history.claimed(p.state, owner) if f != folder]
 
 
 def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
@@ -517,8 +577,8 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     done = execute(options, p)
-  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
-    storage.delete_tree(p.staging, prune_parent=True)
+  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
+    drop_staging(p.staging)
     locks.release(p.locks, p.run_id)
     raise
   if done is None:

@@ -28,7 +28,7 @@ from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
 from transforms.accounting import DayStats, MergeStats
 from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
-                               SpillRejected, WriteRejected, WriteShards)
+                               SpillRejected, WriteRejected, WriteShards, drop_staging)
 from transforms.dedupe import SEEN, DedupeEvents
 from transforms.read import (SUCCESS, WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day,
                              wait_for_success)
@@ -297,8 +297,8 @@ def run(argv: list[str]) -> int:
   lock_days(p)
   try:
     report = execute(options, p)
-  except BaseException:   # this run's own staging goes (also when it was fenced off: exit 4)
-    storage.delete_tree(p.staging, prune_parent=True)
+  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
+    drop_staging(p.staging)
     locks.release(p.locks, p.run_id)
     raise
   if report is None:

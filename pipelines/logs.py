@@ -47,9 +47,16 @@ def format_of(argv: list[str]) -> str:
   return 'text'
 
 
+def _not_interrupt(record: logging.LogRecord) -> bool:
+  """Beam logs Ctrl-C inside a step as an error with a traceback; main_guard tells it in one
+  line instead."""
+  return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 def setup(fmt: str) -> None:
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(JsonFormatter() if fmt == 'json' else TextFormatter())
+  handler.addFilter(_not_interrupt)
   root = logging.getLogger()
   root.handlers[:] = [handler]
   root.setLevel(logging.WARNING)     # Beam's INFO chatter stays out

@@ -7,6 +7,8 @@ import argparse
 import datetime
 import decimal
 import logging
+import os
+import posixpath
 import re
 import sys
 import uuid
@@ -80,6 +82,23 @@ def require(o, examples: dict[str, str]) -> None:
   for flag, example in examples.items():
     if not getattr(o, flag):
       raise UsageError(f'--{flag} is required: e.g. --{flag} {example}')
+
+
+def normal_path(path: str) -> str:
+  """One spelling per location, to compare flags: `file://`, `./`, `..`, repeated and trailing
+  slashes and relative local paths (also symbolic links) resolved; URIs keep their scheme."""
+  if path.startswith('file://'):
+    path = path[len('file://'):]
+  scheme, sep, rest = path.partition('://')
+  if sep:
+    return f'{scheme}://{posixpath.normpath("/" + rest).lstrip("/")}'
+  return os.path.realpath(os.path.expanduser(path))
+
+
+def lies_inside(inner: str, outer: str) -> bool:
+  """True when location `inner` is `outer` or lies inside it."""
+  inner, outer = normal_path(inner), normal_path(outer)
+  return inner == outer or inner.startswith(outer.rstrip('/') + '/')
 
 
 def add_shared(parser, flag: str, **kwargs) -> None:
@@ -229,7 +248,9 @@ def main_guard(run, argv=None) -> int:
   """Runs `run(argv)` with logging set up by --log_format, turning UsageError into a one-line
   message and exit code 2, a store's refusal (a missing bucket or permission, also when a worker
   met it) into one with exit code 5, an unreadable source file into one with exit code 3, and a
-  partition another run holds (met by a worker: batch ingest) into one with exit code 4."""
+  partition another run holds (met by a worker: batch ingest) into one with exit code 4. Ctrl-C
+  (SIGINT) ends the command with one line and exit code 130, as shells report it; the command
+  has then removed its staging and released its locks (each run's own except-clause)."""
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
@@ -239,13 +260,25 @@ def main_guard(run, argv=None) -> int:
   except UsageError as e:
     logs.LOG.error(str(e))
     return 2
-  except Exception as e:  # noqa: BLE001 - only store refusals and bad source files are handled
+  except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - only the kinds below are handled
+    if _interrupted(e):   # Beam re-raises it from inside a step as a RuntimeError
+      logs.LOG.error('interrupted (SIGINT): no unfinished day was published; run the same '
+                     'command again to do them')
+      return 130
     for kind, code in HANDLED:
       message = raised(e, kind)
       if message is not None:
         logs.LOG.error(message)
         return code
     raise
+
+
+def _interrupted(e: BaseException | None) -> bool:
+  while e is not None:
+    if isinstance(e, KeyboardInterrupt):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 def raised(e: BaseException, kind: type[Exception]) -> str | None:

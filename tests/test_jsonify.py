@@ -25,3 +25,12 @@ def test_maps_round_trip_through_json():
 def test_sliced_maps():
   arr = pa.array([[('a', '1')], [('b', '2')], [('c', '3')]], pa.map_(pa.string(), pa.string()))
   assert map_to_json(arr.slice(1, 2)).to_pylist() == ['{"b": "2"}', '{"c": "3"}']
+
+
+@pytest.mark.parametrize('rows', [[[], []], [None, None], [], [[]], [None, [], None]])
+def test_maps_without_any_entry_are_empty_objects(rows):
+  """Many customers send no properties at all: no row of the column has an entry."""
+  arr = pa.array(rows, pa.map_(pa.string(), pa.string()))
+  assert [json.loads(s) for s in map_to_json(arr).to_pylist()] == [{} for _ in rows]
+  assert [json.loads(s) for s in map_to_json(arr.slice(len(rows) // 2)).to_pylist()] == \
+      [{} for _ in rows[len(rows) // 2:]]

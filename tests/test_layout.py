@@ -61,3 +61,16 @@ def test_clevertap_is_flat_with_a_manifest_and_success_per_day():
   adobe = Layout.of('adobe', None, None)
   assert not adobe.flat and not adobe.per_day
   assert Layout.of('hive', 'exports', '{event}-{dt}-{index}.{ext}').flat
+
+
+def test_a_folder_new_in_every_run_has_the_day_as_its_commit_unit():
+  """Adobe's exportTime= folder differs from run to run: the lock must be the day's, so two runs
+  of a day in different minutes exclude each other, and two days never share a unit."""
+  adobe = Layout.of('adobe', None, None)
+  day = {'dt': '2023-01-01', 'yyyymmdd': '20230101', 'dataset': 'events', 'run_id': 'R1'}
+  units = {adobe.unit({**day, 'export_time': t}) for t in ('202301021305', '202301021306')}
+  assert adobe.run_scoped and len(units) == 1
+  assert adobe.unit({**day, 'dt': '2023-01-02', 'yyyymmdd': '20230102',
+                     'export_time': '202301021305'}) not in units
+  assert not Layout.of('hive', None, None).run_scoped
+  assert not Layout.of('clevertap', None, None).run_scoped

@@ -69,6 +69,30 @@ def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
   return StagedFile(name, path, rows, f.bytes, f.sha256)
 
 
+def clear_dead_staging(staging: str, run_id: str, units: set[str]) -> None:
+  """Deletes what other runs staged for `units` under `staging` (STAGING/RUN_ID/.../UNIT/...,
+  e.g. a truncated file of a run stopped mid-write). The caller holds the units' locks, so no
+  live run writes there: whoever staged it died or was stopped before its cleanup."""
+  dead = set()
+  for path in storage.list_files(staging):
+    run, *inner = path[len(staging.rstrip('/')) + 1:].split('/')
+    if run != run_id and units & set(inner[:-1]):
+      storage.delete([path])
+      dead.add(storage.join(staging, run))
+  for folder in sorted(dead):
+    if not storage.list_files(folder):
+      storage.delete_tree(folder, prune_parent=True)
+
+
+def drop_staging(staging: str) -> None:
+  """Deletes a failed or stopped run's own staging (STAGING/RUN_ID). A failure to delete is
+  logged, not raised, so it never hides why the run ended; the next run of the day clears it."""
+  try:
+    storage.delete_tree(staging, prune_parent=True)
+  except Exception as e:  # noqa: BLE001 - the run's own error is the one to raise
+    logging.getLogger('eventferry').warning('could not remove %s: %s', staging, e)
+
+
 KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs this process there
 STOP_AT = 'EVENTFERRY_STOP_AT'   # tests only: the same, SIGSTOP once (a stalled worker; SIGCONT)
 

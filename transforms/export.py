@@ -36,7 +36,9 @@ AVRO_SCHEMA = {
                {'name': 'user_properties', 'type': 'string'},
                {'name': 'event_properties', 'type': 'string'}]}
 # XML 1.0 cannot carry these even as character references; they are written as \uXXXX text.
-_XML_FORBIDDEN = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f]')
+_XML_FORBIDDEN = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
+# A parser turns a raw CR (and CR LF) into LF: CR goes as a character reference.
+_XML_ENTITIES = {'\r': '&#13;'}
 
 
 def select(lake: pa.Table, events: list[str], exclude: list[str], environment: str | None) -> pa.Table:
@@ -157,18 +159,19 @@ def _avro_file(rows: list[dict], fmt: Format) -> bytes:
 
 def _xml_text(value: str) -> str:
   value = _XML_FORBIDDEN.sub(lambda m: f'\\u{ord(m.group()):04x}', value)
-  return escape(value)
+  return escape(value, _XML_ENTITIES)
 
 
 def _xml(table: pa.Table, fmt: Format, first: bool) -> bytes:
-  """CleverTap's element layout: one <Event> per row, maps as <entry><key/><value/></entry>."""
+  """CleverTap's element layout: one <Event> per row, maps as <entry><key/><value/></entry>;
+  a null map value is an entry without <value> (an empty string is an empty <value>)."""
   out = []
   for row in _timestamps_as_text(table).to_pylist():
     out.append('<Event>')
     for name, value in row.items():
       if name in MAP_FIELDS:
         entries = ''.join(f'<entry><key>{_xml_text(k)}</key>' +
-                          ('<value/>' if v is None else f'<value>{_xml_text(v)}</value>') +
+                          ('' if v is None else f'<value>{_xml_text(v)}</value>') +
                           '</entry>' for k, v in json.loads(value).items())
         out.append(f'<{name}>{entries}</{name}>')
       else:

@@ -3,13 +3,20 @@ of each day was exported last.
 
 Like the Snowflake/dbt recipe's export-history table: `--since_last_export` exports a day only when
 its lake commit (the import run that last replaced it) is newer than the one exported before.
+
+Folder claims: a layout whose folder is new in every run (Adobe's exportTime=, transforms/layout.py
+run_scoped) claims each folder for one day before anything is written to it, with an atomic
+create, so two days never share a folder, and the day's next export finds (and removes) every
+folder an earlier run of the day claimed, also one whose run died before it finished.
 """
+import hashlib
 import json
 
 from transforms import storage
 from transforms.locks import STATE_DIR
 
 HISTORY = 'export_history.json'
+CLAIMS = 'folders'
 
 
 def _dir(state_root: str) -> str:
@@ -32,3 +39,33 @@ def record(state_root: str, exported: dict[str, dict]) -> None:
 def changed_since_export(history: dict, dt: str, lake_manifest: dict) -> bool:
   last = history.get(dt)
   return last is None or last['lake_committed_at'] < lake_manifest['committed_at']
+
+
+def _claim_path(state_root: str, folder: str) -> str:
+  return storage.join(_dir(state_root), CLAIMS,
+                      hashlib.sha1(folder.encode()).hexdigest()[:24] + '.json')
+
+
+def claim(state_root: str, folder: str, owner: str, run_id: str) -> bool:
+  """Claims `folder` (a full path) for `owner` (the day's commit unit under its destination):
+  True when this run may commit there (a new claim, or the owner's own), False when another
+  owner (another day, another dataset) holds it."""
+  path = _claim_path(state_root, folder)
+  mine = json.dumps({'folder': folder, 'owner': owner, 'run_id': run_id}).encode()
+  if storage.create_exclusive(path, mine):
+    return True
+  return json.loads(storage.read_bytes(path))['owner'] == owner
+
+
+def claimed(state_root: str, owner: str) -> list[str]:
+  """Every folder claimed for `owner`, sorted."""
+  found = []
+  for path in storage.list_files(storage.join(_dir(state_root), CLAIMS)):
+    held = json.loads(storage.read_bytes(path))
+    if held['owner'] == owner:
+      found.append(held['folder'])
+  return sorted(found)
+
+
+def unclaim(state_root: str, folder: str) -> None:
+  storage.delete([_claim_path(state_root, folder)])

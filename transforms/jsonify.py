@@ -77,7 +77,8 @@ def map_to_json(arr: pa.MapArray) -> pa.Array:
   # the piece before the value: 4 forms per distinct key (first in the row or not, null or not)
   names = quote(keys.dictionary).to_pylist()
   heads = pa.array([lead + name + (': "' if valued else ': null')
-                    for name in names for lead in (', ', '{') for valued in (False, True)])
+                    for name in names for lead in (', ', '{') for valued in (False, True)],
+                   pa.string())   # typed: a column with no entries at all has no keys
   head = heads.take(pa.array(np.asarray(keys.indices, dtype=np.int64) * 4 + first * 2 + has_value))
   tail = pa.array(['', '"', '}', '"}']).take(pa.array(last * 2 + has_value))
   pieces = pc.binary_join_element_wise(head, pc.fill_null(escaped(values), ''), tail, '')

@@ -3,7 +3,9 @@
 The unit of the commit is a day. Usually the folder is the day's (`dt={dt}`) and the commit owns
 all of it. A flat layout (CleverTap's) has the day only in the file names: days share the folder,
 each day has its own `_manifest-YYYYMMDD.json` and `_SUCCESS-YYYYMMDD`, and a day's commit owns
-exactly the files its manifest lists (transforms/commit.py).
+exactly the files its manifest lists (transforms/commit.py). A folder named by {export_time} or
+{run_id} (Adobe's) is new in every run: there the unit is the day, and the day's commit replaces
+the folders earlier runs of it wrote (pipelines/export_events.py claim_folders).
 
 Placeholders: {dt} 2023-01-01, {yyyymmdd} 20230101, {run_id}, {export_time} (run start, UTC,
 YYYYMMDDHHMM), {dataset} (--dataset_id), {request_id} (--request_id), {database_id}
@@ -31,6 +33,7 @@ PRESETS = {
 }
 DAY_FIELDS = {'dt', 'yyyymmdd', 'run_id', 'export_time', 'dataset', 'request_id', 'database_id'}
 DAYS = {'dt', 'yyyymmdd'}
+RUN_FIELDS = {'export_time', 'run_id'}   # a folder named by these is new in every run
 FILE_FIELDS = DAY_FIELDS | {'hh', 'event', 'index', 'count', 'ext'}
 _UNSAFE = re.compile(r'[^\w.\-]', re.UNICODE)
 MAX_PART = 100
@@ -104,8 +107,18 @@ class Layout:
       return f'_manifest-{values["yyyymmdd"]}.json', f'{SUCCESS}-{values["yyyymmdd"]}'
     return MANIFEST, SUCCESS
 
+  @property
+  def run_scoped(self) -> bool:
+    """True when each run writes a day to a folder of its own (Adobe's exportTime=): the day's
+    earlier folders are removed by its commit, and a folder is never shared by two days."""
+    return bool(_fields(self.partition) & RUN_FIELDS) and not self.flat
+
   def unit(self, values: dict) -> str:
-    """The commit unit (what a lock holds): the folder, or the folder's day when flat."""
+    """The commit unit (what a lock holds): the folder; the folder's day when flat; the day
+    within the folders of every run when run-scoped."""
+    if self.run_scoped:
+      folder = self.partition_path({**values, **{f: '-' for f in RUN_FIELDS}})
+      return folder if self.per_day else posixpath.join(folder, values['yyyymmdd'])
     folder = self.partition_path(values)
     if self.flat:
       return posixpath.join(folder, values['yyyymmdd']) if folder else values['yyyymmdd']
