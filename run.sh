@@ -10,7 +10,8 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 
 ensure_venv() {
-  local stamp="$VENV/.installed-$(sha1sum <"$HERE/setup.py" | cut -c1-12)"
+  # The C parser is compiled at install: a change to it reinstalls too.
+  local stamp="$VENV/.installed-$(cat "$HERE/setup.py" "$HERE/transforms/_rawjson.c" | sha1sum | cut -c1-12)"
   [ -f "$stamp" ] && return 0
   echo "run.sh: installing eventferry and Apache Beam into $VENV (first run, about a minute)..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -49,6 +50,32 @@ ensure_tools() {
     echo "run.sh: npm install failed; the full log is $VENV/npm.log" >&2
     exit 1
   fi
+}
+
+# Prism, Beam's Go runner, at the pinned Beam version, built from the Go module proxy into
+# .tools/bin (tests/test_prism.py runs on it; `--runner PrismRunner` uses it).
+BEAM=$(sed -n "s/^BEAM_VERSION = '\(.*\)'/\1/p" "$HERE/setup.py")
+PRISM=$HERE/.tools/bin/prism
+ensure_prism() {
+  [ -x "$PRISM" ] && [ -f "$PRISM-$BEAM.built" ] && return 0
+  echo "run.sh: building Prism $BEAM into .tools/bin (go install, first run, a few minutes)..." >&2
+  mkdir -p "$HERE/.tools/bin"
+  if GOBIN="$HERE/.tools/bin" go install "github.com/apache/beam/sdks/v2/go/cmd/prism@v$BEAM" \
+      >"$VENV/go.log" 2>&1; then
+    rm -f "$HERE"/.tools/bin/prism-*.built && touch "$PRISM-$BEAM.built"
+  else
+    tail -20 "$VENV/go.log" >&2
+    echo "run.sh: could not build Prism (see $VENV/go.log); the Prism tests will fail" >&2
+  fi
+}
+
+# A pipeline asked to run on Prism without --prism_location runs on the Prism built here, not on
+# one Beam would try to download.
+with_prism() {
+  local a
+  for a in "$@"; do [[ "$a" == *prism_location* ]] && return 1; done
+  for a in "$@"; do [[ "$a" == *PrismRunner* ]] && return 0; done
+  return 1
 }
 
 # The Pub/Sub emulator ships with google-cloud-cli (Google's apt repository, which some machines
@@ -95,10 +122,11 @@ USAGE
 
 cmd=${1:-help}
 [ $# -gt 0 ] && shift
+if with_prism "$@"; then ensure_venv; ensure_prism; set -- "$@" --prism_location "$PRISM"; fi
 case "$cmd" in
   help|-h|--help) usage ;;
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
-  test)   ensure_venv; ensure_tools; ensure_pubsub_emulator
+  test)   ensure_venv; ensure_tools; ensure_prism; ensure_pubsub_emulator
           cd "$HERE"   # test paths are the project's (tests/...)
           if test_args "$@"; then set -- "$@"; else set -- tests "$@"; fi
           exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider "$@" ;;
