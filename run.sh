@@ -128,7 +128,10 @@ case "$cmd" in
   demo)   ensure_venv; exec "$VENV/bin/python" -m pipelines.demo "$@" ;;
   test)   ensure_venv; ensure_tools; ensure_prism; ensure_pubsub_emulator
           cd "$HERE"   # test paths are the project's (tests/...)
-          if test_args "$@"; then set -- "$@"; else set -- tests "$@"; fi
+          if test_args "$@"; then set -- "$@"; else
+            "$VENV/bin/ruff" check --quiet . || { echo "run.sh: ruff found the problems above" >&2; exit 1; }
+            set -- tests "$@"
+          fi
           exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;

@@ -108,7 +108,7 @@ class ExportDays:
     try:
       return export_events.Layout.of(o.layout, o.partition_template, o.file_template)
     except export_events.LayoutError as e:
-      raise opts.UsageError(str(e))
+      raise opts.UsageError(str(e)) from None
 
   def paths(self, o, dt: str) -> tuple[str, str]:
     folder = self.layout(o).partition.replace('{dt}', dt).replace('{yyyymmdd}',

@@ -241,7 +241,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   try:
     layout = Layout.of(o.layout, o.partition_template, o.file_template)
   except LayoutError as e:
-    raise opts.UsageError(str(e))
+    raise opts.UsageError(str(e)) from None
   if o.kind not in ('events', 'profiles'):
     raise opts.UsageError(f'--kind {o.kind!r}: use events or profiles')
   if o.kind == 'profiles' and (o.from_date or o.since_last_export or o.format in ('avro', 'xml')
@@ -494,12 +494,12 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
     raw = yaml.safe_load(storage.read_bytes(o.spec)) or {}
     spec = ExportSpec.model_validate(raw)
   except (OSError, yaml.YAMLError) as e:
-    raise opts.UsageError(f'--spec {o.spec}: cannot read it as YAML ({e})')
+    raise opts.UsageError(f'--spec {o.spec}: cannot read it as YAML ({e})') from None
   except pydantic.ValidationError as e:
     problems = '; '.join(f"field '{'.'.join(map(str, err['loc']))}': {err['msg']}"
                          for err in e.errors())
     raise opts.UsageError(f'--spec {o.spec}: {problems}. Fix the file; `./run.sh export --help` '
-                          'explains each field (fields are the flag names)')
+                          'explains each field (fields are the flag names)') from None
   given = {a[2:].split('=')[0] for a in argv if a.startswith('--')}
   for name, value in spec.model_dump().items():
     if name in given:

@@ -207,7 +207,7 @@ def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
   except ValueError as e:
     flag = '--subscription' if o.subscription else '--topic'
     raise opts.UsageError(f'{flag} {source!r}: {e} Use projects/PROJECT/subscriptions/NAME '
-                          '(or projects/PROJECT/topics/NAME for --topic).')
+                          '(or projects/PROJECT/topics/NAME for --topic).') from None
   return (pipeline | 'ReadPubSub' >> read
           | 'Payloads' >> beam.ParDo(PubsubPayloads(source, o.server_time_attribute))
           | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=CHUNK_ROWS)

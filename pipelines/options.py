@@ -32,7 +32,7 @@ def parse_date(flag: str, value: str) -> datetime.date:
   try:
     return datetime.date.fromisoformat(value)
   except (TypeError, ValueError):
-    raise UsageError(f'{flag} {value!r} is not a date: use YYYY-MM-DD, e.g. {flag} 2023-01-01')
+    raise UsageError(f'{flag} {value!r} is not a date: use YYYY-MM-DD, e.g. {flag} 2023-01-01') from None
 
 
 def parse_duration(flag: str, value: str | None) -> float:
@@ -70,7 +70,7 @@ def parse_zone(flag: str, value: str) -> zoneinfo.ZoneInfo:
   try:
     return zoneinfo.ZoneInfo(value)
   except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-    raise UsageError(f'{flag} {value!r} is not an IANA time zone: use e.g. UTC or Asia/Seoul')
+    raise UsageError(f'{flag} {value!r} is not an IANA time zone: use e.g. UTC or Asia/Seoul') from None
 
 
 def yesterday(zone: zoneinfo.ZoneInfo) -> datetime.date:

@@ -55,4 +55,4 @@ def test_scratch_upload_without_checksum_refuses_to_give_one(tmp_path):
     f.write(b'spill')
   assert f.bytes == 5
   with pytest.raises(ValueError, match='checksum=False'):
-    f.sha256
+    _ = f.sha256

@@ -150,7 +150,7 @@ def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tm
     run_export(lake, dest, 400 + n)    # an older export of the day, cut differently each time
     changes = []
 
-    def checked(name):
+    def checked(name, changes=changes, n=n):   # this pass's: the ops are patched per pass
       def op(first, *args):
         first = [first] if isinstance(first, str) else list(first)
         touched = first + (list(args[0]) if name == 'rename' else [])

@@ -9,7 +9,10 @@ import pytest
 
 from tests import servers
 from tests.conftest import ROOT, run_cli
-from tests.test_portable import DAYS, bucket, files, import_range, report  # noqa: F401 (fixture)
+from tests import test_portable
+from tests.test_portable import DAYS, files, import_range, report
+
+bucket = test_portable.bucket   # the same customer days, as a fixture of this module
 
 PRISM = os.path.join(ROOT, '.tools', 'bin', 'prism')
 

@@ -202,7 +202,7 @@ class SftpFileSystem(FileSystem):
     try:
       yield from _run(walk(''))
     except (OSError, asyncssh.Error) as e:
-      raise BeamIOError('List operation failed', {dir_or_prefix: e})
+      raise BeamIOError('List operation failed', {dir_or_prefix: e}) from e
 
   def create(self, path, mime_type='application/octet-stream',
              compression_type=CompressionTypes.AUTO):
