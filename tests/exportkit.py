@@ -28,7 +28,7 @@ UTC = datetime.timezone.utc
 MAPS = ('identifiers', 'platform_properties', 'user_properties', 'event_properties')
 EXPORT_MAPS = {'identifiers': 'identifiers', 'hackle_properties': 'platform_properties',
                'user_properties': 'user_properties', 'event_properties': 'event_properties'}
-# XML 1.0 cannot carry these characters at all (README: what survives a round trip).
+# XML 1.0 cannot carry these characters at all (docs/export.md: what survives a round trip).
 XML_LOST = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]')
 
 

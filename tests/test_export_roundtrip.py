@@ -1,6 +1,6 @@
 """Round-trip properties: arbitrary valid lake days (built with pyarrow in the lake schema), through
 every export format x compression, under a layout hypothesis picks, read back with independent
-readers (tests/exportkit.py), equal the lake exactly, except where README's table "what survives
+readers (tests/exportkit.py), equal the lake exactly, except where docs/export.md's table "what survives
 a round trip" says a format cannot carry something (XML: characters XML 1.0 cannot hold)."""
 import datetime
 import decimal
