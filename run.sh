@@ -130,6 +130,7 @@ case "$cmd" in
           cd "$HERE"   # test paths are the project's (tests/...)
           if test_args "$@"; then set -- "$@"; else
             "$VENV/bin/ruff" check --quiet . || { echo "run.sh: ruff found the problems above" >&2; exit 1; }
+            "$VENV/bin/mypy" pipelines transforms schemas || { echo "run.sh: mypy found the problems above" >&2; exit 1; }
             set -- tests "$@"
           fi
           exec "$VENV/bin/python" -m pytest -q -rs -p no:cacheprovider "$@" ;;

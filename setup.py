@@ -28,7 +28,7 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15',
-                 'ruff==0.17.5',   # ./run.sh test lints first (settings: pyproject.toml)
+                 'ruff==0.17.5', 'mypy==2.4.1',   # ./run.sh test lints and type-checks first (pyproject.toml)
                  # the writer matrix (tests/test_import_writers.py); pyspark needs Java 17
                  'polars==2.1.0', 'pandas==3.1.1', 'pyspark==4.3.0',
                  # loopback stores for tests/test_clouds.py (Azurite comes from npm: run.sh)

@@ -134,10 +134,10 @@ class ExportDays:
       d.seconds = report.seconds * (r.rows / total if len(days) > 1 else 1)
 
 
-KINDS = {'import': ImportDays, 'export': ExportDays}
+KINDS: dict[str, type[ImportDays] | type[ExportDays]] = {'import': ImportDays, 'export': ExportDays}
 
 
-def judge(kind, o, day: datetime.date) -> Day:
+def judge(kind: ImportDays | ExportDays, o, day: datetime.date) -> Day:
   """The day's plan: skip it (complete), run it, or fail it (its input is not usable)."""
   dt = day.isoformat()
   d = Day(dt, *kind.paths(o, dt), 'run', '')
@@ -165,7 +165,7 @@ def handed_over(days: list[Day], run_id: str) -> None:
     d.status, d.run_id, d.message = 'submitted', run_id, f'job {run_id} handed over'
 
 
-def split_argv(argv: list[str]) -> tuple[str, bool, list[str]]:
+def split_argv(argv: list[str]) -> tuple[str | None, bool, list[str]]:
   """(pipeline, dry_run, the rest): `import`/`export` may come first instead of --pipeline."""
   dry = any(a.split('=')[0] == '--dry_run' and a.split('=', 1)[-1].lower() != 'false'
             for a in argv)
@@ -260,7 +260,7 @@ def run(argv: list[str]) -> int:
   options = opts.parse(kind.option_class, argv, f'./run.sh backfill {what}')
   o = options.view_as(kind.option_class)
   b = options.view_as(BackfillOptions)
-  if what == 'export':
+  if isinstance(o, export_events.ExportOptions):
     export_events.apply_spec(o, argv)
     export_events.fmt_of(o)      # wrong flags stop the backfill before any day runs
     if o.kind != 'events':
@@ -268,7 +268,7 @@ def run(argv: list[str]) -> int:
     if b.days_per_job > o.max_range_days:
       raise opts.UsageError(f'--days_per_job {b.days_per_job} is above --max_range_days '
                             f'{o.max_range_days}')
-  else:
+  elif isinstance(o, import_events.ImportOptions):
     import_events.check(o)
     if o.wait_for_success:
       raise opts.UsageError('--wait_for_success does not apply to a backfill: a day without '
@@ -285,7 +285,7 @@ def run(argv: list[str]) -> int:
       if d.action == 'skip':
         d.action, d.reason = 'run', f'--force ({d.reason})'
   size = b.days_per_job
-  if what == 'export' and not kind.layout(o).per_day:
+  if isinstance(kind, ExportDays) and not kind.layout(o).per_day:
     size = 1                     # days that share one folder (e.g. exportTime=) are one job each
   if options.view_as(GoogleCloudOptions).template_location:
     size = max(1, sum(d.action == 'run' for d in days))   # a Flex Template launch is one job

@@ -45,7 +45,7 @@ def probe_writable(root: str) -> list[tuple[str, str, str]]:
   """PUT, GET, LIST, DELETE of one probe object under ROOT/_eventferry/."""
   folder = storage.join(root, STATE_DIR)
   probe = storage.join(folder, f'check-{uuid.uuid4().hex[:12]}.probe')
-  results = []
+  results: list[tuple[str, str, str]] = []
   put = _step(results, 'PUT', lambda: (storage.write_bytes(probe, PROBE),
                                        f'wrote {probe}')[1])
 
@@ -80,9 +80,14 @@ def probe_writable(root: str) -> list[tuple[str, str, str]]:
 
 def probe_readable(root: str) -> list[tuple[str, str, str]]:
   """LIST the prefix and GET the first bytes of one object in it; DAYS: it holds dt= folders."""
-  results, found = [], []
-  if _step(results, 'LIST', lambda: (found.extend(storage.list_files(root)),
-                                     f'listed {root}/: {len(found)} objects')[1]):
+  results: list[tuple[str, str, str]] = []
+  found: list[str] = []
+
+  def list_root():
+    found.extend(storage.list_files(root))
+    return f'listed {root}/: {len(found)} objects'
+
+  if _step(results, 'LIST', list_root):
     problem = read.prefix_problem(root)
     results.append(('DAYS', 'FAILED', problem) if problem else ('DAYS', 'OK', read.prefix_days(root)))
   if found:

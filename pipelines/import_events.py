@@ -147,7 +147,7 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
       inv, opts.parse_size('--target_file_mb', o.target_file_mb, plain=2**20), o.max_shard_rows)
             for inv in inventories}
   in_run = {inv.dt for inv in inventories}
-  seen = []
+  seen: list[tuple[str, str]] = []
   for day in days:
     for back in range(1, o.dedupe_lookback_days + 1):
       prev = (day - datetime.timedelta(days=back)).isoformat()

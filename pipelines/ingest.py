@@ -116,6 +116,8 @@ class ReadJsonLines(beam.DoFn):
   def process(self, metadata):
     path = metadata.path
     modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
+    rows: list[int]
+    lines: list[bytes]
     rows, lines, number, rest, first = [], [], 0, b'', True
     blocks = storage.read_blocks(path, BLOCK_BYTES)
     while True:

@@ -72,7 +72,7 @@ def counters(result) -> dict[str, int]:
   except (NotImplementedError, AttributeError) as e:
     LOG.warning('this runner does not report Beam metrics (%s); the run report has none', e)
     return {}
-  out = {}
+  out: dict[str, int] = {}
   for c in found:
     if not c.key.metric.namespace.startswith('eventferry'):
       continue

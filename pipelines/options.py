@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 import sys
+import typing
 import uuid
 import zoneinfo
 
@@ -49,6 +50,12 @@ SIZE_UNITS = {'b': 1, 'k': 10**3, 'kb': 10**3, 'm': 10**6, 'mb': 10**6, 'g': 10*
               't': 10**12, 'tb': 10**12, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40}
 
 
+@typing.overload
+def parse_size(flag: str, value: None, plain: int = 1) -> None: ...
+@typing.overload
+def parse_size(flag: str, value: str | int | float, plain: int = 1) -> int: ...
+
+
 def parse_size(flag: str, value, plain: int = 1) -> int | None:
   """Every size flag's parser: '100MB' (10^6 bytes each), '100MiB' (2^20), '1.5GB', '512k'
   (10^3) or a plain number (of `plain` bytes: 1 for --..._bytes flags) -> bytes; None stays
@@ -57,7 +64,7 @@ def parse_size(flag: str, value, plain: int = 1) -> int | None:
     return None
   m = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*', str(value))
   unit = m and (SIZE_UNITS.get(m.group(2).lower()) if m.group(2) else plain)
-  if not unit:
+  if m is None or not unit:
     raise UsageError(f'{flag} {value!r} is not a size: use e.g. 100MB, 100MiB, 1.5GB, 512k or '
                      + ('a number of bytes' if plain == 1 else f'a plain number ({plain:,} bytes each)'))
   size = int(decimal.Decimal(m.group(1)) * unit)
@@ -195,7 +202,8 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
                                  epilog='Every Apache Beam option passes through as well '
                                  '(--runner, --project, --s3_endpoint_url, ...). Default runner: '
                                  f'{DEFAULT_RUNNER}.', formatter_class=argparse.RawDescriptionHelpFormatter)
-  option_class._add_argparse_args(ours)
+  # Beam types the parser as its own; this one only prints --help, and our classes add plain arguments.
+  option_class._add_argparse_args(ours)  # type: ignore[arg-type]
   store_flags = ours.add_argument_group("eventferry's store flags (README: Clouds)")
   for store_class in (s3.S3AccessOptions, stores.EncryptionOptions, sftp.SftpOptions):
     store_class._add_argparse_args(store_flags)
@@ -281,7 +289,7 @@ def _interrupted(e: BaseException | None) -> bool:
   return False
 
 
-def raised(e: BaseException, kind: type[Exception]) -> str | None:
+def raised(e: BaseException | None, kind: type[Exception]) -> str | None:
   """The message of a `kind` error in `e` or its causes; Beam re-raises a worker's error as its
   own exception with the original message inside."""
   while e is not None:

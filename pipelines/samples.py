@@ -196,6 +196,6 @@ def raw_events(day: datetime.date, n: int, seed: int = 7, malformed: float = 0.0
              'event_properties': dict(row['event_properties']),
              'hackle_properties': dict(row['platform_properties'])}
     out.append(json.dumps(event, ensure_ascii=False).encode())
-  for i in np.flatnonzero(rng.random(len(out)) < malformed):
+  for i in np.flatnonzero(rng.random(len(out)) < malformed).tolist():
     out[i] = out[i][:len(out[i]) // 2] if i % 2 else b'["not", "an", "object"]'
   return out

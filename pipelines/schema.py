@@ -7,12 +7,16 @@ rejection reason codes with their meaning.
 import json
 import sys
 
+import pyarrow as pa
+from pydantic import BaseModel
+
 from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent
 from schemas.raw import RawEvent
 from schemas.reasons import Flag, Reason
 
-CONTRACTS = {'import': (ImportEvent, IMPORT_SCHEMA), 'lake': (LakeEvent, LAKE_SCHEMA),
-             'raw': (RawEvent, None)}   # raw events are JSON: read into the import contract
+CONTRACTS: dict[str, tuple[type[BaseModel], pa.Schema | None]] = {
+    'import': (ImportEvent, IMPORT_SCHEMA), 'lake': (LakeEvent, LAKE_SCHEMA),
+    'raw': (RawEvent, None)}   # raw events are JSON: read into the import contract
 
 
 def render(name: str) -> str:

@@ -4,6 +4,7 @@ import enum
 
 class _Explained(str, enum.Enum):
   """A code with a one-line explanation: Member = ('code', 'explanation')."""
+  explanation: str   # set per member by __new__; annotated only, so not a member itself
 
   def __new__(cls, code: str, explanation: str):
     member = str.__new__(cls, code)

@@ -227,6 +227,7 @@ def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, 
     return to_metric(arr.cast(_WIDE))
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
     pass
+  values: list[decimal.Decimal | None]
   values, invalid, big, rounded = [], *(_none(len(arr)) for _ in range(3))
   for i, text in enumerate(arr.to_pylist()):
     if text is None:
@@ -245,7 +246,8 @@ def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, 
     rounded[i] = q != d
     if abs(q) >= _LIMIT:
       big[i] = True
-      q = None
+      values.append(None)
+      continue
     values.append(q)
   return pa.array(values, METRIC_TYPE), invalid, big, rounded
 
@@ -321,6 +323,8 @@ def _json_value(v) -> str | None:
 
 
 def _map_from_json(arr: pa.Array) -> tuple[pa.MapArray, np.ndarray]:
+  keys: list[str]
+  items: list[str | None]
   offsets, keys, items, bad = [0], [], [], _none(len(arr))
   for i, text in enumerate(arr.to_pylist()):
     if text is not None and text.strip():

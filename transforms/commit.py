@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA, fingerprint
-from schemas.reports import DayReport, Manifest, ManifestFile
+from schemas.reports import DayReport, Manifest, ManifestFile, Status
 from transforms import locks, storage
 from transforms.storage import partition_dir
 from transforms.accounting import DayStats
@@ -61,7 +61,7 @@ def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
   return stage(memoryview(sink.getvalue()), path, name, table.num_rows)
 
 
-def stage(data: bytes, path: str, name: str, rows: int) -> StagedFile:
+def stage(data: bytes | memoryview, path: str, name: str, rows: int) -> StagedFile:
   """Writes a file's bytes to its staging path and records what the manifest needs (the upload
   counts the bytes and their sha256)."""
   with storage.open_write(path) as f:
@@ -279,10 +279,12 @@ class CommitDay(beam.DoFn):
         rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
         partition=rejected_target, schema=REJECTED_SCHEMA), fence=fence)
 
+    status: Status
     status, message = 'published', ''
     ratio = stats.rows_rejected / stats.rows_in if stats.rows_in else 0.0
-    if stats.balance_error():
-      status, message = 'failed', stats.balance_error()
+    error = stats.balance_error()
+    if error:
+      status, message = 'failed', error
     elif ratio > s.max_rejected_ratio:
       status = 'refused'
       message = (f'{stats.rows_rejected} of {stats.rows_in} rows rejected ({ratio:.2%}) > '

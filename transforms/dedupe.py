@@ -71,7 +71,7 @@ def _lineage_start(part: pa.Table | pa.RecordBatch) -> tuple[str, int]:
   return str(part.column(SOURCE_FILE)[0]), part.column(SOURCE_ROW)[0].as_py()
 
 
-def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: list[pa.Array] = ()) -> tuple[pa.Table, int]:
+def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Array] = ()) -> tuple[pa.Table, int]:
   """-> (one row per insert_id not in `seen`, in LAKE_SCHEMA, in source order; rows dropped).
 
   Parts are contiguous row ranges of source files; concatenated in (file, first row) order they
@@ -111,7 +111,7 @@ def _id_words(ids: pa.Array) -> dict[str, np.ndarray]:
     raise ValueError('dedupe takes validated insert_ids (36 characters each)')
   text = np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=36 * n, offset=start).reshape(n, 36)
   head = np.ascontiguousarray(text[:, :32]).view(np.uint64)
-  words = {f'id{i}': np.ascontiguousarray(head[:, i]) for i in range(4)}
+  words: dict[str, np.ndarray] = {f'id{i}': np.ascontiguousarray(head[:, i]) for i in range(4)}
   words['id4'] = np.ascontiguousarray(text[:, 32:]).view(np.uint32).ravel()
   return words
 

@@ -32,7 +32,7 @@ def ordered(fn: typing.Callable, items: typing.Iterable, workers: int = 2) -> ty
   items are taken ahead, so memory holds a few slices, not the file. Arrow's kernels release
   the GIL, so the threads really run side by side."""
   with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='convert') as pool:
-    window = collections.deque()
+    window: collections.deque[concurrent.futures.Future] = collections.deque()
     for item in items:
       window.append(pool.submit(fn, item))
       if len(window) > workers:
@@ -127,7 +127,7 @@ class _ParquetFile:
     self._writer.close()
 
 
-def _open(fmt: Format, sink: storage.Upload, schema: pa.Schema):
+def _open(fmt: Format, sink: storage.Upload, schema: pa.Schema) -> _ParquetFile | _RowFile:
   return _ParquetFile(fmt, sink, schema) if fmt.name == 'parquet' else _RowFile(fmt, sink)
 
 
@@ -140,21 +140,21 @@ class ExportFiles:
     self._fmt, self._schema, self._place = fmt, schema, place
     self._max_rows, self._max_bytes = max_rows, max_bytes
     self._staged: list[StagedFile] = []
-    self._file = self._sink = None
+    self._file: _ParquetFile | _RowFile | None = None
+    self._sink: storage.Upload | None = None
     self._rows = 0
 
   def write(self, table: pa.Table) -> None:
     pending = [table.slice(i, SLICE_ROWS) for i in range(0, table.num_rows, SLICE_ROWS)]
     while pending:
       piece = pending.pop(0)
-      if self._file is None:
-        self._start()
+      file = self._file if self._file is not None else self._start()
       room = self._max_rows - self._rows if self._max_rows else piece.num_rows
       if piece.num_rows > room:
         pending[:0] = [piece.slice(0, room), piece.slice(room)]
         continue
       if self._max_bytes:
-        ready = self._file.ready(piece)
+        ready = file.ready(piece)
         if ready.size > self._max_bytes and self._rows:
           self._finish()                     # full: the slice starts the next file
           pending.insert(0, piece)
@@ -163,9 +163,9 @@ class ExportFiles:
           half = piece.num_rows // 2
           pending[:0] = [piece.slice(0, half), piece.slice(half)]
           continue
-        self._file.commit(ready)
+        file.commit(ready)
       else:
-        self._file.write(piece)
+        file.write(piece)
       self._rows += piece.num_rows
       if self._max_rows and self._rows >= self._max_rows:
         self._finish()
@@ -189,13 +189,15 @@ class ExportFiles:
       self._finish()
     return self._staged
 
-  def _start(self) -> None:
+  def _start(self) -> _ParquetFile | _RowFile:
     self._name, path = self._place(len(self._staged))
     self._sink = storage.open_write(path)
     self._file = _open(self._fmt, self._sink, self._schema)
     self._rows = 0
+    return self._file
 
   def _finish(self) -> None:
+    assert self._file is not None and self._sink is not None   # called only with a file open
     self._file.close()
     self._sink.close()
     self._staged.append(StagedFile(self._name, self._sink.path, self._rows, self._sink.bytes,

@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.events import LAKE_SCHEMA
 from schemas.reasons import Reason
-from schemas.reports import DayReport, Manifest, ManifestFile
+from schemas.reports import DayReport, Manifest, ManifestFile, Status
 from transforms import commit, dedupe, locks, raw, storage, validate
 from transforms.accounting import DayStats
 from transforms.days import day_bounds, server_days
@@ -349,7 +349,7 @@ class WriteDays(beam.DoFn):
     locks.acquire(self._s.lake, partition, self._s.run_id, f'run writing {partition} of this lake',
                   break_lock=(self._s.run_id, self._s.break_lock))
 
-  def _report(self, dt: str, day: DayState, status: str, lake_dir: str, rejected_dir: str,
+  def _report(self, dt: str, day: DayState, status: Status, lake_dir: str, rejected_dir: str,
               lake: Manifest | None = None) -> DayReport:
     st = day.stats
     error = st.balance_error() if status == 'published' else None

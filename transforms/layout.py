@@ -65,7 +65,7 @@ class Layout:
   @classmethod
   def of(cls, preset: str | None, partition: str | None, file: str | None) -> 'Layout':
     base_partition, base_file = PRESETS.get(preset or 'hive', (None, None))
-    if base_partition is None:
+    if base_partition is None or base_file is None:
       raise LayoutError(f'--layout {preset!r} is not one of {", ".join(PRESETS)} '
                         '(or give --partition_template and --file_template)')
     layout = cls(partition or base_partition, file or base_file)

@@ -59,10 +59,12 @@ class _Raw(msgspec.Struct, gc=False):
   ts: typing.Any = None
   server_ts: typing.Any = None
   metric_value: typing.Any = None
-  identifiers: msgspec.Raw = None   # maps: their values' JSON text as sent (_map_of)
-  user_properties: msgspec.Raw = None
-  event_properties: msgspec.Raw = None
-  hackle_properties: msgspec.Raw = None
+  # Maps: their values' JSON text as sent (_map_of). msgspec decodes by these annotations, so they
+  # stay plain Raw (null arrives as Raw(b'null')); the None default is only for a field left out.
+  identifiers: msgspec.Raw = None  # type: ignore[assignment]
+  user_properties: msgspec.Raw = None  # type: ignore[assignment]
+  event_properties: msgspec.Raw = None  # type: ignore[assignment]
+  hackle_properties: msgspec.Raw = None  # type: ignore[assignment]
 
 
 _DECODE = msgspec.json.Decoder(_Raw).decode
@@ -88,8 +90,8 @@ def _map_of(raw: msgspec.Raw | None) -> dict | _Wrong | None:
   if not text.startswith(b'{'):
     return _Wrong(_DECODE_ANY(text))
   out = {}
-  for key, value in _DECODE_MAP(text).items():
-    value = bytes(value)
+  for key, item in _DECODE_MAP(text).items():
+    value = bytes(item)
     out[key] = (_DECODE_STR(value) if value.startswith(b'"') else
                 None if value == b'null' else value.decode('utf-8'))
   return out
@@ -180,7 +182,8 @@ def _units(ms: pa.Array, name: str, bad: dict[int, tuple[Reason, str]]) -> pa.Ar
   if not other.any():
     return ms
   for j in np.flatnonzero(other):
-    bad.setdefault(int(j), _not_millis(name, ms[j].as_py()))
+    # An int64 is below _NANOS_BELOW in size, so _not_millis always names a unit here.
+    bad.setdefault(int(j), typing.cast(tuple[Reason, str], _not_millis(name, ms[j].as_py())))
   return pc.if_else(pa.array(other), pa.nulls(len(ms), pa.int64()), ms)
 
 

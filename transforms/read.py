@@ -66,7 +66,7 @@ class DayInventory:
   def fingerprint(self) -> str:
     """What the day's input was, from the listing and the footers (no data read): names, sizes
     and row counts. A backfill skips a lake day whose manifest holds the same fingerprint."""
-    rows = {}
+    rows: dict[str, int] = {}
     for g in self.row_groups:
       rows[g.path] = rows.get(g.path, 0) + g.rows
     listing = sorted((name, size, rows.get(storage.join(self.directory, name), 0))

@@ -106,4 +106,5 @@ def _beam_client_init(self, options):
   self._download_pos = 0
 
 
-boto3_client.Client.__init__ = _beam_client_init
+# Beam builds its Client itself, so its __init__ is the one place to hand it ours.
+boto3_client.Client.__init__ = _beam_client_init  # type: ignore[method-assign]

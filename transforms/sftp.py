@@ -184,7 +184,7 @@ class SftpFileSystem(FileSystem):
     base = dir_or_prefix.rstrip('/')
 
     async def walk(rel):
-      out = []
+      out: list[FileMetadata] = []
       try:
         names = await sftp.readdir(posixpath.join(remote, rel) if rel else remote)
       except asyncssh.SFTPNoSuchFile:

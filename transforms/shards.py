@@ -19,7 +19,7 @@ def shard_of(insert_id: pa.Array, shards: int) -> np.ndarray:
   offsets = np.frombuffer(insert_id.buffers()[1], dtype=np.int32)[
       insert_id.offset:insert_id.offset + len(insert_id) + 1].astype(np.int64)
   data = np.frombuffer(insert_id.buffers()[2], dtype=np.uint8)
-  value = np.zeros(len(insert_id), dtype=np.uint32)
+  value: np.ndarray = np.zeros(len(insert_id), dtype=np.uint32)
   for k in range(28, 36):
     value = (value << 4) | HEX_VALUE[data[offsets[:-1] + k]]
   return (value % shards).astype(np.int64)

@@ -108,12 +108,25 @@ class Unreadable(Exception):
   """A compressed file that is corrupt or ends early (a truncated upload)."""
 
 
+class _Decompressor(typing.Protocol):
+  """What zlib's, bz2's and lzma's decompressor objects have in common."""
+
+  @property
+  def eof(self) -> bool: ...
+
+  @property
+  def unused_data(self) -> bytes: ...
+
+  def decompress(self, data: bytes, /) -> bytes: ...
+
+
 # Beam's own decompression (CompressedFile) returns what it could of a truncated .gz, .bz2 or .xz
 # file as if that were all: the rest of the file would be lost without a word. These are checked.
-_CODECS = {'.gz': ('gzip', lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error),
-           '.bz2': ('bzip2', bz2.BZ2Decompressor, OSError),
-           '.xz': ('xz', lzma.LZMADecompressor, lzma.LZMAError),
-           '.lzma': ('lzma', lzma.LZMADecompressor, lzma.LZMAError)}
+_CODECS: dict[str, tuple[str, typing.Callable[[], _Decompressor], type[Exception]]] = {
+    '.gz': ('gzip', lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error),
+    '.bz2': ('bzip2', bz2.BZ2Decompressor, OSError),
+    '.xz': ('xz', lzma.LZMADecompressor, lzma.LZMAError),
+    '.lzma': ('lzma', lzma.LZMADecompressor, lzma.LZMAError)}
 
 
 def read_blocks(path: str, size: int) -> typing.Iterator[bytes]:

@@ -283,12 +283,12 @@ def put(path: str, data: bytes, exclusive: bool = False) -> bool:
       return False
     return True
   if scheme == 'azfs':
-    from azure.core import exceptions
+    import azure.core.exceptions
     blob = _azure(id(options())).get_blob_client(bucket, key)
     try:
       # overwrite=False sends If-None-Match: *
       blob.upload_blob(data, overwrite=not exclusive, **_azure_scope())
-    except exceptions.ResourceExistsError:
+    except azure.core.exceptions.ResourceExistsError:
       return False
     return True
   raise ValueError(f'no store client for {path}')

@@ -122,9 +122,9 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   failures.append((Reason.MISSING_TS, np.asarray(ts.is_null()) & ~bad_ts))
   failures.append((Reason.INVALID_TS, bad_ts))
   for name, keys in REQUIRED_KEYS.items():
-    for present, reason in zip(_has_keys(maps[name], keys), _MISSING_KEY_REASONS[name],
-                               strict=True):
-      failures.append((reason, ~present))
+    for present, missing in zip(_has_keys(maps[name], keys), _MISSING_KEY_REASONS[name],
+                                strict=True):
+      failures.append((missing, ~present))
 
   metric, bad_metric, big_metric, rounded = coerce.to_metric(col['metric_value'])
   failures.append((Reason.INVALID_METRIC_VALUE, bad_metric))

@@ -17,6 +17,7 @@ show an object once its upload is complete.
 import logging
 import threading
 import time
+import typing
 import weakref
 
 import apache_beam as beam
@@ -64,7 +65,7 @@ class _LocalWatch(beam.PTransform):
 class _Listing:
   """What one watch has seen: files emitted, and files waiting to settle."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self.lock = threading.Lock()
     self.next_poll = 0.0
     self.emitted: set[str] = set()
@@ -101,7 +102,10 @@ class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
     pass
 
   def finish_bundle(self) -> TransformResult:
-    watch = self._applied_ptransform.transform
+    # Registered for _LocalWatch alone (below), which the runner evaluates once applied, so with
+    # its pipeline set: Beam's types allow None for both.
+    watch = typing.cast(_LocalWatch, self._applied_ptransform.transform)
+    pipeline = typing.cast(beam.Pipeline, watch.pipeline)
     listing = self._listings.setdefault(watch, _Listing())
     bundles = []
     with listing.lock:
@@ -116,7 +120,7 @@ class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
           bundles.append(bundle)
       else:
         time.sleep(min(_IDLE_S, listing.next_poll - now))
-    again = self._evaluation_context.create_bundle(pvalue.PBegin(watch.pipeline))
+    again = self._evaluation_context.create_bundle(pvalue.PBegin(pipeline))
     return TransformResult(self, bundles, [again], None, {None: Timestamp.of(now)})
 
 
