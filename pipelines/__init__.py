@@ -10,8 +10,16 @@ extent serve a request bounds it at 1.7 GB with no purging (decaying pages after
 the 1M import ran ~20% slower). These must be set before pyarrow loads; an explicit setting in the
 environment wins. Dataflow workers start the SDK harness before any of our code, so the
 Dockerfile sets the same values as ENV (tests/test_dataflow.py checks the two agree).
+
+
+A command (`python -m pipelines.X`, as run.sh runs them) can be stopped with Ctrl-C while Python
+still loads Beam and pyarrow, before options.main_guard takes over SIGINT: it then ends with one
+line and exit code 130, like a stop later on, instead of a KeyboardInterrupt traceback.
 """
+import json
 import os
+import signal
+import sys
 
 ALLOCATOR_ENV = {
     'ARROW_DEFAULT_MEMORY_POOL': 'jemalloc',
@@ -19,3 +27,17 @@ ALLOCATOR_ENV = {
 }
 for _name, _value in ALLOCATOR_ENV.items():
   os.environ.setdefault(_name, _value)
+
+
+def _stopped_while_starting(signum, frame):
+  message = 'interrupted (SIGINT) while starting: nothing was done'
+  args = ' '.join(sys.argv)
+  if '--log_format=json' in args or '--log_format json' in args:   # as logs.format_of reads it
+    sys.stderr.write(json.dumps({'severity': 'ERROR', 'logger': 'eventferry', 'message': message}) + '\n')
+  else:
+    sys.stderr.write(f'error: {message}\n')
+  os._exit(130)
+
+
+if sys.argv[:1] == ['-m']:   # python -m pipelines.X, while it imports; main_guard restores it
+  signal.signal(signal.SIGINT, _stopped_while_starting)

@@ -10,8 +10,11 @@ import logging
 import os
 import posixpath
 import re
+import signal
 import sys
+import threading
 import typing
+import urllib.parse
 import uuid
 import zoneinfo
 
@@ -19,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
-from transforms import locks, s3, sftp, stores
+from transforms import locks, s3, sftp, storage, stores
 from transforms.read import SourceError
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
@@ -224,13 +227,23 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   if unknown:
     raise UsageError(f'unexpected argument {unknown[0]!r}: every value needs its --flag.')
   options = option_class(argv)
-  problem = stores.flag_problem(options)
+  problem = stores.flag_problem(options) or _password_in_url(options)
   if problem:
     raise UsageError(problem)
   std = options.view_as(po.StandardOptions)
   if not std.runner:
     std.runner = DEFAULT_RUNNER
   return options
+
+
+def _password_in_url(options: po.PipelineOptions) -> str | None:
+  """A password written into an sftp:// path would show in logs, `ps` and shell history."""
+  for name, value in options.get_all_options(drop_default=True).items():
+    if isinstance(value, str) and value.startswith('sftp://'):
+      if urllib.parse.urlsplit(value).password is not None:
+        return (f'--{name} {storage.redact(value)} carries a password: remove it from the URL and '
+                'give it in SFTP_PASSWORD (or --sftp_password, which shows in `ps`)')
+  return None
 
 
 class LoggingOptions(po.PipelineOptions):
@@ -259,6 +272,8 @@ def main_guard(run, argv=None) -> int:
   partition another run holds (met by a worker: batch ingest) into one with exit code 4. Ctrl-C
   (SIGINT) ends the command with one line and exit code 130, as shells report it; the command
   has then removed its staging and released its locks (each run's own except-clause)."""
+  if threading.current_thread() is threading.main_thread():   # pipelines/__init__ had SIGINT until now
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')

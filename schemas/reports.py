@@ -4,7 +4,9 @@ import typing
 
 import pydantic
 
-Status = typing.Literal['published', 'refused', 'failed', 'open']   # open: streaming, not yet on time
+# open: streaming, not yet on time; rejected_only: ingest, the day got dead letters only, so it
+# has no lake day (the one it had, if any, is as it was)
+Status = typing.Literal['published', 'refused', 'failed', 'open', 'rejected_only']
 
 
 class ManifestFile(pydantic.BaseModel):

@@ -155,10 +155,13 @@ def to_metric(arr: pa.Array, column: str = 'metric_value'
     return pa.nulls(n, METRIC_TYPE), _none(n), _none(n), _none(n)
   if _is_text(t):
     return _metric_from_text(arr)
-  invalid, rounded = _none(n), _none(n)
+  invalid, rounded, beyond = _none(n), _none(n), _none(n)
   if pa.types.is_floating(t):
     return _metric_from_float(arr)
   if pa.types.is_integer(t):
+    if pa.types.is_uint64(t):   # past int64's range: out of ours too (>= 10^18)
+      beyond = _mask(pc.greater(arr, pa.scalar(2 ** 63 - 1, pa.uint64())))
+      arr = pc.if_else(pa.array(beyond), None, arr)
     arr = arr.cast(pa.int64()).cast(_WIDE)
   elif pa.types.is_decimal(t):
     if t.scale > 6:
@@ -168,8 +171,8 @@ def to_metric(arr: pa.Array, column: str = 'metric_value'
     arr = _rescale(arr)
   else:
     raise ContractError(column, t, 'decimal(24,6), an integer, a float or numeric text')
-  big = _mask(pc.greater_equal(pc.abs(arr), pa.scalar(_LIMIT, _WIDE)))
-  arr = pc.if_else(big, None, arr)
+  big = _mask(pc.greater_equal(pc.abs(arr), pa.scalar(_LIMIT, _WIDE))) | beyond
+  arr = pc.if_else(pa.array(big), None, arr)
   return arr.cast(METRIC_TYPE), invalid, big, rounded
 
 

@@ -235,7 +235,8 @@ class WriteDays(beam.DoFn):
     day.unlisted = {'lake': [], 'rejected': []}
     if s.batch:
       locks.release([locks.lock_path(s.lake, f'dt={dt}')], s.run_id)
-    yield self._report(dt, day, 'published', lake_dir, rejected_dir, manifest)
+    status: Status = 'published' if manifest is not None else 'rejected_only'
+    yield self._report(dt, day, status, lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:
     return storage.join(self._s.lake, commit.STAGING_DIR, f'ingest-{self._s.run_id}', kind,
@@ -352,7 +353,7 @@ class WriteDays(beam.DoFn):
   def _report(self, dt: str, day: DayState, status: Status, lake_dir: str, rejected_dir: str,
               lake: Manifest | None = None) -> DayReport:
     st = day.stats
-    error = st.balance_error() if status == 'published' else None
+    error = st.balance_error() if status in ('published', 'rejected_only') else None
     report = DayReport(
         dt=dt, status='failed' if error else status, message=error or '',
         rows_in=st.rows_in, rows_written=st.rows_written, rows_rejected=st.rows_rejected,
@@ -361,7 +362,7 @@ class WriteDays(beam.DoFn):
         flags={k: v for k, v in sorted(st.flags.items()) if v},
         files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
         bytes=lake.bytes if lake else 0,
-        partition=lake_dir, rejected_partition=rejected_dir)
+        partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir)
     storage.write_bytes(storage.join(self._s.lake, '_runs', f'ingest-{self._s.run_id}',
                                      f'dt={dt}.json'), report.model_dump_json(indent=2).encode())
     return report

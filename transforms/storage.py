@@ -13,6 +13,7 @@ import hashlib
 import lzma
 import os
 import posixpath
+import re
 import typing
 import zlib
 
@@ -35,11 +36,16 @@ def configure(options) -> None:
 STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
 
 
+def redact(url: str) -> str:
+  """`url` with the password of a `user:password@` part replaced by ***."""
+  return re.sub(r'^([a-z0-9]+://[^/:@]*):[^/@]*@', r'\1:***@', url)
+
+
 def _refused(path, operation: str, permission: str, e: Exception) -> stores.StoreError:
   """One StoreError naming the store, the path, the operation and the permission it needs, with
   secrets removed. Raise it `from None`: some stores' messages carry signed request URLs."""
   paths = [path] if isinstance(path, str) else list(path)
-  where = paths[0] + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
+  where = redact(paths[0]) + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
   return stores.StoreError(
       f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
       f'{stores.explain(e)}. This needs the {permission} permission there; '
