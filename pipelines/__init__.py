@@ -11,7 +11,6 @@ the 1M import ran ~20% slower). These must be set before pyarrow loads; an expli
 environment wins. Dataflow workers start the SDK harness before any of our code, so the
 Dockerfile sets the same values as ENV (tests/test_dataflow.py checks the two agree).
 
-
 A command (`python -m pipelines.X`, as run.sh runs them) can be stopped with Ctrl-C while Python
 still loads Beam and pyarrow, before options.main_guard takes over SIGINT: it then ends with one
 line and exit code 130, like a stop later on, instead of a KeyboardInterrupt traceback.
