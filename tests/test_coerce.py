@@ -37,6 +37,21 @@ def test_metric_rounding_and_rejection(values, type_, expected, bad, big):
   assert too_big.tolist() == [bool(b) for b in big]
 
 
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(st.decimals(allow_nan=False, allow_infinity=False).map(str)
+                           | st.sampled_from(['1e400', '-1E999', '1e18', '999999999999999999.9999995',
+                                              '999999999999999999.9999994', '1E-400']), min_size=1, max_size=8))
+def test_numeric_text_of_any_size_is_rounded_or_out_of_range_by_the_decimal_module(texts):
+  """Text metrics (a string column in a customer's Parquet) against Python's decimal module."""
+  def model(text: str) -> decimal.Decimal | None:
+    value = D(text).quantize(D('0.000001'), decimal.ROUND_HALF_UP, decimal.Context(prec=2000))
+    return None if abs(value) >= 10 ** 18 else value
+  out, invalid, too_big, _ = coerce.to_metric(pa.array(texts, pa.string()))
+  want = [model(t) for t in texts]
+  assert out.to_pylist() == want
+  assert too_big.tolist() == [w is None for w in want] and not invalid.any()
+
+
 def test_metric_that_fits_is_never_changed():
   values = [D('0'), D('-0.000001'), D('123.456789'), D('-999999999999999999.999999')]
   out, *_ = coerce.to_metric(pa.array(values, pa.decimal128(24, 6)))

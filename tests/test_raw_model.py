@@ -8,8 +8,10 @@ through the ingest's parse (the C parser and the msgspec path) and through a rea
 of files, whose lake and dead letters are read back with DuckDB.
 """
 import datetime
+import decimal
 import gzip
 import json
+import math
 import os
 import re
 
@@ -199,6 +201,50 @@ def test_the_parse_agrees_with_the_json_model(payloads, c_parser, monkeypatch):
     pytest.skip('transforms/_rawjson.c was not built (tests/test_rawjson.py says how)')
   payloads = [p or b'[]' for p in numbered(payloads)]   # a payload cut to nothing: not an object
   _check(*_parse(payloads, c_parser, monkeypatch), payloads)
+
+
+def _metric_model(literal: str) -> tuple[str, decimal.Decimal | None]:
+  """What the contract makes of a metric_value number literal, by Python's float and decimal: an
+  integer as written, any other number as its double's shortest text (repr), rounded HALF_UP to 6
+  decimals; out of range from 10^18 on, or beyond a double's range."""
+  if re.fullmatch(r'-?[0-9]+', literal):
+    value = decimal.Decimal(literal)
+  elif not math.isfinite(float(literal)):
+    return 'metric_value_out_of_range', None
+  else:
+    value = decimal.Decimal(repr(float(literal)))
+  value = value.quantize(decimal.Decimal('0.000001'), decimal.ROUND_HALF_UP, decimal.Context(prec=1000))
+  return ('metric_value_out_of_range', None) if abs(value) >= 10 ** 18 else ('valid', value)
+
+
+metric_literal = st.builds(lambda sign, digits, point, exp: f'{sign}{digits[:point]}.{digits[point:] or "0"}e{exp}',
+                           st.sampled_from(['', '-']), st.from_regex(r'[1-9][0-9]{0,24}', fullmatch=True),
+                           st.integers(1, 25), st.integers(-30, 999)) \
+    | st.from_regex(r'-?[1-9][0-9]{0,30}', fullmatch=True) \
+    | st.sampled_from(['1e400', '-1E400', '1e308', '1.7976931348623157e308', '1.8e308', '999999999999999999.9999994',
+                       '1e18', '-1e18', '999999999999999999', '0.0000005', '1E-400', '0', '-0.0'])
+
+
+@pytest.mark.parametrize('c_parser', [True, False])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(literals=st.lists(metric_literal, min_size=1, max_size=6))
+def test_a_metric_value_of_any_size_is_judged_by_the_metric_rules_not_refused_as_json(literals, c_parser,
+                                                                                   monkeypatch):
+  if c_parser and rawjson.parse is None:
+    pytest.skip('transforms/_rawjson.c was not built (tests/test_rawjson.py says how)')
+  payloads = numbered([b'{"insert_id":"@ID@","event_key":"buy","ts":%d,"identifiers":{"id":"u1","device_id":"d1"},'
+                       b'"hackle_properties":{"osname":"iOS","appversion":"1.0"},"metric_value":%s}'
+                       % (DAY_MS, t.encode()) for t in literals])
+  chunk = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
+                       payloads=payloads, received_ms=DAY_MS)
+  with monkeypatch.context() as m:
+    if not c_parser:
+      m.setattr(rawjson, 'parse', None)
+    batch, rejected = raw.parse_chunk(chunk)[:2]
+  checked = validate.validate_batch(batch, 'production')
+  got = {r['_source_row']: ('valid', r['metric_value']) for r in checked.valid.to_pylist()}
+  got |= {r['source_row']: (r['reason'], None) for r in rejected.to_pylist() + checked.rejected.to_pylist()}
+  assert got == {i: _metric_model(t) for i, t in enumerate(literals, start=1)}
 
 
 def _lake(lake: str) -> tuple[dict[int, dict], list[int]]:

@@ -244,6 +244,10 @@ def _metric_from_text(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray, 
       invalid[i] = True
       values.append(None)
       continue
+    if abs(d) >= _LIMIT:   # before rounding, which 1e400 would overflow (it needs 407 digits)
+      big[i] = True
+      values.append(None)
+      continue
     q = d.quantize(decimal.Decimal('0.000001'), rounding=decimal.ROUND_HALF_UP,
                    context=decimal.Context(prec=80))
     rounded[i] = q != d

@@ -6,6 +6,7 @@ the wrong JSON types, becomes a rejected row carrying the payload as it arrived.
 """
 import dataclasses
 import itertools
+import math
 import operator
 import re
 import typing
@@ -67,7 +68,27 @@ class _Raw(msgspec.Struct, gc=False):
   hackle_properties: msgspec.Raw = None  # type: ignore[assignment]
 
 
-_DECODE = msgspec.json.Decoder(_Raw).decode
+class _Huge(float):
+  """A number literal beyond a double's range (1e400), which msgspec would refuse along with its
+  whole payload: kept with its text, so that the field's own rules judge it (a metric_value is out
+  of range, like the same text sent as a string; elsewhere it is a number of the wrong type)."""
+  text: str
+
+  def __new__(cls, text: str):
+    huge = super().__new__(cls, text)
+    huge.text = text
+    return huge
+
+  def __str__(self) -> str:
+    return self.text
+
+
+def _number(text: str) -> float:
+  value = float(text)
+  return value if math.isfinite(value) else _Huge(text)
+
+
+_DECODE = msgspec.json.Decoder(_Raw, float_hook=_number).decode
 _DECODE_MAP = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _DECODE_STR = msgspec.json.Decoder(str).decode
 _DECODE_ANY = msgspec.json.Decoder().decode
@@ -217,6 +238,8 @@ def _metrics(values: list, bad: dict[int, tuple[Reason, str]]) -> pa.Array:
       out.append(v)
     elif type(v) in (int, float):
       out.append(repr(v))
+    elif type(v) is _Huge:
+      out.append(v.text)
     else:
       bad.setdefault(i, _wrong('metric_value', v, 'a number or a string'))
       out.append(None)

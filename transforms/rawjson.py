@@ -6,6 +6,8 @@ transforms/raw.py decodes with msgspec as before; tests/test_rawjson.py checks o
 payloads that both ways give the same rows. Without a compiler at install time the extension is
 absent and every payload takes the msgspec path.
 """
+import math
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,18 +36,19 @@ def _strings(n: int, offsets: bytes, data: bytes, valid: np.ndarray | None = Non
                                                  pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _doubles_as_repr(text: pa.Array, double: np.ndarray, taken: np.ndarray) -> pa.Array:
+def _doubles_as_repr(text: pa.Array, double: np.ndarray) -> pa.Array:
   """metric_value literals with a fraction or exponent -> repr of the double, as msgspec's path
-  writes them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range marks its row not
-  taken: msgspec's path rejects it. (Property values keep their literal: see _rawjson.c.)"""
+  writes them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range keeps its text,
+  as msgspec's path does, for the metric's range rule. (Property values keep their literal: see
+  _rawjson.c.)"""
   at = np.flatnonzero(double)
   if not len(at):
     return text
-  values = [float(v) for v in text.take(at).to_pylist()]
-  finite = np.isfinite(values)
-  taken[at[~finite]] = False
+  literals = text.take(at).to_pylist()
+  doubles = [float(v) for v in literals]
   return pc.replace_with_mask(text, pa.array(double), pa.array(
-      [repr(v) if ok else None for v, ok in zip(values, finite)], pa.string()))
+      [repr(v) if math.isfinite(v) else literal for v, literal in zip(doubles, literals)],
+      pa.string()))
 
 
 def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
@@ -65,7 +68,7 @@ def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
   kind, offsets, data = b[18:21]
   kind = _u8(kind)
   out['metric_value'] = _doubles_as_repr(_strings(n, offsets, data, kind != 0),
-                                         kind == _OTHER_NUMBER, taken)
+                                         kind == _OTHER_NUMBER)
   for i, name in enumerate(_MAPS):
     entries, key_offsets, keys, value_offsets, values, value_kind = b[21 + 6 * i:27 + 6 * i]
     count, value_kind = len(key_offsets) // 4 - 1, _u8(value_kind)
