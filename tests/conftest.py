@@ -3,6 +3,7 @@ import contextlib
 import datetime
 import decimal
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -171,3 +172,21 @@ def store(request):
   s = request.getfixturevalue(f'{request.param}_store')
   storage.configure(PipelineOptions(s.flags))
   return s
+
+
+@pytest.fixture(scope='session')
+def spark():
+  """One local Spark for the session (it takes about 35 s to start on a loaded 2-core machine),
+  in UTC, writing INT96 timestamps as Spark's own jobs long did. Skipped without pyspark or Java."""
+  pytest.importorskip('pyspark')
+  if shutil.which('java') is None:
+    pytest.skip('Spark needs Java (17) on PATH')
+  from pyspark.sql import SparkSession
+  session = (SparkSession.builder.master('local[1]').appName('eventferry-tests')
+             .config('spark.ui.enabled', 'false').config('spark.driver.host', '127.0.0.1')
+             .config('spark.driver.bindAddress', '127.0.0.1')
+             .config('spark.sql.session.timeZone', 'UTC').config('spark.sql.shuffle.partitions', '1')
+             .config('spark.sql.parquet.outputTimestampType', 'INT96').getOrCreate())
+  yield session
+  session.stop()
+

@@ -11,7 +11,6 @@ import datetime
 import decimal
 import json
 import os
-import shutil
 
 import duckdb
 import pyarrow as pa
@@ -319,34 +318,22 @@ def _spark_rows():
 
 
 @pytest.fixture(scope='session')
-def spark_day(tmp_path_factory):
-  pytest.importorskip('pyspark')
-  if shutil.which('java') is None:
-    pytest.skip('Spark needs Java (17) on PATH')
-  from pyspark.sql import SparkSession
+def spark_day(spark, tmp_path_factory):
   source = str(tmp_path_factory.mktemp('spark') / 'bucket')
-  spark = (SparkSession.builder.master('local[1]').appName('eventferry-writer-matrix')
-           .config('spark.ui.enabled', 'false').config('spark.driver.host', '127.0.0.1')
-           .config('spark.driver.bindAddress', '127.0.0.1')
-           .config('spark.sql.session.timeZone', 'UTC').config('spark.sql.shuffle.partitions', '1')
-           .config('spark.sql.parquet.outputTimestampType', 'INT96').getOrCreate())
-  try:
-    rows = _spark_rows()
-    data = [((r['ts'] - datetime.datetime(1970, 1, 1, tzinfo=UTC)) // datetime.timedelta(microseconds=1),
-             r['event_key'], r['identifiers'], r['insert_id'],
-             None if r['metric_value'] is None else str(r['metric_value']),
-             r['user_properties'], r['event_properties'], r['platform_properties'], i % 2)
-            for i, r in enumerate(rows)]
-    frame = spark.createDataFrame(data, 'micros long, event_key string, identifiers map<string,string>, '
-                                  'insert_id string, metric string, user_properties map<string,string>, '
-                                  'event_properties map<string,string>, '
-                                  'platform_properties map<string,string>, part int')
-    frame = frame.selectExpr('timestamp_micros(micros) as ts', 'event_key', 'identifiers',
-                             'insert_id', 'cast(metric as decimal(38, 18)) as metric_value',
-                             'user_properties', 'event_properties', 'platform_properties', 'part')
-    frame.repartition(1).write.partitionBy('part').parquet(os.path.join(source, f'dt={SPARK_DAY}'))
-  finally:
-    spark.stop()
+  rows = _spark_rows()
+  data = [((r['ts'] - datetime.datetime(1970, 1, 1, tzinfo=UTC)) // datetime.timedelta(microseconds=1),
+           r['event_key'], r['identifiers'], r['insert_id'],
+           None if r['metric_value'] is None else str(r['metric_value']),
+           r['user_properties'], r['event_properties'], r['platform_properties'], i % 2)
+          for i, r in enumerate(rows)]
+  frame = spark.createDataFrame(data, 'micros long, event_key string, identifiers map<string,string>, '
+                                'insert_id string, metric string, user_properties map<string,string>, '
+                                'event_properties map<string,string>, '
+                                'platform_properties map<string,string>, part int')
+  frame = frame.selectExpr('timestamp_micros(micros) as ts', 'event_key', 'identifiers',
+                           'insert_id', 'cast(metric as decimal(38, 18)) as metric_value',
+                           'user_properties', 'event_properties', 'platform_properties', 'part')
+  frame.repartition(1).write.partitionBy('part').parquet(os.path.join(source, f'dt={SPARK_DAY}'))
   return source, rows
 
 
