@@ -28,7 +28,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from pipelines import export_events, import_events
 from pipelines import options as opts
 from pipelines.logs import LOG
-from transforms import locks, storage
+from transforms.lake import locks
+from transforms.stores import fs
 from transforms.read import SourceError
 
 DAYS_PER_JOB = 7   # measured: see README "Backfills"
@@ -75,7 +76,7 @@ class ImportDays:
   option_class = import_events.ImportOptions
 
   def paths(self, o, dt: str) -> tuple[str, str]:
-    return storage.partition_dir(o.source, dt), storage.partition_dir(o.lake, dt)
+    return fs.partition_dir(o.source, dt), fs.partition_dir(o.lake, dt)
 
   ADVICE = 'rerun the backfill once it is there (a backfill does not wait)'
 
@@ -113,7 +114,7 @@ class ExportDays:
   def paths(self, o, dt: str) -> tuple[str, str]:
     folder = self.layout(o).partition.replace('{dt}', dt).replace('{yyyymmdd}',
                                                                   dt.replace('-', ''))
-    return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder) if folder else o.dest
+    return fs.partition_dir(o.lake, dt), fs.join(o.dest, folder) if folder else o.dest
 
   def complete(self, o, day: datetime.date) -> tuple[bool, str]:
     return export_events.exported(o, day)
@@ -155,7 +156,7 @@ def execute(execute_plan, options, p):
   try:
     return execute_plan(options, p)
   except Exception:
-    storage.delete_tree(p.staging, prune_parent=True)
+    fs.delete_tree(p.staging, prune_parent=True)
     locks.release(p.locks, p.run_id)
     raise
 
@@ -316,7 +317,7 @@ def run(argv: list[str]) -> int:
   run_days(kind, options, o, todo, size, progress)
   seconds = time.monotonic() - start
   if o.report:
-    storage.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
+    fs.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
                                               'days': [dataclasses.asdict(d) for d in days]},
                                              indent=2).encode())
   print(result_table(what, days, seconds))

@@ -36,14 +36,15 @@ from pipelines import options as opts
 from pipelines import logs
 from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
-from transforms import history, locks, storage
-from transforms.storage import partition_dir
-from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
+from transforms.lake import history, locks
+from transforms.stores import fs
+from transforms.stores.fs import partition_dir
+from transforms.lake.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
                                drop_staging, manifest_for)
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
-from transforms.layout import PRESETS, Layout, LayoutError
+from transforms.lake.layout import PRESETS, Layout, LayoutError
 from transforms.read import SUCCESS, SourceError
 
 PIPELINE = 'export'
@@ -137,7 +138,7 @@ class ExportPlan:
 
   @property
   def staging(self) -> str:
-    return storage.join(self.dest, STAGING_DIR, self.run_id)
+    return fs.join(self.dest, STAGING_DIR, self.run_id)
 
   def unit(self, dt: str) -> str:
     """The day's commit unit as one path segment: its lock and its staging folder."""
@@ -170,11 +171,11 @@ def fmt_of(o: ExportOptions) -> Format:
 
 def lake_manifest(lake: str, day: datetime.date) -> dict:
   directory = partition_dir(lake, day.isoformat())
-  if not storage.exists(storage.join(directory, SUCCESS)):
+  if not fs.exists(fs.join(directory, SUCCESS)):
     raise SourceError(f'{directory} is not a committed lake day (no {SUCCESS}): import the day '
                       f'first, e.g. ./run.sh import --date {day} --lake {lake} --source ...')
-  manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
-  manifest['files'] = [storage.join(directory, f['name']) for f in manifest['files']]
+  manifest = json.loads(fs.read_bytes(fs.join(directory, MANIFEST)))
+  manifest['files'] = [fs.join(directory, f['name']) for f in manifest['files']]
   return manifest
 
 
@@ -185,7 +186,7 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
   for dt, paths in files.items() if events else ():
     have = set()
     for path in paths:
-      with storage.open_read(path) as f:
+      with fs.open_read(path) as f:
         have.update(pc.unique(pq.read_table(f, columns=['event_key'])['event_key']).to_pylist())
     missing = [e for e in events if e not in have]
     if missing:
@@ -198,7 +199,7 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
 
 
 def committed_days(lake: str) -> list[datetime.date]:
-  pattern = storage.join(lake, 'dt=*', SUCCESS)
+  pattern = fs.join(lake, 'dt=*', SUCCESS)
   found = FileSystems.match([pattern])[0].metadata_list
   return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
 
@@ -217,8 +218,8 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
     return False, 'not exported to this destination yet'
   if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
     return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
-  success = last.get('success') or storage.join(last['dest'], SUCCESS)
-  if not storage.exists(success):
+  success = last.get('success') or fs.join(last['dest'], SUCCESS)
+  if not fs.exists(success):
     return False, f'{success} is missing'
   return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
 
@@ -295,7 +296,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
 def check_lake_outside(p: ExportPlan) -> None:
   """A lake inside --dest is fine unless it lies in a folder the export replaces (a day's
   folder: its commit deletes what else the folder holds), stages in or keeps its state in."""
-  owned = [storage.join(p.dest, STAGING_DIR), storage.join(p.state, locks.STATE_DIR)]
+  owned = [fs.join(p.dest, STAGING_DIR), fs.join(p.state, locks.STATE_DIR)]
   if not p.layout.flat:
     owned += [target_of(p, dt) for dt in p.files]
   for folder in owned:
@@ -336,7 +337,7 @@ def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | N
   def place(c: int) -> tuple[str, str]:
     label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
     name = p.layout.file_path({**values, 'index': label})
-    return name, storage.join(p.staging, p.unit(dt), name)
+    return name, fs.join(p.staging, p.unit(dt), name)
   return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
 
 
@@ -360,7 +361,7 @@ class ExportFile(PlanFn):
   def process(self, element: tuple[str, int, int, str]):
     dt, index, count, path = element
     p = self._p
-    with storage.open_read(path) as f:
+    with fs.open_read(path) as f:
       for split, slices in lake_slices(pq.ParquetFile(f), p):
         files = export_files(p, dt, index, count, split)
         files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
@@ -379,13 +380,13 @@ class CommitExportDay(PlanFn):
     target = target_of(p, dt)
     schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
     earlier = p.replaces.get(dt, [])
-    storage.delete(storage.join(folder, SUCCESS) for folder in earlier)   # unpublished first
+    fs.delete(fs.join(folder, SUCCESS) for folder in earlier)   # unpublished first
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema),
                      p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
     for folder in earlier:   # the day's exports by earlier runs: this one replaces them
-      storage.delete_tree(folder)
+      fs.delete_tree(folder)
       history.unclaim(p.state, folder)
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
 
@@ -423,7 +424,7 @@ class LatestProfiles(PlanFn):
 
   def process(self, element: tuple[str, str]):
     dt, path = element
-    with storage.open_read(path) as f:
+    with fs.open_read(path) as f:
       lake = pq.read_table(f, columns=['ts', 'environment', 'event_key', 'identifiers',
                                        'insert_id', 'user_properties'])
     yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
@@ -472,18 +473,18 @@ def record_export(committed: list, p: ExportPlan) -> None:
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
                            for dt, commit in p.lake_commits.items()})
-  storage.delete_tree(p.staging, prune_parent=True)
+  fs.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)
 
 
 def target_of(p: ExportPlan, dt: str) -> str:
   folder = p.layout.partition_path(p.day_values(dt))
-  return storage.join(p.dest, folder) if folder else p.dest
+  return fs.join(p.dest, folder) if folder else p.dest
 
 
 def marker(p: ExportPlan, dt: str, which: int) -> str:
   """The day's manifest (0) or _SUCCESS (1) path."""
-  return storage.join(target_of(p, dt), p.layout.markers(p.day_values(dt))[which])
+  return fs.join(target_of(p, dt), p.layout.markers(p.day_values(dt))[which])
 
 
 def apply_spec(o: ExportOptions, argv: list[str]) -> None:
@@ -491,7 +492,7 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
   if not o.spec:
     return
   try:
-    raw = yaml.safe_load(storage.read_bytes(o.spec)) or {}
+    raw = yaml.safe_load(fs.read_bytes(o.spec)) or {}
     spec = ExportSpec.model_validate(raw)
   except (OSError, yaml.YAMLError) as e:
     raise opts.UsageError(f'--spec {o.spec}: cannot read it as YAML ({e})') from None
@@ -517,7 +518,7 @@ def lock_days(p: ExportPlan) -> None:
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
   try:
-    clear_dead_staging(storage.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
+    clear_dead_staging(fs.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
     if p.layout.run_scoped:
       claim_folders(p)
   except BaseException:
@@ -530,7 +531,7 @@ def claim_folders(p: ExportPlan) -> None:
   no other day holds (so days exported within one minute never share a folder); and the folders
   earlier runs of the day claimed, for the commit to replace."""
   for dt in p.files:
-    owner = storage.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
+    owner = fs.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
     minute = datetime.datetime.strptime(p.export_time, '%Y%m%d%H%M')
     while True:
       p.export_times[dt] = minute.strftime('%Y%m%d%H%M')
@@ -551,24 +552,24 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
     return None
   days = []
   for dt in p.files:
-    m = json.loads(storage.read_bytes(marker(p, dt, 0)))
+    m = json.loads(fs.read_bytes(marker(p, dt, 0)))
     days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
                           partition=m['partition']))
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
                         format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
                         seconds=round(time.monotonic() - start, 3),
                         metrics=logs.counters(result), days=days, warnings=p.warnings)
-  storage.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
+  fs.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
   return report
 
 
 def report_path(state: str, run_id: str) -> str:
-  return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
+  return fs.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
 
 
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
-  storage.configure(options)
+  fs.configure(options)
   apply_spec(options.view_as(ExportOptions), argv)
   p = plan(options.view_as(ExportOptions))   # a SourceError or LockedError is told by main_guard
   if not p.files:
@@ -586,7 +587,7 @@ def run(argv: list[str]) -> int:
     return 0
   o = options.view_as(ExportOptions)
   if o.report:
-    storage.write_bytes(o.report, done.model_dump_json(indent=2).encode())
+    fs.write_bytes(o.report, done.model_dump_json(indent=2).encode())
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({done.format})')
   for d in done.days:
     print(f'{d.dt}  {d.rows:>10,} rows  {d.files:>4} files  {d.bytes / 2**20:>8.1f} MiB  '

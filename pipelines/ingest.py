@@ -24,10 +24,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import options as opts
 from pipelines.import_events import DEFAULT_ENVIRONMENT
-from transforms import storage
-from transforms.commit import STAGING_DIR
+from transforms.stores import fs
+from transforms.lake.commit import STAGING_DIR
 from transforms.ingest import IngestEvents, WriteSettings
-from transforms.raw import RawChunk
+from transforms.kernels.raw import RawChunk
 from transforms.watch import WatchFiles
 
 CHUNK_ROWS = 10_000
@@ -119,11 +119,11 @@ class ReadJsonLines(beam.DoFn):
     rows: list[int]
     lines: list[bytes]
     rows, lines, number, rest, first = [], [], 0, b'', True
-    blocks = storage.read_blocks(path, BLOCK_BYTES)
+    blocks = fs.read_blocks(path, BLOCK_BYTES)
     while True:
       try:
         block = next(blocks, b'')
-      except storage.Unreadable as e:   # what was read counts; the damaged rest is one rejected row
+      except fs.Unreadable as e:   # what was read counts; the damaged rest is one rejected row
         logging.warning('%s: lines from %d on are dead-lettered as unreadable_file', e, number + 1)
         yield from self._chunks(path, rows, lines, modified)
         yield dataclasses.replace(self._chunk(path, [number + 1], [b''], modified), unreadable=str(e))
@@ -237,7 +237,7 @@ def run(argv: list[str]) -> int:
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
   run_id = o.run_id or opts.new_run_id()
-  storage.configure(options)
+  fs.configure(options)
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
     raise opts.UsageError(f'--input {o.input!r} matches no file')
   pipeline = beam.Pipeline(options=options)
@@ -249,9 +249,9 @@ def run(argv: list[str]) -> int:
     return 0
   result.wait_until_finish()
   # every staged file was moved into place: what is left are empty folders (local disk)
-  storage.delete_tree(storage.join(o.lake, STAGING_DIR, f'ingest-{run_id}'), prune_parent=True)
+  fs.delete_tree(fs.join(o.lake, STAGING_DIR, f'ingest-{run_id}'), prune_parent=True)
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
-        f'reports: {storage.join(o.lake, "_runs", "ingest-" + run_id)}')
+        f'reports: {fs.join(o.lake, "_runs", "ingest-" + run_id)}')
   return 0
 
 

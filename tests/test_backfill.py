@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import backfill, samples
 from tests.conftest import run_cli
-from transforms import storage
+from transforms.stores import fs
 
 FIRST = datetime.date(2023, 1, 1)
 
@@ -98,7 +98,7 @@ def test_a_failing_day_does_not_stop_the_others(tmp_path):
   bad = bucket / 'dt=2023-01-03' / 'part-1.parquet'
   corrupt_pages(bad)
   held = lake / '_eventferry' / 'locks' / 'dt=2023-01-05.lock'
-  storage.write_bytes(str(held), b'{"run_id": "still-running"}')
+  fs.write_bytes(str(held), b'{"run_id": "still-running"}')
   proc = backfill_import(bucket, lake, 5, '--days_per_job', '5', check=False)
   assert proc.returncode == 1
   lines = proc.stdout.splitlines()

@@ -19,9 +19,9 @@ from apache_beam.metrics import Metrics
 from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS,
                             REQUIRED_KEYS, UUID_PATTERN)
 from schemas.reasons import Flag, Reason
-from transforms import coerce, normalize
-from transforms.accounting import DayStats
-from transforms.shards import split_by_shard
+from transforms.kernels import coerce, normalize
+from transforms.kernels.accounting import DayStats
+from transforms.kernels.shards import split_by_shard
 
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
@@ -249,7 +249,7 @@ def _detail(reason: Reason, row: dict) -> str:
 class ValidateBatches(beam.DoFn):
   """(dt, raw batch) -> (dt, lake batch); tagged 'rejected' (dt, rejected batch), 'stats'.
   With `shards` (dt -> shards of the day) one lake batch per shard the rows fall in
-  (transforms/shards.py): the valid rows are copied once, into their shard's batch."""
+  (transforms/kernels/shards.py): the valid rows are copied once, into their shard's batch."""
 
   def __init__(self, environment: str, flag_outside_day: bool = True,
                shards: dict[str, int] | None = None):

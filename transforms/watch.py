@@ -30,7 +30,7 @@ from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import local_runner
+from transforms.compat import local_runner
 
 _IDLE_S = 0.2   # between evaluations that do not list: the local runner calls us in a loop
 

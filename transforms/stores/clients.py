@@ -11,8 +11,8 @@
   `AzureBlockWriter` stages 8 MiB blocks and commits the block list.
 
 The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
-transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from
-`FileSystems.set_options` (storage.configure at launch; Beam's worker harness does the same on
+transforms/stores/s3.py builds), so a path Beam can read is a path these can write. Options come from
+`FileSystems.set_options` (fs.configure at launch; Beam's worker harness does the same on
 workers).
 """
 import functools
@@ -26,7 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import s3, sftp
+from transforms.stores import s3, sftp
 
 BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
 GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
@@ -34,7 +34,7 @@ KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/
 
 
 class EncryptionOptions(PipelineOptions):
-  """Customer-managed encryption of every object written on GCS and Azure (S3: transforms/s3.py)."""
+  """Customer-managed encryption of every object written on GCS and Azure (S3: transforms/stores/s3.py)."""
 
   @classmethod
   def _add_argparse_args(cls, parser):

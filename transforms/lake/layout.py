@@ -3,7 +3,7 @@
 The unit of the commit is a day. Usually the folder is the day's (`dt={dt}`) and the commit owns
 all of it. A flat layout (CleverTap's) has the day only in the file names: days share the folder,
 each day has its own `_manifest-YYYYMMDD.json` and `_SUCCESS-YYYYMMDD`, and a day's commit owns
-exactly the files its manifest lists (transforms/commit.py). A folder named by {export_time} or
+exactly the files its manifest lists (transforms/lake/commit.py). A folder named by {export_time} or
 {run_id} (Adobe's) is new in every run: there the unit is the day, and the day's commit replaces
 the folders earlier runs of it wrote (pipelines/export_events.py claim_folders).
 
@@ -22,7 +22,7 @@ import posixpath
 import re
 import string
 
-from transforms.commit import MANIFEST
+from transforms.lake.commit import MANIFEST
 from transforms.read import SUCCESS
 
 PRESETS = {

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
-from transforms import coerce, rawjson
+from transforms.kernels import coerce, rawjson
 from transforms.validate import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date

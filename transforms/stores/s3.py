@@ -4,7 +4,7 @@ server-side encryption on every object written (SSE-S3 or SSE-KMS with a key id)
 
 Beam builds its boto3 S3 client from S3Options alone and has no hook for either, so `client()`
 builds the one client everything uses, and Beam's client class is pointed at it here (importing
-this module does that; transforms/storage.py imports it, so workers get it too).
+this module does that; transforms/stores/fs.py imports it, so workers get it too).
 """
 import datetime
 import functools

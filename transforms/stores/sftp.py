@@ -1,6 +1,6 @@
 """`sftp://user@host:port/path`: a Beam FileSystem for SFTP servers (Beam has none).
 
-Importing this module registers the scheme with Beam's FileSystems (transforms/storage.py does).
+Importing this module registers the scheme with Beam's FileSystems (transforms/stores/fs.py does).
 Credentials come from the pipeline options or the environment, never from the URL:
   --sftp_password / SFTP_PASSWORD, --sftp_private_key PATH / SFTP_PRIVATE_KEY,
   --sftp_known_hosts PATH / SFTP_KNOWN_HOSTS (default ~/.ssh/known_hosts: the server's host key
