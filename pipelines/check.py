@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import options as opts
 from transforms import read
 from transforms.stores import clients, fs
-from transforms.lake.locks import STATE_DIR
+from transforms.lake.names import STATE_DIR
 
 PROBE = b'eventferry preflight probe\n'
 

@@ -39,13 +39,13 @@ from schemas.reports import ExportDay, ExportReport
 from transforms.lake import history, locks
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
-from transforms.lake.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
-                               drop_staging, manifest_for)
+from transforms.lake.commit import clear_dead_staging, commit_partition, drop_staging, manifest_for
 from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
                                profile_rows, select, to_export, to_profile_export)
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake.layout import PRESETS, Layout, LayoutError
-from transforms.read import SUCCESS, SourceError
+from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
+from transforms.read import SourceError
 
 PIPELINE = 'export'
 FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
@@ -296,7 +296,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
 def check_lake_outside(p: ExportPlan) -> None:
   """A lake inside --dest is fine unless it lies in a folder the export replaces (a day's
   folder: its commit deletes what else the folder holds), stages in or keeps its state in."""
-  owned = [fs.join(p.dest, STAGING_DIR), fs.join(p.state, locks.STATE_DIR)]
+  owned = [fs.join(p.dest, STAGING_DIR), fs.join(p.state, STATE_DIR)]
   if not p.layout.flat:
     owned += [target_of(p, dt) for dt in p.files]
   for folder in owned:
@@ -564,7 +564,7 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
 
 
 def report_path(state: str, run_id: str) -> str:
-  return fs.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
+  return fs.join(state, STATE_DIR, EXPORT_RUNS_DIR, f'{run_id}.json')
 
 
 def run(argv: list[str]) -> int:

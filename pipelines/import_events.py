@@ -28,17 +28,15 @@ from schemas.reports import DayReport, Manifest, RunReport
 from transforms.lake import locks
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats, MergeStats
-from transforms.lake.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
-                               SpillRejected, WriteRejected, WriteShards, drop_staging)
+from transforms.lake.commit import (CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards,
+                                    drop_staging)
 from transforms.dedupe import SEEN, DedupeEvents
-from transforms.read import (SUCCESS, WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day,
-                             wait_for_success)
+from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
+from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
 from transforms.kernels.shards import split_by_shard
 from transforms.validate import ValidateEvents
 
 PIPELINE = 'import'
-RUNS_DIR = '_runs'
-SHUFFLE_DIR = '_shuffle'
 DEFAULT_ENVIRONMENT = 'production'
 
 

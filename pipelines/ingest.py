@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import options as opts
 from pipelines.import_events import DEFAULT_ENVIRONMENT
 from transforms.stores import fs
-from transforms.lake.commit import STAGING_DIR
+from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.kernels.raw import RawChunk
 from transforms.watch import WatchFiles
@@ -249,9 +249,9 @@ def run(argv: list[str]) -> int:
     return 0
   result.wait_until_finish()
   # every staged file was moved into place: what is left are empty folders (local disk)
-  fs.delete_tree(fs.join(o.lake, STAGING_DIR, f'ingest-{run_id}'), prune_parent=True)
+  fs.delete_tree(fs.join(o.lake, STAGING_DIR, ingest_run(run_id)), prune_parent=True)
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
-        f'reports: {fs.join(o.lake, "_runs", "ingest-" + run_id)}')
+        f'reports: {fs.join(o.lake, RUNS_DIR, ingest_run(run_id))}')
   return 0
 
 

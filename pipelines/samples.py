@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from transforms.lake.names import SUCCESS
 from transforms.stores import fs
 
 _HEX = np.frombuffer(b'0123456789abcdef', dtype=np.uint8)
@@ -166,7 +167,7 @@ def write_day(prefix: str, day: datetime.date, table: pa.Table, files: int = 4,
       fs.write_bytes(fs.join(directory, f'.{name}.crc'), b'crc')
     paths.append(path)
   if success:
-    fs.write_bytes(fs.join(directory, '_SUCCESS'), b'')
+    fs.write_bytes(fs.join(directory, SUCCESS), b'')
   return paths
 
 

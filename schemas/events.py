@@ -115,3 +115,11 @@ IMPORT_SCHEMA = arrow_schema(ImportEvent)
 OPTIONAL_COLUMNS = tuple(name for name, info in ImportEvent.model_fields.items()
                          if not info.is_required())   # a missing one reads as empty maps
 LAKE_SCHEMA = arrow_schema(LakeEvent)
+# The dead letters (LAKE/_rejected/dt=D/): one row per rejected event, with why and where from.
+REJECTED_SCHEMA = pa.schema([
+    pa.field('reason', pa.string(), nullable=False),   # schemas/reasons.py
+    pa.field('detail', pa.string(), nullable=False),
+    pa.field('source_file', pa.string(), nullable=False),
+    pa.field('source_row', pa.int64(), nullable=False),
+    pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
+])

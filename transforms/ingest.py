@@ -35,16 +35,15 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from schemas.events import LAKE_SCHEMA
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
 from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, ManifestFile, Status
 from transforms import dedupe, validate
 from transforms.kernels import raw
-from transforms.lake import commit, locks
+from transforms.lake import commit, locks, names
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.days import day_bounds, server_days
-from transforms.read import SUCCESS
 
 
 @dataclasses.dataclass
@@ -218,13 +217,13 @@ class WriteDays(beam.DoFn):
     day.stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
     day.stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
-    rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
+    rejected = pa.Table.from_batches([p.rejected for p in parts], schema=REJECTED_SCHEMA)
     if day.dead_letters:   # a rerun: dead letters the day holds already are not written twice
       rejected = rejected.filter(pa.array([
           key not in day.dead_letters for key in zip(rejected['source_file'].to_pylist(),
                                                      rejected['source_row'].to_pylist())], pa.bool_()))
     lake_dir = fs.partition_dir(s.lake, dt)
-    rejected_dir = fs.partition_dir(fs.join(s.lake, commit.REJECTED_DIR), dt)
+    rejected_dir = fs.partition_dir(fs.join(s.lake, names.REJECTED_DIR), dt)
     day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
     day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
     day.pane += 1
@@ -233,7 +232,7 @@ class WriteDays(beam.DoFn):
       return
     replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
     manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA, replacing, day)
-    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA,
+    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], REJECTED_SCHEMA,
                  replacing)
     day.unlisted = {'lake': [], 'rejected': []}
     if s.batch:
@@ -242,7 +241,7 @@ class WriteDays(beam.DoFn):
     yield self._report(dt, day, status, lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:
-    return fs.join(self._s.lake, commit.STAGING_DIR, f'ingest-{self._s.run_id}', kind,
+    return fs.join(self._s.lake, names.STAGING_DIR, names.ingest_run(self._s.run_id), kind,
                         directory.rstrip('/').rsplit('/', 1)[-1])
 
   def _write(self, table: pa.Table, directory: str, kind: str, pane: int
@@ -267,14 +266,14 @@ class WriteDays(beam.DoFn):
     in `day.rows_replaced`), unpublished meanwhile as in the import's partition commit. With
     nothing new, a partition that does not exist is not made (a day of dead letters only has no
     lake day), and a batch run leaves it as it was."""
-    path = fs.join(directory, commit.MANIFEST)
-    success = fs.join(directory, SUCCESS)
+    path = fs.join(directory, names.MANIFEST)
+    success = fs.join(directory, names.SUCCESS)
     old = Manifest.model_validate_json(fs.read_bytes(path)) if fs.exists(path) else None
     if not new and (old is None or (self._s.batch and not replace)):
       return old
     if replace:
       keep = {fs.join(directory, f.name) for f in new} | {path}
-      self._fence(f'deleting {SUCCESS}', directory)
+      self._fence(f'deleting {names.SUCCESS}', directory)
       fs.delete([success])
       stale = [p for p in fs.list_files(directory) if p not in keep]
       if stale:
@@ -294,12 +293,12 @@ class WriteDays(beam.DoFn):
     manifest = manifest.model_copy(update={
         'version': old.version + 1 if old else 1, 'files': sorted(files.values(), key=lambda f: f.name),
         'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
-    staged = fs.join(self._staging(directory, kind), commit.MANIFEST)
+    staged = fs.join(self._staging(directory, kind), names.MANIFEST)
     fs.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
-    self._fence(f'writing {commit.MANIFEST}', directory)
+    self._fence(f'writing {names.MANIFEST}', directory)
     fs.rename([staged], [path])   # readers see the old manifest or the new one, never half
     if not fs.exists(success):
-      self._fence(f'writing {SUCCESS}', directory)
+      self._fence(f'writing {names.SUCCESS}', directory)
       fs.write_bytes(success, b'')
     return manifest
 
@@ -313,7 +312,7 @@ class WriteDays(beam.DoFn):
     prefix = f'part-{self._s.run_id}-'
     listed = {kind: self._listed(d) for kind, d in (
         ('lake', fs.partition_dir(self._s.lake, dt)),
-        ('rejected', fs.partition_dir(fs.join(self._s.lake, commit.REJECTED_DIR), dt)))}
+        ('rejected', fs.partition_dir(fs.join(self._s.lake, names.REJECTED_DIR), dt)))}
     panes = [path.rsplit('/', 1)[-1][len(prefix):].split('-')[0] for names in listed.values()
              for path in names if path.rsplit('/', 1)[-1].startswith(prefix)]
     day.pane = 1 + max((int(p) for p in panes if p.isdigit()), default=-1)
@@ -329,7 +328,7 @@ class WriteDays(beam.DoFn):
   @staticmethod
   def _listed(directory: str) -> list[str]:
     """Paths of the files the partition's manifest lists (none without one)."""
-    path = fs.join(directory, commit.MANIFEST)
+    path = fs.join(directory, names.MANIFEST)
     if not fs.exists(path):
       return []
     return [fs.join(directory, f.name)
@@ -366,7 +365,7 @@ class WriteDays(beam.DoFn):
         files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
         bytes=lake.bytes if lake else 0,
         partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir)
-    fs.write_bytes(fs.join(self._s.lake, '_runs', f'ingest-{self._s.run_id}',
+    fs.write_bytes(fs.join(self._s.lake, names.RUNS_DIR, names.ingest_run(self._s.run_id),
                                      f'dt={dt}.json'), report.model_dump_json(indent=2).encode())
     return report
 

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
+from transforms.lake.names import SUCCESS
 from transforms.stores import fs
 from transforms.kernels.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
-SUCCESS = '_SUCCESS'
 BATCH_ROWS = 262_144
 
 

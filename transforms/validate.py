@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS,
+from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS, REJECTED_SCHEMA,
                             REQUIRED_KEYS, UUID_PATTERN)
 from schemas.reasons import Flag, Reason
 from transforms.kernels import coerce, normalize
@@ -27,13 +27,6 @@ SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
 PAYLOAD = '_payload'   # streaming ingest: the message as it arrived, shown for rejected rows
-REJECTED_SCHEMA = pa.schema([
-    pa.field('reason', pa.string(), nullable=False),
-    pa.field('detail', pa.string(), nullable=False),
-    pa.field('source_file', pa.string(), nullable=False),
-    pa.field('source_row', pa.int64(), nullable=False),
-    pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
-])
 _REASONS = list(Reason)
 _MISSING_KEY_REASONS = {  # in the order of schemas.events.REQUIRED_KEYS
     'identifiers': (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID),

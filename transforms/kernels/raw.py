@@ -16,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.events import REJECTED_SCHEMA
 from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
 from transforms.kernels import coerce, rawjson
-from transforms.validate import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
+from transforms.validate import PAYLOAD, SOURCE_FILE, SOURCE_ROW
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date
 ARRIVAL_MS = '_arrival_ms'    # when the row reached us (-1: batch input, never late)

@@ -25,19 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from schemas.events import LAKE_SCHEMA, fingerprint
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, ManifestFile, Status
 from transforms.lake import locks
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 from transforms.kernels.accounting import DayStats
 from transforms.dedupe import spill, unspill
-from transforms.read import SUCCESS
-from transforms.validate import REJECTED_SCHEMA
+from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
-MANIFEST = '_manifest.json'
-REJECTED_DIR = '_rejected'
-STAGING_DIR = '_staging'
 
 
 @dataclasses.dataclass(frozen=True)

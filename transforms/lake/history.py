@@ -13,10 +13,8 @@ import hashlib
 import json
 
 from transforms.stores import fs
-from transforms.lake.locks import STATE_DIR
+from transforms.lake.names import CLAIMS_DIR, HISTORY, STATE_DIR
 
-HISTORY = 'export_history.json'
-CLAIMS = 'folders'
 
 
 def _dir(state_root: str) -> str:
@@ -42,7 +40,7 @@ def changed_since_export(history: dict, dt: str, lake_manifest: dict) -> bool:
 
 
 def _claim_path(state_root: str, folder: str) -> str:
-  return fs.join(_dir(state_root), CLAIMS,
+  return fs.join(_dir(state_root), CLAIMS_DIR,
                       hashlib.sha1(folder.encode()).hexdigest()[:24] + '.json')
 
 
@@ -60,7 +58,7 @@ def claim(state_root: str, folder: str, owner: str, run_id: str) -> bool:
 def claimed(state_root: str, owner: str) -> list[str]:
   """Every folder claimed for `owner`, sorted."""
   found = []
-  for path in fs.list_files(fs.join(_dir(state_root), CLAIMS)):
+  for path in fs.list_files(fs.join(_dir(state_root), CLAIMS_DIR)):
     held = json.loads(fs.read_bytes(path))
     if held['owner'] == owner:
       found.append(held['folder'])

@@ -22,8 +22,7 @@ import posixpath
 import re
 import string
 
-from transforms.lake.commit import MANIFEST
-from transforms.read import SUCCESS
+from transforms.lake.names import MANIFEST, SUCCESS, day_markers
 
 PRESETS = {
     'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
@@ -104,7 +103,7 @@ class Layout:
   def markers(self, values: dict) -> tuple[str, str]:
     """(manifest, success) file names of the day in its folder."""
     if self.flat:
-      return f'_manifest-{values["yyyymmdd"]}.json', f'{SUCCESS}-{values["yyyymmdd"]}'
+      return day_markers(values['yyyymmdd'])
     return MANIFEST, SUCCESS
 
   @property

@@ -17,9 +17,9 @@ import socket
 import sys
 import typing
 
+from transforms.lake.names import LOCK_SUFFIX, LOCKS_DIR, STATE_DIR
 from transforms.stores import fs
 
-STATE_DIR = '_eventferry'
 
 
 class LockedError(RuntimeError):
@@ -27,7 +27,7 @@ class LockedError(RuntimeError):
 
 
 def lock_path(root: str, partition: str) -> str:
-  return fs.join(root, STATE_DIR, 'locks', partition.replace('/', '__') + '.lock')
+  return fs.join(root, STATE_DIR, LOCKS_DIR, partition.replace('/', '__') + LOCK_SUFFIX)
 
 
 def acquire(root: str, partition: str, run_id: str, what: str,
