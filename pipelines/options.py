@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
+from transforms.compat import options as compat_options
 from transforms.lake import locks
 from transforms.stores import clients, fs, s3, sftp
 from transforms.read import SourceError
@@ -116,7 +117,7 @@ def add_shared(parser, flag: str, **kwargs) -> None:
   """Declares a flag that several pipelines take (--lake, --run_id, ...). Beam parses the options
   of every loaded PipelineOptions class with one parser, which refuses a flag declared twice; so a
   shared flag is declared once, and its default must be the same in every pipeline."""
-  if flag not in parser._option_string_actions:
+  if not compat_options.declared(parser, flag):
     parser.add_argument(flag, **kwargs)
 
 
@@ -278,7 +279,7 @@ def main_guard(run, argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
-  logging.getLogger('apache_beam.runners.common').addFilter(_untold)
+  logging.getLogger(compat_options.STEP_LOGGER).addFilter(_untold)
   try:
     return run(argv)
   except UsageError as e:

@@ -26,6 +26,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.compat import credentials
+from transforms.compat import options as compat_options
 from transforms.stores import s3, sftp
 
 BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
@@ -57,7 +59,7 @@ def flag_problem(opts: PipelineOptions) -> str | None:
 
 
 def options() -> PipelineOptions:
-  return FileSystems._pipeline_options or PipelineOptions([])
+  return compat_options.filesystem_options() or PipelineOptions([])
 
 
 def _encryption() -> EncryptionOptions:
@@ -68,9 +70,7 @@ def use_emulator_credentials() -> None:
   """With STORAGE_EMULATOR_HOST set (a GCS emulator), Beam would look for Google credentials for
   about 27 s per process before it connects anonymously; an emulator needs none."""
   if os.environ.get('STORAGE_EMULATOR_HOST'):
-    from apache_beam.internal.gcp import auth
-    with auth._Credentials._credentials_lock:
-      auth._Credentials._credentials, auth._Credentials._credentials_init = None, True
+    credentials.skip_google_credentials()
 
 
 @functools.lru_cache(maxsize=8)

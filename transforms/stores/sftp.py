@@ -21,6 +21,8 @@ from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionT
                                        FileSystem)
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.compat import filesystems
+
 BLOCK = 1 << 20   # write buffer; SFTP requests are pipelined below it by asyncssh
 
 
@@ -220,7 +222,7 @@ class SftpFileSystem(FileSystem):
 
   @staticmethod
   def _compressed(raw, path, compression_type):
-    compression_type = FileSystem._get_compression_type(path, compression_type)
+    compression_type = filesystems.compression_of(path, compression_type)
     if compression_type == CompressionTypes.UNCOMPRESSED:
       return raw
     return CompressedFile(raw, compression_type=compression_type)
