@@ -30,14 +30,12 @@ from transforms.stores import fs
 from transforms.kernels.accounting import DayStats, MergeStats
 from transforms.lake.commit import (CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards,
                                     drop_staging)
-from transforms.dedupe import SEEN, DedupeEvents
+from transforms.dedupe import DedupeEvents, ReadSeenIds
 from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
 from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
-from transforms.kernels.shards import split_by_shard
-from transforms.validate import ValidateEvents
+from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
 
 PIPELINE = 'import'
-DEFAULT_ENVIRONMENT = 'production'
 
 
 class ImportOptions(PipelineOptions):
@@ -166,23 +164,6 @@ def shard_count(inv: DayInventory, target_file_bytes: int, max_shard_rows: int) 
   by_bytes = math.ceil(inv.bytes / target_file_bytes)
   by_rows = math.ceil(inv.rows / max_shard_rows)
   return max(1, by_bytes, by_rows)
-
-
-class ReadSeenIds(beam.DoFn):
-  """(dt, committed lake file) -> ((dt, shard), (SEEN, insert_ids)) for --dedupe_lookback_days."""
-
-  def __init__(self, shards: dict[str, int]):
-    self._shards = shards
-
-  def process(self, element: tuple[str, str]):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    dt, path = element
-    with fs.open_read(path) as f:
-      ids = pq.read_table(f, columns=['insert_id'])
-    batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
-    for shard, part in split_by_shard(batch, self._shards[dt]):
-      yield (dt, shard), (SEEN, part.column('insert_id'))
 
 
 def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]:

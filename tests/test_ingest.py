@@ -22,7 +22,7 @@ from pipelines import ingest as ingest_pipeline
 from pipelines import samples
 from schemas.reports import Manifest
 from schemas.reasons import Reason
-from transforms import ingest, validate
+from transforms import ingest, read_raw, validate
 from transforms.kernels import raw
 from transforms.stores import fs
 from transforms.kernels.days import day_bounds, server_days
@@ -86,15 +86,15 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
 @pytest.mark.parametrize('newline', [b'\n', b'\r\n'])
 def test_json_lines_keep_their_line_numbers_across_blocks_crlf_and_blank_lines(
     tmp_path, monkeypatch, block_bytes, suffix, newline):
-  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', block_bytes)
-  monkeypatch.setattr(ingest_pipeline, 'CHUNK_ROWS', 3)
+  monkeypatch.setattr(read_raw, 'BLOCK_BYTES', block_bytes)
+  monkeypatch.setattr(read_raw, 'CHUNK_ROWS', 3)
   lines = [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}', b'{"e": 5}', b'{"f": 6}', b'{"g": 7}']
   for blank, at in ((b'', 1), (b'   ', 3)):   # blank lines count but are skipped
     text = newline.join(lines[:at] + [blank] + lines[at:])
     path = tmp_path / f'x{at}{suffix}'
     path.write_bytes(gzip.compress(text) if suffix.endswith('.gz') else text)
     meta = beam.io.filesystems.FileSystems.match([str(path)])[0].metadata_list[0]
-    chunks = list(ingest_pipeline.ReadJsonLines(arrival=False).process(meta))
+    chunks = list(read_raw.ReadJsonLines(arrival=False).process(meta))
     assert max(len(c) for c in chunks) <= 3
     got = [(row, payload) for c in chunks for row, payload in zip(c.rows, c.payloads)]
     assert got == [(i + 1 + (i >= at), line) for i, line in enumerate(lines)]
@@ -108,11 +108,11 @@ COMPRESS = {'.gz': gzip.compress, '.bz2': bz2.compress, '.xz': lzma.compress}
 def test_a_damaged_compressed_file_keeps_the_lines_before_and_dead_letters_the_rest(
     tmp_path, monkeypatch, suffix):
   """Beam's own decompression returns a truncated file's beginning as if it were all of it."""
-  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', 4096)
+  monkeypatch.setattr(read_raw, 'BLOCK_BYTES', 4096)
   ms = day_bounds(DAY_A, NY)[0] + 1000
   lines = [event(ms) for _ in range(3000)]
   whole = COMPRESS[suffix](b'\n'.join(lines) + b'\n')
-  read = lambda name: list(ingest_pipeline.ReadJsonLines(arrival=False).process(
+  read = lambda name: list(read_raw.ReadJsonLines(arrival=False).process(
       beam.io.filesystems.FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]))
   (tmp_path / f'whole{suffix}').write_bytes(whole + COMPRESS[suffix](lines[0] + b'\n'))   # 2 streams
   (tmp_path / f'cut{suffix}').write_bytes(whole[:len(whole) * 2 // 3])

@@ -22,6 +22,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA
@@ -195,3 +196,18 @@ def drop_seen(table: pa.Table, seen: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     table, keys = table.filter(pa.array(fresh)), keys[fresh]
   keys = np.sort(keys)
   return table, np.insert(seen, np.searchsorted(seen, keys), keys)
+
+
+class ReadSeenIds(beam.DoFn):
+  """(dt, committed lake file) -> ((dt, shard), (SEEN, insert_ids)) for --dedupe_lookback_days."""
+
+  def __init__(self, shards: dict[str, int]):
+    self._shards = shards
+
+  def process(self, element: tuple[str, str]):
+    dt, path = element
+    with fs.open_read(path) as f:
+      ids = pq.read_table(f, columns=['insert_id'])
+    batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
+    for shard, part in split_by_shard(batch, self._shards[dt]):
+      yield (dt, shard), (SEEN, part.column('insert_id'))

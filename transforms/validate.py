@@ -23,6 +23,7 @@ from transforms.kernels import coerce, normalize
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.shards import split_by_shard
 
+DEFAULT_ENVIRONMENT = 'production'   # of events that name none, unless --environment says
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
