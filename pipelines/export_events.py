@@ -29,13 +29,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs
+from pipelines import logs, runs
 from schemas.export import ID_PATTERN, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms.export import AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format
-from transforms.export_days import CommitExportDays, ExportPlan, RecordExport, StageExportFiles, marker, target_of
+from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles, day_values,
+                                    dest_folder, marker, target_of)
 from transforms.lake import history, locks
-from transforms.lake.commit import clear_dead_staging, drop_staging
+from transforms.lake.commit import clear_dead_staging
 from transforms.lake.layout import PRESETS, Layout, LayoutError
 from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
 from transforms.read import SourceError
@@ -235,15 +236,25 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   for warning in warnings:
     logs.LOG.warning(warning)
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
-  export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                 export_time, ids, warnings, break_lock=o.break_lock)
+                 export_minute(), ids, warnings, break_lock=o.break_lock)
   check_lake_outside(p)
   return p
+
+
+def export_minute() -> str:
+  """{export_time} of a run that starts now: the minute, UTC, YYYYMMDDHHMM."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
+
+
+def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_time: str) -> str:
+  """Where run `run_id`, started at `export_time`, exports day `dt` (the plan's target_of)."""
+  return dest_folder(o.dest, layout, day_values(dt, run_id, export_time, o.dataset_id,
+                                                layout_ids(o, layout)))
 
 
 def check_lake_outside(p: ExportPlan) -> None:
@@ -370,13 +381,7 @@ def run(argv: list[str]) -> int:
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
-  lock_days(p)
-  try:
-    done = execute(options, p)
-  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
-    drop_staging(p.staging)
-    locks.release(p.locks, p.run_id)
-    raise
+  done = runs.locked(p, lock_days, lambda: execute(options, p))
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
     return 0

@@ -22,14 +22,13 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs
+from pipelines import logs, runs
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms.lake import locks
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats, MergeStats
-from transforms.lake.commit import (CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards,
-                                    drop_staging)
+from transforms.lake.commit import CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards
 from transforms.dedupe import DedupeEvents, ReadSeenIds
 from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
 from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
@@ -274,13 +273,7 @@ def run(argv: list[str]) -> int:
   fs.configure(options)
   o = options.view_as(ImportOptions)
   p = plan(o)     # a SourceError or LockedError is told by main_guard (exit 3, 4)
-  lock_days(p)
-  try:
-    report = execute(options, p)
-  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
-    drop_staging(p.staging)
-    locks.release(p.locks, p.run_id)
-    raise
+  report = runs.locked(p, lock_days, lambda: execute(options, p))
   if report is None:
     print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '
           f'report will be at {report_path(p.lake, p.run_id)}')

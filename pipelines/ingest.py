@@ -11,6 +11,7 @@ Watching a prefix for new files (streaming):
 Validation, normalization, de-duplication and the dead-letter output are the import's; how days,
 panes and late data are committed is described in transforms/ingest.py and the README.
 """
+import dataclasses
 import sys
 import time
 
@@ -18,6 +19,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
+from pipelines import runs
 from transforms.stores import fs
 from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
 from transforms import read_raw
@@ -118,6 +120,26 @@ def _log(report) -> None:
         + (f' ({report.message})' if report.message else ''), flush=True)
 
 
+@dataclasses.dataclass
+class IngestRun:
+  run_id: str
+  staging: str
+  locks: list[str] = dataclasses.field(default_factory=list)
+
+
+def execute(options: PipelineOptions, o: IngestOptions, std: StandardOptions, run: IngestRun) -> bool:
+  """Runs the job; False when it was handed over (it runs on elsewhere)."""
+  pipeline = beam.Pipeline(options=options)
+  _ = build(pipeline, o, std.streaming, run.run_id) | 'Log' >> beam.Map(_log)
+  result = pipeline.run()
+  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
+    return False
+  result.wait_until_finish()
+  # every staged file was moved into place: what is left are empty folders (local disk)
+  fs.delete_tree(run.staging, prune_parent=True)
+  return True
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(IngestOptions, argv, './run.sh ingest')
   o = options.view_as(IngestOptions)
@@ -129,16 +151,12 @@ def run(argv: list[str]) -> int:
   fs.configure(options)
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
     raise opts.UsageError(f'--input {o.input!r} matches no file')
-  pipeline = beam.Pipeline(options=options)
-  _ = build(pipeline, o, std.streaming, run_id) | 'Log' >> beam.Map(_log)
   started = time.monotonic()
-  result = pipeline.run()
-  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
+  # Each day's lock is taken in the job (WriteDays), as its rows arrive: none at launch.
+  job = IngestRun(run_id, fs.join(o.lake, STAGING_DIR, ingest_run(run_id)))
+  if not runs.locked(job, lambda _: None, lambda: execute(options, o, std, job)):
     print(f'ingest job {run_id} handed over to {std.runner}')   # a streaming job runs on
     return 0
-  result.wait_until_finish()
-  # every staged file was moved into place: what is left are empty folders (local disk)
-  fs.delete_tree(fs.join(o.lake, STAGING_DIR, ingest_run(run_id)), prune_parent=True)
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
         f'reports: {fs.join(o.lake, RUNS_DIR, ingest_run(run_id))}')
   return 0

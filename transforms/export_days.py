@@ -28,8 +28,8 @@ from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
 __all__ = ['PIPELINE', 'ExportPlan', 'StageExportFiles', 'CommitExportDays', 'RecordExport',
-           'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export', 'target_of',
-           'marker']
+           'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export', 'day_values',
+           'dest_folder', 'target_of', 'marker']
 
 PIPELINE = 'export'
 
@@ -62,9 +62,8 @@ class ExportPlan:
   replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
   def day_values(self, dt: str) -> dict:
-    return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
-            'export_time': self.export_times.get(dt, self.export_time), 'dataset': self.dataset,
-            **self.ids}
+    return day_values(dt, self.run_id, self.export_times.get(dt, self.export_time), self.dataset,
+                      self.ids)
 
   @property
   def staging(self) -> str:
@@ -258,9 +257,20 @@ def record_export(committed: list, p: ExportPlan) -> None:
   locks.release(p.locks, p.run_id)
 
 
+def day_values(dt: str, run_id: str, export_time: str, dataset: str, ids: dict[str, str]) -> dict:
+  """The values a layout's templates name, for one day of one run."""
+  return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': run_id, 'export_time': export_time,
+          'dataset': dataset, **ids}
+
+
+def dest_folder(dest: str, layout: Layout, values: dict) -> str:
+  """The folder under `dest` that the layout's partition template renders for `values`."""
+  folder = layout.partition_path(values)
+  return fs.join(dest, folder) if folder else dest
+
+
 def target_of(p: ExportPlan, dt: str) -> str:
-  folder = p.layout.partition_path(p.day_values(dt))
-  return fs.join(p.dest, folder) if folder else p.dest
+  return dest_folder(p.dest, p.layout, p.day_values(dt))
 
 
 def marker(p: ExportPlan, dt: str, which: int) -> str:
