@@ -33,6 +33,10 @@ from transforms.stores import fs
 from transforms import export_days
 from transforms.read import SourceError
 
+__all__ = ['DAYS_PER_JOB', 'REQUIRED', 'BackfillOptions', 'Day', 'ImportDays', 'ExportDays',
+           'KINDS', 'judge', 'handed_over', 'split_argv', 'chunks', 'run_days', 'plan_table',
+           'result_table', 'print_help', 'run']
+
 DAYS_PER_JOB = 7   # measured: see README "Backfills"
 REQUIRED = {'pipeline': 'import', 'from_date': '2023-01-01', 'to_date': '2023-03-31'}   # + lake
 

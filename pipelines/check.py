@@ -19,6 +19,8 @@ from transforms import read
 from transforms.stores import clients, fs
 from transforms.lake.names import STATE_DIR
 
+__all__ = ['PROBE', 'CheckOptions', 'probe_writable', 'probe_readable', 'run']
+
 PROBE = b'eventferry preflight probe\n'
 
 

@@ -12,6 +12,8 @@ from pipelines import import_events, samples
 from pipelines import options as opts
 from transforms.stores import fs
 
+__all__ = ['ROOT', 'DAYS', 'main']
+
 ROOT = 'demo-data'
 DAYS = [(datetime.date(2023, 1, 1), 'pyarrow'), (datetime.date(2023, 1, 2), 'spark'),
         (datetime.date(2023, 1, 3), 'bigquery')]

@@ -43,6 +43,11 @@ from transforms.read import SourceError
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
+__all__ = ['FORMATS', 'ExportOptions', 'fmt_of', 'lake_manifest', 'unmatched_events',
+           'committed_days', 'REQUIRED', 'ID_EXAMPLES', 'CLEVERTAP_MAX_BYTES', 'exported', 'plan',
+           'export_minute', 'day_folder', 'check_lake_outside', 'layout_ids', 'build',
+           'apply_spec', 'lock_days', 'claim_folders', 'execute', 'report_path', 'run']
+
 FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
 
 

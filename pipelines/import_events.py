@@ -34,6 +34,10 @@ from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR,
 from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
 from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
 
+__all__ = ['PIPELINE', 'ImportOptions', 'ImportPlan', 'REQUIRED', 'check', 'inspect', 'committed',
+           'plan', 'shard_count', 'build', 'report_path', 'write_report', 'summary', 'execute',
+           'lock_days', 'run']
+
 PIPELINE = 'import'
 
 

@@ -26,6 +26,9 @@ from transforms import read_raw
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.validate import DEFAULT_ENVIRONMENT
 
+__all__ = ['STREAMING_RUNNER', 'LOCAL_RUNNERS', 'REQUIRED', 'IngestOptions', 'settings',
+           'read_chunks', 'build', 'IngestRun', 'execute', 'run']
+
 STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
 LOCAL_RUNNERS = (STREAMING_RUNNER, 'DirectRunner', 'PrismRunner')
 REQUIRED = ('lake',)   # and one of --subscription, --topic, --input

@@ -27,6 +27,11 @@ from transforms.lake import locks
 from transforms.stores import clients, fs, s3, sftp
 from transforms.read import SourceError
 
+__all__ = ['DEFAULT_RUNNER', 'UsageError', 'parse_date', 'parse_duration', 'SIZE_UNITS',
+           'parse_size', 'parse_zone', 'yesterday', 'require', 'normal_path', 'lies_inside',
+           'add_shared', 'add_switch', 'add_date_args', 'add_run_args', 'date_range', 'new_run_id',
+           'handed_over', 'run_job', 'parse', 'LoggingOptions', 'HANDLED', 'main_guard', 'raised']
+
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
 

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 from transforms.lake.names import SUCCESS
 from transforms.stores import fs
 
+__all__ = ['events', 'write_day', 'raw_events']
+
 _HEX = np.frombuffer(b'0123456789abcdef', dtype=np.uint8)
 _EVENTS = ['purchase', 'signup', 'view_item', 'add_to_cart', '$session_start', '장바구니_담기']
 _CATEGORIES = ['LEISURE', 'FOOD', '레저', '도서', 'a,b "quoted"', 'line\nbreak <&>']

@@ -13,6 +13,10 @@ import pyarrow as pa
 import pydantic
 from pydantic import AwareDatetime, Field
 
+__all__ = ['UUID_PATTERN', 'Metric', 'StringMap', 'REQUIRED_KEYS', 'MAP_COLUMNS', 'ImportEvent',
+           'LakeEvent', 'arrow_schema', 'fingerprint', 'IMPORT_SCHEMA', 'OPTIONAL_COLUMNS',
+           'LAKE_SCHEMA', 'REJECTED_SCHEMA']
+
 UUID_PATTERN = r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
 Metric = typing.Annotated[decimal.Decimal, Field(max_digits=24, decimal_places=6)]

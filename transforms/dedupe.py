@@ -31,6 +31,9 @@ from transforms.kernels.shards import HEX_VALUE, split_by_shard
 from transforms.kernels.accounting import DayStats
 from transforms.validate import SOURCE_FILE, SOURCE_ROW
 
+__all__ = ['NEW', 'SEEN', 'ShardKey', 'spill', 'unspill', 'spill_name', 'dedupe', 'SpillShards',
+           'DedupeShard', 'DedupeEvents', 'uuid_keys', 'drop_seen', 'ReadSeenIds']
+
 NEW, SEEN = 'new', 'seen'
 ShardKey = tuple[str, int]
 

@@ -20,6 +20,10 @@ from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
 from transforms.kernels.jsonify import map_to_json, quote
 from transforms.validate import constant
 
+__all__ = ['PARQUET_CODECS', 'TEXT_CODECS', 'AVRO_CODECS', 'MAP_FIELDS', 'AVRO_SCHEMA', 'select',
+           'to_export', 'Format', 'ROW_FORMATS', 'profile_rows', 'latest_profiles',
+           'to_profile_export']
+
 PARQUET_CODECS = ('snappy', 'zstd', 'gzip', 'none')
 TEXT_CODECS = ('none', 'gzip')
 AVRO_CODECS = ('null', 'deflate', 'snappy')

@@ -24,6 +24,8 @@ from transforms.stores import fs
 from transforms.lake.commit import StagedFile
 from transforms.export import MAP_FIELDS, ROW_FORMATS, Format
 
+__all__ = ['SLICE_ROWS', 'ordered', 'parquet_options', 'ExportFiles']
+
 SLICE_ROWS = 65_536   # rows encoded at a time: one Parquet row group
 
 

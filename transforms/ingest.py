@@ -45,6 +45,9 @@ from transforms.stores import fs
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.days import day_bounds, server_days
 
+__all__ = ['DayPart', 'DayState', 'LAKE_EMPTY', 'SplitDays', 'WriteSettings', 'WriteDays',
+           'IngestEvents']
+
 
 @dataclasses.dataclass
 class DayPart:

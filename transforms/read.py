@@ -24,6 +24,10 @@ from transforms.stores import fs
 from transforms.kernels.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
+__all__ = ['BATCH_ROWS', 'SourceError', 'RowGroup', 'DayInventory', 'is_side_file', 'WAIT_ADVICE',
+           'wait_for_success', 'DAY_FOLDER', 'prefix_problem', 'prefix_days', 'inspect_day',
+           'with_lineage', 'ReadRowGroups']
+
 BATCH_ROWS = 262_144
 
 

@@ -23,6 +23,10 @@ from transforms.kernels import coerce, normalize
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.shards import split_by_shard
 
+__all__ = ['DEFAULT_ENVIRONMENT', 'SOURCE_FILE', 'SOURCE_ROW', 'LINEAGE', 'PAYLOAD', 'Validated',
+           'constant', 'check_columns', 'validate_batch', 'explain', 'ValidateBatches',
+           'ValidateEvents']
+
 DEFAULT_ENVIRONMENT = 'production'   # of events that name none, unless --environment says
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'

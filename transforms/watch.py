@@ -30,6 +30,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.compat import local_runner
 
+__all__ = ['WatchFiles']
+
 _IDLE_S = 0.2   # between evaluations that do not list: the local runner calls us in a loop
 
 

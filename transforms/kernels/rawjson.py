@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+__all__ = ['columns']
+
 try:
   from transforms.kernels._rawjson import parse
 except ImportError:   # built without a C compiler: raw.py decodes everything with msgspec

@@ -34,6 +34,9 @@ from transforms.kernels.accounting import DayStats
 from transforms.dedupe import spill, unspill
 from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
+__all__ = ['StagedFile', 'shard_name', 'write_parquet', 'stage', 'clear_dead_staging',
+           'drop_staging', 'KILL_AT', 'STOP_AT', 'commit_partition', 'flat_owned', 'manifest_for',
+           'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay']
 
 
 @dataclasses.dataclass(frozen=True)

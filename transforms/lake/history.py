@@ -15,6 +15,7 @@ import json
 from transforms.stores import fs
 from transforms.lake.names import CLAIMS_DIR, HISTORY, STATE_DIR
 
+__all__ = ['load', 'record', 'changed_since_export', 'claim', 'claimed', 'unclaim']
 
 
 def _dir(state_root: str) -> str:

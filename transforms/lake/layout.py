@@ -24,6 +24,9 @@ import string
 
 from transforms.lake.names import MANIFEST, SUCCESS, day_markers
 
+__all__ = ['PRESETS', 'DAY_FIELDS', 'DAYS', 'RUN_FIELDS', 'FILE_FIELDS', 'MAX_PART', 'LayoutError',
+           'safe', 'Layout']
+
 PRESETS = {
     'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
     'hourly': ('dt={dt}', 'hr={hh}/part-{index}-of-{count}.{ext}'),

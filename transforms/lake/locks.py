@@ -20,6 +20,7 @@ import typing
 from transforms.lake.names import LOCK_SUFFIX, LOCKS_DIR, STATE_DIR
 from transforms.stores import fs
 
+__all__ = ['LockedError', 'lock_path', 'acquire', 'acquire_all', 'Fence', 'release']
 
 
 class LockedError(RuntimeError):

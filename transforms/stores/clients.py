@@ -30,6 +30,12 @@ from transforms.compat import credentials
 from transforms.compat import options as compat_options
 from transforms.stores import s3, sftp
 
+__all__ = ['BLOCK', 'GCS_CHUNK', 'KMS_KEY', 'EncryptionOptions', 'flag_problem', 'options',
+           'use_emulator_credentials', 's3_client', 'bucket_and_key', 'StoreError',
+           'require_s3_bucket', 's3_delete', 's3_rename', 'azure_exists', 'open_write',
+           'AzureBlockWriter', 'gcs_rename', 'azure_rename', 'put', 'SECRET_OPTIONS', 'secrets',
+           'redact', 'explain']
+
 BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
 GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
 KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+')

@@ -22,6 +22,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.stores import clients, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
 
+__all__ = ['RAW', 'configure', 'STORES', 'redact', 'has_dirs', 'join', 'exists', 'partition_dir',
+           'list_files', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
+           'open_write', 'write_bytes', 'create_exclusive', 'delete', 'rename', 'delete_tree']
+
 RAW = CompressionTypes.UNCOMPRESSED
 clients.use_emulator_credentials()
 

@@ -16,6 +16,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from transforms.compat import credentials, filesystems
 
+__all__ = ['ROLE_SECONDS', 'WRITES', 'S3AccessOptions', 'client']
+
 ROLE_SECONDS = 3600   # botocore refreshes 15 minutes before expiry, so long jobs never see it
 # Requests that create objects: they carry the encryption settings.
 WRITES = ('PutObject', 'CreateMultipartUpload', 'CopyObject')

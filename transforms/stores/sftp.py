@@ -23,6 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.compat import filesystems
 
+__all__ = ['BLOCK', 'SftpOptions', 'parse', 'client', 'SftpFileSystem', 'create_exclusive']
+
 BLOCK = 1 << 20   # write buffer; SFTP requests are pipelined below it by asyncssh
 
 
