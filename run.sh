@@ -11,7 +11,7 @@ export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 
 ensure_venv() {
   # The C parser is compiled at install: a change to it reinstalls too.
-  local stamp="$VENV/.installed-$(cat "$HERE/setup.py" "$HERE/transforms/_rawjson.c" | sha1sum | cut -c1-12)"
+  local stamp="$VENV/.installed-$(cat "$HERE/setup.py" "$HERE/transforms/kernels/_rawjson.c" | sha1sum | cut -c1-12)"
   [ -f "$stamp" ] && return 0
   echo "run.sh: installing eventferry and Apache Beam into $VENV (first run, about a minute)..." >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
@@ -25,7 +25,7 @@ ensure_venv() {
   touch "$stamp"
 }
 
-# Streaming ingest's JSON parser (transforms/_rawjson.c) is compiled at install. Without a compiler
+# Streaming ingest's JSON parser (transforms/kernels/_rawjson.c) is compiled at install. Without a compiler
 # the install still succeeds and ingest parses with msgspec alone, three times slower.
 ensure_compiler() {
   local include

@@ -11,18 +11,18 @@ setuptools.setup(
     name='eventferry',
     version='0.2.0',   # CHANGELOG.md: bumped when behaviour changes
     description='Import, ingest and export product-analytics events with Apache Beam',
-    packages=setuptools.find_packages(include=['pipelines', 'transforms', 'schemas']),
-    # The raw-event parser of streaming ingest (transforms/rawjson.py). Optional: without a C
+    packages=setuptools.find_packages(include=['pipelines', 'transforms', 'transforms.*', 'schemas']),
+    # The raw-event parser of streaming ingest (transforms/kernels/rawjson.py). Optional: without a C
     # compiler the install still succeeds and ingest parses with msgspec alone, 3x slower.
-    ext_modules=[setuptools.Extension('transforms._rawjson', ['transforms/_rawjson.c'],
+    ext_modules=[setuptools.Extension('transforms.kernels._rawjson', ['transforms/kernels/_rawjson.c'],
                                       extra_compile_args=['-O2'], optional=True)],
     python_requires='>=3.10',
     install_requires=[
         f'apache-beam[gcp,aws,azure]=={BEAM_VERSION}',
-        'asyncssh==2.24.1',   # the sftp:// filesystem (transforms/sftp.py)
+        'asyncssh==2.24.1',   # the sftp:// filesystem (transforms/stores/sftp.py)
         'pyarrow==25.0.1',
         'pydantic==2.14.3',
-        'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/raw.py)
+        'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/kernels/raw.py)
         'fastavro==1.13.1',   # the Avro export (transforms/export.py)
         'cramjam==2.14.0',    # fastavro's snappy codec (--format avro --compression snappy)
     ],

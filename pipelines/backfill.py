@@ -25,11 +25,17 @@ import time
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from pipelines import export_events, import_events
+from pipelines import export_events, import_events, runs
 from pipelines import options as opts
 from pipelines.logs import LOG
-from transforms import locks, storage
+from transforms.lake import locks
+from transforms.stores import fs
+from transforms import export_days
 from transforms.read import SourceError
+
+__all__ = ['DAYS_PER_JOB', 'REQUIRED', 'BackfillOptions', 'Day', 'ImportDays', 'ExportDays',
+           'KINDS', 'judge', 'handed_over', 'split_argv', 'chunks', 'run_days', 'plan_table',
+           'result_table', 'print_help', 'run']
 
 DAYS_PER_JOB = 7   # measured: see README "Backfills"
 REQUIRED = {'pipeline': 'import', 'from_date': '2023-01-01', 'to_date': '2023-03-31'}   # + lake
@@ -75,7 +81,7 @@ class ImportDays:
   option_class = import_events.ImportOptions
 
   def paths(self, o, dt: str) -> tuple[str, str]:
-    return storage.partition_dir(o.source, dt), storage.partition_dir(o.lake, dt)
+    return fs.partition_dir(o.source, dt), fs.partition_dir(o.lake, dt)
 
   ADVICE = 'rerun the backfill once it is there (a backfill does not wait)'
 
@@ -85,8 +91,7 @@ class ImportDays:
   def run(self, options, o, days: list[Day]) -> None:
     # Inspected again at launch, so that the manifest records what this job really read.
     p = import_events.plan(o, [import_events.inspect(o, d.date, self.ADVICE) for d in days])
-    import_events.lock_days(p)
-    report = execute(import_events.execute, options, p)
+    report = runs.locked(p, import_events.lock_days, lambda: import_events.execute(options, p))
     if report is None:
       handed_over(days, p.run_id)
       return
@@ -97,7 +102,7 @@ class ImportDays:
       d.status, d.message, d.run_id = r.status, r.message, report.run_id
       d.rows_in, d.rows_written = r.rows_in, r.rows_written
       d.rows_rejected, d.rows_duplicate = r.rows_rejected, r.rows_duplicate
-      d.seconds = report.seconds * (r.rows_in / total if len(days) > 1 else 1)
+      d.seconds = (report.seconds or 0.0) * (r.rows_in / total if len(days) > 1 else 1)
 
 
 class ExportDays:
@@ -111,17 +116,17 @@ class ExportDays:
       raise opts.UsageError(str(e)) from None
 
   def paths(self, o, dt: str) -> tuple[str, str]:
-    folder = self.layout(o).partition.replace('{dt}', dt).replace('{yyyymmdd}',
-                                                                  dt.replace('-', ''))
-    return storage.partition_dir(o.lake, dt), storage.join(o.dest, folder) if folder else o.dest
+    """The day's folder as a run starting now would render it; each job names itself
+    ({run_id}) when it starts, and a run-scoped folder is claimed then (claim_folders)."""
+    folder = export_events.day_folder(o, self.layout(o), dt, 'RUN_ID', export_events.export_minute())
+    return fs.partition_dir(o.lake, dt), folder
 
   def complete(self, o, day: datetime.date) -> tuple[bool, str]:
     return export_events.exported(o, day)
 
   def run(self, options, o, days: list[Day]) -> None:
     p = export_events.plan(o, [d.date for d in days])
-    export_events.lock_days(p)
-    report = execute(export_events.execute, options, p)
+    report = runs.locked(p, export_events.lock_days, lambda: export_events.execute(options, p))
     if report is None:
       handed_over(days, p.run_id)
       return
@@ -129,7 +134,7 @@ class ExportDays:
     by_dt = {r.dt: r for r in report.days}
     for d in days:
       r = by_dt[d.dt]
-      d.status, d.run_id = 'published', p.run_id
+      d.status, d.run_id, d.dest = 'published', p.run_id, export_days.target_of(p, d.dt)
       d.rows_in = d.rows_written = r.rows
       d.seconds = report.seconds * (r.rows / total if len(days) > 1 else 1)
 
@@ -148,16 +153,6 @@ def judge(kind: ImportDays | ExportDays, o, day: datetime.date) -> Day:
     return d
   d.action = 'skip' if done else 'run'
   return d
-
-
-def execute(execute_plan, options, p):
-  """Runs a pipeline's execute(); a failed job leaves no staging and no locks behind."""
-  try:
-    return execute_plan(options, p)
-  except Exception:
-    storage.delete_tree(p.staging, prune_parent=True)
-    locks.release(p.locks, p.run_id)
-    raise
 
 
 def handed_over(days: list[Day], run_id: str) -> None:
@@ -316,7 +311,7 @@ def run(argv: list[str]) -> int:
   run_days(kind, options, o, todo, size, progress)
   seconds = time.monotonic() - start
   if o.report:
-    storage.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
+    fs.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
                                               'days': [dataclasses.asdict(d) for d in days]},
                                              indent=2).encode())
   print(result_table(what, days, seconds))

@@ -15,8 +15,11 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import options as opts
-from transforms import read, storage, stores
-from transforms.locks import STATE_DIR
+from transforms import read
+from transforms.stores import clients, fs
+from transforms.lake.names import STATE_DIR
+
+__all__ = ['PROBE', 'CheckOptions', 'probe_writable', 'probe_readable', 'run']
 
 PROBE = b'eventferry preflight probe\n'
 
@@ -35,7 +38,7 @@ def _step(results: list, permission: str, action) -> bool:
   try:
     detail = action()
   except Exception as e:  # noqa: BLE001 - every failure is a verdict, named and explained
-    results.append((permission, 'FAILED', stores.explain(e)))
+    results.append((permission, 'FAILED', clients.explain(e)))
     return False
   results.append((permission, 'OK', detail))
   return True
@@ -43,26 +46,26 @@ def _step(results: list, permission: str, action) -> bool:
 
 def probe_writable(root: str) -> list[tuple[str, str, str]]:
   """PUT, GET, LIST, DELETE of one probe object under ROOT/_eventferry/."""
-  folder = storage.join(root, STATE_DIR)
-  probe = storage.join(folder, f'check-{uuid.uuid4().hex[:12]}.probe')
+  folder = fs.join(root, STATE_DIR)
+  probe = fs.join(folder, f'check-{uuid.uuid4().hex[:12]}.probe')
   results: list[tuple[str, str, str]] = []
-  put = _step(results, 'PUT', lambda: (storage.write_bytes(probe, PROBE),
+  put = _step(results, 'PUT', lambda: (fs.write_bytes(probe, PROBE),
                                        f'wrote {probe}')[1])
 
   def get():
-    if storage.read_bytes(probe) != PROBE:
+    if fs.read_bytes(probe) != PROBE:
       raise RuntimeError(f'{probe} read back different bytes')
     return 'read it back'
 
   def listed():
-    found = storage.list_files(folder)
+    found = fs.list_files(folder)
     if put and probe not in found:
       raise RuntimeError(f'listing {folder}/ did not show {probe}')
     return f'listed {folder}/'
 
   def delete():
-    storage.delete([probe])
-    if storage.exists(probe):
+    fs.delete([probe])
+    if fs.exists(probe):
       raise RuntimeError(f'{probe} still exists after the delete')
     return 'deleted it'
 
@@ -84,7 +87,7 @@ def probe_readable(root: str) -> list[tuple[str, str, str]]:
   found: list[str] = []
 
   def list_root():
-    found.extend(storage.list_files(root))
+    found.extend(fs.list_files(root))
     return f'listed {root}/: {len(found)} objects'
 
   if _step(results, 'LIST', list_root):
@@ -92,7 +95,7 @@ def probe_readable(root: str) -> list[tuple[str, str, str]]:
     results.append(('DAYS', 'FAILED', problem) if problem else ('DAYS', 'OK', read.prefix_days(root)))
   if found:
     def get():
-      with storage.open_read(found[0]) as f:
+      with fs.open_read(found[0]) as f:
         f.read(4)
       return f'read {found[0]}'
     _step(results, 'GET', get)
@@ -103,7 +106,7 @@ def probe_readable(root: str) -> list[tuple[str, str, str]]:
 
 def run(argv: list[str]) -> int:
   options = opts.parse(CheckOptions, argv, './run.sh check')
-  storage.configure(options)
+  fs.configure(options)
   o = options.view_as(CheckOptions)
   targets = [(flag, getattr(o, flag)) for flag in ('source', 'lake', 'dest') if getattr(o, flag)]
   if not targets:

@@ -20,6 +20,9 @@ import sys
 
 from pipelines import options as opts
 
+__all__ = ['PIPELINES', 'ROOT', 'metadata_path', 'metadata', 'build_commands', 'parameters',
+           'launch_command', 'run']
+
 PIPELINES = ('import', 'export', 'backfill', 'ingest')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,7 +10,9 @@ import sys
 
 from pipelines import import_events, samples
 from pipelines import options as opts
-from transforms import storage
+from transforms.stores import fs
+
+__all__ = ['ROOT', 'DAYS', 'main']
 
 ROOT = 'demo-data'
 DAYS = [(datetime.date(2023, 1, 1), 'pyarrow'), (datetime.date(2023, 1, 2), 'spark'),
@@ -18,7 +20,7 @@ DAYS = [(datetime.date(2023, 1, 1), 'pyarrow'), (datetime.date(2023, 1, 2), 'spa
 
 
 def main(argv: list[str]) -> int:
-  bucket, lake = storage.join(ROOT, 'bucket', 'events'), storage.join(ROOT, 'lake')
+  bucket, lake = fs.join(ROOT, 'bucket', 'events'), fs.join(ROOT, 'lake')
   shutil.rmtree(ROOT, ignore_errors=True)
   for i, (day, writer) in enumerate(DAYS):
     table = samples.events(day, 33_000, seed=i + 1)

@@ -14,39 +14,40 @@ DEST/dt=DAY/part-NNNNN-of-NNNNN.EXT, written to staging and committed like the l
 the day are removed, `_manifest.json` then `_SUCCESS` are written last. A day with no rows to
 export gets a zero-file manifest and `_SUCCESS`, so "no data" differs from "not exported yet".
 """
-import dataclasses
 import datetime
-import functools
 import json
 import re
 import sys
 import time
 
 import apache_beam as beam
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pydantic
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs
-from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
+from pipelines import logs, runs
+from schemas.export import ID_PATTERN, ExportSpec
 from schemas.reports import ExportDay, ExportReport
-from transforms import history, locks, storage
-from transforms.storage import partition_dir
-from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
-                               drop_staging, manifest_for)
-from transforms.export import (AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format, latest_profiles,
-                               profile_rows, select, to_export, to_profile_export)
-from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
-from transforms.layout import PRESETS, Layout, LayoutError
-from transforms.read import SUCCESS, SourceError
+from transforms.export import AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format
+from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles, day_values,
+                                    dest_folder, marker, target_of)
+from transforms.lake import history, locks
+from transforms.lake.commit import clear_dead_staging
+from transforms.lake.layout import PRESETS, Layout, LayoutError
+from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
+from transforms.read import SourceError
+from transforms.stores import fs
+from transforms.stores.fs import partition_dir
 
-PIPELINE = 'export'
+__all__ = ['FORMATS', 'ExportOptions', 'fmt_of', 'lake_manifest', 'unmatched_events',
+           'committed_days', 'REQUIRED', 'ID_EXAMPLES', 'CLEVERTAP_MAX_BYTES', 'exported', 'plan',
+           'export_minute', 'day_folder', 'check_lake_outside', 'layout_ids', 'build',
+           'apply_spec', 'lock_days', 'claim_folders', 'execute', 'report_path', 'run']
+
 FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
 
 
@@ -103,47 +104,6 @@ class ExportOptions(PipelineOptions):
     opts.add_run_args(parser)
 
 
-@dataclasses.dataclass
-class ExportPlan:
-  run_id: str
-  lake: str
-  dest: str
-  fmt: Format
-  events: list[str]
-  exclude: list[str]
-  environment: str | None
-  files: dict[str, list[str]]     # dt -> committed lake files, from the day's manifest
-  lake_commits: dict[str, dict]   # dt -> the lake manifest's run_id and committed_at
-  max_rows: int | None
-  max_bytes: int | None
-  kind: str
-  state: str
-  layout: Layout
-  dataset: str
-  export_time: str
-  ids: dict[str, str]             # request_id, database_id (flags given)
-  warnings: list[str] = dataclasses.field(default_factory=list)   # told at plan, in the report
-  break_lock: str | None = None   # a dead run whose locks this one takes over
-  locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
-  # run-scoped layouts (claim_folders): dt -> the minute whose folder the day claimed, and
-  # dt -> the folders earlier runs of the day claimed, which the day's commit removes
-  export_times: dict[str, str] = dataclasses.field(default_factory=dict)
-  replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-
-  def day_values(self, dt: str) -> dict:
-    return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
-            'export_time': self.export_times.get(dt, self.export_time), 'dataset': self.dataset,
-            **self.ids}
-
-  @property
-  def staging(self) -> str:
-    return storage.join(self.dest, STAGING_DIR, self.run_id)
-
-  def unit(self, dt: str) -> str:
-    """The day's commit unit as one path segment: its lock and its staging folder."""
-    return self.layout.unit(self.day_values(dt)).replace('/', '__')
-
-
 def _csv_list(value: str) -> list[str]:
   return [v.strip() for v in value.split(',') if v.strip()]
 
@@ -170,11 +130,11 @@ def fmt_of(o: ExportOptions) -> Format:
 
 def lake_manifest(lake: str, day: datetime.date) -> dict:
   directory = partition_dir(lake, day.isoformat())
-  if not storage.exists(storage.join(directory, SUCCESS)):
+  if not fs.exists(fs.join(directory, SUCCESS)):
     raise SourceError(f'{directory} is not a committed lake day (no {SUCCESS}): import the day '
                       f'first, e.g. ./run.sh import --date {day} --lake {lake} --source ...')
-  manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
-  manifest['files'] = [storage.join(directory, f['name']) for f in manifest['files']]
+  manifest = json.loads(fs.read_bytes(fs.join(directory, MANIFEST)))
+  manifest['files'] = [fs.join(directory, f['name']) for f in manifest['files']]
   return manifest
 
 
@@ -185,7 +145,7 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
   for dt, paths in files.items() if events else ():
     have = set()
     for path in paths:
-      with storage.open_read(path) as f:
+      with fs.open_read(path) as f:
         have.update(pc.unique(pq.read_table(f, columns=['event_key'])['event_key']).to_pylist())
     missing = [e for e in events if e not in have]
     if missing:
@@ -198,7 +158,7 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
 
 
 def committed_days(lake: str) -> list[datetime.date]:
-  pattern = storage.join(lake, 'dt=*', SUCCESS)
+  pattern = fs.join(lake, 'dt=*', SUCCESS)
   found = FileSystems.match([pattern])[0].metadata_list
   return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
 
@@ -217,8 +177,8 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
     return False, 'not exported to this destination yet'
   if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
     return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
-  success = last.get('success') or storage.join(last['dest'], SUCCESS)
-  if not storage.exists(success):
+  success = last.get('success') or fs.join(last['dest'], SUCCESS)
+  if not fs.exists(success):
     return False, f'{success} is missing'
   return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
 
@@ -281,21 +241,31 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   for warning in warnings:
     logs.LOG.warning(warning)
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
-  export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                 export_time, ids, warnings, break_lock=o.break_lock)
+                 export_minute(), ids, warnings, break_lock=o.break_lock)
   check_lake_outside(p)
   return p
+
+
+def export_minute() -> str:
+  """{export_time} of a run that starts now: the minute, UTC, YYYYMMDDHHMM."""
+  return datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
+
+
+def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_time: str) -> str:
+  """Where run `run_id`, started at `export_time`, exports day `dt` (the plan's target_of)."""
+  return dest_folder(o.dest, layout, day_values(dt, run_id, export_time, o.dataset_id,
+                                                layout_ids(o, layout)))
 
 
 def check_lake_outside(p: ExportPlan) -> None:
   """A lake inside --dest is fine unless it lies in a folder the export replaces (a day's
   folder: its commit deletes what else the folder holds), stages in or keeps its state in."""
-  owned = [storage.join(p.dest, STAGING_DIR), storage.join(p.state, locks.STATE_DIR)]
+  owned = [fs.join(p.dest, STAGING_DIR), fs.join(p.state, STATE_DIR)]
   if not p.layout.flat:
     owned += [target_of(p, dt) for dt in p.files]
   for folder in owned:
@@ -320,170 +290,12 @@ def layout_ids(o: ExportOptions, layout: Layout) -> dict[str, str]:
   return ids
 
 
-class PlanFn(beam.DoFn):
-  """A DoFn configured by the export plan (plain values, pickled to workers)."""
-
-  def __init__(self, p: ExportPlan):
-    self._p = p
-
-
-def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | None = None,
-                 schema: pa.Schema = EXPORT_SCHEMA) -> ExportFiles:
-  """The staged files of shard `index` of `count` (in chunks when a size limit is set), under
-  the layout's names."""
-  values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension, **(split or {})}
-
-  def place(c: int) -> tuple[str, str]:
-    label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
-    name = p.layout.file_path({**values, 'index': label})
-    return name, storage.join(p.staging, p.unit(dt), name)
-  return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
-
-
-def lake_slices(lake: pq.ParquetFile, p: ExportPlan):
-  """({'hh': .., 'event': ..}, iterator of lake rows) per file the layout makes of one lake file.
-  Without {hh}/{event} the rows stream through a batch at a time; with them the file is read
-  whole, since each hour or event name is its own file."""
-  if not (p.layout.by_hour or p.layout.by_event):
-    yield {}, (select(pa.Table.from_batches([b]), p.events, p.exclude, p.environment)
-               for b in lake.iter_batches(batch_size=SLICE_ROWS))
-    return
-  rows = select(lake.read(), p.events, p.exclude, p.environment)
-  for split, part in split_rows(rows, p.layout):
-    yield split, (part.slice(i, SLICE_ROWS) for i in range(0, part.num_rows, SLICE_ROWS))
-
-
-class ExportFile(PlanFn):
-  """(dt, index, count, lake file) -> (dt, StagedFile) for files with rows to export."""
-  rows = Metrics.counter('eventferry.export', 'rows_exported')
-
-  def process(self, element: tuple[str, int, int, str]):
-    dt, index, count, path = element
-    p = self._p
-    with storage.open_read(path) as f:
-      for split, slices in lake_slices(pq.ParquetFile(f), p):
-        files = export_files(p, dt, index, count, split)
-        files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
-        for staged in files.close():
-          self.rows.inc(staged.rows)
-          yield dt, staged
-
-
-class CommitExportDay(PlanFn):
-  """(dt, {'files': [StagedFile], 'day': [...]}) -> (dt, rows, files, bytes) after the commit."""
-
-  def process(self, element):
-    dt, parts = element
-    p = self._p
-    staged = list(parts['files'])
-    target = target_of(p, dt)
-    schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
-    earlier = p.replaces.get(dt, [])
-    storage.delete(storage.join(folder, SUCCESS) for folder in earlier)   # unpublished first
-    commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
-                                                  source=partition_dir(p.lake, dt),
-                                                  partition=target, schema=schema),
-                     p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
-    for folder in earlier:   # the day's exports by earlier runs: this one replaces them
-      storage.delete_tree(folder)
-      history.unclaim(p.state, folder)
-    yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
-
-
-def fence_of(p: ExportPlan, dt: str) -> locks.Fence | None:
-  """The lock the day's commit must still hold (lock_days took it), if this run took one."""
-  path = locks.lock_path(p.state, p.layout.unit(p.day_values(dt)))
-  return locks.Fence(path, p.run_id) if path in p.locks else None
-
-
-def split_rows(table, layout: Layout):
-  """({'hh': .., 'event': ..}, rows) per hour and/or event name the file template names."""
-  if table.num_rows == 0:
-    return
-  keys = {}
-  if layout.by_hour:
-    keys['hh'] = pc.utf8_lpad(pc.cast(pc.hour(table['ts']), pa.string()), 2, '0')
-  if layout.by_event:
-    keys['event'] = table['event_key']
-  if not keys:
-    yield {}, table
-    return
-  combos = pa.table(keys).group_by(list(keys)).aggregate([]).sort_by(
-      [(k, 'ascending') for k in keys]).to_pylist()
-  for combo in combos:
-    mask = None
-    for k, v in combo.items():
-      m = pc.equal(keys[k], v)
-      mask = m if mask is None else pc.and_(mask, m)
-    yield combo, table.filter(mask)
-
-
-class LatestProfiles(PlanFn):
-  """(dt, lake file) -> (dt, that file's latest profile per user)."""
-
-  def process(self, element: tuple[str, str]):
-    dt, path = element
-    with storage.open_read(path) as f:
-      lake = pq.read_table(f, columns=['ts', 'environment', 'event_key', 'identifiers',
-                                       'insert_id', 'user_properties'])
-    yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
-
-
-class WriteProfiles(PlanFn):
-  """(dt, [partial profiles]) -> (dt, StagedFile) for the merged, latest profiles."""
-
-  def process(self, element):
-    dt, partials = element
-    p = self._p
-    files = export_files(p, dt, 0, 1, schema=PROFILE_SCHEMA)
-    files.write(to_profile_export(latest_profiles(pa.concat_tables(list(partials))), dt))
-    for staged in files.close():
-      yield dt, staged
-
-
 def build(pipeline: beam.Pipeline, p: ExportPlan) -> beam.PCollection:
-  work = [(dt, i, len(files), path) for dt, files in p.files.items()
-          for i, path in enumerate(files)]
-  spread = (pipeline
-            | 'PlanFiles' >> beam.Create(work)
-            | 'SpreadFiles' >> beam.Reshuffle())
-  if p.kind == 'profiles':
-    staged = (spread
-              | 'DayAndFile' >> beam.Map(lambda work: (work[0], work[3]))
-              | 'ReadProfiles' >> beam.ParDo(LatestProfiles(p))
-              | 'GatherProfiles' >> beam.GroupByKey()
-              | 'WriteProfiles' >> beam.ParDo(WriteProfiles(p)))
-  else:
-    staged = spread | 'ExportFiles' >> beam.ParDo(ExportFile(p))
-  days = pipeline | 'PlannedDays' >> beam.Create([(dt, None) for dt in p.files])
-  committed = ({'files': staged, 'day': days}
-               | 'JoinDay' >> beam.CoGroupByKey()
-               | 'CommitExportDay' >> beam.ParDo(CommitExportDay(p)))
-  _ = (committed
-       | 'CollectDays' >> beam.combiners.ToList()
-       | 'RecordExport' >> beam.Map(record_export, p))
+  """Stages the export files of the plan's days, commits each day, records the export."""
+  staged = pipeline | 'ExportFiles' >> StageExportFiles(p)
+  committed = staged | 'CommitExportDay' >> CommitExportDays(p)
+  _ = committed | 'RecordExport' >> RecordExport(p)
   return committed
-
-
-def record_export(committed: list, p: ExportPlan) -> None:
-  """The job's last step: the export history, staging cleanup, the locks (inside the job, so that
-  a job launched from a Flex Template does its own bookkeeping)."""
-  exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
-  history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
-                           for dt, commit in p.lake_commits.items()})
-  storage.delete_tree(p.staging, prune_parent=True)
-  locks.release(p.locks, p.run_id)
-
-
-def target_of(p: ExportPlan, dt: str) -> str:
-  folder = p.layout.partition_path(p.day_values(dt))
-  return storage.join(p.dest, folder) if folder else p.dest
-
-
-def marker(p: ExportPlan, dt: str, which: int) -> str:
-  """The day's manifest (0) or _SUCCESS (1) path."""
-  return storage.join(target_of(p, dt), p.layout.markers(p.day_values(dt))[which])
 
 
 def apply_spec(o: ExportOptions, argv: list[str]) -> None:
@@ -491,7 +303,7 @@ def apply_spec(o: ExportOptions, argv: list[str]) -> None:
   if not o.spec:
     return
   try:
-    raw = yaml.safe_load(storage.read_bytes(o.spec)) or {}
+    raw = yaml.safe_load(fs.read_bytes(o.spec)) or {}
     spec = ExportSpec.model_validate(raw)
   except (OSError, yaml.YAMLError) as e:
     raise opts.UsageError(f'--spec {o.spec}: cannot read it as YAML ({e})') from None
@@ -517,7 +329,7 @@ def lock_days(p: ExportPlan) -> None:
   p.locks = locks.acquire_all(p.state, sorted({p.layout.unit(p.day_values(dt)) for dt in p.files}),
                               p.run_id, 'export of {} to this destination', p.break_lock)
   try:
-    clear_dead_staging(storage.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
+    clear_dead_staging(fs.join(p.dest, STAGING_DIR), p.run_id, {p.unit(dt) for dt in p.files})
     if p.layout.run_scoped:
       claim_folders(p)
   except BaseException:
@@ -530,7 +342,7 @@ def claim_folders(p: ExportPlan) -> None:
   no other day holds (so days exported within one minute never share a folder); and the folders
   earlier runs of the day claimed, for the commit to replace."""
   for dt in p.files:
-    owner = storage.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
+    owner = fs.join(p.dest, p.unit(dt))   # this day of this dataset at this destination
     minute = datetime.datetime.strptime(p.export_time, '%Y%m%d%H%M')
     while True:
       p.export_times[dt] = minute.strftime('%Y%m%d%H%M')
@@ -551,42 +363,36 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
     return None
   days = []
   for dt in p.files:
-    m = json.loads(storage.read_bytes(marker(p, dt, 0)))
+    m = json.loads(fs.read_bytes(marker(p, dt, 0)))
     days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
                           partition=m['partition']))
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
                         format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
                         seconds=round(time.monotonic() - start, 3),
                         metrics=logs.counters(result), days=days, warnings=p.warnings)
-  storage.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
+  fs.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
   return report
 
 
 def report_path(state: str, run_id: str) -> str:
-  return storage.join(state, locks.STATE_DIR, 'runs', f'{run_id}.json')
+  return fs.join(state, STATE_DIR, EXPORT_RUNS_DIR, f'{run_id}.json')
 
 
 def run(argv: list[str]) -> int:
   options = opts.parse(ExportOptions, argv, './run.sh export')
-  storage.configure(options)
+  fs.configure(options)
   apply_spec(options.view_as(ExportOptions), argv)
   p = plan(options.view_as(ExportOptions))   # a SourceError or LockedError is told by main_guard
   if not p.files:
     print('nothing to export: every chosen lake day was exported since its last import')
     return 0
-  lock_days(p)
-  try:
-    done = execute(options, p)
-  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
-    drop_staging(p.staging)
-    locks.release(p.locks, p.run_id)
-    raise
+  done = runs.locked(p, lock_days, lambda: execute(options, p))
   if done is None:
     print(f'export job {p.run_id} handed over to {options.view_as(StandardOptions).runner}')
     return 0
   o = options.view_as(ExportOptions)
   if o.report:
-    storage.write_bytes(o.report, done.model_dump_json(indent=2).encode())
+    fs.write_bytes(o.report, done.model_dump_json(indent=2).encode())
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({done.format})')
   for d in done.days:
     print(f'{d.dt}  {d.rows:>10,} rows  {d.files:>4} files  {d.bytes / 2**20:>8.1f} MiB  '

@@ -22,23 +22,23 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs
+from pipelines import logs, runs
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
-from transforms import locks, storage
-from transforms.accounting import DayStats, MergeStats
-from transforms.commit import (MANIFEST, REJECTED_DIR, STAGING_DIR, CommitDay, CommitSettings,
-                               SpillRejected, WriteRejected, WriteShards, drop_staging)
-from transforms.dedupe import SEEN, DedupeEvents
-from transforms.read import (SUCCESS, WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day,
-                             wait_for_success)
-from transforms.shards import split_by_shard
-from transforms.validate import ValidateEvents
+from transforms.lake import locks
+from transforms.stores import fs
+from transforms.kernels.accounting import DayStats, MergeStats
+from transforms.lake.commit import CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards
+from transforms.dedupe import DedupeEvents, ReadSeenIds
+from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
+from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
+from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
+
+__all__ = ['PIPELINE', 'ImportOptions', 'ImportPlan', 'REQUIRED', 'check', 'inspect', 'committed',
+           'plan', 'shard_count', 'build', 'report_path', 'write_report', 'summary', 'execute',
+           'lock_days', 'run']
 
 PIPELINE = 'import'
-RUNS_DIR = '_runs'
-SHUFFLE_DIR = '_shuffle'
-DEFAULT_ENVIRONMENT = 'production'
 
 
 class ImportOptions(PipelineOptions):
@@ -86,7 +86,7 @@ class ImportPlan:
 
   @property
   def staging(self) -> str:
-    return storage.join(self.lake, STAGING_DIR, self.run_id)
+    return fs.join(self.lake, STAGING_DIR, self.run_id)
 
 
 REQUIRED = {'source': 's3://customer-bucket/events', 'lake': './lake'}   # flag -> example
@@ -104,7 +104,7 @@ def check(o: ImportOptions) -> None:
   if o.dedupe_lookback_days < 0:
     raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
   opts.parse_duration('--wait_for_success', o.wait_for_success)
-  if storage.join(o.lake, '').startswith(storage.join(o.source, '')):
+  if fs.join(o.lake, '').startswith(fs.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
 
@@ -112,18 +112,18 @@ def inspect(o: ImportOptions, day: datetime.date, advice: str = WAIT_ADVICE) -> 
   """The source day as it is now (waiting for its _SUCCESS if asked); SourceError if unusable,
   ending with `advice` when the day is not complete."""
   wait = opts.parse_duration('--wait_for_success', o.wait_for_success)
-  wait_for_success(storage.partition_dir(o.source, day.isoformat()), wait, advice=advice)
+  wait_for_success(fs.partition_dir(o.source, day.isoformat()), wait, advice=advice)
   return inspect_day(o.source, day)
 
 
 def committed(o: ImportOptions, inv: DayInventory) -> tuple[bool, str]:
   """(True, why) when the lake already holds the day made from exactly this input, else
   (False, why it must run). Only the listing and footers are compared, no data is read."""
-  directory = storage.partition_dir(o.lake, inv.dt)
-  if not storage.exists(storage.join(directory, SUCCESS)):
+  directory = fs.partition_dir(o.lake, inv.dt)
+  if not fs.exists(fs.join(directory, SUCCESS)):
     return False, f'not in the lake yet (no {directory}/{SUCCESS})'
   try:
-    m = Manifest.model_validate_json(storage.read_bytes(storage.join(directory, MANIFEST)))
+    m = Manifest.model_validate_json(fs.read_bytes(fs.join(directory, MANIFEST)))
   except (OSError, ValueError) as e:
     return False, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
   if m.source.rstrip('/') != o.source.rstrip('/'):
@@ -151,10 +151,10 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
   for day in days:
     for back in range(1, o.dedupe_lookback_days + 1):
       prev = (day - datetime.timedelta(days=back)).isoformat()
-      directory = storage.partition_dir(o.lake, prev)
-      if prev in in_run or not storage.exists(storage.join(directory, SUCCESS)):
+      directory = fs.partition_dir(o.lake, prev)
+      if prev in in_run or not fs.exists(fs.join(directory, SUCCESS)):
         continue
-      seen.extend((day.isoformat(), p) for p in storage.list_files(directory)
+      seen.extend((day.isoformat(), p) for p in fs.list_files(directory)
                   if p.endswith('.parquet'))
   return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake,
                     o.environment or DEFAULT_ENVIRONMENT, inventories,
@@ -167,23 +167,6 @@ def shard_count(inv: DayInventory, target_file_bytes: int, max_shard_rows: int) 
   by_bytes = math.ceil(inv.bytes / target_file_bytes)
   by_rows = math.ceil(inv.rows / max_shard_rows)
   return max(1, by_bytes, by_rows)
-
-
-class ReadSeenIds(beam.DoFn):
-  """(dt, committed lake file) -> ((dt, shard), (SEEN, insert_ids)) for --dedupe_lookback_days."""
-
-  def __init__(self, shards: dict[str, int]):
-    self._shards = shards
-
-  def process(self, element: tuple[str, str]):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    dt, path = element
-    with storage.open_read(path) as f:
-      ids = pq.read_table(f, columns=['insert_id'])
-    batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
-    for shard, part in split_by_shard(batch, self._shards[dt]):
-      yield (dt, shard), (SEEN, part.column('insert_id'))
 
 
 def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]:
@@ -199,12 +182,12 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
     seen = (pipeline | 'LookbackFiles' >> beam.Create(p.seen_files)
             | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
   deduped = checked.main | 'DedupeEvents' >> DedupeEvents(
-      p.shards, storage.join(p.staging, SHUFFLE_DIR), seen)
+      p.shards, fs.join(p.staging, SHUFFLE_DIR), seen)
   written = deduped.main | 'WriteShards' >> beam.ParDo(
       WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected
                     | 'SpillRejected' >> beam.ParDo(SpillRejected(
-                        storage.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
+                        fs.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
                     | 'GroupRejected' >> beam.GroupByKey()
                     | 'WriteRejected' >> beam.ParDo(WriteRejected(p.staging)))
   planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])
@@ -225,15 +208,15 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
 
 
 def report_path(lake: str, run_id: str) -> str:
-  return storage.join(lake, RUNS_DIR, f'{run_id}.json')
+  return fs.join(lake, RUNS_DIR, f'{run_id}.json')
 
 
 def write_report(days: list[DayReport], p: ImportPlan) -> None:
   report = RunReport(run_id=p.run_id, pipeline=PIPELINE, source=p.source, lake=p.lake,
                      started_at=p.started_at, days=sorted(days, key=lambda d: d.dt),
                      ignored_files=[f'{inv.directory}/{n}' for inv in p.days for n in inv.ignored])
-  storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
-  storage.delete_tree(p.staging, prune_parent=True)
+  fs.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
+  fs.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)
 
 
@@ -273,11 +256,11 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
   result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
   if result is None:
     return None
-  report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))
+  report = RunReport.model_validate_json(fs.read_bytes(report_path(p.lake, p.run_id)))
   report.finished_at = datetime.datetime.now(datetime.timezone.utc)
   report.seconds = round(time.monotonic() - start, 3)
   report.metrics = logs.counters(result)
-  storage.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
+  fs.write_bytes(report_path(p.lake, p.run_id), report.model_dump_json(indent=2).encode())
   return report
 
 
@@ -286,27 +269,21 @@ def lock_days(p: ImportPlan) -> None:
   p.locks = locks.acquire_all(p.lake, [f'dt={inv.dt}' for inv in p.days], p.run_id,
                               'import of {} into this lake', p.break_lock)
   if p.break_lock:   # the run taken over is dead (or fenced off): its staging goes with it
-    storage.delete_tree(storage.join(p.lake, STAGING_DIR, p.break_lock), prune_parent=True)
+    fs.delete_tree(fs.join(p.lake, STAGING_DIR, p.break_lock), prune_parent=True)
 
 
 def run(argv: list[str]) -> int:
   options = opts.parse(ImportOptions, argv, './run.sh import')
-  storage.configure(options)
+  fs.configure(options)
   o = options.view_as(ImportOptions)
   p = plan(o)     # a SourceError or LockedError is told by main_guard (exit 3, 4)
-  lock_days(p)
-  try:
-    report = execute(options, p)
-  except BaseException:   # a failure, Ctrl-C or a fence (exit 4): no partial file, no lock left
-    drop_staging(p.staging)
-    locks.release(p.locks, p.run_id)
-    raise
+  report = runs.locked(p, lock_days, lambda: execute(options, p))
   if report is None:
     print(f'import job {p.run_id} handed over to {options.view_as(StandardOptions).runner}; its '
           f'report will be at {report_path(p.lake, p.run_id)}')
     return 0
   if o.report:
-    storage.write_bytes(o.report, report.model_dump_json(indent=2).encode())
+    fs.write_bytes(o.report, report.model_dump_json(indent=2).encode())
   print(summary(report))
   return 0 if report.ok else 1
 

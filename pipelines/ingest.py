@@ -12,27 +12,23 @@ Validation, normalization, de-duplication and the dead-letter output are the imp
 panes and late data are committed is described in transforms/ingest.py and the README.
 """
 import dataclasses
-import datetime
-import logging
 import sys
 import time
-import typing
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines.import_events import DEFAULT_ENVIRONMENT
-from transforms import storage
-from transforms.commit import STAGING_DIR
+from pipelines import runs
+from transforms.stores import fs
+from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
+from transforms import read_raw
 from transforms.ingest import IngestEvents, WriteSettings
-from transforms.raw import RawChunk
-from transforms.watch import WatchFiles
+from transforms.validate import DEFAULT_ENVIRONMENT
 
-CHUNK_ROWS = 10_000
-BLOCK_BYTES = 8 << 20
-BOM = b'\xef\xbb\xbf'   # UTF-8 byte order mark, which some Windows tools write first
+__all__ = ['STREAMING_RUNNER', 'LOCAL_RUNNERS', 'REQUIRED', 'IngestOptions', 'settings',
+           'read_chunks', 'build', 'IngestRun', 'execute', 'run']
+
 STREAMING_RUNNER = 'BundleBasedDirectRunner'   # the local runner with streaming, state and timers
 LOCAL_RUNNERS = (STREAMING_RUNNER, 'DirectRunner', 'PrismRunner')
 REQUIRED = ('lake',)   # and one of --subscription, --topic, --input
@@ -100,120 +96,18 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       batch=not streaming, replace=o.replace_days, break_lock=o.break_lock)
 
 
-def _now_ms() -> int:
-  return int(time.time() * 1000)
-
-
-class ReadJsonLines(beam.DoFn):
-  """A file -> RawChunks of up to CHUNK_ROWS lines (line numbers from 1). Compression follows the
-  extension. With `arrival`, the file's modification time is when its rows arrived. A compressed
-  file that is corrupt or ends early yields the lines before the damage, then a chunk marked
-  unreadable, which becomes one rejected row saying where reading stopped."""
-
-  def __init__(self, arrival: bool):
-    self._arrival = arrival
-
-  def process(self, metadata):
-    path = metadata.path
-    modified = int(metadata.last_updated_in_seconds * 1000) or _now_ms()
-    rows: list[int]
-    lines: list[bytes]
-    rows, lines, number, rest, first = [], [], 0, b'', True
-    blocks = storage.read_blocks(path, BLOCK_BYTES)
-    while True:
-      try:
-        block = next(blocks, b'')
-      except storage.Unreadable as e:   # what was read counts; the damaged rest is one rejected row
-        logging.warning('%s: lines from %d on are dead-lettered as unreadable_file', e, number + 1)
-        yield from self._chunks(path, rows, lines, modified)
-        yield dataclasses.replace(self._chunk(path, [number + 1], [b''], modified), unreadable=str(e))
-        return
-      data = rest + block
-      if first and (len(data) >= len(BOM) or b'\n' in data or not block):   # the file's start only
-        first, data = False, data[len(BOM):] if data.startswith(BOM) else data
-      pieces = data.split(b'\n')
-      rest = pieces.pop() if block else b''
-      if b'\r' not in data and all(map(bytes.strip, pieces)):   # the usual case, in C
-        rows.extend(range(number + 1, number + 1 + len(pieces)))
-        lines.extend(pieces)
-        number += len(pieces)
-      else:
-        for line in pieces:
-          number += 1
-          if line.strip():
-            rows.append(number)
-            lines.append(line.rstrip(b'\r'))
-      if len(lines) >= CHUNK_ROWS or not block:
-        yield from self._chunks(path, rows, lines, modified)
-        rows, lines = [], []
-      if not block:
-        return
-
-  def _chunks(self, path: str, rows: list, lines: list, modified: int) -> typing.Iterator[RawChunk]:
-    for start in range(0, len(lines), CHUNK_ROWS):
-      yield self._chunk(path, rows[start:start + CHUNK_ROWS], lines[start:start + CHUNK_ROWS],
-                        modified)
-
-  def _chunk(self, path: str, rows: list, lines: list, modified: int) -> RawChunk:
-    n = len(lines)
-    return RawChunk(source=[path] * n, rows=rows, payloads=lines,
-                    arrival_ms=[modified] * n if self._arrival else None, received_ms=modified)
-
-
-class PubsubPayloads(beam.DoFn):
-  """PubsubMessage -> (message id, payload, server-time fallback ms, publish ms)."""
-
-  def __init__(self, source: str, attribute: str | None):
-    self._source = source
-    self._attribute = attribute
-
-  def process(self, message, timestamp=beam.DoFn.TimestampParam):
-    published = int(message.publish_time.timestamp() * 1000) if message.publish_time else \
-        timestamp.micros // 1000
-    fallback = published
-    if self._attribute and message.attributes.get(self._attribute):
-      fallback = _attribute_ms(message.attributes[self._attribute], published)
-    yield f'{self._source}/{message.message_id}', message.data, fallback, published
-
-
-def _attribute_ms(value: str, default: int) -> int:
-  try:
-    return int(value)
-  except ValueError:
-    pass
-  try:
-    return int(datetime.datetime.fromisoformat(value.replace('Z', '+00:00')).timestamp() * 1000)
-  except ValueError:
-    return default   # the payload's own server_ts, or the publish time, decides
-
-
-def _messages_chunk(messages: list) -> RawChunk:
-  return RawChunk(source=[m[0] for m in messages], rows=[0] * len(messages),
-                  payloads=[m[1] for m in messages], fallback_ms=[m[2] for m in messages],
-                  arrival_ms=[m[3] for m in messages], received_ms=max(m[3] for m in messages))
-
-
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
   if o.input:
-    if o.watch:
-      local = pipeline.options.view_as(StandardOptions).runner in (STREAMING_RUNNER, 'DirectRunner')
-      files = pipeline | 'WatchFiles' >> WatchFiles(
-          o.input, opts.parse_duration('--watch', o.watch), local=local)
-    else:
-      files = pipeline | 'MatchFiles' >> fileio.MatchFiles(o.input)
-    return (files | 'Spread' >> beam.Reshuffle()
-            | 'ReadJsonLines' >> beam.ParDo(ReadJsonLines(arrival=bool(o.watch))))
-  source = o.subscription or o.topic
+    local = pipeline.options.view_as(StandardOptions).runner in (STREAMING_RUNNER, 'DirectRunner')
+    watch_s = opts.parse_duration('--watch', o.watch) if o.watch else None
+    return read_raw.read_files(pipeline, o.input, watch_s, local=local)
   try:
-    read = beam.io.ReadFromPubSub(subscription=o.subscription, topic=o.topic, with_attributes=True)
-  except ValueError as e:
+    return read_raw.read_pubsub(pipeline, o.subscription, o.topic, o.server_time_attribute)
+  except ValueError as e:   # Beam's check of the subscription or topic name
     flag = '--subscription' if o.subscription else '--topic'
-    raise opts.UsageError(f'{flag} {source!r}: {e} Use projects/PROJECT/subscriptions/NAME '
-                          '(or projects/PROJECT/topics/NAME for --topic).') from None
-  return (pipeline | 'ReadPubSub' >> read
-          | 'Payloads' >> beam.ParDo(PubsubPayloads(source, o.server_time_attribute))
-          | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=CHUNK_ROWS)
-          | 'Chunk' >> beam.Map(_messages_chunk))
+    raise opts.UsageError(f'{flag} {o.subscription or o.topic!r}: {e} Use '
+                          'projects/PROJECT/subscriptions/NAME (or projects/PROJECT/topics/NAME '
+                          'for --topic).') from None
 
 
 def build(pipeline: beam.Pipeline, o: IngestOptions, streaming: bool, run_id: str):
@@ -229,6 +123,26 @@ def _log(report) -> None:
         + (f' ({report.message})' if report.message else ''), flush=True)
 
 
+@dataclasses.dataclass
+class IngestRun:
+  run_id: str
+  staging: str
+  locks: list[str] = dataclasses.field(default_factory=list)
+
+
+def execute(options: PipelineOptions, o: IngestOptions, std: StandardOptions, run: IngestRun) -> bool:
+  """Runs the job; False when it was handed over (it runs on elsewhere)."""
+  pipeline = beam.Pipeline(options=options)
+  _ = build(pipeline, o, std.streaming, run.run_id) | 'Log' >> beam.Map(_log)
+  result = pipeline.run()
+  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
+    return False
+  result.wait_until_finish()
+  # every staged file was moved into place: what is left are empty folders (local disk)
+  fs.delete_tree(run.staging, prune_parent=True)
+  return True
+
+
 def run(argv: list[str]) -> int:
   options = opts.parse(IngestOptions, argv, './run.sh ingest')
   o = options.view_as(IngestOptions)
@@ -237,21 +151,17 @@ def run(argv: list[str]) -> int:
   if std.streaming and std.runner == opts.DEFAULT_RUNNER:
     std.runner = STREAMING_RUNNER   # the FnApiRunner runs batch only
   run_id = o.run_id or opts.new_run_id()
-  storage.configure(options)
+  fs.configure(options)
   if o.input and not o.watch and not beam.io.filesystems.FileSystems.match([o.input])[0].metadata_list:
     raise opts.UsageError(f'--input {o.input!r} matches no file')
-  pipeline = beam.Pipeline(options=options)
-  _ = build(pipeline, o, std.streaming, run_id) | 'Log' >> beam.Map(_log)
   started = time.monotonic()
-  result = pipeline.run()
-  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
+  # Each day's lock is taken in the job (WriteDays), as its rows arrive: none at launch.
+  job = IngestRun(run_id, fs.join(o.lake, STAGING_DIR, ingest_run(run_id)))
+  if not runs.locked(job, lambda _: None, lambda: execute(options, o, std, job)):
     print(f'ingest job {run_id} handed over to {std.runner}')   # a streaming job runs on
     return 0
-  result.wait_until_finish()
-  # every staged file was moved into place: what is left are empty folders (local disk)
-  storage.delete_tree(storage.join(o.lake, STAGING_DIR, f'ingest-{run_id}'), prune_parent=True)
   print(f'ingest run {run_id} finished in {time.monotonic() - started:.1f}s; lake: {o.lake}; '
-        f'reports: {storage.join(o.lake, "_runs", "ingest-" + run_id)}')
+        f'reports: {fs.join(o.lake, RUNS_DIR, ingest_run(run_id))}')
   return 0
 
 

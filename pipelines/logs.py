@@ -10,6 +10,8 @@ import sys
 
 from apache_beam.metrics.metric import MetricsFilter
 
+__all__ = ['LOG', 'FORMATS', 'JsonFormatter', 'TextFormatter', 'format_of', 'setup', 'counters']
+
 LOG = logging.getLogger('eventferry')
 FORMATS = ('text', 'json')
 

@@ -22,8 +22,15 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
-from transforms import locks, s3, sftp, storage, stores
+from transforms.compat import options as compat_options
+from transforms.lake import locks
+from transforms.stores import clients, fs, s3, sftp
 from transforms.read import SourceError
+
+__all__ = ['DEFAULT_RUNNER', 'UsageError', 'parse_date', 'parse_duration', 'SIZE_UNITS',
+           'parse_size', 'parse_zone', 'yesterday', 'require', 'normal_path', 'lies_inside',
+           'add_shared', 'add_switch', 'add_date_args', 'add_run_args', 'date_range', 'new_run_id',
+           'handed_over', 'run_job', 'parse', 'LoggingOptions', 'HANDLED', 'main_guard', 'raised']
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
 
@@ -115,7 +122,7 @@ def add_shared(parser, flag: str, **kwargs) -> None:
   """Declares a flag that several pipelines take (--lake, --run_id, ...). Beam parses the options
   of every loaded PipelineOptions class with one parser, which refuses a flag declared twice; so a
   shared flag is declared once, and its default must be the same in every pipeline."""
-  if flag not in parser._option_string_actions:
+  if not compat_options.declared(parser, flag):
     parser.add_argument(flag, **kwargs)
 
 
@@ -208,7 +215,7 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   # Beam types the parser as its own; this one only prints --help, and our classes add plain arguments.
   option_class._add_argparse_args(ours)  # type: ignore[arg-type]
   store_flags = ours.add_argument_group("eventferry's store flags (README: Clouds)")
-  for store_class in (s3.S3AccessOptions, stores.EncryptionOptions, sftp.SftpOptions):
+  for store_class in (s3.S3AccessOptions, clients.EncryptionOptions, sftp.SftpOptions):
     store_class._add_argparse_args(store_flags)
   if '-h' in argv or '--help' in argv:
     ours.print_help()
@@ -227,7 +234,7 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   if unknown:
     raise UsageError(f'unexpected argument {unknown[0]!r}: every value needs its --flag.')
   options = option_class(argv)
-  problem = stores.flag_problem(options) or _password_in_url(options)
+  problem = clients.flag_problem(options) or _password_in_url(options)
   if problem:
     raise UsageError(problem)
   std = options.view_as(po.StandardOptions)
@@ -241,7 +248,7 @@ def _password_in_url(options: po.PipelineOptions) -> str | None:
   for name, value in options.get_all_options(drop_default=True).items():
     if isinstance(value, str) and value.startswith('sftp://'):
       if urllib.parse.urlsplit(value).password is not None:
-        return (f'--{name} {storage.redact(value)} carries a password: remove it from the URL and '
+        return (f'--{name} {fs.redact(value)} carries a password: remove it from the URL and '
                 'give it in SFTP_PASSWORD (or --sftp_password, which shows in `ps`)')
   return None
 
@@ -255,7 +262,7 @@ class LoggingOptions(po.PipelineOptions):
                         help='stderr as text, or json: one JSON object per line')
 
 
-HANDLED = ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code
+HANDLED = ((clients.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code
 
 
 def _untold(record: logging.LogRecord) -> bool:
@@ -277,7 +284,7 @@ def main_guard(run, argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
-  logging.getLogger('apache_beam.runners.common').addFilter(_untold)
+  logging.getLogger(compat_options.STEP_LOGGER).addFilter(_untold)
   try:
     return run(argv)
   except UsageError as e:

@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms import storage
+from transforms.lake.names import SUCCESS
+from transforms.stores import fs
+
+__all__ = ['events', 'write_day', 'raw_events']
 
 _HEX = np.frombuffer(b'0123456789abcdef', dtype=np.uint8)
 _EVENTS = ['purchase', 'signup', 'view_item', 'add_to_cart', '$session_start', '장바구니_담기']
@@ -146,7 +149,7 @@ def _as_bigquery(table: pa.Table) -> pa.Table:
 def write_day(prefix: str, day: datetime.date, table: pa.Table, files: int = 4,
               writer: str = 'pyarrow', success: bool = True) -> list[str]:
   """Writes `table` as a customer would under PREFIX/dt=DAY/, then _SUCCESS. Returns the paths."""
-  directory = storage.partition_dir(prefix, day.isoformat())
+  directory = fs.partition_dir(prefix, day.isoformat())
   if writer == 'bigquery':
     table = _as_bigquery(table)
   paths = []
@@ -160,13 +163,13 @@ def write_day(prefix: str, day: datetime.date, table: pa.Table, files: int = 4,
     else:
       name = f'{i:012d}.parquet' if writer == 'bigquery' else f'part-{i}.parquet'
       pq.write_table(part, sink, compression='snappy')
-    path = storage.join(directory, name)
-    storage.write_bytes(path, sink.getvalue().to_pybytes())
+    path = fs.join(directory, name)
+    fs.write_bytes(path, sink.getvalue().to_pybytes())
     if writer == 'spark':
-      storage.write_bytes(storage.join(directory, f'.{name}.crc'), b'crc')
+      fs.write_bytes(fs.join(directory, f'.{name}.crc'), b'crc')
     paths.append(path)
   if success:
-    storage.write_bytes(storage.join(directory, '_SUCCESS'), b'')
+    fs.write_bytes(fs.join(directory, SUCCESS), b'')
   return paths
 
 

@@ -14,6 +14,8 @@ from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent
 from schemas.raw import RawEvent
 from schemas.reasons import Flag, Reason
 
+__all__ = ['CONTRACTS', 'render', 'main']
+
 CONTRACTS: dict[str, tuple[type[BaseModel], pa.Schema | None]] = {
     'import': (ImportEvent, IMPORT_SCHEMA), 'lake': (LakeEvent, LAKE_SCHEMA),
     'raw': (RawEvent, None)}   # raw events are JSON: read into the import contract

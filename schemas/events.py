@@ -13,6 +13,10 @@ import pyarrow as pa
 import pydantic
 from pydantic import AwareDatetime, Field
 
+__all__ = ['UUID_PATTERN', 'Metric', 'StringMap', 'REQUIRED_KEYS', 'MAP_COLUMNS', 'ImportEvent',
+           'LakeEvent', 'arrow_schema', 'fingerprint', 'IMPORT_SCHEMA', 'OPTIONAL_COLUMNS',
+           'LAKE_SCHEMA', 'REJECTED_SCHEMA']
+
 UUID_PATTERN = r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
 Metric = typing.Annotated[decimal.Decimal, Field(max_digits=24, decimal_places=6)]
@@ -115,3 +119,11 @@ IMPORT_SCHEMA = arrow_schema(ImportEvent)
 OPTIONAL_COLUMNS = tuple(name for name, info in ImportEvent.model_fields.items()
                          if not info.is_required())   # a missing one reads as empty maps
 LAKE_SCHEMA = arrow_schema(LakeEvent)
+# The dead letters (LAKE/_rejected/dt=D/): one row per rejected event, with why and where from.
+REJECTED_SCHEMA = pa.schema([
+    pa.field('reason', pa.string(), nullable=False),   # schemas/reasons.py
+    pa.field('detail', pa.string(), nullable=False),
+    pa.field('source_file', pa.string(), nullable=False),
+    pa.field('source_row', pa.int64(), nullable=False),
+    pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
+])

@@ -7,6 +7,9 @@ from pydantic import AwareDatetime, Field
 
 from schemas.events import Metric, arrow_schema
 
+__all__ = ['ExportEvent', 'ExportProfile', 'EXPORT_SCHEMA', 'PROFILE_SCHEMA', 'ID_PATTERN',
+           'ExportSpec']
+
 
 class ExportEvent(pydantic.BaseModel):
   """One exported row, exactly the seed's columns in the seed's order, all non-nullable. Map

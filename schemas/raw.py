@@ -10,6 +10,8 @@ import typing
 import pydantic
 from pydantic import Field
 
+__all__ = ['Millis', 'Instant', 'PropertyValue', 'Properties', 'RawEvent', 'COLUMN_OF']
+
 Millis = typing.Annotated[int, Field(description='epoch milliseconds, UTC (a number sized as '
                                    'seconds, below 10^11, or as micros, 10^14 and up, is refused)')]
 Instant = typing.Union[Millis, str]

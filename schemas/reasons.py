@@ -1,6 +1,8 @@
 """Why a row was rejected or flagged. The codes appear verbatim in the dead-letter output."""
 import enum
 
+__all__ = ['Reason', 'Flag']
+
 
 class _Explained(str, enum.Enum):
   """A code with a one-line explanation: Member = ('code', 'explanation')."""

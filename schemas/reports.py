@@ -4,6 +4,9 @@ import typing
 
 import pydantic
 
+__all__ = ['Status', 'ManifestFile', 'Manifest', 'DayReport', 'RunReport', 'ExportDay',
+           'ExportReport']
+
 # open: streaming, not yet on time; rejected_only: ingest, the day got dead letters only, so it
 # has no lake day (the one it had, if any, is as it was)
 Status = typing.Literal['published', 'refused', 'failed', 'open', 'rejected_only']

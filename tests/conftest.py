@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms import storage
+from transforms.stores import fs
 from transforms.read import with_lineage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +58,7 @@ def raw_batch(rows: list[dict], schema: pa.Schema = SCHEMA, source: str = 'f.par
 def write_file(path: str, t: pa.Table, **kwargs) -> None:
   sink = pa.BufferOutputStream()
   pq.write_table(t, sink, **kwargs)
-  storage.write_bytes(path, sink.getvalue().to_pybytes())
+  fs.write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -170,7 +170,7 @@ def store(request):
   """Each real store in turn, with this process's storage helpers pointed at it."""
   from apache_beam.options.pipeline_options import PipelineOptions
   s = request.getfixturevalue(f'{request.param}_store')
-  storage.configure(PipelineOptions(s.flags))
+  fs.configure(PipelineOptions(s.flags))
   return s
 
 

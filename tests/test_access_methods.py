@@ -9,7 +9,7 @@ import pytest
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
-from transforms import storage
+from transforms.stores import fs
 
 DAY = datetime.date(2023, 1, 1)
 
@@ -50,12 +50,12 @@ def test_export_to_an_azure_container_reached_by_a_sas_token(azure_store, lake):
           run_cli('pipelines.check', '--dest', dest, '--azure_connection_string', conn, check=False)]
   assert runs[1].returncode == 0 and runs[1].stdout.count('OK') == 4, runs[1].stdout
   from apache_beam.options.pipeline_options import PipelineOptions
-  storage.configure(PipelineOptions(azure_store.flags))   # read back with the account key
-  day = storage.partition_dir(dest, str(DAY))
-  files = storage.list_files(day)
+  fs.configure(PipelineOptions(azure_store.flags))   # read back with the account key
+  day = fs.partition_dir(dest, str(DAY))
+  files = fs.list_files(day)
   assert [p.rsplit('/', 1)[1] for p in sorted(files)] == [
       '_SUCCESS', '_manifest.json', 'part-00000-of-00001.jsonl']
-  assert storage.read_bytes(storage.join(day, 'part-00000-of-00001.jsonl')).count(b'\n') > 400
+  assert fs.read_bytes(fs.join(day, 'part-00000-of-00001.jsonl')).count(b'\n') > 400
 
   # A read-and-list-only token (what a customer may hand out by mistake): refused, named, no secret.
   read_only, signature2 = sas_connection_string(azure_store.server, 'landing', 'rl')

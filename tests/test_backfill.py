@@ -2,13 +2,14 @@
 import datetime
 import json
 import os
+import re
 
 import pyarrow.dataset as ds
 import pytest
 
 from pipelines import backfill, samples
 from tests.conftest import run_cli
-from transforms import storage
+from transforms.stores import fs
 
 FIRST = datetime.date(2023, 1, 1)
 
@@ -98,7 +99,7 @@ def test_a_failing_day_does_not_stop_the_others(tmp_path):
   bad = bucket / 'dt=2023-01-03' / 'part-1.parquet'
   corrupt_pages(bad)
   held = lake / '_eventferry' / 'locks' / 'dt=2023-01-05.lock'
-  storage.write_bytes(str(held), b'{"run_id": "still-running"}')
+  fs.write_bytes(str(held), b'{"run_id": "still-running"}')
   proc = backfill_import(bucket, lake, 5, '--days_per_job', '5', check=False)
   assert proc.returncode == 1
   lines = proc.stdout.splitlines()
@@ -153,6 +154,32 @@ def test_export_backfill_with_a_layout_whose_days_share_a_folder_runs_a_job_per_
                  '--layout', 'adobe', '--from_date', '2023-01-01', '--to_date', '2023-01-02')
   assert '2 published' in proc.stdout and 'retrying' not in proc.stderr
   assert proc.stderr.count('days done') == 2          # one job per day
+
+
+def test_a_dry_run_prints_the_folder_a_run_scoped_layout_renders_and_the_run_uses(tmp_path):
+  bucket, lake, dest = bucket_of(tmp_path, 1, rows=50), tmp_path / 'lake', tmp_path / 'adobe'
+  backfill_import(bucket, lake, 1)
+  utc = datetime.timezone.utc
+
+  def minute_of(folder):   # exportTime=YYYYMMDDHHMM, the minute the run started (UTC)
+    return datetime.datetime.strptime(folder.rsplit('=', 1)[1], '%Y%m%d%H%M').replace(tzinfo=utc)
+
+  def export(*flags):
+    before = datetime.datetime.now(utc).replace(second=0, microsecond=0)
+    proc = run_cli('pipelines.backfill', 'export', '--lake', str(lake), '--dest', str(dest),
+                   '--layout', 'adobe', '--dataset_id', 'web', '--from_date', '2023-01-01',
+                   '--to_date', '2023-01-01', *flags)
+    return before, proc, datetime.datetime.now(utc)
+  before, plan, after = export('--dry_run')
+  found = re.search(rf' -> ({re.escape(str(dest))}/web/exportTime=\d{{12}})\n', plan.stdout)
+  assert found and '{' not in plan.stdout, plan.stdout
+  assert before <= minute_of(found.group(1)) <= after
+  assert not dest.exists()                                 # a dry run writes nothing
+  before, _, after = export('--report', str(tmp_path / 'report.json'))
+  (written,) = os.listdir(dest / 'web')                    # what the export really wrote
+  assert before <= minute_of(written) <= after
+  (day,) = json.loads((tmp_path / 'report.json').read_text())['days']
+  assert day['dest'] == str(dest / 'web' / written)
 
 
 def test_export_backfill_of_the_flat_clevertap_layout_runs_days_together_and_skips_them(tmp_path):

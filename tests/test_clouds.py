@@ -13,7 +13,7 @@ import pytest
 from pipelines import samples
 from tests.conftest import SFTP_PASSWORD, parquet_rows, run_cli, running_cli, wait_for
 from tests.test_ingest import event
-from transforms import storage
+from transforms.stores import fs
 
 DAY = datetime.date(2023, 1, 1)
 EVENTS = samples.events(DAY, 3000, seed=11)
@@ -31,12 +31,12 @@ def export_day(lake, dest, *flags, env=None, check=True):
 
 def read_day(directory: str) -> pa.Table:
   """Every Parquet file of a committed day, in name order, read with pyarrow."""
-  files = sorted(p for p in storage.list_files(directory) if p.endswith('.parquet'))
-  return pa.concat_tables(pq.read_table(io.BytesIO(storage.read_bytes(p))) for p in files)
+  files = sorted(p for p in fs.list_files(directory) if p.endswith('.parquet'))
+  return pa.concat_tables(pq.read_table(io.BytesIO(fs.read_bytes(p))) for p in files)
 
 
 def names(directory: str) -> list[str]:
-  return sorted(posixpath.relpath(p, directory) for p in storage.list_files(directory))
+  return sorted(posixpath.relpath(p, directory) for p in fs.list_files(directory))
 
 
 @pytest.fixture(scope='module')
@@ -57,35 +57,35 @@ def test_import_and_export_on_the_store_equal_a_local_run(store, local_run):
   import_day(src, lake, '--shards', '2', *store.flags, env=store.env)   # replaces 3 shards by 2
   export_day(lake, dest, *store.flags, env=store.env)
 
-  day = storage.partition_dir(lake, '2023-01-01')
+  day = fs.partition_dir(lake, '2023-01-01')
   assert names(day) == ['_SUCCESS', '_manifest.json', 'part-00000-of-00002.parquet',
                         'part-00001-of-00002.parquet']
-  assert storage.read_bytes(storage.join(day, '_SUCCESS')) == b''
+  assert fs.read_bytes(fs.join(day, '_SUCCESS')) == b''
   assert read_day(day).equals(local_run['lake'])
-  assert read_day(storage.partition_dir(dest, '2023-01-01')).equals(local_run['export'])
-  assert not storage.list_files(storage.join(lake, '_staging'))
-  assert not storage.list_files(storage.join(lake, '_eventferry', 'locks'))
+  assert read_day(fs.partition_dir(dest, '2023-01-01')).equals(local_run['export'])
+  assert not fs.list_files(fs.join(lake, '_staging'))
+  assert not fs.list_files(fs.join(lake, '_eventferry', 'locks'))
 
 
 def test_storage_helpers_behave_alike_on_every_store(store):
   base = store.url('helpers')
-  lock = storage.join(base, 'locks', 'a.lock')
-  assert storage.create_exclusive(lock, b'first')
+  lock = fs.join(base, 'locks', 'a.lock')
+  assert fs.create_exclusive(lock, b'first')
   if store.name != 'gcs':   # gcp-storage-emulator ignores ifGenerationMatch (real GCS honours it)
-    assert not storage.create_exclusive(lock, b'second')
-    assert storage.read_bytes(lock) == b'first'
-  storage.write_bytes(storage.join(base, 'd', '_SUCCESS'), b'')
-  storage.write_bytes(storage.join(base, 'd', 'a'), b'old')
-  storage.write_bytes(storage.join(base, 'd1', 'x'), b'sibling')
-  storage.write_bytes(storage.join(base, 'staged'), b'new')
-  assert storage.exists(storage.join(base, 'd', '_SUCCESS'))
-  assert not storage.exists(storage.join(base, 'd', 'missing'))
-  assert names(storage.join(base, 'd')) == ['_SUCCESS', 'a']        # not d1/
-  storage.rename([storage.join(base, 'staged')], [storage.join(base, 'd', 'a')])
-  assert storage.read_bytes(storage.join(base, 'd', 'a')) == b'new'
-  storage.delete_tree(storage.join(base, 'd'))
-  assert storage.list_files(storage.join(base, 'd')) == {}
-  assert names(storage.join(base, 'd1')) == ['x']
+    assert not fs.create_exclusive(lock, b'second')
+    assert fs.read_bytes(lock) == b'first'
+  fs.write_bytes(fs.join(base, 'd', '_SUCCESS'), b'')
+  fs.write_bytes(fs.join(base, 'd', 'a'), b'old')
+  fs.write_bytes(fs.join(base, 'd1', 'x'), b'sibling')
+  fs.write_bytes(fs.join(base, 'staged'), b'new')
+  assert fs.exists(fs.join(base, 'd', '_SUCCESS'))
+  assert not fs.exists(fs.join(base, 'd', 'missing'))
+  assert names(fs.join(base, 'd')) == ['_SUCCESS', 'a']        # not d1/
+  fs.rename([fs.join(base, 'staged')], [fs.join(base, 'd', 'a')])
+  assert fs.read_bytes(fs.join(base, 'd', 'a')) == b'new'
+  fs.delete_tree(fs.join(base, 'd'))
+  assert fs.list_files(fs.join(base, 'd')) == {}
+  assert names(fs.join(base, 'd1')) == ['x']
 
 
 def check(*flags, env=None):
@@ -100,7 +100,7 @@ def test_check_passes_every_permission_on_every_store(store):
   for permission in ('PUT', 'GET', 'LIST', 'DELETE'):
     assert f'  {permission:<7} OK' in proc.stdout
   assert proc.stdout.count('verdict: usable') == 2
-  assert not storage.list_files(store.url('checkdest'))   # the probe is gone
+  assert not fs.list_files(store.url('checkdest'))   # the probe is gone
 
 
 def unusable(store):
@@ -123,7 +123,7 @@ def test_check_fails_naming_the_permission_and_the_stores_reason(store):
 
 def test_a_missing_bucket_stops_the_run_naming_store_path_and_permission(s3_store, tmp_path):
   from apache_beam.options.pipeline_options import PipelineOptions
-  storage.configure(PipelineOptions(s3_store.flags))
+  fs.configure(PipelineOptions(s3_store.flags))
   samples.write_day(str(tmp_path / 'src'), DAY, EVENTS.slice(0, 100), files=1)
   proc = import_day(str(tmp_path / 'src'), 's3://no-such-bucket/lake', *s3_store.flags,
                     check=False)
@@ -166,9 +166,9 @@ def test_secrets_never_reach_output_reports_manifests_or_errors(store, tmp_path)
            import_day(src, bad_dest, *bad_flags, env=store.env, check=False),
            export_day(lake, bad_dest, *bad_flags, env=store.env, check=False)]
   assert [r.returncode for r in runs[3:]] == [1, 5, 5], [r.stderr[-800:] for r in runs[3:]]
-  written = [report.read_text()] + [storage.read_bytes(p).decode(errors='replace')
+  written = [report.read_text()] + [fs.read_bytes(p).decode(errors='replace')
                                     for root in (lake, dest)
-                                    for p in storage.list_files(root) if p.endswith('.json')]
+                                    for p in fs.list_files(root) if p.endswith('.json')]
   assert len(written) >= 4   # the report twice (lake and --report), two manifests, history
   for text in [r.stdout for r in runs] + [r.stderr for r in runs] + written:
     for secret in secrets:
@@ -179,15 +179,15 @@ RAW = samples.raw_events(DAY, 2000, seed=12)
 
 
 def test_batch_ingest_reads_json_lines_from_the_store_into_a_lake_on_it(store, tmp_path):
-  storage.write_bytes(store.url('raw', 'a.jsonl'), b'\n'.join(RAW[:1000]) + b'\n')
-  storage.write_bytes(store.url('raw', 'b.jsonl'), b'\n'.join(RAW[1000:]) + b'\n')
+  fs.write_bytes(store.url('raw', 'a.jsonl'), b'\n'.join(RAW[:1000]) + b'\n')
+  fs.write_bytes(store.url('raw', 'b.jsonl'), b'\n'.join(RAW[1000:]) + b'\n')
   run_cli('pipelines.ingest', '--input', store.url('raw', '*.jsonl'), '--lake', store.url('ingest'),
           '--run_id', 'c1', *store.flags, env=store.env)
   (tmp_path / 'raw').mkdir()
   (tmp_path / 'raw' / 'a.jsonl').write_bytes(b'\n'.join(RAW) + b'\n')
   run_cli('pipelines.ingest', '--input', str(tmp_path / 'raw' / '*.jsonl'), '--lake',
           str(tmp_path / 'lake'), '--run_id', 'c1')
-  day = storage.partition_dir(store.url('ingest'), '2023-01-01')
+  day = fs.partition_dir(store.url('ingest'), '2023-01-01')
   assert '_SUCCESS' in names(day)
   key = lambda t: sorted(t.select(['insert_id', 'ts', 'event_key']).to_pylist(), key=str)
   assert key(read_day(day)) == key(read_day(str(tmp_path / 'lake' / 'dt=2023-01-01')))
@@ -195,12 +195,12 @@ def test_batch_ingest_reads_json_lines_from_the_store_into_a_lake_on_it(store, t
 
 def test_watch_lands_a_file_that_appears_on_the_store(store, tmp_path):
   now = int(time.time() * 1000)
-  today = storage.partition_dir(str(tmp_path / 'lake'), datetime.datetime.fromtimestamp(
+  today = fs.partition_dir(str(tmp_path / 'lake'), datetime.datetime.fromtimestamp(
       now / 1000, datetime.timezone.utc).date().isoformat())
   with running_cli('pipelines.ingest', '--input', store.url('watched', '*.jsonl'), '--watch', '1s',
                    '--lake', str(tmp_path / 'lake'), '--streaming', '--flush_interval', '1s',
                    *store.flags, log=tmp_path / 'ingest.log', env=store.env) as proc:
-    storage.write_bytes(store.url('watched', 'a.jsonl'),
+    fs.write_bytes(store.url('watched', 'a.jsonl'),
                         b'\n'.join(event(now) for _ in range(200)) + b'\n')
     wait_for(lambda: parquet_rows(today) == 200, proc, 120)
   assert parquet_rows(today) == 200, (tmp_path / 'ingest.log').read_text()[-3000:]

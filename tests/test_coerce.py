@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms import coerce
+from transforms.kernels import coerce
 
 D = decimal.Decimal
 UTC = datetime.timezone.utc

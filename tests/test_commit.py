@@ -6,9 +6,9 @@ import os
 import pytest
 
 from schemas.events import LAKE_SCHEMA
-from transforms import storage
-from transforms.commit import commit_partition, manifest_for, write_parquet
-from transforms.commit import stage as commit_stage   # `stage` is this file's helper
+from transforms.stores import fs
+from transforms.lake.commit import commit_partition, manifest_for, write_parquet
+from transforms.lake.commit import stage as commit_stage   # `stage` is this file's helper
 
 
 def stage(tmp_path, names):
@@ -28,7 +28,7 @@ def test_rerun_with_fewer_shards_leaves_nothing_stale(tmp_path):
   target = commit(tmp_path, [f'part-{i:05d}-of-00002.parquet' for i in range(2)])
   assert sorted(os.listdir(target)) == ['_SUCCESS', '_manifest.json', 'part-00000-of-00002.parquet',
                                         'part-00001-of-00002.parquet']
-  manifest = json.loads(storage.read_bytes(os.path.join(target, '_manifest.json')))
+  manifest = json.loads(fs.read_bytes(os.path.join(target, '_manifest.json')))
   assert [f['name'] for f in manifest['files']] == ['part-00000-of-00002.parquet',
                                                     'part-00001-of-00002.parquet']
   assert os.path.getsize(os.path.join(target, '_SUCCESS')) == 0
@@ -43,7 +43,7 @@ def test_success_is_written_after_everything_else(tmp_path):
 
 def test_staged_file_records_the_size_and_sha256_of_what_was_written(tmp_path):
   path = str(tmp_path / 'staging' / 'part-00000-of-00001.parquet')
-  data = os.urandom(3 * storage.stores.BLOCK + 5)   # more than one upload block
+  data = os.urandom(3 * fs.clients.BLOCK + 5)   # more than one upload block
   staged = commit_stage(data, path, 'part-00000-of-00001.parquet', 7)
   with open(path, 'rb') as f:
     assert f.read() == data
@@ -51,7 +51,7 @@ def test_staged_file_records_the_size_and_sha256_of_what_was_written(tmp_path):
 
 
 def test_scratch_upload_without_checksum_refuses_to_give_one(tmp_path):
-  with storage.open_write(str(tmp_path / 'scratch'), checksum=False) as f:
+  with fs.open_write(str(tmp_path / 'scratch'), checksum=False) as f:
     f.write(b'spill')
   assert f.bytes == 5
   with pytest.raises(ValueError, match='checksum=False'):

@@ -10,7 +10,7 @@ import apache_beam as beam
 import pytest
 
 from pipelines import import_events, samples
-from transforms import storage
+from transforms.stores import fs
 
 DAY = datetime.date(2023, 1, 1)
 
@@ -49,7 +49,7 @@ def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
   run_import(bucket, clean, shards=3)
   run_import(bucket, lake, shards=5)            # an older version of the day, with more shards
 
-  real_rename, real_write = storage.rename, storage.write_bytes
+  real_rename, real_write = fs.rename, fs.write_bytes
 
   def crash_after_one(sources, destinations):
     if '_rejected' in destinations[0]:
@@ -63,9 +63,9 @@ def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
     real_write(path, data)
 
   if fail_at == 'rename':
-    monkeypatch.setattr(storage, 'rename', crash_after_one)
+    monkeypatch.setattr(fs, 'rename', crash_after_one)
   else:
-    monkeypatch.setattr(storage, 'write_bytes', crash_on_manifest)
+    monkeypatch.setattr(fs, 'write_bytes', crash_on_manifest)
   with pytest.raises(Exception, match='injected crash'):
     run_import(bucket, lake, shards=3)
   monkeypatch.undo()
@@ -103,7 +103,7 @@ def dead_run_refusal(proc, lock) -> str:
 
 @pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
 def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
-  from transforms.commit import KILL_AT
+  from transforms.lake.commit import KILL_AT
   bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
   clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
   samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
@@ -144,7 +144,7 @@ def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tm
   run_import(bucket, lake, shards=2)
   run_export(lake, clean, 1000)
   day = os.path.join(dest, 'dt=2023-01-01')
-  real = {name: getattr(storage, name) for name in ('rename', 'delete', 'write_bytes')}
+  real = {name: getattr(fs, name) for name in ('rename', 'delete', 'write_bytes')}
   n = 0
   while True:
     run_export(lake, dest, 400 + n)    # an older export of the day, cut differently each time
@@ -163,7 +163,7 @@ def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tm
       return op
 
     for name in real:
-      monkeypatch.setattr(storage, name, checked(name))
+      monkeypatch.setattr(fs, name, checked(name))
     try:
       run_export(lake, dest, 1000)
       failed = False
@@ -186,7 +186,7 @@ def test_import_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
   """A real SIGKILL inside the commit: a published day is always whole, the rerun's refusal names
   the dead run, and taking over its lock gives a clean run's bytes."""
   from tests.conftest import run_cli
-  from transforms.commit import KILL_AT
+  from transforms.lake.commit import KILL_AT
   from tests.oracle import assert_lake, source_ids
   bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
   events = samples.events(DAY, 3000, seed=11, invalid=0)   # resends stay: read back once each
@@ -233,7 +233,7 @@ def assert_flat_consistent(dest, yyyymmdd):
 @pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
 def test_flat_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
   from tests.conftest import run_cli
-  from transforms.commit import KILL_AT
+  from transforms.lake.commit import KILL_AT
   bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
   clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
   day2 = DAY + datetime.timedelta(days=1)

@@ -47,7 +47,7 @@ def test_setup_packages_what_workers_import(tmp_path):
   (sdist,) = tmp_path.iterdir()
   with tarfile.open(sdist) as tar:
     names = {n.split('/', 1)[1] for n in tar.getnames() if '/' in n}
-  for module in ('pipelines/backfill.py', 'pipelines/import_events.py', 'transforms/commit.py',
+  for module in ('pipelines/backfill.py', 'pipelines/import_events.py', 'transforms/lake/commit.py',
                  'schemas/reports.py'):
     assert module in names
 

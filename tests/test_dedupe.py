@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import event, raw_batch, uuid
 from transforms.dedupe import DedupeEvents, dedupe
-from transforms.shards import shard_of, split_by_shard
+from transforms.kernels.shards import shard_of, split_by_shard
 from transforms.validate import validate_batch
 
 

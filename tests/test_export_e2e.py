@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import event, run_cli, table, uuid, write_file
-from transforms import storage
+from transforms.stores import fs
 
 UTC = datetime.timezone.utc
 # Seed 000's printed export schema, verbatim.
@@ -40,8 +40,8 @@ def lake(tmp_path_factory):
                 event_properties=[('Note', AWKWARD)], event_key='purchase'),
           event(2, event_key='signup'), event(3, event_key='purchase')]
   write_file(str(bucket / 'dt=2023-01-01' / 'a.parquet'), table(rows))
-  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
-  storage.write_bytes(str(bucket / 'dt=2023-01-02' / '_SUCCESS'), b'')
+  fs.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  fs.write_bytes(str(bucket / 'dt=2023-01-02' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
           '--to_date', '2023-01-02', '--lake', str(lake))
   return lake
@@ -193,7 +193,7 @@ def test_adobe_layout_and_hostile_event_names_stay_inside_dest(tmp_path):
   names = ['../../escape', '/abs', '.hidden', '장바구니 담기', 'x' * 300]
   write_file(str(bucket / 'dt=2023-01-01' / 'a.parquet'),
              table([event(i, event_key=k) for i, k in enumerate(names)]))
-  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  fs.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--date', '2023-01-01',
           '--lake', str(lake))
   export(lake, dest, '--layout', 'adobe', '--dataset_id', 'ds/../1',
@@ -232,7 +232,7 @@ def test_since_last_export_sends_only_days_recommitted_after_their_export(tmp_pa
   bucket, lake, dest = tmp_path / 'bucket', tmp_path / 'lake', tmp_path / 'dest'
   for dt, n in (('2023-01-01', 1), ('2023-01-02', 2)):
     write_file(str(bucket / f'dt={dt}' / 'a.parquet'), table([event(n)]))
-    storage.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
+    fs.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
           '--to_date', '2023-01-02', '--lake', str(lake))
   first = export(lake, dest, '--since_last_export', date=())
@@ -250,7 +250,7 @@ def test_since_last_export_sends_only_days_recommitted_after_their_export(tmp_pa
 
 
 def test_a_second_export_of_the_same_day_refuses_while_the_first_holds_the_lock(lake, tmp_path):
-  from transforms import locks
+  from transforms.lake import locks
   held = locks.acquire(str(tmp_path), 'dt=2023-01-01', 'first-run', 'export of dt=2023-01-01')
   proc = export(lake, tmp_path, check=False)
   assert proc.returncode == 4
@@ -288,7 +288,7 @@ def test_profiles_are_the_latest_properties_per_user_as_of_the_date(tmp_path):
                                ts=t1 + datetime.timedelta(days=1))]}
   for dt, rows in days.items():
     write_file(str(bucket / f'dt={dt}' / 'a.parquet'), table(rows))
-    storage.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
+    fs.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
           '--to_date', '2023-01-02', '--lake', str(lake))
   for as_of, grade in (('2023-01-01', 'SILVER'), ('2023-01-02', 'GOLD')):

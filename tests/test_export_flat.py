@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.conftest import event, run_cli, table, uuid, write_file
-from transforms import storage
+from transforms.stores import fs
 
 REQ, DB = '1700000000123', 'W8R-6K4-5W7Z'
 CLEVERTAP = ('--layout', 'clevertap', '--request_id', REQ, '--database_id', DB)
@@ -27,7 +27,7 @@ def lake(tmp_path_factory):
           '2023-01-02': [event(4, ts=DAY2)]}
   for dt, rows in days.items():
     write_file(str(bucket / f'dt={dt}' / 'a.parquet'), table(rows))
-    storage.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
+    fs.write_bytes(str(bucket / f'dt={dt}' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--from_date', '2023-01-01',
           '--to_date', '2023-01-02', '--lake', str(lake))
   return lake
@@ -104,7 +104,7 @@ def test_hostile_event_names_stay_one_file_name_inside_the_prefix(tmp_path):
   names = ['../../escape', '/abs', '.hidden', '장바구니 담기', 'x' * 300, 'a-20230102-00000']
   write_file(str(bucket / 'dt=2023-01-01' / 'a.parquet'),
              table([event(i, event_key=k) for i, k in enumerate(names)]))
-  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  fs.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--date', '2023-01-01',
           '--lake', str(lake))
   export(lake, dest, '--format', 'csv')

@@ -6,20 +6,20 @@ import datetime
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
-from transforms import storage
+from transforms.stores import fs
 
 DAY = datetime.date(2023, 1, 1)
 
 
 def files(root: str) -> dict[str, bytes]:
-  day = storage.partition_dir(root, '2023-01-01')
-  return {p[len(day):]: storage.read_bytes(p) for p in storage.list_files(day)
+  day = fs.partition_dir(root, '2023-01-01')
+  return {p[len(day):]: fs.read_bytes(p) for p in fs.list_files(day)
           if p.endswith('.parquet')}
 
 
 def test_import_and_export_through_503s_equal_an_undisturbed_run(s3_store):
   from apache_beam.options.pipeline_options import PipelineOptions
-  storage.configure(PipelineOptions(s3_store.flags))
+  fs.configure(PipelineOptions(s3_store.flags))
   src = s3_store.url('faults', 'src')
   samples.write_day(src, DAY, samples.events(DAY, 2000, seed=8), files=2)
   proxy = servers.RecordingProxy(s3_store.server.port, fail_every=5)

@@ -11,8 +11,9 @@ import pytest
 
 from schemas.events import LAKE_SCHEMA
 from tests.oracle import lake_ids
-from transforms import locks, storage
-from transforms.commit import commit_partition, manifest_for, write_parquet
+from transforms.lake import locks
+from transforms.stores import fs
+from transforms.lake.commit import commit_partition, manifest_for, write_parquet
 from transforms.ingest import WriteDays, WriteSettings
 
 DT = '2023-01-01'
@@ -36,7 +37,7 @@ def stage(lake: str, run: str, first: int, files: int, rows: int):
   for i in range(files):
     name = f'part-{i:05d}-of-{files:05d}.parquet'
     out.append(write_parquet(lake_rows(first + i * rows, rows),
-                             storage.join(lake, '_staging', run, name), name))
+                             fs.join(lake, '_staging', run, name), name))
   return out
 
 
@@ -69,7 +70,7 @@ def b_takes_over(lake: str, target: str):
 @pytest.mark.parametrize('at', range(7))
 def test_partition_commit_taken_over_before_each_step(tmp_path, at):
   lake = str(tmp_path / 'lake')
-  target = storage.partition_dir(lake, DT)
+  target = fs.partition_dir(lake, DT)
   old = stage(lake, 'run-0', 0, 4, 20)     # an earlier version of the day
   commit_partition(target, old, manifest_for(old, run_id='run-0', pipeline='t', source='s',
                                              partition=target, schema=LAKE_SCHEMA))
@@ -81,14 +82,14 @@ def test_partition_commit_taken_over_before_each_step(tmp_path, at):
                                                 partition=target, schema=LAKE_SCHEMA), fence=fence)
   assert fence.state['checks'] == at + 1      # it stopped at the very step it had reached
   assert lake_ids(lake, DT) == ids(10_000, 100)
-  assert storage.exists(storage.join(target, '_SUCCESS'))
+  assert fs.exists(fs.join(target, '_SUCCESS'))
   locks.release([locks.lock_path(lake, f'dt={DT}')], 'run-a')   # a taken-over run releases nothing
-  assert storage.exists(locks.lock_path(lake, f'dt={DT}'))
+  assert fs.exists(locks.lock_path(lake, f'dt={DT}'))
 
 
 def test_batch_ingest_commit_stops_when_its_lock_was_taken_over(tmp_path):
   lake = str(tmp_path / 'lake')
-  target = storage.partition_dir(lake, DT)
+  target = fs.partition_dir(lake, DT)
   settings = WriteSettings(lake=lake, zone='UTC', run_id='run-a', allowed_lateness_ms=0,
                            flush_interval_s=None, flush_rows=10**6, max_rows_per_file=10**6,
                            batch=True, replace=True)
@@ -100,4 +101,4 @@ def test_batch_ingest_commit_stops_when_its_lock_was_taken_over(tmp_path):
   with pytest.raises(locks.LockedError, match='run run-a no longer holds'):
     writer._commit(target, 'lake', [], LAKE_SCHEMA, replace=True)
   assert lake_ids(lake, DT) == ids(10_000, 100)
-  assert storage.exists(storage.join(target, '_SUCCESS'))
+  assert fs.exists(fs.join(target, '_SUCCESS'))

@@ -19,7 +19,7 @@ import pytest
 
 from pipelines import import_events, options
 from tests.conftest import SCHEMA, event, table, uuid, write_file
-from transforms import storage
+from transforms.stores import fs
 
 UTC = datetime.timezone.utc
 
@@ -42,7 +42,7 @@ def _retyped(name: str, type_: pa.DataType) -> pa.Schema:
 def truncated(d):
   write_file(f'{d}/a.parquet', table([event(1), event(2)]))
   data = open(f'{d}/a.parquet', 'rb').read()
-  storage.write_bytes(f'{d}/a.parquet', data[:len(data) // 2])
+  fs.write_bytes(f'{d}/a.parquet', data[:len(data) // 2])
 
 
 def corrupt_pages(d):
@@ -50,12 +50,12 @@ def corrupt_pages(d):
   write_file(f'{d}/a.parquet', table([event(i) for i in range(50)]), compression='zstd')
   data = bytearray(open(f'{d}/a.parquet', 'rb').read())
   data[4:400] = b'\xff' * 396
-  storage.write_bytes(f'{d}/a.parquet', bytes(data))
+  fs.write_bytes(f'{d}/a.parquet', bytes(data))
 
 
 def zero_bytes(d):
   write_file(f'{d}/a.parquet', table([event(1)]))
-  storage.write_bytes(f'{d}/b.parquet', b'')
+  fs.write_bytes(f'{d}/b.parquet', b'')
 
 
 def success_only(d):
@@ -65,7 +65,7 @@ def success_only(d):
 def side_files(d):
   write_file(f'{d}/part-0.parquet', table([event(1), event(2)]))
   for name in ('.part-0.parquet.crc', '_committed_123', '_started_123', '.DS_Store'):
-    storage.write_bytes(f'{d}/{name}', b'junk')
+    fs.write_bytes(f'{d}/{name}', b'junk')
   return 2
 
 
@@ -186,7 +186,7 @@ def test_hostile_input_has_its_defined_outcome(case, tmp_path, capsys):
   os.makedirs(day)
   rows = builder(day)
   if success:
-    storage.write_bytes(os.path.join(day, '_SUCCESS'), b'')
+    fs.write_bytes(os.path.join(day, '_SUCCESS'), b'')
   code = options.main_guard(import_events.run, [
       '--source', bucket, '--date', '2023-01-01', '--lake', lake, '--max_rejected_ratio', '1',
       '--report', str(tmp_path / 'report.json')])
@@ -223,7 +223,7 @@ def test_extreme_values_survive_the_import_exactly(tmp_path, capsys):
           event(4, ts=datetime.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
                 metric_value=decimal.Decimal('-5.5'))]
   write_file(f'{day}/a.parquet', table(rows))
-  storage.write_bytes(f'{day}/_SUCCESS', b'')
+  fs.write_bytes(f'{day}/_SUCCESS', b'')
   assert options.main_guard(import_events.run, ['--source', bucket, '--date', '2023-01-01',
                                                 '--lake', lake]) == 0
   got = pq.read_table(os.path.join(lake, 'dt=2023-01-01')).sort_by('insert_id').to_pylist()

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import samples
 from tests.conftest import SCHEMA, event, run_cli, table, uuid, write_file
-from transforms import storage
+from transforms.stores import fs
 
 UTC = datetime.timezone.utc
 
@@ -20,7 +20,7 @@ def customer_day(bucket, rows, name='000000000000.parquet', success=True, schema
   directory = os.path.join(bucket, 'dt=2023-01-01')
   write_file(os.path.join(directory, name), table(rows, schema), **kw)
   if success:
-    storage.write_bytes(os.path.join(directory, '_SUCCESS'), b'')
+    fs.write_bytes(os.path.join(directory, '_SUCCESS'), b'')
   return directory
 
 
@@ -142,7 +142,7 @@ def test_lookback_drops_ids_already_in_earlier_days(tmp_path):
   bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
   prev = os.path.join(bucket, 'dt=2022-12-31')
   write_file(os.path.join(prev, 'a.parquet'), table([event(1), event(2)]))
-  storage.write_bytes(os.path.join(prev, '_SUCCESS'), b'')
+  fs.write_bytes(os.path.join(prev, '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(bucket), '--date', '2022-12-31',
           '--lake', str(lake))
   customer_day(bucket, [event(2), event(3)])
@@ -174,7 +174,7 @@ def test_help_lists_every_flag():
 
 def test_a_complete_day_without_data_is_published_empty(tmp_path):
   bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
-  storage.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  fs.write_bytes(str(bucket / 'dt=2023-01-01' / '_SUCCESS'), b'')
   out = import_day(bucket, lake)
   assert '2023-01-01 published' in out.stdout
   manifest = json.loads((lake / 'dt=2023-01-01' / '_manifest.json').read_text())
@@ -184,7 +184,7 @@ def test_a_complete_day_without_data_is_published_empty(tmp_path):
 
 
 def test_a_second_import_of_the_same_day_refuses_while_the_first_holds_the_lock(tmp_path):
-  from transforms import locks
+  from transforms.lake import locks
   bucket, lake = tmp_path / 'bucket', tmp_path / 'lake'
   customer_day(bucket, [event(1)])
   held = locks.acquire(str(lake), 'dt=2023-01-01', 'first-run', 'import of dt=2023-01-01')

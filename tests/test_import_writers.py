@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_events, options
-from transforms import storage
+from transforms.stores import fs
 
 UTC = datetime.timezone.utc
 SEOUL = datetime.timezone(datetime.timedelta(hours=9))
@@ -105,7 +105,7 @@ def check_day(tmp_path, source: str, day: str, files: dict[str, list[dict]], cap
   assert d['rows_duplicate'] == rows_in - len(want)
   manifest = json.load(open(tmp_path / 'lake' / f'dt={day}' / '_manifest.json'))
   assert sorted(manifest['source_files']) == sorted(files)
-  directory = storage.partition_dir(source, day)
+  directory = fs.partition_dir(source, day)
   assert sorted(report['ignored_files']) == sorted(f'{directory}/{n}' for n in ignored)
 
 

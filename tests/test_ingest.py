@@ -22,8 +22,10 @@ from pipelines import ingest as ingest_pipeline
 from pipelines import samples
 from schemas.reports import Manifest
 from schemas.reasons import Reason
-from transforms import ingest, raw, storage, validate
-from transforms.days import day_bounds, server_days
+from transforms import ingest, read_raw, validate
+from transforms.kernels import raw
+from transforms.stores import fs
+from transforms.kernels.days import day_bounds, server_days
 
 NY = zoneinfo.ZoneInfo('America/New_York')
 DAY_A, DAY_B = '2023-03-11', '2023-03-12'    # B is 23 hours long in New York
@@ -84,15 +86,15 @@ def test_raw_events_parse_into_the_contract_and_bad_payloads_are_explained():
 @pytest.mark.parametrize('newline', [b'\n', b'\r\n'])
 def test_json_lines_keep_their_line_numbers_across_blocks_crlf_and_blank_lines(
     tmp_path, monkeypatch, block_bytes, suffix, newline):
-  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', block_bytes)
-  monkeypatch.setattr(ingest_pipeline, 'CHUNK_ROWS', 3)
+  monkeypatch.setattr(read_raw, 'BLOCK_BYTES', block_bytes)
+  monkeypatch.setattr(read_raw, 'CHUNK_ROWS', 3)
   lines = [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', b'{"d": 4}', b'{"e": 5}', b'{"f": 6}', b'{"g": 7}']
   for blank, at in ((b'', 1), (b'   ', 3)):   # blank lines count but are skipped
     text = newline.join(lines[:at] + [blank] + lines[at:])
     path = tmp_path / f'x{at}{suffix}'
     path.write_bytes(gzip.compress(text) if suffix.endswith('.gz') else text)
     meta = beam.io.filesystems.FileSystems.match([str(path)])[0].metadata_list[0]
-    chunks = list(ingest_pipeline.ReadJsonLines(arrival=False).process(meta))
+    chunks = list(read_raw.ReadJsonLines(arrival=False).process(meta))
     assert max(len(c) for c in chunks) <= 3
     got = [(row, payload) for c in chunks for row, payload in zip(c.rows, c.payloads)]
     assert got == [(i + 1 + (i >= at), line) for i, line in enumerate(lines)]
@@ -106,11 +108,11 @@ COMPRESS = {'.gz': gzip.compress, '.bz2': bz2.compress, '.xz': lzma.compress}
 def test_a_damaged_compressed_file_keeps_the_lines_before_and_dead_letters_the_rest(
     tmp_path, monkeypatch, suffix):
   """Beam's own decompression returns a truncated file's beginning as if it were all of it."""
-  monkeypatch.setattr(ingest_pipeline, 'BLOCK_BYTES', 4096)
+  monkeypatch.setattr(read_raw, 'BLOCK_BYTES', 4096)
   ms = day_bounds(DAY_A, NY)[0] + 1000
   lines = [event(ms) for _ in range(3000)]
   whole = COMPRESS[suffix](b'\n'.join(lines) + b'\n')
-  read = lambda name: list(ingest_pipeline.ReadJsonLines(arrival=False).process(
+  read = lambda name: list(read_raw.ReadJsonLines(arrival=False).process(
       beam.io.filesystems.FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]))
   (tmp_path / f'whole{suffix}').write_bytes(whole + COMPRESS[suffix](lines[0] + b'\n'))   # 2 streams
   (tmp_path / f'cut{suffix}').write_bytes(whole[:len(whole) * 2 // 3])
@@ -164,12 +166,12 @@ def test_a_chunk_parses_as_its_payloads_do_one_by_one():
 
 
 def _lake_rows(lake: str, dt: str, rejected: bool = False) -> list[dict]:
-  root = storage.join(lake, '_rejected') if rejected else lake
+  root = fs.join(lake, '_rejected') if rejected else lake
   manifest = Manifest.model_validate_json(
-      storage.read_bytes(storage.join(storage.partition_dir(root, dt), '_manifest.json')))
+      fs.read_bytes(fs.join(fs.partition_dir(root, dt), '_manifest.json')))
   rows = []
   for f in manifest.files:
-    rows.extend(pq.read_table(storage.join(storage.partition_dir(root, dt), f.name)).to_pylist())
+    rows.extend(pq.read_table(fs.join(fs.partition_dir(root, dt), f.name)).to_pylist())
   return rows
 
 
@@ -181,11 +183,11 @@ class Snapshot(beam.DoFn):
     self._lake = lake
 
   def process(self, report):
-    d = storage.partition_dir(self._lake, report.dt)
-    files = sorted(p.rsplit('/', 1)[-1] for p in storage.list_files(d)) if storage.exists(d) else []
-    manifest = storage.join(d, '_manifest.json')
-    version = Manifest.model_validate_json(storage.read_bytes(manifest)).version \
-        if storage.exists(manifest) else None
+    d = fs.partition_dir(self._lake, report.dt)
+    files = sorted(p.rsplit('/', 1)[-1] for p in fs.list_files(d)) if fs.exists(d) else []
+    manifest = fs.join(d, '_manifest.json')
+    version = Manifest.model_validate_json(fs.read_bytes(manifest)).version \
+        if fs.exists(manifest) else None
     Snapshot.seen.append((report.dt, report.status, report.rows_written, report.rows_rejected,
                           report.rows_duplicate, '_SUCCESS' in files, version,
                           len([f for f in files if f.endswith('.parquet')])))
@@ -287,7 +289,7 @@ def test_a_batch_ingest_refuses_a_day_another_run_holds_and_leaves_it_published(
   """Batch ingest takes each day's lock as the import does: run while an import holds the day, it
   stops with exit 4 naming the lock, and the day it would have added to stays published and whole."""
   from tests.conftest import run_cli
-  from transforms import locks
+  from transforms.lake import locks
   (tmp_path / 'in').mkdir()
   (tmp_path / 'in' / 'a.jsonl').write_bytes(
       b'\n'.join(samples.raw_events(datetime.date(2023, 1, 1), 500, seed=4)) + b'\n')

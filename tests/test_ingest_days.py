@@ -16,7 +16,7 @@ import pytest
 from pipelines import import_events
 from pipelines import ingest as ingest_pipeline
 from tests.conftest import event as import_row, table, uuid, write_file
-from transforms import raw, rawjson
+from transforms.kernels import raw, rawjson
 
 DT = '2023-01-01'
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)

@@ -4,7 +4,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from transforms.jsonify import map_to_json, quote
+from transforms.kernels.jsonify import map_to_json, quote
 
 AWKWARD = ['plain', '', 'quote " and \\ backslash', 'new\nline\r\ttab', '레저 & <스포츠>',
            'nul \x00 and \x1f and \x7f', 'emoji 🚀', ',|;', 'both \x01 "q" \\ \n']

@@ -1,7 +1,7 @@
 """Export layouts: templates, and names that cannot escape DEST or collide."""
 import pytest
 
-from transforms.layout import Layout, LayoutError, safe
+from transforms.lake.layout import Layout, LayoutError, safe
 
 HOSTILE = ['../../x', '/etc/passwd', '..', '.hidden', '_x', '$session_start', 'a/b', 'a_b',
            'a\\b', 'x' * 300, '장바구니 담기', 'nul\x00byte', ' ']

@@ -12,7 +12,7 @@ import pytest
 from pipelines import options as opts
 from pipelines import samples
 from tests.conftest import event, run_cli, table, write_file
-from transforms import storage
+from transforms.stores import fs
 
 DAY = datetime.date(2023, 1, 1)
 
@@ -106,7 +106,7 @@ def lake(tmp_path_factory):
   rows = [event(i, event_key=('purchase', 'signup')[i % 2], metric_value=decimal.Decimal(i))
           for i in range(1, 400)]
   write_file(str(root / 'bucket' / 'dt=2023-01-01' / 'a.parquet'), table(rows))
-  storage.write_bytes(str(root / 'bucket' / 'dt=2023-01-01' / '_SUCCESS'), b'')
+  fs.write_bytes(str(root / 'bucket' / 'dt=2023-01-01' / '_SUCCESS'), b'')
   run_cli('pipelines.import_events', '--source', str(root / 'bucket'), '--date', str(DAY),
           '--lake', str(root / 'lake'), '--target_file_mb', '64MB')
   return root / 'lake'

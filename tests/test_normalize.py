@@ -2,7 +2,7 @@
 import pyarrow as pa
 import pytest
 
-from transforms.normalize import lower_map_keys, lower_uuid
+from transforms.kernels.normalize import lower_map_keys, lower_uuid
 
 MAP = pa.map_(pa.string(), pa.string())
 

@@ -124,7 +124,7 @@ def _committed_lake_day(tmp_path) -> None:
 def test_a_uint64_metric_value_beyond_int64_is_out_of_range_not_a_crash(tmp_path):
   """README: metric_value may be 'an integer' and |v| >= 10^18 is rejected as
   metric_value_out_of_range. A uint64 column (pyarrow, Polars UInt64) holding 2^63 + 5 crashes
-  the import instead: transforms/coerce.py to_metric casts every integer to int64 first
+  the import instead: transforms/kernels/coerce.py to_metric casts every integer to int64 first
   (ArrowInvalid 'Integer value ... not in range'), a Beam traceback and exit 1."""
   folder = tmp_path / 'src' / 'dt=2023-01-11'
   folder.mkdir(parents=True)

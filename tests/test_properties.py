@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import MAP, SCHEMA, event, raw_batch
-from transforms import coerce
-from transforms.normalize import lower_map_keys
+from transforms.kernels import coerce
+from transforms.kernels.normalize import lower_map_keys
 from transforms.validate import validate_batch
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

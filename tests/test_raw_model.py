@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from pipelines import ingest as ingest_pipeline
 from tests.conftest import uuid
-from transforms import raw, rawjson, validate
+from transforms import validate
+from transforms.kernels import raw, rawjson
 
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 BOM = '\ufeff'
@@ -198,7 +199,7 @@ def _check(by_row: dict[int, dict], rejected_rows: list[int], payloads: list[byt
 @given(payloads=st.lists(payload(), min_size=1, max_size=5))
 def test_the_parse_agrees_with_the_json_model(payloads, c_parser, monkeypatch):
   if c_parser and rawjson.parse is None:
-    pytest.skip('transforms/_rawjson.c was not built (tests/test_rawjson.py says how)')
+    pytest.skip('transforms/kernels/_rawjson.c was not built (tests/test_rawjson.py says how)')
   payloads = [p or b'[]' for p in numbered(payloads)]   # a payload cut to nothing: not an object
   _check(*_parse(payloads, c_parser, monkeypatch), payloads)
 

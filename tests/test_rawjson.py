@@ -1,4 +1,4 @@
-"""The C parser of raw events (transforms/_rawjson.c) against the msgspec path it shortcuts: on
+"""The C parser of raw events (transforms/kernels/_rawjson.c) against the msgspec path it shortcuts: on
 generated payloads, usual and hostile, parse_chunk must give the same rows, rejections and details
 with the parser as without it."""
 import json
@@ -8,13 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms import raw, rawjson
+from transforms.kernels import raw, rawjson
 
 
 
 def test_the_c_parser_was_built():
   assert rawjson.parse is not None, (
-      'transforms/_rawjson.c was not compiled at install: install gcc and python3-dev, then '
+      'transforms/kernels/_rawjson.c was not compiled at install: install gcc and python3-dev, then '
       'rm .venv/.installed-* and run ./run.sh again (run.sh does this itself when run as root)')
 
 

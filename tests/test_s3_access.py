@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
-from transforms import s3, storage
+from transforms.stores import fs, s3
 
 DAY = datetime.date(2023, 1, 1)
 BUCKET, EXTERNAL_ID = 'customer', 'ext-id-3f9a7c'
@@ -75,7 +75,7 @@ def aws(tmp_path_factory):
       TRUST_POLICY, caller=caller, external_id=EXTERNAL_ID))['Role']['Arn']
   iam.put_role_policy(RoleName='hackle-export', PolicyName='p',
                       PolicyDocument=policy(EXPORT_POLICY, bucket=BUCKET, prefix='hackle-export'))
-  storage.configure(PipelineOptions(['--s3_endpoint_url', server.endpoint, '--s3_region_name',
+  fs.configure(PipelineOptions(['--s3_endpoint_url', server.endpoint, '--s3_region_name',
                                      'us-east-1', '--s3_access_key_id', 'admin',
                                      '--s3_secret_access_key', 'admin']))
   samples.write_day(f's3://{BUCKET}/events', DAY, samples.events(DAY, 500, seed=2), files=2)
@@ -113,9 +113,9 @@ def export(aws, lake, dest, account_flags, check=True):
 
 
 def exported(aws, who_flags, dest) -> list[str]:
-  storage.configure(PipelineOptions(who_flags))
+  fs.configure(PipelineOptions(who_flags))
   return sorted(os.path.basename(p) for p in
-                storage.list_files(f's3://{BUCKET}/hackle-export/{dest}/dt=2023-01-01'))
+                fs.list_files(f's3://{BUCKET}/hackle-export/{dest}/dt=2023-01-01'))
 
 
 def test_import_with_exactly_seed_001s_policy(lake):

@@ -14,7 +14,7 @@ import pytest
 from pipelines import samples
 from tests.conftest import ROOT, run_cli
 from tests.oracle import assert_lake, source_ids
-from transforms.commit import STOP_AT
+from transforms.lake.commit import STOP_AT
 
 DAY = datetime.date(2023, 1, 1)
 

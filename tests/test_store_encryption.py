@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
-from transforms import storage, stores
+from transforms.stores import clients, fs
 
 DAY = datetime.date(2023, 1, 1)
 KMS_KEY = 'projects/acme/locations/asia-northeast3/keyRings/lake/cryptoKeys/events'
@@ -137,22 +137,22 @@ def test_a_big_write_reaches_the_store_in_blocks(name, request, monkeypatch):
   parts, Azure blocks; GCS resumable chunks: 16 MiB), never one whole-file request."""
   store = request.getfixturevalue(f'{name}_store')
   proxy = servers.RecordingProxy(store.server.port)
-  stores._gcs.cache_clear()
-  stores._azure.cache_clear()
+  clients._gcs.cache_clear()
+  clients._azure.cache_clear()
   try:
-    storage.configure(PipelineOptions(through_proxy(name, store, proxy, monkeypatch)))
+    fs.configure(PipelineOptions(through_proxy(name, store, proxy, monkeypatch)))
     path = store.url('blocks', 'big.bin')
-    storage.write_bytes(path, BIG)
-    assert storage.read_bytes(path) == BIG
+    fs.write_bytes(path, BIG)
+    assert fs.read_bytes(path) == BIG
   finally:
     proxy.stop()
-    stores._gcs.cache_clear()
-    stores._azure.cache_clear()
+    clients._gcs.cache_clear()
+    clients._azure.cache_clear()
   sizes = [int(h.get('content-length') or 0) for m, _, h, _ in proxy.seen if m in ('PUT', 'POST')]
   data = [s for s in sizes if s > 1 << 20]
-  limit = stores.GCS_CHUNK if name == 'gcs' else stores.BLOCK
+  limit = clients.GCS_CHUNK if name == 'gcs' else clients.BLOCK
   assert len(data) >= 2 and max(sizes) <= limit + 4096, sizes
-  storage.configure(PipelineOptions(store.flags))
+  fs.configure(PipelineOptions(store.flags))
 
 
 @pytest.mark.parametrize('name', ['gcs', 'azure'])
@@ -160,13 +160,13 @@ def test_a_write_that_fails_midway_leaves_no_object(name, request):
   """An exception inside open_write after a block was sent: the GCS resumable upload is
   cancelled, the Azure blocks stay uncommitted; nothing appears at the path."""
   store = request.getfixturevalue(f'{name}_store')
-  storage.configure(PipelineOptions(store.flags))
+  fs.configure(PipelineOptions(store.flags))
   path = store.url('aborted', 'part.bin')
   with pytest.raises(RuntimeError, match='encoder broke'):
-    with storage.open_write(path) as f:
-      f.write(BIG[:stores.BLOCK + 1])
+    with fs.open_write(path) as f:
+      f.write(BIG[:clients.BLOCK + 1])
       raise RuntimeError('encoder broke')
-  assert not storage.exists(path)
+  assert not fs.exists(path)
 
 
 def test_help_lists_the_store_flags_and_steers_the_password_to_the_environment():

@@ -10,7 +10,7 @@ import pytest
 from schemas.events import IMPORT_SCHEMA, LAKE_SCHEMA, ImportEvent, LakeEvent, arrow_schema
 from schemas.reasons import Reason
 from tests.conftest import SCHEMA, event, raw_batch, uuid
-from transforms.coerce import ContractError
+from transforms.kernels.coerce import ContractError
 from transforms.validate import _has_keys, validate_batch
 
 

@@ -1,2 +1,2 @@
 """Composable PTransforms and the column functions they run."""
-from transforms import coders  # noqa: F401  registers the Arrow coder for typed PCollections
+from transforms.compat import coders  # noqa: F401  registers the Arrow coder for typed PCollections

@@ -8,7 +8,7 @@ elements several times through protobuf), and on Dataflow it keeps shuffle volum
 names derive from the incoming batch's source file and first row, so a retried bundle overwrites
 its own files.
 
-A row's shard comes from its insert_id (transforms/shards.py), so every copy of an insert_id
+A row's shard comes from its insert_id (transforms/kernels/shards.py), so every copy of an insert_id
 meets in the same shard, whichever file or worker it came from. Within a shard one sort by
 (insert_id, ts, source file, source row) both picks the survivor of each insert_id (the earliest
 ts; ties go to the first file name, then the first row). Output rows keep the source order (file
@@ -22,13 +22,17 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA
-from transforms import storage
-from transforms.shards import HEX_VALUE, split_by_shard
-from transforms.accounting import DayStats
+from transforms.stores import fs
+from transforms.kernels.shards import HEX_VALUE, split_by_shard
+from transforms.kernels.accounting import DayStats
 from transforms.validate import SOURCE_FILE, SOURCE_ROW
+
+__all__ = ['NEW', 'SEEN', 'ShardKey', 'spill', 'unspill', 'spill_name', 'dedupe', 'SpillShards',
+           'DedupeShard', 'DedupeEvents', 'uuid_keys', 'drop_seen', 'ReadSeenIds']
 
 NEW, SEEN = 'new', 'seen'
 ShardKey = tuple[str, int]
@@ -38,9 +42,9 @@ def spill(batch: pa.RecordBatch, path: str) -> None:
   """lz4 on local scratch, zstd on remote stores, where bytes travel. Per 1M events (bench input,
   no checksum): lz4 0.40-0.48 s to write and read back, 271 MiB; zstd 0.53-0.57 s, 167 MiB;
   uncompressed 0.32-0.70 s (slowest when the page cache was cold), 488 MiB."""
-  local = storage.FileSystems.get_scheme(path) is None
+  local = fs.FileSystems.get_scheme(path) is None
   options = pa.ipc.IpcWriteOptions(compression='lz4' if local else 'zstd')
-  with storage.open_write(path, checksum=False) as f, \
+  with fs.open_write(path, checksum=False) as f, \
       pa.ipc.new_stream(f, batch.schema, options=options) as writer:
     writer.write_batch(batch)
 
@@ -48,7 +52,7 @@ def spill(batch: pa.RecordBatch, path: str) -> None:
 def unspill(path: str) -> pa.Table:
   """Reads the file into Arrow's allocator, which reuses the pages it holds: a Python bytes object
   of this size is a fresh mmap that faults in every page again."""
-  with storage.open_read(path) as f:
+  with fs.open_read(path) as f:
     size = f.seek(0, io.SEEK_END)
     f.seek(0)
     buffer = pa.allocate_buffer(size)
@@ -128,7 +132,7 @@ class SpillShards(beam.DoFn):
     dt, batch = element
     name = spill_name(batch)
     for shard, part in split_by_shard(batch, self._shards[dt]):
-      path = storage.join(storage.partition_dir(self._root, dt), f'shard={shard:05d}', name)
+      path = fs.join(fs.partition_dir(self._root, dt), f'shard={shard:05d}', name)
       spill(part, path)
       yield (dt, shard), (NEW, path)
 
@@ -144,7 +148,7 @@ class DedupeShard(beam.DoFn):
     if not new:
       return
     table, dropped = dedupe([unspill(path) for path in new], seen)
-    storage.delete(new)
+    fs.delete(new)
     self.duplicates.inc(dropped)
     yield beam.pvalue.TaggedOutput('stats', (dt, DayStats(rows_duplicate=dropped)))
     yield (dt, shard), table
@@ -195,3 +199,18 @@ def drop_seen(table: pa.Table, seen: np.ndarray) -> tuple[pa.Table, np.ndarray]:
     table, keys = table.filter(pa.array(fresh)), keys[fresh]
   keys = np.sort(keys)
   return table, np.insert(seen, np.searchsorted(seen, keys), keys)
+
+
+class ReadSeenIds(beam.DoFn):
+  """(dt, committed lake file) -> ((dt, shard), (SEEN, insert_ids)) for --dedupe_lookback_days."""
+
+  def __init__(self, shards: dict[str, int]):
+    self._shards = shards
+
+  def process(self, element: tuple[str, str]):
+    dt, path = element
+    with fs.open_read(path) as f:
+      ids = pq.read_table(f, columns=['insert_id'])
+    batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
+    for shard, part in split_by_shard(batch, self._shards[dt]):
+      yield (dt, shard), (SEEN, part.column('insert_id'))

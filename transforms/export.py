@@ -1,7 +1,7 @@
 """Lake rows -> the export contract, and the file formats a customer can ask for.
 
 Every row encoder takes a slice of an EXPORT_SCHEMA table and returns its bytes; all column work
-is vectorized (JSON text via transforms.jsonify, CSV via Arrow's writer) except Avro and XML.
+is vectorized (JSON text via transforms.kernels.jsonify, CSV via Arrow's writer) except Avro and XML.
 Parquet is written by pyarrow's ParquetWriter (transforms/export_files.py).
 """
 import dataclasses
@@ -17,8 +17,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
-from transforms.jsonify import map_to_json, quote
+from transforms.kernels.jsonify import map_to_json, quote
 from transforms.validate import constant
+
+__all__ = ['PARQUET_CODECS', 'TEXT_CODECS', 'AVRO_CODECS', 'MAP_FIELDS', 'AVRO_SCHEMA', 'select',
+           'to_export', 'Format', 'ROW_FORMATS', 'profile_rows', 'latest_profiles',
+           'to_profile_export']
 
 PARQUET_CODECS = ('snappy', 'zstd', 'gzip', 'none')
 TEXT_CODECS = ('none', 'gzip')

@@ -20,9 +20,11 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import storage
-from transforms.commit import StagedFile
+from transforms.stores import fs
+from transforms.lake.commit import StagedFile
 from transforms.export import MAP_FIELDS, ROW_FORMATS, Format
+
+__all__ = ['SLICE_ROWS', 'ordered', 'parquet_options', 'ExportFiles']
 
 SLICE_ROWS = 65_536   # rows encoded at a time: one Parquet row group
 
@@ -52,7 +54,7 @@ class _Ready(typing.NamedTuple):
 class _RowFile:
   """JSON lines, CSV, XML or Avro: a head, slices of rows, a tail; optionally gzip."""
 
-  def __init__(self, fmt: Format, sink: storage.Upload):
+  def __init__(self, fmt: Format, sink: fs.Upload):
     self._fmt, self._sink = fmt, sink
     head, self._encode, self._tail = ROW_FORMATS[fmt.name]
     self._zip = zlib.compressobj(6, zlib.DEFLATED, 31) if fmt.gzipped else None  # mtime 0
@@ -105,7 +107,7 @@ def parquet_options(fmt: Format, schema: pa.Schema) -> dict:
 
 
 class _ParquetFile:
-  def __init__(self, fmt: Format, sink: storage.Upload, schema: pa.Schema):
+  def __init__(self, fmt: Format, sink: fs.Upload, schema: pa.Schema):
     self._options = parquet_options(fmt, schema)
     self._writer = pq.ParquetWriter(sink, schema, **self._options)
     self._bound = 0   # the sum of the committed row groups' sizes as files of their own
@@ -127,7 +129,7 @@ class _ParquetFile:
     self._writer.close()
 
 
-def _open(fmt: Format, sink: storage.Upload, schema: pa.Schema) -> _ParquetFile | _RowFile:
+def _open(fmt: Format, sink: fs.Upload, schema: pa.Schema) -> _ParquetFile | _RowFile:
   return _ParquetFile(fmt, sink, schema) if fmt.name == 'parquet' else _RowFile(fmt, sink)
 
 
@@ -141,7 +143,7 @@ class ExportFiles:
     self._max_rows, self._max_bytes = max_rows, max_bytes
     self._staged: list[StagedFile] = []
     self._file: _ParquetFile | _RowFile | None = None
-    self._sink: storage.Upload | None = None
+    self._sink: fs.Upload | None = None
     self._rows = 0
 
   def write(self, table: pa.Table) -> None:
@@ -191,7 +193,7 @@ class ExportFiles:
 
   def _start(self) -> _ParquetFile | _RowFile:
     self._name, path = self._place(len(self._staged))
-    self._sink = storage.open_write(path)
+    self._sink = fs.open_write(path)
     self._file = _open(self._fmt, self._sink, self._schema)
     self._rows = 0
     return self._file

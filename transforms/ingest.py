@@ -1,6 +1,6 @@
 """Streaming ingest: raw chunks -> validated rows per server day -> the lake, pane by pane.
 
-Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware), and a
+Rows are keyed by their server day (transforms/kernels/days.py: calendar days in a zone, DST-aware), and a
 stateful DoFn per day plays the role of a window with triggers, because one element here is a batch
 of many rows and Beam assigns windows per element:
   - early panes: every --flush_interval of processing time (or at --flush_rows buffered rows) the
@@ -35,13 +35,18 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from schemas.events import LAKE_SCHEMA
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
 from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, ManifestFile, Status
-from transforms import commit, dedupe, locks, raw, storage, validate
-from transforms.accounting import DayStats
-from transforms.days import day_bounds, server_days
-from transforms.read import SUCCESS
+from transforms import dedupe, validate
+from transforms.kernels import raw
+from transforms.lake import commit, locks, names
+from transforms.stores import fs
+from transforms.kernels.accounting import DayStats
+from transforms.kernels.days import day_bounds, server_days
+
+__all__ = ['DayPart', 'DayState', 'LAKE_EMPTY', 'SplitDays', 'WriteSettings', 'WriteDays',
+           'IngestEvents']
 
 
 @dataclasses.dataclass
@@ -215,13 +220,13 @@ class WriteDays(beam.DoFn):
     day.stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
     day.stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
-    rejected = pa.Table.from_batches([p.rejected for p in parts], schema=validate.REJECTED_SCHEMA)
+    rejected = pa.Table.from_batches([p.rejected for p in parts], schema=REJECTED_SCHEMA)
     if day.dead_letters:   # a rerun: dead letters the day holds already are not written twice
       rejected = rejected.filter(pa.array([
           key not in day.dead_letters for key in zip(rejected['source_file'].to_pylist(),
                                                      rejected['source_row'].to_pylist())], pa.bool_()))
-    lake_dir = storage.partition_dir(s.lake, dt)
-    rejected_dir = storage.partition_dir(storage.join(s.lake, commit.REJECTED_DIR), dt)
+    lake_dir = fs.partition_dir(s.lake, dt)
+    rejected_dir = fs.partition_dir(fs.join(s.lake, names.REJECTED_DIR), dt)
     day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
     day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
     day.pane += 1
@@ -230,7 +235,7 @@ class WriteDays(beam.DoFn):
       return
     replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
     manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA, replacing, day)
-    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], validate.REJECTED_SCHEMA,
+    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], REJECTED_SCHEMA,
                  replacing)
     day.unlisted = {'lake': [], 'rejected': []}
     if s.batch:
@@ -239,7 +244,7 @@ class WriteDays(beam.DoFn):
     yield self._report(dt, day, status, lake_dir, rejected_dir, manifest)
 
   def _staging(self, directory: str, kind: str) -> str:
-    return storage.join(self._s.lake, commit.STAGING_DIR, f'ingest-{self._s.run_id}', kind,
+    return fs.join(self._s.lake, names.STAGING_DIR, names.ingest_run(self._s.run_id), kind,
                         directory.rstrip('/').rsplit('/', 1)[-1])
 
   def _write(self, table: pa.Table, directory: str, kind: str, pane: int
@@ -249,11 +254,11 @@ class WriteDays(beam.DoFn):
     staged = []
     for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
       name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
-      path = storage.join(self._staging(directory, kind), name)
+      path = fs.join(self._staging(directory, kind), name)
       staged.append(commit.write_parquet(table.slice(start, self._s.max_rows_per_file), path, name))
     if staged:
       self._fence(f'promoting pane {pane}', directory)
-    storage.rename([f.path for f in staged], [storage.join(directory, f.name) for f in staged])
+    fs.rename([f.path for f in staged], [fs.join(directory, f.name) for f in staged])
     self.files.inc(len(staged))
     return staged
 
@@ -264,19 +269,19 @@ class WriteDays(beam.DoFn):
     in `day.rows_replaced`), unpublished meanwhile as in the import's partition commit. With
     nothing new, a partition that does not exist is not made (a day of dead letters only has no
     lake day), and a batch run leaves it as it was."""
-    path = storage.join(directory, commit.MANIFEST)
-    success = storage.join(directory, SUCCESS)
-    old = Manifest.model_validate_json(storage.read_bytes(path)) if storage.exists(path) else None
+    path = fs.join(directory, names.MANIFEST)
+    success = fs.join(directory, names.SUCCESS)
+    old = Manifest.model_validate_json(fs.read_bytes(path)) if fs.exists(path) else None
     if not new and (old is None or (self._s.batch and not replace)):
       return old
     if replace:
-      keep = {storage.join(directory, f.name) for f in new} | {path}
-      self._fence(f'deleting {SUCCESS}', directory)
-      storage.delete([success])
-      stale = [p for p in storage.list_files(directory) if p not in keep]
+      keep = {fs.join(directory, f.name) for f in new} | {path}
+      self._fence(f'deleting {names.SUCCESS}', directory)
+      fs.delete([success])
+      stale = [p for p in fs.list_files(directory) if p not in keep]
       if stale:
         self._fence(f'deleting {len(stale)} stale files', directory)
-        storage.delete(stale)
+        fs.delete(stale)
       if day is not None and old is not None:
         day.rows_replaced += sum(f.rows for f in old.files if f.name not in {n.name for n in new})
     files = {f.name: f for f in (old.files if old and not replace else [])}
@@ -291,13 +296,13 @@ class WriteDays(beam.DoFn):
     manifest = manifest.model_copy(update={
         'version': old.version + 1 if old else 1, 'files': sorted(files.values(), key=lambda f: f.name),
         'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
-    staged = storage.join(self._staging(directory, kind), commit.MANIFEST)
-    storage.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
-    self._fence(f'writing {commit.MANIFEST}', directory)
-    storage.rename([staged], [path])   # readers see the old manifest or the new one, never half
-    if not storage.exists(success):
-      self._fence(f'writing {SUCCESS}', directory)
-      storage.write_bytes(success, b'')
+    staged = fs.join(self._staging(directory, kind), names.MANIFEST)
+    fs.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
+    self._fence(f'writing {names.MANIFEST}', directory)
+    fs.rename([staged], [path])   # readers see the old manifest or the new one, never half
+    if not fs.exists(success):
+      self._fence(f'writing {names.SUCCESS}', directory)
+      fs.write_bytes(success, b'')
     return manifest
 
   def _open(self, dt: str, day: DayState, seen) -> None:
@@ -309,8 +314,8 @@ class WriteDays(beam.DoFn):
     day.opened = True
     prefix = f'part-{self._s.run_id}-'
     listed = {kind: self._listed(d) for kind, d in (
-        ('lake', storage.partition_dir(self._s.lake, dt)),
-        ('rejected', storage.partition_dir(storage.join(self._s.lake, commit.REJECTED_DIR), dt)))}
+        ('lake', fs.partition_dir(self._s.lake, dt)),
+        ('rejected', fs.partition_dir(fs.join(self._s.lake, names.REJECTED_DIR), dt)))}
     panes = [path.rsplit('/', 1)[-1][len(prefix):].split('-')[0] for names in listed.values()
              for path in names if path.rsplit('/', 1)[-1].startswith(prefix)]
     day.pane = 1 + max((int(p) for p in panes if p.isdigit()), default=-1)
@@ -326,15 +331,15 @@ class WriteDays(beam.DoFn):
   @staticmethod
   def _listed(directory: str) -> list[str]:
     """Paths of the files the partition's manifest lists (none without one)."""
-    path = storage.join(directory, commit.MANIFEST)
-    if not storage.exists(path):
+    path = fs.join(directory, names.MANIFEST)
+    if not fs.exists(path):
       return []
-    return [storage.join(directory, f.name)
-            for f in Manifest.model_validate_json(storage.read_bytes(path)).files]
+    return [fs.join(directory, f.name)
+            for f in Manifest.model_validate_json(fs.read_bytes(path)).files]
 
   @staticmethod
   def _read(paths: list[str], columns: list[str]) -> list[pa.Table]:
-    return [pq.read_table(pa.BufferReader(storage.read_bytes(p)), columns=columns) for p in paths]
+    return [pq.read_table(pa.BufferReader(fs.read_bytes(p)), columns=columns) for p in paths]
 
   def _fence(self, step: str, directory: str) -> None:
     """Batch: the day's lock must still be this run's before `step` changes `directory` (see
@@ -363,7 +368,7 @@ class WriteDays(beam.DoFn):
         files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
         bytes=lake.bytes if lake else 0,
         partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir)
-    storage.write_bytes(storage.join(self._s.lake, '_runs', f'ingest-{self._s.run_id}',
+    fs.write_bytes(fs.join(self._s.lake, names.RUNS_DIR, names.ingest_run(self._s.run_id),
                                      f'dt={dt}.json'), report.model_dump_json(indent=2).encode())
     return report
 

@@ -19,11 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from transforms import storage
-from transforms.coerce import ContractError
+from transforms.lake.names import SUCCESS
+from transforms.stores import fs
+from transforms.kernels.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
-SUCCESS = '_SUCCESS'
+__all__ = ['BATCH_ROWS', 'SourceError', 'RowGroup', 'DayInventory', 'is_side_file', 'WAIT_ADVICE',
+           'wait_for_success', 'DAY_FOLDER', 'prefix_problem', 'prefix_days', 'inspect_day',
+           'with_lineage', 'ReadRowGroups']
+
 BATCH_ROWS = 262_144
 
 
@@ -69,7 +73,7 @@ class DayInventory:
     rows: dict[str, int] = {}
     for g in self.row_groups:
       rows[g.path] = rows.get(g.path, 0) + g.rows
-    listing = sorted((name, size, rows.get(storage.join(self.directory, name), 0))
+    listing = sorted((name, size, rows.get(fs.join(self.directory, name), 0))
                      for name, size in self.source_files.items())
     return 'sha256:' + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
@@ -89,8 +93,8 @@ def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep,
   """Polls for DIRECTORY/_SUCCESS with backoff (5 s doubling to 5 min) until `timeout_s`. A
   source prefix that does not exist or holds no dt= folders is refused at once; `advice` ends
   the refusal of a day not (yet) complete."""
-  marker = storage.join(directory, SUCCESS)
-  if storage.exists(marker):
+  marker = fs.join(directory, SUCCESS)
+  if fs.exists(marker):
     return
   prefix, day_folder = directory.rstrip('/').rsplit('/', 1)
   problem = prefix_problem(prefix)
@@ -98,8 +102,8 @@ def wait_for_success(directory: str, timeout_s: float, sleep=time.sleep,
     raise SourceError(problem)
   deadline = time.monotonic() + timeout_s
   delay = 5.0
-  while not storage.exists(marker):
-    listing = storage.list_files(directory)  # a missing bucket or LIST permission is an error
+  while not fs.exists(marker):
+    listing = fs.list_files(directory)  # a missing bucket or LIST permission is an error
     left = deadline - time.monotonic()
     if left <= 0:
       waited = f' after waiting {timeout_s:.0f}s' if timeout_s else ''
@@ -118,9 +122,9 @@ DAY_FOLDER = re.compile(r'dt=\d{4}-\d{2}-\d{2}')
 
 def _top_names(prefix: str) -> list[str]:
   """What lies directly under `prefix`: file names, and folder names ending in '/'."""
-  start = len(storage.join(prefix, ''))
+  start = len(fs.join(prefix, ''))
   names = set()
-  for path in storage.list_files(prefix):
+  for path in fs.list_files(prefix):
     name, slash, _ = path[start:].partition('/')
     names.add(name + slash)
   return sorted(names)
@@ -146,8 +150,8 @@ def prefix_days(prefix: str) -> str:
 
 
 def inspect_day(prefix: str, day: datetime.date) -> DayInventory:
-  directory = storage.partition_dir(prefix, day.isoformat())
-  listing = storage.list_files(directory)
+  directory = fs.partition_dir(prefix, day.isoformat())
+  listing = fs.list_files(directory)
   files, ignored = {}, []
   for path, size in sorted(listing.items()):
     name = path[len(directory):].lstrip('/')
@@ -169,7 +173,7 @@ def _row_groups(dt: str, path: str, name: str, size: int) -> list[RowGroup]:
     raise SourceError(f'{path} is empty (0 bytes), not a Parquet file. Remove it or rewrite it, '
                       f'then rewrite {SUCCESS}.')
   try:
-    with storage.open_read(path) as f:
+    with fs.open_read(path) as f:
       meta = pq.ParquetFile(f).metadata
       schema = meta.schema.to_arrow_schema()
   except (pa.ArrowInvalid, OSError) as e:
@@ -212,7 +216,7 @@ class ReadRowGroups(beam.DoFn):
   rows_read = Metrics.counter('eventferry.read', 'rows_in')
 
   def process(self, group: RowGroup) -> typing.Iterator[tuple[str, pa.RecordBatch]]:
-    with storage.open_read(group.path) as f:
+    with fs.open_read(group.path) as f:
       parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit='ms')
       first = group.first_row
       batches = parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[group.index])

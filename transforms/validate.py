@@ -16,24 +16,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS,
+from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS, REJECTED_SCHEMA,
                             REQUIRED_KEYS, UUID_PATTERN)
 from schemas.reasons import Flag, Reason
-from transforms import coerce, normalize
-from transforms.accounting import DayStats
-from transforms.shards import split_by_shard
+from transforms.kernels import coerce, normalize
+from transforms.kernels.accounting import DayStats
+from transforms.kernels.shards import split_by_shard
 
+__all__ = ['DEFAULT_ENVIRONMENT', 'SOURCE_FILE', 'SOURCE_ROW', 'LINEAGE', 'PAYLOAD', 'Validated',
+           'constant', 'check_columns', 'validate_batch', 'explain', 'ValidateBatches',
+           'ValidateEvents']
+
+DEFAULT_ENVIRONMENT = 'production'   # of events that name none, unless --environment says
 SOURCE_FILE = '_source_file'
 SOURCE_ROW = '_source_row'
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
 PAYLOAD = '_payload'   # streaming ingest: the message as it arrived, shown for rejected rows
-REJECTED_SCHEMA = pa.schema([
-    pa.field('reason', pa.string(), nullable=False),
-    pa.field('detail', pa.string(), nullable=False),
-    pa.field('source_file', pa.string(), nullable=False),
-    pa.field('source_row', pa.int64(), nullable=False),
-    pa.field('original', pa.string(), nullable=False),   # the row as read, as a JSON object
-])
 _REASONS = list(Reason)
 _MISSING_KEY_REASONS = {  # in the order of schemas.events.REQUIRED_KEYS
     'identifiers': (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID),
@@ -249,7 +247,7 @@ def _detail(reason: Reason, row: dict) -> str:
 class ValidateBatches(beam.DoFn):
   """(dt, raw batch) -> (dt, lake batch); tagged 'rejected' (dt, rejected batch), 'stats'.
   With `shards` (dt -> shards of the day) one lake batch per shard the rows fall in
-  (transforms/shards.py): the valid rows are copied once, into their shard's batch."""
+  (transforms/kernels/shards.py): the valid rows are copied once, into their shard's batch."""
 
   def __init__(self, environment: str, flag_outside_day: bool = True,
                shards: dict[str, int] | None = None):

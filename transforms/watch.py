@@ -25,12 +25,12 @@ from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.runners.direct import transform_evaluator
-from apache_beam.runners.direct.util import TransformResult
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import local_runner
+from transforms.compat import local_runner
+
+__all__ = ['WatchFiles']
 
 _IDLE_S = 0.2   # between evaluations that do not list: the local runner calls us in a loop
 
@@ -92,7 +92,7 @@ class _Listing:
     return sorted(ready, key=lambda m: m.path)
 
 
-class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
+class _LocalWatchEvaluator(local_runner.Evaluator):
   _listings: 'weakref.WeakKeyDictionary[_LocalWatch, _Listing]' = weakref.WeakKeyDictionary()
 
   def start_bundle(self):
@@ -101,10 +101,10 @@ class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
   def process_element(self, element):
     pass
 
-  def finish_bundle(self) -> TransformResult:
+  def finish_bundle(self) -> local_runner.TransformResult:
     # Registered for _LocalWatch alone (below), which the runner evaluates once applied, so with
     # its pipeline set: Beam's types allow None for both.
-    watch = typing.cast(_LocalWatch, self._applied_ptransform.transform)
+    watch = typing.cast(_LocalWatch, self.transform)
     pipeline = typing.cast(beam.Pipeline, watch.pipeline)
     listing = self._listings.setdefault(watch, _Listing())
     bundles = []
@@ -114,14 +114,14 @@ class _LocalWatchEvaluator(transform_evaluator._TransformEvaluator):
         listing.next_poll = now + watch.interval_s
         files = listing.settled(watch.pattern)
         if files:
-          bundle = self._evaluation_context.create_bundle(list(self._outputs)[0])
+          bundle = self.context.create_bundle(self.main_output)
           for m in files:
             bundle.output(GlobalWindows.windowed_value(m, timestamp=Timestamp.of(now)))
           bundles.append(bundle)
       else:
         time.sleep(min(_IDLE_S, listing.next_poll - now))
-    again = self._evaluation_context.create_bundle(pvalue.PBegin(pipeline))
-    return TransformResult(self, bundles, [again], None, {None: Timestamp.of(now)})
+    again = self.context.create_bundle(pvalue.PBegin(pipeline))
+    return local_runner.TransformResult(self, bundles, [again], None, {None: Timestamp.of(now)})
 
 
 local_runner.register(_LocalWatch, _LocalWatchEvaluator)

@@ -6,7 +6,7 @@ files, then times, each in its own process:
                    --streaming), fed by a TestStream that adds the files one at a time: read,
                    parse, validate, split by server day, de-duplicate, write panes, commit
   batch          - the same transforms in batch (`./run.sh ingest --input`, FnApiRunner)
-  parse_validate - floor: parse (transforms/raw.py) + vectorized validation of the same chunks, no
+  parse_validate - floor: parse (transforms/kernels/raw.py) + vectorized validation of the same chunks, no
                    Beam, no lake writes
   json_pydantic  - the naive way: json.loads + RawEvent.model_validate per event (first 100k)
 Then the publish-to-file latency through the Pub/Sub emulator with early panes every 5 s.
@@ -100,7 +100,8 @@ def batch(source: str, out: str) -> dict:
 def parse_validate(source: str, out: str) -> dict:
   from apache_beam.io.filesystem import FileMetadata
   from pipelines.ingest import ReadJsonLines
-  from transforms import raw, validate
+  from transforms import validate
+  from transforms.kernels import raw
   rows = 0
   for path in _files(source):
     for chunk in ReadJsonLines(arrival=False).process(FileMetadata(path, 0, 0)):

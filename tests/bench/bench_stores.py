@@ -5,7 +5,7 @@ lake once, starts each store's loopback server (tests/servers.py), and runs the 
 command to it in its own process, printing seconds, bytes written and that process's peak RSS.
 
 `--layer store [--mib 1024] [--repeat 2]`: the store layer alone. Each store gets one object of
---mib MiB written in 1 MiB pieces through storage.open_write (ours) and through Beam's
+--mib MiB written in 1 MiB pieces through fs.open_write (ours) and through Beam's
 FileSystems.create (beam), each in a fresh process; prints that process's RSS before the write
 and its peak. Not a timed test: figures depend on the machine (README: Clouds).
 """
@@ -59,19 +59,19 @@ def store_child(argv: list[str]) -> None:
   """Writes one object of MIB MiB to PATH with WRITER (ours | beam); prints seconds and RSS."""
   from apache_beam.io.filesystems import FileSystems
   from apache_beam.options.pipeline_options import PipelineOptions
-  from transforms import storage
+  from transforms.stores import fs
   writer, path, mib, flags = argv[0], argv[1], int(argv[2]), argv[3:]
-  storage.configure(PipelineOptions(flags))
+  fs.configure(PipelineOptions(flags))
   piece = os.urandom(1 << 20)
   before = harness.peak_rss_mib()
   start_t = time.perf_counter()
-  with (storage.open_write(path) if writer == 'ours' else
-        FileSystems.create(path, compression_type=storage.RAW)) as f:
+  with (fs.open_write(path) if writer == 'ours' else
+        FileSystems.create(path, compression_type=fs.RAW)) as f:
     for _ in range(mib):
       f.write(piece)
   seconds = time.perf_counter() - start_t
   size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-  storage.delete([path])   # the emulators keep objects in memory
+  fs.delete([path])   # the emulators keep objects in memory
   print(json.dumps({'seconds': seconds, 'mib': size / (1 << 20), 'rss_before_mib': before,
                     'peak_rss_mib': harness.peak_rss_mib()}))
 

@@ -1,8 +1,8 @@
-"""Columns of raw events from the C parser (transforms/_rawjson.c), without a Python object per
+"""Columns of raw events from the C parser (transforms/kernels/_rawjson.c), without a Python object per
 field: about five times faster than msgspec's decode plus the conversion of its objects to Arrow.
 
 The parser takes a payload only in the strict common case and marks the rest, which
-transforms/raw.py decodes with msgspec as before; tests/test_rawjson.py checks on generated
+transforms/kernels/raw.py decodes with msgspec as before; tests/test_rawjson.py checks on generated
 payloads that both ways give the same rows. Without a compiler at install time the extension is
 absent and every payload takes the msgspec path.
 """
@@ -12,8 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+__all__ = ['columns']
+
 try:
-  from transforms._rawjson import parse
+  from transforms.kernels._rawjson import parse
 except ImportError:   # built without a C compiler: raw.py decodes everything with msgspec
   parse = None
 
@@ -52,7 +54,7 @@ def _doubles_as_repr(text: pa.Array, double: np.ndarray) -> pa.Array:
 
 
 def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
-  """-> (mask of the payloads taken; columns as transforms/raw.py's _decoded makes them, with
+  """-> (mask of the payloads taken; columns as transforms/kernels/raw.py's _decoded makes them, with
   rows not taken present but meaningless)."""
   b, n = parse(payloads), len(payloads)
   taken = _u8(b[0]) == 0

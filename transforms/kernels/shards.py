@@ -8,6 +8,8 @@ import typing
 import numpy as np
 import pyarrow as pa
 
+__all__ = ['HEX_VALUE', 'shard_of', 'split_by_shard']
+
 HEX_VALUE = np.zeros(256, dtype=np.uint32)
 for _i, _c in enumerate(b'0123456789abcdef'):
   HEX_VALUE[_c] = _i

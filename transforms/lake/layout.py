@@ -3,7 +3,7 @@
 The unit of the commit is a day. Usually the folder is the day's (`dt={dt}`) and the commit owns
 all of it. A flat layout (CleverTap's) has the day only in the file names: days share the folder,
 each day has its own `_manifest-YYYYMMDD.json` and `_SUCCESS-YYYYMMDD`, and a day's commit owns
-exactly the files its manifest lists (transforms/commit.py). A folder named by {export_time} or
+exactly the files its manifest lists (transforms/lake/commit.py). A folder named by {export_time} or
 {run_id} (Adobe's) is new in every run: there the unit is the day, and the day's commit replaces
 the folders earlier runs of it wrote (pipelines/export_events.py claim_folders).
 
@@ -22,8 +22,10 @@ import posixpath
 import re
 import string
 
-from transforms.commit import MANIFEST
-from transforms.read import SUCCESS
+from transforms.lake.names import MANIFEST, SUCCESS, day_markers
+
+__all__ = ['PRESETS', 'DAY_FIELDS', 'DAYS', 'RUN_FIELDS', 'FILE_FIELDS', 'MAX_PART', 'LayoutError',
+           'safe', 'Layout']
 
 PRESETS = {
     'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
@@ -104,7 +106,7 @@ class Layout:
   def markers(self, values: dict) -> tuple[str, str]:
     """(manifest, success) file names of the day in its folder."""
     if self.flat:
-      return f'_manifest-{values["yyyymmdd"]}.json', f'{SUCCESS}-{values["yyyymmdd"]}'
+      return day_markers(values['yyyymmdd'])
     return MANIFEST, SUCCESS
 
   @property

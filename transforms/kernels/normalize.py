@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+__all__ = ['lower_map_keys', 'lower_uuid']
+
 
 def lower_map_keys(arr: pa.MapArray) -> tuple[pa.MapArray, int]:
   """-> (map with lower-case keys and no duplicate keys in rows that needed lowering, entries dropped)."""

@@ -1,6 +1,6 @@
 """`sftp://user@host:port/path`: a Beam FileSystem for SFTP servers (Beam has none).
 
-Importing this module registers the scheme with Beam's FileSystems (transforms/storage.py does).
+Importing this module registers the scheme with Beam's FileSystems (transforms/stores/fs.py does).
 Credentials come from the pipeline options or the environment, never from the URL:
   --sftp_password / SFTP_PASSWORD, --sftp_private_key PATH / SFTP_PRIVATE_KEY,
   --sftp_known_hosts PATH / SFTP_KNOWN_HOSTS (default ~/.ssh/known_hosts: the server's host key
@@ -20,6 +20,10 @@ import asyncssh
 from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionTypes, FileMetadata,
                                        FileSystem)
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.compat import filesystems
+
+__all__ = ['BLOCK', 'SftpOptions', 'parse', 'client', 'SftpFileSystem', 'create_exclusive']
 
 BLOCK = 1 << 20   # write buffer; SFTP requests are pipelined below it by asyncssh
 
@@ -220,7 +224,7 @@ class SftpFileSystem(FileSystem):
 
   @staticmethod
   def _compressed(raw, path, compression_type):
-    compression_type = FileSystem._get_compression_type(path, compression_type)
+    compression_type = filesystems.compression_of(path, compression_type)
     if compression_type == CompressionTypes.UNCOMPRESSED:
       return raw
     return CompressedFile(raw, compression_type=compression_type)

@@ -4,7 +4,7 @@ server-side encryption on every object written (SSE-S3 or SSE-KMS with a key id)
 
 Beam builds its boto3 S3 client from S3Options alone and has no hook for either, so `client()`
 builds the one client everything uses, and Beam's client class is pointed at it here (importing
-this module does that; transforms/storage.py imports it, so workers get it too).
+this module does that; transforms/stores/fs.py imports it, so workers get it too).
 """
 import datetime
 import functools
@@ -12,8 +12,11 @@ import functools
 import boto3
 import botocore.credentials
 import botocore.session
-from apache_beam.io.aws.clients.s3 import boto3_client
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+from transforms.compat import credentials, filesystems
+
+__all__ = ['ROLE_SECONDS', 'WRITES', 'S3AccessOptions', 'client']
 
 ROLE_SECONDS = 3600   # botocore refreshes 15 minutes before expiry, so long jobs never see it
 # Requests that create objects: they carry the encryption settings.
@@ -80,7 +83,7 @@ def client(options: PipelineOptions):
           'aws_secret_access_key': o.s3_secret_access_key,
           'aws_session_token': o.s3_session_token}
   if a.s3_role_arn:
-    session._credentials = _role_credentials(o, a)
+    credentials.use_credentials(session, _role_credentials(o, a))
     keys = {}
   s3 = boto3.Session(botocore_session=session).client(
       's3', endpoint_url=o.s3_endpoint_url, region_name=o.s3_region_name,
@@ -96,15 +99,4 @@ def _cached(options: PipelineOptions):
   return client(options)
 
 
-def _beam_client_init(self, options):
-  """Replaces Beam's boto3_client.Client.__init__: same object, our client."""
-  if not isinstance(options, PipelineOptions):
-    options = PipelineOptions.from_dictionary(dict(options or {}))
-  self.client = _cached(options)
-  self._download_request = None
-  self._download_stream = None
-  self._download_pos = 0
-
-
-# Beam builds its Client itself, so its __init__ is the one place to hand it ours.
-boto3_client.Client.__init__ = _beam_client_init  # type: ignore[method-assign]
+filesystems.hand_beam_s3_client(_cached)   # Beam's S3 filesystem uses our client too

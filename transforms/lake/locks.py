@@ -1,6 +1,6 @@
 """One run per partition at a time: a lock file per partition under ROOT/_eventferry/locks/.
 
-Atomic on every store (storage.create_exclusive: O_EXCL on local disk and SFTP, conditional writes
+Atomic on every store (fs.create_exclusive: O_EXCL on local disk and SFTP, conditional writes
 on S3, GCS and Azure). A run that dies keeps its lock: no store can tell a dead run from a slow one
 on another machine. The refusal names the holder (and, on the holder's own host, whether its
 process still lives); --break_lock RUN_ID then takes over that run's locks and nobody else's.
@@ -17,9 +17,10 @@ import socket
 import sys
 import typing
 
-from transforms import storage
+from transforms.lake.names import LOCK_SUFFIX, LOCKS_DIR, STATE_DIR
+from transforms.stores import fs
 
-STATE_DIR = '_eventferry'
+__all__ = ['LockedError', 'lock_path', 'acquire', 'acquire_all', 'Fence', 'release']
 
 
 class LockedError(RuntimeError):
@@ -27,7 +28,7 @@ class LockedError(RuntimeError):
 
 
 def lock_path(root: str, partition: str) -> str:
-  return storage.join(root, STATE_DIR, 'locks', partition.replace('/', '__') + '.lock')
+  return fs.join(root, STATE_DIR, LOCKS_DIR, partition.replace('/', '__') + LOCK_SUFFIX)
 
 
 def acquire(root: str, partition: str, run_id: str, what: str,
@@ -38,13 +39,13 @@ def acquire(root: str, partition: str, run_id: str, what: str,
   path = lock_path(root, partition)
   owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(), 'pid': os.getpid(),
                       'since': datetime.datetime.now(datetime.timezone.utc).isoformat()}).encode()
-  if storage.create_exclusive(path, owner):
+  if fs.create_exclusive(path, owner):
     return path
   holder = _holder(path)
   runs = {break_lock} if isinstance(break_lock, str) else set(break_lock or ())
   if holder.get('run_id') in runs - {None}:
-    storage.delete([path])
-    if storage.create_exclusive(path, owner):
+    fs.delete([path])
+    if fs.create_exclusive(path, owner):
       print(f'warning: took over {path} from run {holder["run_id"]}', file=sys.stderr)
       return path
     holder = _holder(path)
@@ -84,7 +85,7 @@ class Fence:
 
 def _holder(path: str) -> dict:
   try:
-    holder = json.loads(storage.read_bytes(path))
+    holder = json.loads(fs.read_bytes(path))
     return holder if isinstance(holder, dict) else {}
   except (OSError, ValueError):
     return {}
@@ -119,6 +120,6 @@ def release(paths: list[str], run_id: str | None = None) -> None:
   if run_id is not None:
     paths = [p for p in paths if _holder(p).get('run_id') == run_id]
   try:
-    storage.delete(paths)
+    fs.delete(paths)
   except OSError as e:
     print(f'warning: could not release {", ".join(paths)}: {e}', file=sys.stderr)

@@ -1,12 +1,12 @@
 /* Raw events (schemas/raw.py) -> column buffers, without a Python object per field.
  *
- * parse(payloads: list[bytes]) -> tuple of bytes, laid out as transforms/rawjson.py reads them.
+ * parse(payloads: list[bytes]) -> tuple of bytes, laid out as transforms/kernels/rawjson.py reads them.
  * A payload is taken only in the strict common case: a JSON object, valid UTF-8, whose known
  * fields have the expected JSON types (text fields strings, ts/server_ts integers within the
  * years 0..9999 or strings, metric_value a string or number, maps objects with distinct keys
  * whose values are strings, numbers, booleans or null, the latter kept as their JSON text),
  * each field once; unknown fields may hold any JSON. Anything else is marked for the msgspec
- * path (transforms/raw.py), which decides and explains it, so this parser never has to agree
+ * path (transforms/kernels/raw.py), which decides and explains it, so this parser never has to agree
  * with msgspec on anything but the common case.
  */
 #define PY_SSIZE_T_CLEAN
@@ -438,7 +438,7 @@ done:
 }
 
 static PyMethodDef METHODS[] = {
-    {"parse", parse, METH_O, "list[bytes] -> column buffers of the raw events (transforms/rawjson.py)"},
+    {"parse", parse, METH_O, "list[bytes] -> column buffers of the raw events (transforms/kernels/rawjson.py)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_rawjson", NULL, -1, METHODS, NULL, NULL, NULL, NULL};

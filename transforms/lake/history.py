@@ -4,7 +4,7 @@ of each day was exported last.
 Like the Snowflake/dbt recipe's export-history table: `--since_last_export` exports a day only when
 its lake commit (the import run that last replaced it) is newer than the one exported before.
 
-Folder claims: a layout whose folder is new in every run (Adobe's exportTime=, transforms/layout.py
+Folder claims: a layout whose folder is new in every run (Adobe's exportTime=, transforms/lake/layout.py
 run_scoped) claims each folder for one day before anything is written to it, with an atomic
 create, so two days never share a folder, and the day's next export finds (and removes) every
 folder an earlier run of the day claimed, also one whose run died before it finished.
@@ -12,27 +12,26 @@ folder an earlier run of the day claimed, also one whose run died before it fini
 import hashlib
 import json
 
-from transforms import storage
-from transforms.locks import STATE_DIR
+from transforms.stores import fs
+from transforms.lake.names import CLAIMS_DIR, HISTORY, STATE_DIR
 
-HISTORY = 'export_history.json'
-CLAIMS = 'folders'
+__all__ = ['load', 'record', 'changed_since_export', 'claim', 'claimed', 'unclaim']
 
 
 def _dir(state_root: str) -> str:
-  return storage.join(state_root, STATE_DIR)
+  return fs.join(state_root, STATE_DIR)
 
 
 def load(state_root: str) -> dict:
-  path = storage.join(_dir(state_root), HISTORY)
-  return json.loads(storage.read_bytes(path)) if storage.exists(path) else {}
+  path = fs.join(_dir(state_root), HISTORY)
+  return json.loads(fs.read_bytes(path)) if fs.exists(path) else {}
 
 
 def record(state_root: str, exported: dict[str, dict]) -> None:
   """Adds {dt: {lake_run_id, lake_committed_at, export_run_id, exported_at}} to the history."""
   history = load(state_root)
   history.update(exported)
-  storage.write_bytes(storage.join(_dir(state_root), HISTORY),
+  fs.write_bytes(fs.join(_dir(state_root), HISTORY),
                       json.dumps(dict(sorted(history.items())), indent=2).encode())
 
 
@@ -42,7 +41,7 @@ def changed_since_export(history: dict, dt: str, lake_manifest: dict) -> bool:
 
 
 def _claim_path(state_root: str, folder: str) -> str:
-  return storage.join(_dir(state_root), CLAIMS,
+  return fs.join(_dir(state_root), CLAIMS_DIR,
                       hashlib.sha1(folder.encode()).hexdigest()[:24] + '.json')
 
 
@@ -52,20 +51,20 @@ def claim(state_root: str, folder: str, owner: str, run_id: str) -> bool:
   owner (another day, another dataset) holds it."""
   path = _claim_path(state_root, folder)
   mine = json.dumps({'folder': folder, 'owner': owner, 'run_id': run_id}).encode()
-  if storage.create_exclusive(path, mine):
+  if fs.create_exclusive(path, mine):
     return True
-  return json.loads(storage.read_bytes(path))['owner'] == owner
+  return json.loads(fs.read_bytes(path))['owner'] == owner
 
 
 def claimed(state_root: str, owner: str) -> list[str]:
   """Every folder claimed for `owner`, sorted."""
   found = []
-  for path in storage.list_files(storage.join(_dir(state_root), CLAIMS)):
-    held = json.loads(storage.read_bytes(path))
+  for path in fs.list_files(fs.join(_dir(state_root), CLAIMS_DIR)):
+    held = json.loads(fs.read_bytes(path))
     if held['owner'] == owner:
       found.append(held['folder'])
   return sorted(found)
 
 
 def unclaim(state_root: str, folder: str) -> None:
-  storage.delete([_claim_path(state_root, folder)])
+  fs.delete([_claim_path(state_root, folder)])

@@ -6,6 +6,8 @@ Beam samples element sizes by encoding elements; with the default pickle fallbac
 import apache_beam as beam
 import pyarrow as pa
 
+__all__ = ['ArrowCoder']
+
 
 class ArrowCoder(beam.coders.Coder):
   """Encodes a pa.RecordBatch or pa.Table as one Arrow IPC stream (decodes to the same kind)."""

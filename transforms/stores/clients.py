@@ -11,8 +11,8 @@
   `AzureBlockWriter` stages 8 MiB blocks and commits the block list.
 
 The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
-transforms/s3.py builds), so a path Beam can read is a path these can write. Options come from
-`FileSystems.set_options` (storage.configure at launch; Beam's worker harness does the same on
+transforms/stores/s3.py builds), so a path Beam can read is a path these can write. Options come from
+`FileSystems.set_options` (fs.configure at launch; Beam's worker harness does the same on
 workers).
 """
 import functools
@@ -26,7 +26,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms import s3, sftp
+from transforms.compat import credentials
+from transforms.compat import options as compat_options
+from transforms.stores import s3, sftp
+
+__all__ = ['BLOCK', 'GCS_CHUNK', 'KMS_KEY', 'EncryptionOptions', 'flag_problem', 'options',
+           'use_emulator_credentials', 's3_client', 'bucket_and_key', 'StoreError',
+           'require_s3_bucket', 's3_delete', 's3_rename', 'azure_exists', 'open_write',
+           'AzureBlockWriter', 'gcs_rename', 'azure_rename', 'put', 'SECRET_OPTIONS', 'secrets',
+           'redact', 'explain']
 
 BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
 GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
@@ -34,7 +42,7 @@ KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/
 
 
 class EncryptionOptions(PipelineOptions):
-  """Customer-managed encryption of every object written on GCS and Azure (S3: transforms/s3.py)."""
+  """Customer-managed encryption of every object written on GCS and Azure (S3: transforms/stores/s3.py)."""
 
   @classmethod
   def _add_argparse_args(cls, parser):
@@ -57,7 +65,7 @@ def flag_problem(opts: PipelineOptions) -> str | None:
 
 
 def options() -> PipelineOptions:
-  return FileSystems._pipeline_options or PipelineOptions([])
+  return compat_options.filesystem_options() or PipelineOptions([])
 
 
 def _encryption() -> EncryptionOptions:
@@ -68,9 +76,7 @@ def use_emulator_credentials() -> None:
   """With STORAGE_EMULATOR_HOST set (a GCS emulator), Beam would look for Google credentials for
   about 27 s per process before it connects anonymously; an emulator needs none."""
   if os.environ.get('STORAGE_EMULATOR_HOST'):
-    from apache_beam.internal.gcp import auth
-    with auth._Credentials._credentials_lock:
-      auth._Credentials._credentials, auth._Credentials._credentials_init = None, True
+    credentials.skip_google_credentials()
 
 
 @functools.lru_cache(maxsize=8)

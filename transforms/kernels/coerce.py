@@ -18,6 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+__all__ = ['METRIC_TYPE', 'MAP_TYPE', 'TS_TYPE', 'MAX_MS', 'ContractError', 'MissingColumn',
+           'to_string', 'valid_utf8', 'to_timestamp', 'to_metric', 'to_map']
+
 METRIC_TYPE = pa.decimal128(24, 6)
 MAP_TYPE = pa.map_(pa.string(), pa.string())
 TS_TYPE = pa.timestamp('ms', tz='UTC')

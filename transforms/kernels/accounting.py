@@ -4,6 +4,8 @@ import dataclasses
 
 import apache_beam as beam
 
+__all__ = ['DayStats', 'MergeStats']
+
 
 @dataclasses.dataclass
 class DayStats:

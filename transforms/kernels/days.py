@@ -9,6 +9,8 @@ import zoneinfo
 
 import numpy as np
 
+__all__ = ['day_bounds', 'server_days']
+
 _DAY = datetime.timedelta(days=1)
 
 

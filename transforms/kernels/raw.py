@@ -17,10 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.events import REJECTED_SCHEMA
 from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
-from transforms import coerce, rawjson
-from transforms.validate import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
+from transforms.kernels import coerce, rawjson
+from transforms.validate import PAYLOAD, SOURCE_FILE, SOURCE_ROW
+
+__all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'lone_surrogate', 'parse_chunk', 'payload_text',
+           'reject']
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date
 ARRIVAL_MS = '_arrival_ms'    # when the row reached us (-1: batch input, never late)

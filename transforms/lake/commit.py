@@ -25,18 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from schemas.events import LAKE_SCHEMA, fingerprint
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, ManifestFile, Status
-from transforms import locks, storage
-from transforms.storage import partition_dir
-from transforms.accounting import DayStats
+from transforms.lake import locks
+from transforms.stores import fs
+from transforms.stores.fs import partition_dir
+from transforms.kernels.accounting import DayStats
 from transforms.dedupe import spill, unspill
-from transforms.read import SUCCESS
-from transforms.validate import REJECTED_SCHEMA
+from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
-MANIFEST = '_manifest.json'
-REJECTED_DIR = '_rejected'
-STAGING_DIR = '_staging'
+__all__ = ['StagedFile', 'shard_name', 'write_parquet', 'stage', 'clear_dead_staging',
+           'drop_staging', 'KILL_AT', 'STOP_AT', 'commit_partition', 'flat_owned', 'manifest_for',
+           'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ def write_parquet(table: pa.Table, path: str, name: str) -> StagedFile:
 def stage(data: bytes | memoryview, path: str, name: str, rows: int) -> StagedFile:
   """Writes a file's bytes to its staging path and records what the manifest needs (the upload
   counts the bytes and their sha256)."""
-  with storage.open_write(path) as f:
+  with fs.open_write(path) as f:
     f.write(data)
   return StagedFile(name, path, rows, f.bytes, f.sha256)
 
@@ -74,21 +74,21 @@ def clear_dead_staging(staging: str, run_id: str, units: set[str]) -> None:
   e.g. a truncated file of a run stopped mid-write). The caller holds the units' locks, so no
   live run writes there: whoever staged it died or was stopped before its cleanup."""
   dead = set()
-  for path in storage.list_files(staging):
+  for path in fs.list_files(staging):
     run, *inner = path[len(staging.rstrip('/')) + 1:].split('/')
     if run != run_id and units & set(inner[:-1]):
-      storage.delete([path])
-      dead.add(storage.join(staging, run))
+      fs.delete([path])
+      dead.add(fs.join(staging, run))
   for folder in sorted(dead):
-    if not storage.list_files(folder):
-      storage.delete_tree(folder, prune_parent=True)
+    if not fs.list_files(folder):
+      fs.delete_tree(folder, prune_parent=True)
 
 
 def drop_staging(staging: str) -> None:
   """Deletes a failed or stopped run's own staging (STAGING/RUN_ID). A failure to delete is
   logged, not raised, so it never hides why the run ended; the next run of the day clears it."""
   try:
-    storage.delete_tree(staging, prune_parent=True)
+    fs.delete_tree(staging, prune_parent=True)
   except Exception as e:  # noqa: BLE001 - the run's own error is the one to raise
     logging.getLogger('eventferry').warning('could not remove %s: %s', staging, e)
 
@@ -115,7 +115,7 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
   (LockedError if not: the run was taken over, and the newer run owns the partition)."""
   manifest_name, success_name = markers
   flat = markers != (MANIFEST, SUCCESS)
-  success = storage.join(target, success_name)
+  success = fs.join(target, success_name)
 
   def step(name: str) -> None:
     if fence:
@@ -123,28 +123,28 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
 
   _checkpoint('staged', target)
   step(f'deleting {success_name}')
-  storage.delete([success])
-  finals = [storage.join(target, f.name) for f in staged]
+  fs.delete([success])
+  finals = [fs.join(target, f.name) for f in staged]
   if flat:
     step(f'rewriting {manifest_name}')
     before = flat_owned(target, manifest_name, manifest)
   else:
-    before = storage.list_files(target)
+    before = fs.list_files(target)
   for source, final in zip([f.path for f in staged], finals):
     step(f'promoting {final}')
-    storage.rename([source], [final])
+    fs.rename([source], [final])
     _checkpoint('promoting', target)
-  keep = set(finals) | {storage.join(target, manifest_name)}
+  keep = set(finals) | {fs.join(target, manifest_name)}
   stale = [p for p in before if p not in keep]
   if stale:
     step(f'deleting {len(stale)} stale files')
-    storage.delete(stale)
+    fs.delete(stale)
   step(f'writing {manifest_name}')
-  storage.write_bytes(storage.join(target, manifest_name),
+  fs.write_bytes(fs.join(target, manifest_name),
                       manifest.model_dump_json(indent=2).encode())
   _checkpoint('before_success', target)
   step(f'writing {success_name}')
-  storage.write_bytes(success, b'')
+  fs.write_bytes(success, b'')
 
 
 def flat_owned(target: str, manifest_name: str, manifest: Manifest) -> list[str]:
@@ -152,14 +152,14 @@ def flat_owned(target: str, manifest_name: str, manifest: Manifest) -> list[str]
   promoted, the manifest is rewritten to list them together with the new files (the day is not
   published meanwhile: its `_SUCCESS-...` is gone), so a run that dies mid-commit leaves no file
   the next run does not know to remove; files of other days are never touched."""
-  path = storage.join(target, manifest_name)
-  earlier = (Manifest.model_validate_json(storage.read_bytes(path)).files
-             if storage.exists(path) else [])
+  path = fs.join(target, manifest_name)
+  earlier = (Manifest.model_validate_json(fs.read_bytes(path)).files
+             if fs.exists(path) else [])
   new = {f.name for f in manifest.files}
   pending = manifest.model_copy(update={'files': [f for f in earlier if f.name not in new]
                                         + manifest.files})
-  storage.write_bytes(path, pending.model_dump_json(indent=2).encode())
-  return [storage.join(target, f.name) for f in earlier]
+  fs.write_bytes(path, pending.model_dump_json(indent=2).encode())
+  return [fs.join(target, f.name) for f in earlier]
 
 
 def manifest_for(staged: list[StagedFile], *, run_id: str, pipeline: str, source: str,
@@ -186,7 +186,7 @@ class WriteShards(beam.DoFn):
   def process(self, element):  # ((dt, shard), pa.Table)
     (dt, shard), table = element
     name = shard_name(shard, self._shards[dt])
-    staged = write_parquet(table, storage.join(partition_dir(self._staging, dt), name), name)
+    staged = write_parquet(table, fs.join(partition_dir(self._staging, dt), name), name)
     self.files.inc()
     self.rows.inc(staged.rows)
     yield beam.pvalue.TaggedOutput('stats', (dt, DayStats(rows_written=staged.rows)))
@@ -205,7 +205,7 @@ class SpillRejected(beam.DoFn):
     dt, batch = element
     key = (batch.column('source_file')[0].as_py(), batch.column('source_row')[0].as_py())
     name = hashlib.sha1(f'{key[0]}:{key[1]}'.encode()).hexdigest()[:20] + '.arrows'
-    path = storage.join(partition_dir(self._root, dt), name)
+    path = fs.join(partition_dir(self._root, dt), name)
     spill(batch, path)
     yield dt, (*key, path)
 
@@ -234,9 +234,9 @@ class WriteRejected(beam.DoFn):
           pending = []
     rows = pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.num_rows
     name = shard_name(0, 1)
-    path = storage.join(partition_dir(storage.join(self._staging, REJECTED_DIR), dt), name)
+    path = fs.join(partition_dir(fs.join(self._staging, REJECTED_DIR), dt), name)
     staged = stage(memoryview(sink.getvalue()), path, name, rows)
-    storage.delete(p for _, _, p in spills)
+    fs.delete(p for _, _, p in spills)
     yield dt, staged
 
 
@@ -273,7 +273,7 @@ class CommitDay(beam.DoFn):
     staged = list(parts['lake'])
     rejected_files = list(parts['rejected'])
     target = partition_dir(s.lake, dt)
-    rejected_target = partition_dir(storage.join(s.lake, REJECTED_DIR), dt)
+    rejected_target = partition_dir(fs.join(s.lake, REJECTED_DIR), dt)
     fence = locks.Fence(locks.lock_path(s.lake, f'dt={dt}'), s.run_id) if s.fenced else None
     commit_partition(rejected_target, rejected_files, manifest_for(
         rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
@@ -297,7 +297,7 @@ class CommitDay(beam.DoFn):
           schema=LAKE_SCHEMA, **s.inputs.get(dt, {})), fence=fence)
       self.published.inc()
     else:
-      storage.delete(f.path for f in staged)
+      fs.delete(f.path for f in staged)
       self.refused.inc()
       # On Dataflow the job still succeeds: this line (and the counter) is what alerts see.
       logging.getLogger('eventferry').error('dt=%s %s: %s', dt, status, message)
@@ -319,6 +319,6 @@ class CommitDay(beam.DoFn):
     for shard in range(n):
       name = shard_name(shard, n)
       if name not in have:
-        path = storage.join(partition_dir(self._s.staging, dt), name)
+        path = fs.join(partition_dir(self._s.staging, dt), name)
         out.append(write_parquet(LAKE_SCHEMA.empty_table(), path, name))
     return out

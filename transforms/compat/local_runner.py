@@ -10,8 +10,11 @@ for up to 1000 messages and waits at most a second. Dataflow's reader has neithe
 """
 from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.direct.direct_runner import _DirectReadFromPubSub
+from apache_beam.runners.direct.util import TransformResult
 from google.api_core.exceptions import DeadlineExceeded
 from google.pubsub_v1.types import PullResponse
+
+__all__ = ['Evaluator', 'TransformResult', 'register']
 
 PULL_MESSAGES = 1000
 PULL_WAIT_S = 1.0
@@ -36,6 +39,23 @@ class _PubSubReadEvaluator(transform_evaluator._PubSubReadEvaluator):
   @classmethod
   def _get_subscriber_client(cls, transform):
     return _LargerPulls(super()._get_subscriber_client(transform))
+
+
+class Evaluator(transform_evaluator._TransformEvaluator):
+  """The runner's evaluator base (private in Beam), with what a subclass reads named here."""
+
+  @property
+  def transform(self):
+    return self._applied_ptransform.transform
+
+  @property
+  def context(self):
+    """The runner's EvaluationContext: create_bundle(pcollection) makes an output bundle."""
+    return self._evaluation_context
+
+  @property
+  def main_output(self):
+    return next(iter(self._outputs))
 
 
 def register(transform: type, evaluator: type) -> None:

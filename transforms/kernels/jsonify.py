@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+__all__ = ['escaped', 'quote', 'map_to_json']
+
 _SIMPLE = [('\\', '\\\\'), ('"', '\\"'), ('\n', '\\n'), ('\r', '\\r'), ('\t', '\\t'),
            ('\b', '\\b'), ('\f', '\\f')]
 _SPECIAL = '[\\\\"\\x00-\\x1f]'

@@ -1,11 +1,11 @@
 """File I/O through Beam's FileSystems, so every store works the same way: local paths, s3://,
-gs://, azfs:// (Beam's) and sftp:// (transforms/sftp.py, registered by importing it here).
+gs://, azfs:// (Beam's) and sftp:// (transforms/stores/sftp.py, registered by importing it here).
 Paths are plain strings; directories are prefixes ending without '/'. Object stores have no
 directories: a folder "exists" when something lies under it, so code lists instead of asking.
 Where Beam's filesystems cannot do a thing (0-byte S3 objects, create-if-absent, S3 deletes and
 renames that keep per-key permissions and encryption, GCS KMS keys and Azure encryption scopes,
 Azure uploads that do not hold the whole file) the store's own client does it
-(transforms/stores.py). Writes stream (`open_write`): memory holds one block, not the file.
+(transforms/stores/clients.py). Writes stream (`open_write`): memory holds one block, not the file.
 """
 import bz2
 import functools
@@ -20,17 +20,21 @@ import zlib
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import s3, sftp, stores  # noqa: F401  (registers sftp://, S3 role + encryption)
+from transforms.stores import clients, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
+
+__all__ = ['RAW', 'configure', 'STORES', 'redact', 'has_dirs', 'join', 'exists', 'partition_dir',
+           'list_files', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
+           'open_write', 'write_bytes', 'create_exclusive', 'delete', 'rename', 'delete_tree']
 
 RAW = CompressionTypes.UNCOMPRESSED
-stores.use_emulator_credentials()
+clients.use_emulator_credentials()
 
 
 def configure(options) -> None:
   """Gives the launcher's own storage calls (planning, locks, commit on the in-process runner)
   the pipeline's store options: endpoints, keys, connection strings."""
   FileSystems.set_options(options)
-  stores.use_emulator_credentials()
+  clients.use_emulator_credentials()
 
 
 STORES = {'s3': 'S3', 'gs': 'GCS', 'azfs': 'Azure Blob', 'sftp': 'SFTP', None: 'local disk'}
@@ -41,14 +45,14 @@ def redact(url: str) -> str:
   return re.sub(r'^([a-z0-9]+://[^/:@]*):[^/@]*@', r'\1:***@', url)
 
 
-def _refused(path, operation: str, permission: str, e: Exception) -> stores.StoreError:
+def _refused(path, operation: str, permission: str, e: Exception) -> clients.StoreError:
   """One StoreError naming the store, the path, the operation and the permission it needs, with
   secrets removed. Raise it `from None`: some stores' messages carry signed request URLs."""
   paths = [path] if isinstance(path, str) else list(path)
   where = redact(paths[0]) + (f' (and {len(paths) - 1} more)' if len(paths) > 1 else '')
-  return stores.StoreError(
+  return clients.StoreError(
       f'{STORES.get(FileSystems.get_scheme(where))} refused to {operation} {where}: '
-      f'{stores.explain(e)}. This needs the {permission} permission there; '
+      f'{clients.explain(e)}. This needs the {permission} permission there; '
       '`./run.sh check --dest ...` tests each one.')
 
 
@@ -59,7 +63,7 @@ def _guarded(operation: str, permission: str):
     def guarded(path, *args, **kwargs):
       try:
         return fn(path, *args, **kwargs)
-      except stores.StoreError:
+      except clients.StoreError:
         raise
       except Exception as e:  # noqa: BLE001 - re-raised with its store's words
         raise _refused(path, operation, permission, e) from None
@@ -78,7 +82,7 @@ def join(base: str, *parts: str) -> str:
 @_guarded('check', 'GET (HEAD)')
 def exists(path: str) -> bool:
   if FileSystems.get_scheme(path) == 'azfs':
-    return stores.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
+    return clients.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
   return FileSystems.exists(path)
 
 
@@ -95,7 +99,7 @@ def list_files(directory: str) -> dict[str, int]:
   for match in FileSystems.match([pattern])[0].metadata_list:
     found[match.path] = match.size_in_bytes
   if not found and FileSystems.get_scheme(directory) == 's3':
-    stores.require_s3_bucket(directory)
+    clients.require_s3_bucket(directory)
   return found
 
 
@@ -187,8 +191,8 @@ class Upload:
 
   def write(self, data) -> int:
     view = memoryview(data).cast('B')
-    for start in range(0, len(view), stores.BLOCK):
-      self._call(self._f.write, view[start:start + stores.BLOCK])
+    for start in range(0, len(view), clients.BLOCK):
+      self._call(self._f.write, view[start:start + clients.BLOCK])
     if self._sha:
       self._sha.update(view)
     self.bytes += len(view)
@@ -227,11 +231,11 @@ class Upload:
 @_guarded('write', 'PUT')
 def open_write(path: str, checksum: bool = True) -> Upload:
   """Streams a new file to `path`, replacing it: S3 multipart parts, GCS resumable chunks,
-  Azure blocks, SFTP blocks; memory holds one block (transforms/stores.py). Not for 0-byte
+  Azure blocks, SFTP blocks; memory holds one block (transforms/stores/clients.py). Not for 0-byte
   S3 objects: use write_bytes. `checksum=False` skips the sha256 (scratch files: hashing 1M
   events' spills took 0.27 s)."""
   if FileSystems.get_scheme(path) in ('gs', 'azfs'):
-    f = stores.open_write(path)   # with the KMS key / encryption scope
+    f = clients.open_write(path)   # with the KMS key / encryption scope
   else:
     f = FileSystems.create(path, mime_type='application/octet-stream', compression_type=RAW)
   return Upload(path, f, checksum)
@@ -241,7 +245,7 @@ def open_write(path: str, checksum: bool = True) -> Upload:
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path`, replacing it."""
   if not data and FileSystems.get_scheme(path) == 's3':
-    stores.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
+    clients.put(path, data)   # Beam's multipart upload cannot make a 0-byte object
     return
   with open_write(path) as f:
     f.write(data)
@@ -260,14 +264,14 @@ def create_exclusive(path: str, data: bytes) -> bool:
     with os.fdopen(fd, 'wb') as f:
       f.write(data)
     return True
-  return stores.put(path, data, exclusive=True)
+  return clients.put(path, data, exclusive=True)
 
 
 @_guarded('delete', 'DELETE')
 def delete(paths: typing.Iterable[str]) -> None:
   paths = [p for p in paths if exists(p)]
   if paths and FileSystems.get_scheme(paths[0]) == 's3':
-    stores.s3_delete(paths)
+    clients.s3_delete(paths)
   elif paths:
     FileSystems.delete(paths)
 
@@ -280,7 +284,7 @@ def rename(sources: list[str], destinations: list[str]) -> None:
       FileSystems.mkdirs(parent)
   scheme = FileSystems.get_scheme(sources[0]) if sources else None
   if scheme in ('s3', 'gs', 'azfs'):   # copies that keep the encryption settings
-    {'s3': stores.s3_rename, 'gs': stores.gcs_rename, 'azfs': stores.azure_rename}[scheme](
+    {'s3': clients.s3_rename, 'gs': clients.gcs_rename, 'azfs': clients.azure_rename}[scheme](
         sources, destinations)
   elif sources:
     FileSystems.rename(sources, destinations)

@@ -1,0 +1,1 @@
+"""Beam compatibility: the Arrow coder and the local runner's adapted evaluators."""

@@ -1,0 +1,1 @@
+"""Arrow and parsing kernels: column functions on pyarrow arrays and batches, testable without a pipeline."""

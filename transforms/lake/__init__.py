@@ -1,0 +1,1 @@
+"""The lake protocol: the partition commit, locks, export layouts and history, on any store."""
