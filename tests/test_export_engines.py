@@ -6,8 +6,9 @@ states it.
 Each engine is asked for text where its own types would round (ts as epoch millis, metric_value as
 text), so that what is compared is what the file holds, not the engine's rendering of it. The
 export writes an empty text as `""`; Polars reads that back as empty text, Spark and DuckDB as
-null, and this test expects exactly that (docs/export.md: what survives a round trip). Polars reads JSON objects as structs, which
-cannot tell a missing key from a null value, so it is not asked to read JSON lines.
+null, and this test expects exactly that (docs/export.md: what survives a round trip). Polars
+reads JSON objects as structs, which cannot tell a missing key from a null value, so it is not
+asked to read JSON lines.
 """
 import datetime
 import decimal
