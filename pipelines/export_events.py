@@ -469,8 +469,11 @@ def record_export(committed: list, p: ExportPlan) -> None:
   """The job's last step: the export history, staging cleanup, the locks (inside the job, so that
   a job launched from a Flex Template does its own bookkeeping)."""
   exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  # format and whether rows were left out: reconcile compares a day's rows with its lake day's
+  whole = p.kind == 'events' and not (p.events or p.exclude or p.environment)
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
+                                'dest': target_of(p, dt), 'success': marker(p, dt, 1),
+                                'format': p.fmt.name, 'whole_day': whole}
                            for dt, commit in p.lake_commits.items()})
   storage.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)

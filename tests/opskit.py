@@ -70,3 +70,12 @@ def sha256(path: str) -> str:
 
 def manifest(directory: str) -> dict:
   return json.loads(storage.read_bytes(storage.join(directory, '_manifest.json')))
+
+
+def build_small(site: Site) -> dict:
+  """D1 alone, imported (2 files) and exported: for the stores where each command costs more."""
+  src, lake, dest = site.url('src'), site.url('lake'), site.url('dest')
+  samples.write_day(src, D1, EVENTS[D1], files=2)
+  site.cli('import_events', '--source', src, '--lake', lake, '--date', str(D1), '--shards', '2')
+  site.cli('export_events', '--lake', lake, '--dest', dest, '--date', str(D1))
+  return {'src': src, 'lake': lake, 'dest': dest}

@@ -7,9 +7,13 @@ and per run report; no data file is opened here.
 """
 import dataclasses
 import datetime
+import hashlib
+import io
 import json
 import posixpath
+import typing
 
+import pyarrow.parquet as pq
 import pydantic
 
 from schemas.reports import DayReport, ExportReport, Manifest, RunReport
@@ -19,6 +23,7 @@ from transforms.locks import STATE_DIR
 from transforms.read import SUCCESS
 
 RUNS_DIR = '_runs'
+BLOCK = 4 * 2**20
 EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 
 
@@ -42,6 +47,8 @@ class ExportDay:
   manifest: str       # its manifest's path
   success: str        # its _SUCCESS path
   rows: int | None    # from the export run report
+  format: str | None  # parquet, jsonl, ... (None: exported before the history recorded it)
+  whole_day: bool | None   # every row of the lake day (no --events, --environment, profiles)
 
 
 def relative(root: str, path: str) -> str:
@@ -158,9 +165,45 @@ def exports(dest: str) -> dict[str, ExportDay]:
                      f'_manifest{success_name[len(SUCCESS):]}.json')
     found[dt] = ExportDay(run_id, h['exported_at'], h['lake_run_id'], folder,
                           storage.join(folder, manifest_name), storage.join(folder, success_name),
-                          rows)
+                          rows, h.get('format'), h.get('whole_day'))
   return found
 
 
-def load_json(path: str) -> dict:
-  return json.loads(storage.read_bytes(path))
+def footer_rows(path: str) -> int:
+  """A Parquet file's row count from its footer (a ranged read at the end of the file)."""
+  with storage.open_read(path) as f:
+    return pq.ParquetFile(f).metadata.num_rows
+
+
+def sha256(path: str) -> str:
+  """Every byte of the file, streamed."""
+  digest = hashlib.sha256()
+  with storage.open_read(path) as f:
+    for block in iter(lambda: f.read(BLOCK), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def insert_ids(path: str, fmt: str) -> list[str] | None:
+  """The insert_id of every row of a data file in `fmt` (parquet, jsonl, avro), decompressed by
+  extension; None for csv and xml (their delimiter and header flags are not recorded)."""
+  if fmt == 'parquet':
+    # One thread: pyarrow's readers threads on a Python file object aborted the process at its
+    # exit now and then ('terminate called without an active exception', 1 run in 20).
+    with storage.open_read(path) as f:
+      return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
+  if fmt not in ('jsonl', 'avro'):
+    return None
+  data = io.BytesIO(b''.join(storage.read_blocks(path, BLOCK)))
+  if fmt == 'avro':
+    import fastavro
+    return [r['insert_id'] for r in fastavro.reader(data)]
+  return [json.loads(line)['insert_id'] for line in data if line.strip()]
+
+
+def ids_digest(ids: typing.Iterable[str | None]) -> str:
+  """One checksum of a day's rows that ignores their order: sha256 of the sorted insert_ids."""
+  digest = hashlib.sha256()
+  for i in sorted('' if i is None else i for i in ids):
+    digest.update(i.encode() + b'\n')
+  return digest.hexdigest()
