@@ -188,7 +188,7 @@ def insert_ids(path: str, fmt: str) -> list[str] | None:
   """The insert_id of every row of a data file in `fmt` (parquet, jsonl, avro), decompressed by
   extension; None for csv and xml (their delimiter and header flags are not recorded)."""
   if fmt == 'parquet':
-    # One thread: pyarrow's readers threads on a Python file object aborted the process at its
+    # One thread: pyarrow's reader threads on a Python file object aborted the process at its
     # exit now and then ('terminate called without an active exception', 1 run in 20).
     with storage.open_read(path) as f:
       return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
@@ -197,7 +197,7 @@ def insert_ids(path: str, fmt: str) -> list[str] | None:
   data = io.BytesIO(b''.join(storage.read_blocks(path, BLOCK)))
   if fmt == 'avro':
     import fastavro
-    return [r['insert_id'] for r in fastavro.reader(data)]
+    return [typing.cast(dict, r)['insert_id'] for r in fastavro.reader(data)]
   return [json.loads(line)['insert_id'] for line in data if line.strip()]
 
 
