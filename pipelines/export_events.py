@@ -36,7 +36,7 @@ from pipelines import options as opts
 from pipelines import logs
 from schemas.export import EXPORT_SCHEMA, ID_PATTERN, PROFILE_SCHEMA, ExportSpec
 from schemas.reports import ExportDay, ExportReport
-from transforms import history, locks, storage
+from transforms import history, locks, progress, storage
 from transforms.storage import partition_dir
 from transforms.commit import (MANIFEST, STAGING_DIR, clear_dead_staging, commit_partition,
                                drop_staging, manifest_for)
@@ -284,7 +284,8 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
-                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
+                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at'],
+                       'lake_rows': m['rows']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
                  export_time, ids, warnings, break_lock=o.break_lock)
@@ -366,6 +367,7 @@ class ExportFile(PlanFn):
         files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
         for staged in files.close():
           self.rows.inc(staged.rows)
+          progress.advance(staged.rows)
           yield dt, staged
 
 
@@ -549,7 +551,9 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   started_at = datetime.datetime.now(datetime.timezone.utc)
   start = time.monotonic()
-  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  with opts.progress_shown(options, 'export',
+                           sum(c['lake_rows'] for c in p.lake_commits.values())):
+    result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
   if result is None:
     return None
   days = []

@@ -270,7 +270,8 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
   """Runs the planned job (after lock_days) and completes its run report; None when the job was
   only handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   start = time.monotonic()
-  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  with opts.progress_shown(options, 'import', sum(inv.rows for inv in p.days)):
+    result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
   if result is None:
     return None
   report = RunReport.model_validate_json(storage.read_bytes(report_path(p.lake, p.run_id)))

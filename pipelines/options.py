@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
 from pipelines import logs
-from transforms import locks, s3, sftp, storage, stores
+from transforms import locks, progress, s3, sftp, storage, stores
 from transforms.read import SourceError
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
@@ -253,6 +253,16 @@ class LoggingOptions(po.PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--log_format', default='text', choices=logs.FORMATS,
                         help='stderr as text, or json: one JSON object per line')
+    parser.add_argument('--progress_every', default='10s',
+                        help='a progress line this often when stderr is not a terminal or is '
+                        'JSON (e.g. 30s, 1m); a terminal gets one line updated in place')
+
+
+def progress_shown(options: po.PipelineOptions, what: str, total: int | None):
+  """Progress of the run's rows on stderr while the job runs (transforms/progress.py)."""
+  o = options.view_as(LoggingOptions)
+  return progress.shown(what, total, o.log_format,
+                        parse_duration('--progress_every', o.progress_every) or 10.0)
 
 
 HANDLED = ((stores.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import progress, storage
 from transforms.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
@@ -226,5 +226,6 @@ class ReadRowGroups(beam.DoFn):
         if batch is None:
           return
         self.rows_read.inc(batch.num_rows)
+        progress.advance(batch.num_rows)
         yield group.dt, with_lineage(batch, group.name, first)
         first += batch.num_rows
