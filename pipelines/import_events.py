@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs
+from pipelines import logs, notify
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms import locks, storage
@@ -308,6 +308,7 @@ def run(argv: list[str]) -> int:
     return 0
   if o.report:
     storage.write_bytes(o.report, report.model_dump_json(indent=2).encode())
+  notify.note_days(report.days, report.run_id, lake=p.lake, source=p.source)
   print(summary(report))
   return 0 if report.ok else 1
 

@@ -21,7 +21,7 @@ import zoneinfo
 import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
-from pipelines import logs
+from pipelines import logs, notify
 from transforms import locks, progress, s3, sftp, storage, stores
 from transforms.read import SourceError
 
@@ -256,6 +256,9 @@ class LoggingOptions(po.PipelineOptions):
     parser.add_argument('--progress_every', default='10s',
                         help='a progress line this often when stderr is not a terminal or is '
                         'JSON (e.g. 30s, 1m); a terminal gets one line updated in place')
+    parser.add_argument(notify.FLAG, default=None,
+                        help='POST a JSON summary here when a day is refused, the run fails or '
+                        'a day is late (a failure to notify is logged, never fails the run)')
 
 
 def progress_shown(options: po.PipelineOptions, what: str, total: int | None):
@@ -288,6 +291,17 @@ def main_guard(run, argv=None) -> int:
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
   logging.getLogger('apache_beam.runners.common').addFilter(_untold)
+  errors, code = notify.watch(), None
+  try:
+    code = _guarded(run, argv)
+    return code
+  finally:   # also when the error is not one of ours (its traceback follows)
+    spec = getattr(sys.modules.get(run.__module__), '__spec__', None)   # python -m: __main__
+    command = (spec.name if spec else run.__module__).rsplit('.', 1)[-1].removesuffix('_events')
+    notify.after(notify.url_of(argv), command, code, errors)
+
+
+def _guarded(run, argv: list[str]) -> int:
   try:
     return run(argv)
   except UsageError as e:

@@ -17,6 +17,7 @@ import zoneinfo
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines import notify
 from pipelines import options as opts
 from transforms import ledger, storage
 from transforms.read import SUCCESS
@@ -200,6 +201,9 @@ def run(argv: list[str]) -> int:
   print(json.dumps(doc, indent=2) if o.json else table(doc))
   bad = [d for d in doc['days'] if d['late'] or
          (d['import'] and d['import']['status'] in ('refused', 'failed'))]
+  notify.note_days([{'dt': d['dt'], 'status': 'late' if d['late'] else d['import']['status'],
+                     'message': f"not in the lake by {d['deadline']}" if d['late']
+                     else d['import']['message']} for d in bad], lake=o.lake)
   return 1 if bad else 0
 
 
