@@ -18,6 +18,7 @@ import dataclasses
 import sys
 import time
 
+from pipelines import logs
 from pipelines import options as opts
 from pipelines import status
 from schemas.reports import Manifest
@@ -200,6 +201,9 @@ def run(argv: list[str]) -> int:
   how = 'deep: every byte' if f.deep else 'listings, manifests and footers'
   print(f'reconciled {f.days} days ({f.files} files, {how}) in {time.monotonic() - start:.1f}s: '
         + (f'{len(f.mismatches)} mismatches' if f.mismatches else 'everything matches its manifest'))
+  if f.mismatches:   # on stderr too, for logs, alerts and --notify_url
+    logs.LOG.error(f'{len(f.mismatches)} mismatches with the manifests; the first: '
+                   f'{f.mismatches[0]}')
   return 1 if f.mismatches else 0
 
 
