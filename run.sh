@@ -116,6 +116,9 @@ usage: ./run.sh COMMAND [flags]
   backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
   dataflow build|launch PIPELINE   Flex Template image and spec, or a launch (gcloud; --help)
   schema import|lake|raw  print a contract as JSON Schema (and Arrow/Parquet schema)
+  status --lake L      one row per day: source ready, imported, exported, late (--json; exit 1 if late/refused)
+  reconcile --lake L   days against their manifests: files, sizes, rows, accounting, exports (--deep: every byte)
+  report --lake L --out report.html   one self-contained HTML page: charts, days, recent runs
   bench import|export|ingest|stores  benchmarks (see README: Benchmarks)
 USAGE
 }
@@ -141,6 +144,9 @@ case "$cmd" in
   backfill) ensure_venv; exec "$VENV/bin/python" -m pipelines.backfill "$@" ;;
   dataflow) ensure_venv; exec "$VENV/bin/python" -m pipelines.dataflow "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;
+  status) ensure_venv; exec "$VENV/bin/python" -m pipelines.status "$@" ;;
+  reconcile) ensure_venv; exec "$VENV/bin/python" -m pipelines.reconcile "$@" ;;
+  report) ensure_venv; exec "$VENV/bin/python" -m pipelines.report "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

@@ -25,7 +25,7 @@ import time
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from pipelines import export_events, import_events, runs
+from pipelines import export_events, import_events, notify, runs
 from pipelines import options as opts
 from pipelines.logs import LOG
 from transforms.lake import locks
@@ -314,6 +314,7 @@ def run(argv: list[str]) -> int:
     fs.write_bytes(o.report, json.dumps({'pipeline': f'backfill {what}', 'seconds': seconds,
                                               'days': [dataclasses.asdict(d) for d in days]},
                                              indent=2).encode())
+  notify.note_days(days, lake=getattr(o, 'lake', None), dest=getattr(o, 'dest', None))
   print(result_table(what, days, seconds))
   return 0 if all(d.status in ('published', 'skipped', 'submitted') for d in days) else 1
 

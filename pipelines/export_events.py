@@ -243,7 +243,8 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
-                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
+                 {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at'],
+                       'lake_rows': m['rows']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
                  export_minute(), ids, warnings, break_lock=o.break_lock)
@@ -358,7 +359,9 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   started_at = datetime.datetime.now(datetime.timezone.utc)
   start = time.monotonic()
-  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  with opts.progress_shown(options, 'export',
+                           sum(c['lake_rows'] for c in p.lake_commits.values())):
+    result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
   if result is None:
     return None
   days = []

@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines import options as opts
-from pipelines import logs, runs
+from pipelines import logs, notify, runs
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms.lake import locks
@@ -253,7 +253,8 @@ def execute(options: PipelineOptions, p: ImportPlan) -> RunReport | None:
   """Runs the planned job (after lock_days) and completes its run report; None when the job was
   only handed over (opts.handed_over). If the job fails, the caller releases the locks."""
   start = time.monotonic()
-  result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
+  with opts.progress_shown(options, 'import', sum(inv.rows for inv in p.days)):
+    result = opts.run_job(options, lambda pipeline: build(pipeline, p), p.locks)
   if result is None:
     return None
   report = RunReport.model_validate_json(fs.read_bytes(report_path(p.lake, p.run_id)))
@@ -284,6 +285,7 @@ def run(argv: list[str]) -> int:
     return 0
   if o.report:
     fs.write_bytes(o.report, report.model_dump_json(indent=2).encode())
+  notify.note_days(report.days, report.run_id, lake=p.lake, source=p.source)
   print(summary(report))
   return 0 if report.ok else 1
 

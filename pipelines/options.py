@@ -21,7 +21,8 @@ import zoneinfo
 import apache_beam as beam
 from apache_beam.options import pipeline_options as po
 
-from pipelines import logs
+from pipelines import logs, notify
+from transforms import progress
 from transforms.compat import options as compat_options
 from transforms.lake import locks
 from transforms.stores import clients, fs, s3, sftp
@@ -29,7 +30,7 @@ from transforms.read import SourceError
 
 __all__ = ['DEFAULT_RUNNER', 'UsageError', 'parse_date', 'parse_duration', 'SIZE_UNITS',
            'parse_size', 'parse_zone', 'yesterday', 'require', 'normal_path', 'lies_inside',
-           'add_shared', 'add_switch', 'add_date_args', 'add_run_args', 'date_range', 'new_run_id',
+           'progress_shown', 'add_shared', 'add_switch', 'add_date_args', 'add_run_args', 'date_range', 'new_run_id',
            'handed_over', 'run_job', 'parse', 'LoggingOptions', 'HANDLED', 'main_guard', 'raised']
 
 DEFAULT_RUNNER = 'FnApiRunner'   # in-process; DirectRunner would first try to download Prism
@@ -260,6 +261,19 @@ class LoggingOptions(po.PipelineOptions):
   def _add_argparse_args(cls, parser):
     parser.add_argument('--log_format', default='text', choices=logs.FORMATS,
                         help='stderr as text, or json: one JSON object per line')
+    parser.add_argument('--progress_every', default='10s',
+                        help='a progress line this often when stderr is not a terminal or is '
+                        'JSON (e.g. 30s, 1m); a terminal gets one line updated in place')
+    parser.add_argument(notify.FLAG, default=None,
+                        help='POST a JSON summary here when a day is refused, the run fails or '
+                        'a day is late (a failure to notify is logged, never fails the run)')
+
+
+def progress_shown(options: po.PipelineOptions, what: str, total: int | None):
+  """Progress of the run's rows on stderr while the job runs (transforms/progress.py)."""
+  o = options.view_as(LoggingOptions)
+  return progress.shown(what, total, o.log_format,
+                        parse_duration('--progress_every', o.progress_every) or 10.0)
 
 
 HANDLED = ((clients.StoreError, 5), (SourceError, 3), (locks.LockedError, 4))   # kind, exit code
@@ -285,6 +299,17 @@ def main_guard(run, argv=None) -> int:
   fmt = logs.format_of(argv)
   logs.setup(fmt if fmt in logs.FORMATS else 'text')
   logging.getLogger(compat_options.STEP_LOGGER).addFilter(_untold)
+  errors, code = notify.watch(), None
+  try:
+    code = _guarded(run, argv)
+    return code
+  finally:   # also when the error is not one of ours (its traceback follows)
+    spec = getattr(sys.modules.get(run.__module__), '__spec__', None)   # python -m: __main__
+    command = (spec.name if spec else run.__module__).rsplit('.', 1)[-1].removesuffix('_events')
+    notify.after(notify.url_of(argv), command, code, errors)
+
+
+def _guarded(run, argv: list[str]) -> int:
   try:
     return run(argv)
   except UsageError as e:

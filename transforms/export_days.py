@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
+from transforms import progress
 from transforms.export import Format, latest_profiles, profile_rows, select, to_export, to_profile_export
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake import history, locks
@@ -120,6 +121,7 @@ class _ExportFile(_PlanFn):
         files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
         for staged in files.close():
           self.rows.inc(staged.rows)
+          progress.advance(staged.rows)
           yield dt, staged
 
 
@@ -250,8 +252,11 @@ def record_export(committed: list, p: ExportPlan) -> None:
   """The job's last step: the export history, staging cleanup, the locks (inside the job, so that
   a job launched from a Flex Template does its own bookkeeping)."""
   exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  # format and whether rows were left out: reconcile compares a day's rows with its lake day's
+  whole = p.kind == 'events' and not (p.events or p.exclude or p.environment)
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
-                                'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
+                                'dest': target_of(p, dt), 'success': marker(p, dt, 1),
+                                'format': p.fmt.name, 'whole_day': whole}
                            for dt, commit in p.lake_commits.items()})
   fs.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)

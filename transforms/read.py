@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
+from transforms import progress
+from transforms.kernels.coerce import ContractError
 from transforms.lake.names import SUCCESS
 from transforms.stores import fs
-from transforms.kernels.coerce import ContractError
 from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
 
 __all__ = ['BATCH_ROWS', 'SourceError', 'RowGroup', 'DayInventory', 'is_side_file', 'WAIT_ADVICE',
@@ -230,5 +231,6 @@ class ReadRowGroups(beam.DoFn):
         if batch is None:
           return
         self.rows_read.inc(batch.num_rows)
+        progress.advance(batch.num_rows)
         yield group.dt, with_lineage(batch, group.name, first)
         first += batch.num_rows

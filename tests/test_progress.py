@@ -1,0 +1,73 @@
+"""Progress of a long import on stderr: on a pseudo-terminal (the pty module) one line updated in
+place; with --log_format json, periodic JSON records; the totals are the source's rows as pyarrow
+reads them."""
+import datetime
+import json
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import samples
+from tests.conftest import ROOT
+
+DAY = datetime.date(2023, 1, 1)
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('progress'))
+  paths = samples.write_day(os.path.join(root, 'src'), DAY, samples.events(DAY, 300_000, seed=5),
+                            files=6)
+  return root, sum(pq.read_metadata(p).num_rows for p in paths if p.endswith('.parquet'))
+
+
+def import_args(root: str, lake: str, *flags: str) -> list[str]:
+  return [sys.executable, '-m', 'pipelines.import_events', '--source', os.path.join(root, 'src'),
+          '--date', str(DAY), '--lake', os.path.join(root, lake), '--shards', '3', *flags]
+
+
+def test_a_terminal_gets_one_line_updated_in_place(source):
+  root, rows = source
+  leader, follower = pty.openpty()
+  proc = subprocess.Popen(import_args(root, 'lake-tty'), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=follower)
+  os.close(follower)
+  seen = b''
+  while True:
+    try:
+      chunk = os.read(leader, 65536)
+    except OSError:   # EIO: the child closed the terminal
+      break
+    if not chunk:
+      break
+    seen += chunk
+  out, _ = proc.communicate(timeout=300)
+  os.close(leader)
+  assert proc.returncode == 0, seen.decode(errors='replace')[-3000:]
+  text = seen.decode()
+  updates = [u for u in re.split(r'\r\x1b\[K', text) if u.startswith('import: ')]
+  assert len(updates) >= 3, text[-2000:]
+  done = [int(re.match(r'import: ([\d,]+)', u).group(1).replace(',', '')) for u in updates]
+  assert done == sorted(done) and done[-1] == rows
+  assert f'/ {rows:,} rows (100%)' in updates[-1] and updates[-1].endswith('\r\n')
+  assert any('left' in u for u in updates[:-1]) or done[0] == rows
+  assert '\r' not in out.decode()   # the summary table on stdout is untouched
+
+
+def test_json_logs_get_periodic_progress_records(source):
+  root, rows = source
+  proc = subprocess.run(import_args(root, 'lake-json', '--log_format', 'json', '--progress_every',
+                                    '0.3s'), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{')]
+  assert len(records) == len(proc.stderr.splitlines())   # every stderr line is JSON
+  progress = [r for r in records if r.get('progress') == 'import']
+  assert len(progress) >= 2 and '\r' not in proc.stderr
+  assert progress[-1]['rows_done'] == progress[-1]['rows_total'] == rows
+  assert all(r['rows_total'] == rows and r['severity'] == 'INFO' for r in progress)
+  assert [r['rows_done'] for r in progress] == sorted(r['rows_done'] for r in progress)

@@ -1,0 +1,207 @@
+"""What a lake and its destinations say about themselves, read back for operators (status,
+reconcile, report): run reports, day manifests, export history. Nothing here writes.
+
+Every read goes through transforms/fs.py, so a lake or destination on s3://, gs://, azfs://
+or sftp:// reads the same as one on local disk. One listing per root, then one GET per manifest
+and per run report; no data file is opened here.
+"""
+import dataclasses
+import datetime
+import hashlib
+import io
+import json
+import posixpath
+import typing
+
+import pyarrow.parquet as pq
+import pydantic
+
+from schemas.reports import DayReport, ExportReport, Manifest, RunReport
+from transforms.lake import history
+from transforms.stores import fs
+from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR, SUCCESS
+
+BLOCK = 4 * 2**20
+EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+
+
+@dataclasses.dataclass
+class ImportDay:
+  """The latest import (or ingest) run's word on a day."""
+  run_id: str
+  pipeline: str
+  started_at: datetime.datetime
+  finished_at: datetime.datetime | None
+  day: DayReport
+
+
+@dataclasses.dataclass
+class ExportDay:
+  """A day's last export to one destination, as its history and run report record it."""
+  run_id: str
+  exported_at: str
+  lake_run_id: str
+  folder: str         # the day's folder at the destination
+  manifest: str       # its manifest's path
+  success: str        # its _SUCCESS path
+  rows: int | None    # from the export run report
+  format: str | None  # parquet, jsonl, ... (None: exported before the history recorded it)
+  whole_day: bool | None   # every row of the lake day (no --events, --environment, profiles)
+
+
+def relative(root: str, path: str) -> str:
+  return path[len(root.rstrip('/')) + 1:] if path.startswith(root.rstrip('/') + '/') else path
+
+
+def day_of(part: str) -> str | None:
+  """'dt=2023-01-01' -> '2023-01-01'; anything else -> None."""
+  if not part.startswith('dt='):
+    return None
+  try:
+    return datetime.date.fromisoformat(part[3:]).isoformat()
+  except ValueError:
+    return None
+
+
+class Lake:
+  """One listing of LAKE, and what it holds: committed days, their manifests, run reports."""
+
+  def __init__(self, root: str):
+    self.root = root
+    self.files = fs.list_files(root)   # path -> bytes
+    self.problems: list[str] = []           # reports or manifests that cannot be read
+
+  def paths_under(self, *parts: str) -> dict[str, int]:
+    folder = fs.join(self.root, *parts).rstrip('/') + '/'
+    return {p: n for p, n in self.files.items() if p.startswith(folder)}
+
+  def days(self, rejected: bool = False) -> list[str]:
+    """Days with a folder in the lake (or in its _rejected/), sorted."""
+    found = set()
+    for path in self.files:
+      parts = relative(self.root, path).split('/')
+      if rejected and parts[0] == REJECTED_DIR and len(parts) > 2:
+        parts = parts[1:]
+      elif rejected or len(parts) < 2:
+        continue
+      dt = day_of(parts[0])
+      if dt:
+        found.add(dt)
+    return sorted(found)
+
+  def day_dir(self, dt: str, rejected: bool = False) -> str:
+    root = fs.join(self.root, REJECTED_DIR) if rejected else self.root
+    return fs.partition_dir(root, dt)
+
+  def published(self, dt: str) -> bool:
+    return fs.join(self.day_dir(dt), SUCCESS) in self.files
+
+  def manifest(self, dt: str, rejected: bool = False) -> Manifest | None:
+    path = fs.join(self.day_dir(dt, rejected), MANIFEST)
+    return self._load(path, Manifest) if path in self.files else None
+
+  def _load(self, path: str, model):
+    try:
+      return model.model_validate_json(fs.read_bytes(path))
+    except (ValueError, pydantic.ValidationError) as e:
+      self.problems.append(f'{path}: cannot be read ({str(e).splitlines()[0]})')
+      return None
+
+  def runs(self) -> list[RunReport]:
+    """Import run reports (LAKE/_runs/RUN.json) and ingest's (LAKE/_runs/ingest-RUN/dt=D.json,
+    one per day, gathered into one report per run), oldest first."""
+    reports: list[RunReport] = []
+    ingest: dict[str, list[DayReport]] = {}
+    for path in sorted(self.paths_under(RUNS_DIR)):
+      parts = relative(fs.join(self.root, RUNS_DIR), path).split('/')
+      if len(parts) == 1 and parts[0].endswith('.json'):
+        report = self._load(path, RunReport)
+        if report:
+          reports.append(report)
+      elif len(parts) == 2 and parts[1].endswith('.json'):
+        day = self._load(path, DayReport)
+        if day:
+          ingest.setdefault(parts[0].removeprefix('ingest-'), []).append(day)
+    for run_id, days in ingest.items():
+      committed = [m.committed_at for d in days if (m := self.manifest(d.dt)) and m.run_id == run_id]
+      reports.append(RunReport(run_id=run_id, pipeline='ingest', source='', lake=self.root,
+                               started_at=min(committed, default=EPOCH), days=days))
+    return sorted(reports, key=lambda r: r.started_at)
+
+  def imports(self) -> dict[str, ImportDay]:
+    """dt -> the latest run's report of the day."""
+    out = {}
+    for r in self.runs():
+      for d in r.days:
+        out[d.dt] = ImportDay(r.run_id, r.pipeline, r.started_at, r.finished_at, d)
+    return out
+
+
+def run_report_path(lake: str, run_id: str) -> str:
+  return fs.join(lake, RUNS_DIR, f'{run_id}.json')
+
+
+def exports(dest: str) -> dict[str, ExportDay]:
+  """dt -> the day's last export to `dest` (its history; the state kept at the destination)."""
+  found = {}
+  reports: dict[str, ExportReport | None] = {}
+  for dt, h in history.load(dest).items():
+    run_id = h['export_run_id']
+    if run_id not in reports:
+      path = fs.join(dest, STATE_DIR, 'runs', f'{run_id}.json')
+      reports[run_id] = (ExportReport.model_validate_json(fs.read_bytes(path))
+                         if fs.exists(path) else None)
+    report = reports[run_id]
+    rows = next((d.rows for d in report.days if d.dt == dt), None) if report else None
+    # The history names the folder as the export run spelled --dest; re-root it on `dest`.
+    folder = h.get('dest', fs.partition_dir(dest, dt))
+    if report and folder.startswith(report.dest.rstrip('/')):
+      folder = fs.join(dest, folder[len(report.dest.rstrip('/')):].lstrip('/')) \
+          if folder.rstrip('/') != report.dest.rstrip('/') else dest
+    success_name = posixpath.basename(h.get('success') or SUCCESS)
+    manifest_name = (MANIFEST if success_name == SUCCESS else
+                     f'_manifest{success_name[len(SUCCESS):]}.json')
+    found[dt] = ExportDay(run_id, h['exported_at'], h['lake_run_id'], folder,
+                          fs.join(folder, manifest_name), fs.join(folder, success_name),
+                          rows, h.get('format'), h.get('whole_day'))
+  return found
+
+
+def footer_rows(path: str) -> int:
+  """A Parquet file's row count from its footer (a ranged read at the end of the file)."""
+  with fs.open_read(path) as f:
+    return pq.ParquetFile(f).metadata.num_rows
+
+
+def sha256(path: str) -> str:
+  """Every byte of the file, streamed."""
+  digest = hashlib.sha256()
+  with fs.open_read(path) as f:
+    for block in iter(lambda: f.read(BLOCK), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def insert_ids(path: str, fmt: str) -> list[str] | None:
+  """The insert_id of every row of a data file in `fmt` (parquet, jsonl, avro), decompressed by
+  extension; None for csv and xml (their delimiter and header flags are not recorded)."""
+  if fmt == 'parquet':
+    # One thread: pyarrow's reader threads on a Python file object aborted the process at its
+    # exit now and then ('terminate called without an active exception', 1 run in 20).
+    with fs.open_read(path) as f:
+      return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
+  if fmt not in ('jsonl', 'avro'):
+    return None
+  data = io.BytesIO(b''.join(fs.read_blocks(path, BLOCK)))
+  if fmt == 'avro':
+    import fastavro
+    return [typing.cast(dict, r)['insert_id'] for r in fastavro.reader(data)]
+  return [json.loads(line)['insert_id'] for line in data if line.strip()]
+
+
+def ids_digest(ids: typing.Iterable[str | None]) -> str:
+  """One checksum of a day's rows that ignores their order: sha256 of the sorted insert_ids."""
+  digest = hashlib.sha256()
+  for i in sorted('' if i is None else i for i in ids):
+    digest.update(i.encode() + b'\n')
+  return digest.hexdigest()
