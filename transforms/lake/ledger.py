@@ -19,7 +19,7 @@ import pydantic
 from schemas.reports import DayReport, ExportReport, Manifest, RunReport
 from transforms.lake import history
 from transforms.stores import fs
-from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR, SUCCESS
+from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR, SUCCESS
 
 BLOCK = 4 * 2**20
 EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
@@ -148,7 +148,7 @@ def exports(dest: str) -> dict[str, ExportDay]:
   for dt, h in history.load(dest).items():
     run_id = h['export_run_id']
     if run_id not in reports:
-      path = fs.join(dest, STATE_DIR, 'runs', f'{run_id}.json')
+      path = fs.join(dest, STATE_DIR, EXPORT_RUNS_DIR, f'{run_id}.json')
       reports[run_id] = (ExportReport.model_validate_json(fs.read_bytes(path))
                          if fs.exists(path) else None)
     report = reports[run_id]
