@@ -129,6 +129,7 @@ class ExportPlan:
   # dt -> the folders earlier runs of the day claimed, which the day's commit removes
   export_times: dict[str, str] = dataclasses.field(default_factory=dict)
   replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  flags: dict = dataclasses.field(default_factory=dict)   # REDO_FLAGS as given: in deliveries
 
   def day_values(self, dt: str) -> dict:
     return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': self.run_id,
@@ -206,6 +207,11 @@ def committed_days(lake: str) -> list[datetime.date]:
 REQUIRED = {'lake': './lake', 'dest': 's3://customer-bucket/export'}   # flag -> example
 ID_EXAMPLES = {'request_id': '1700000000123', 'database_id': 'W8R-6K4-5W7Z'}
 CLEVERTAP_MAX_BYTES = 100 * 2**20   # CleverTap's 100 MB chunks
+# The flags that shape what a day's delivery holds: recorded with it, so forget can redo it.
+REDO_FLAGS = ('format', 'compression', 'csv_delimiter', 'csv_header', 'events', 'exclude_events',
+              'environment', 'layout', 'partition_template', 'file_template', 'dataset_id',
+              'request_id', 'database_id', 'kind', 'profile_days', 'max_rows_per_file',
+              'max_file_bytes', 'state')
 
 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
@@ -287,9 +293,16 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                 export_time, ids, warnings, break_lock=o.break_lock)
+                 export_time, ids, warnings, break_lock=o.break_lock, flags=redo_flags(o))
   check_lake_outside(p)
   return p
+
+
+def redo_flags(o: ExportOptions) -> dict:
+  flags = {f: getattr(o, f) for f in REDO_FLAGS if getattr(o, f) not in (None, '')}
+  if 'state' in flags:
+    flags['state'] = opts.normal_path(flags['state'])
+  return flags
 
 
 def check_lake_outside(p: ExportPlan) -> None:
@@ -472,8 +485,23 @@ def record_export(committed: list, p: ExportPlan) -> None:
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1)}
                            for dt, commit in p.lake_commits.items()})
+  for dt in p.lake_commits:
+    history.record_delivery(p.lake, delivery(p, dt, exported_at))
   storage.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)
+
+
+def delivery(p: ExportPlan, dt: str, exported_at: str) -> dict:
+  """What the lake records of the day's delivery: where (no credentials), which files, from
+  which lake days, and the flags that deliver it again (pipelines/forget.py)."""
+  manifest = json.loads(storage.read_bytes(marker(p, dt, 0)))
+  read = {path.rsplit('/dt=', 1)[-1].split('/')[0] for path in p.files[dt]}
+  return {'dt': dt, 'dest': storage.redact(opts.normal_path(p.dest)),
+          'unit': p.layout.unit(p.day_values(dt)),
+          'target': storage.redact(opts.normal_path(target_of(p, dt))),
+          'files': [f['name'] for f in manifest['files']], 'rows': manifest['rows'],
+          'run_id': p.run_id, 'exported_at': exported_at, 'lake_days': sorted(read | {dt}),
+          'export_time': p.export_times.get(dt, p.export_time), 'flags': p.flags}
 
 
 def target_of(p: ExportPlan, dt: str) -> str:

@@ -69,3 +69,29 @@ def claimed(state_root: str, owner: str) -> list[str]:
 
 def unclaim(state_root: str, folder: str) -> None:
   storage.delete([_claim_path(state_root, folder)])
+
+
+# Deliveries, kept in the lake (not at the destination, which forget may no longer reach): one
+# small file per delivered day per destination per run, never rewritten, so that `forget` finds
+# every destination that received a day, and how to deliver it again.
+DELIVERIES = 'deliveries'
+
+
+def record_delivery(lake: str, delivery: dict) -> None:
+  """Adds one delivery ({dt, dest, unit, run_id, ...}) under LAKE/_eventferry/deliveries/DT/."""
+  key = hashlib.sha1(f'{delivery["dest"]}|{delivery["unit"]}'.encode()).hexdigest()[:16]
+  name = f'{key}-{delivery["run_id"]}.json'
+  storage.write_bytes(storage.join(_dir(lake), DELIVERIES, delivery['dt'], name),
+                      json.dumps(delivery, indent=2, sort_keys=True).encode())
+
+
+def deliveries(lake: str) -> list[dict]:
+  """The latest delivery of each day to each destination, sorted by day and destination."""
+  latest: dict[tuple, dict] = {}
+  for path in sorted(storage.list_files(storage.join(_dir(lake), DELIVERIES))):
+    if path.endswith('.json'):
+      d = json.loads(storage.read_bytes(path))
+      key = (d['dt'], d['dest'], d['unit'])
+      if key not in latest or latest[key]['exported_at'] <= d['exported_at']:
+        latest[key] = d
+  return [latest[k] for k in sorted(latest)]
