@@ -83,6 +83,9 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--database_id', default=None,
                         help="{database_id} in templates: the database id that ends CleverTap's "
                         'file names (--layout clevertap needs it)')
+    parser.add_argument('--export_time', default=None,
+                        help="{export_time} as YYYYMMDDHHMM (default: now): deliver a day again "
+                        "into the Adobe exportTime= folder it was delivered to (forget does)")
     parser.add_argument('--kind', default='events',
                         help='events (default), or profiles: the latest user_properties per user '
                         '(user_id, else id) as of --date')
@@ -288,6 +291,11 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
     logs.LOG.warning(warning)
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
   export_time = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%d%H%M')
+  if o.export_time is not None:
+    if not re.fullmatch(r'\d{12}', o.export_time):
+      raise opts.UsageError(f'--export_time {o.export_time!r}: use YYYYMMDDHHMM, e.g. '
+                            '--export_time 202301020304')
+    export_time = o.export_time
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at']}

@@ -30,6 +30,7 @@ class Manifest(pydantic.BaseModel):
   files: list[ManifestFile]
   source_files: dict[str, int] = {}   # import: the source day's data files (name -> bytes)
   source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
+  rows_forgotten: int = 0             # rows removed by forget requests since the day's import
 
 
 class DayReport(pydantic.BaseModel):
