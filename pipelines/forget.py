@@ -270,10 +270,9 @@ def describe(plan: dict) -> list[str]:
 def redeliver(lake: str, d: dict, argv: list[str], run_id: str, break_lock: str | None) -> dict:
   """Exports the delivery's day again with the flags it was made with; what it delivered now."""
   delivery = d['delivery']
+  # the minute it was delivered at: Adobe's folder and CleverTap's file names carry it
   flags = [f'--{k}={v}' for k, v in delivery['flags'].items()]
-  if delivery['flags'].get('layout') == 'adobe' or '{export_time}' in str(
-      delivery['flags'].get('partition_template')):
-    flags.append(f'--export_time={delivery["export_time"]}')
+  flags.append(f'--export_time={delivery["export_time"]}')
   args = ['--lake', lake, '--dest', delivery['dest'], '--date', delivery['dt'], *flags,
           '--run_id', run_id, *(['--break_lock', break_lock] if break_lock else []),
           *passthrough(argv)]
