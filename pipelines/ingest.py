@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines import options as opts
 from pipelines.import_events import DEFAULT_ENVIRONMENT
-from transforms import storage
+from transforms import forget, storage
 from transforms.commit import STAGING_DIR
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.raw import RawChunk
@@ -97,7 +97,8 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
-      batch=not streaming, replace=o.replace_days, break_lock=o.break_lock)
+      batch=not streaming, replace=o.replace_days, break_lock=o.break_lock,
+      forgotten=forget.forgotten_users(o.lake))
 
 
 def _now_ms() -> int:

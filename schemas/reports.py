@@ -42,6 +42,7 @@ class DayReport(pydantic.BaseModel):
   rows_rejected: int
   rows_duplicate: int
   rows_replaced: int = 0   # ingest --replace_days: rows of earlier runs the day's commit removed
+  rows_forgotten: int = 0  # ingest: rows of users forgotten (pipelines/forget.py), dropped
   rejected_by_reason: dict[str, int]
   flags: dict[str, int]
   files: int

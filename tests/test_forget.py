@@ -293,7 +293,7 @@ def check_forgotten(state, before: dict, tmp) -> None:
                                       else dead_letter_holds(r['original']))]
       assert after[kind][path] == keep, path      # same rows, same order
   assert any(NEAR in str(r) for rows in after['lake'].values() for r in rows)
-  for name, (_, fmt) in state['dests'].items():
+  for name in state['dests']:
     keep = [r for r in before[name] if not any(i in r for i in IDS)]
     assert after[name] == keep, name
     assert len(keep) < len(before[name]), name

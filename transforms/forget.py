@@ -50,6 +50,24 @@ def request_id(hashes: typing.Iterable[str], keys: typing.Iterable[str] | None,
   return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+# (salt, [(hashes, keys or None) per request]): what ingest needs to drop forgotten users' rows
+Forgotten = tuple[bytes, tuple[tuple[frozenset[str], frozenset[str] | None], ...]]
+
+
+def forgotten_users(lake: str) -> Forgotten | None:
+  """The hashed ids of every forget request the lake holds (read once, when a job starts);
+  None when there is none, so ingest hashes nothing."""
+  folder = forget_dir(lake)
+  requests = []
+  for path in sorted(storage.list_files(folder)):
+    if path.endswith('.json'):
+      audit = json.loads(storage.read_bytes(path))
+      keys = frozenset(audit['keys']) if audit.get('keys') else None
+      requests.append((frozenset(audit['id_hashes']), keys))
+  salt_ = salt(lake, create=False) if requests else None
+  return (salt_, tuple(requests)) if salt_ else None
+
+
 def _mask(n: int, rows: pa.Array) -> pa.Array:
   mask = np.zeros(n, dtype=bool)
   mask[rows.to_numpy(zero_copy_only=False)] = True
@@ -69,7 +87,8 @@ def identifier_rows(identifiers: pa.Array | pa.ChunkedArray, ids: typing.Collect
 
 
 def hashed_identifier_rows(identifiers: pa.Array | pa.ChunkedArray, salt_: bytes,
-                           requests: list[tuple[frozenset[str], frozenset[str] | None]]) -> pa.Array:
+                           requests: typing.Sequence[tuple[frozenset[str], frozenset[str] | None]]
+                           ) -> pa.Array:
   """The same mask for ids known only as hashes ([(hashes, keys or None)] per request): each
   distinct identifier value is hashed once."""
   column = identifiers.combine_chunks() if isinstance(identifiers, pa.ChunkedArray) else identifiers
