@@ -227,6 +227,7 @@ def _log(report) -> None:
   print(f'dt={report.dt} {report.status}: {report.rows_in:,} in, {report.rows_written:,} written, '
         f'{report.rows_rejected:,} rejected, {report.rows_duplicate:,} duplicates'
         + (f', {report.rows_replaced:,} rows of earlier runs replaced' if report.rows_replaced else '')
+        + (f', {report.rows_forgotten:,} of forgotten users dropped' if report.rows_forgotten else '')
         + (f' ({report.message})' if report.message else ''), flush=True)
 
 
