@@ -112,6 +112,7 @@ usage: ./run.sh COMMAND [flags]
   import [flags]       import customer day partitions into the lake (--help for flags)
   export [flags]       export lake days to a destination as Parquet, JSON lines, CSV, Avro or XML
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
+  forget --lake L --user_id ID  erase users from the lake and every delivered export
   check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)
   backfill import|export [flags]  a range of days, resumable, one job per --days_per_job days
   dataflow build|launch PIPELINE   Flex Template image and spec, or a launch (gcloud; --help)
@@ -141,6 +142,7 @@ case "$cmd" in
   export) ensure_venv; exec "$VENV/bin/python" -m pipelines.export_events "$@" ;;
   ingest) ensure_venv; exec "$VENV/bin/python" -m pipelines.ingest "$@" ;;
   check)  ensure_venv; exec "$VENV/bin/python" -m pipelines.check "$@" ;;
+  forget) ensure_venv; exec "$VENV/bin/python" -m pipelines.forget "$@" ;;
   backfill) ensure_venv; exec "$VENV/bin/python" -m pipelines.backfill "$@" ;;
   dataflow) ensure_venv; exec "$VENV/bin/python" -m pipelines.dataflow "$@" ;;
   schema) ensure_venv; exec "$VENV/bin/python" -m pipelines.schema "$@" ;;

@@ -84,6 +84,9 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--database_id', default=None,
                         help="{database_id} in templates: the database id that ends CleverTap's "
                         'file names (--layout clevertap needs it)')
+    parser.add_argument('--export_time', default=None,
+                        help="{export_time} as YYYYMMDDHHMM (default: now): deliver a day again "
+                        "into the Adobe exportTime= folder it was delivered to (forget does)")
     parser.add_argument('--kind', default='events',
                         help='events (default), or profiles: the latest user_properties per user '
                         '(user_id, else id) as of --date')
@@ -166,6 +169,11 @@ def committed_days(lake: str) -> list[datetime.date]:
 REQUIRED = {'lake': './lake', 'dest': 's3://customer-bucket/export'}   # flag -> example
 ID_EXAMPLES = {'request_id': '1700000000123', 'database_id': 'W8R-6K4-5W7Z'}
 CLEVERTAP_MAX_BYTES = 100 * 2**20   # CleverTap's 100 MB chunks
+# The flags that shape what a day's delivery holds: recorded with it, so forget can redo it.
+REDO_FLAGS = ('format', 'compression', 'csv_delimiter', 'csv_header', 'events', 'exclude_events',
+              'environment', 'layout', 'partition_template', 'file_template', 'dataset_id',
+              'request_id', 'database_id', 'kind', 'profile_days', 'max_rows_per_file',
+              'max_file_bytes', 'state')
 
 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
@@ -241,13 +249,20 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   for warning in warnings:
     logs.LOG.warning(warning)
   max_bytes = max_bytes or (CLEVERTAP_MAX_BYTES if o.layout == 'clevertap' else None)
+  export_time = export_minute()
+  if o.export_time is not None:
+    if not re.fullmatch(r'\d{12}', o.export_time):
+      raise opts.UsageError(f'--export_time {o.export_time!r}: use YYYYMMDDHHMM, e.g. '
+                            '--export_time 202301020304')
+    export_time = o.export_time
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at'],
                        'lake_rows': m['rows']}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
-                 export_minute(), ids, warnings, break_lock=o.break_lock)
+                 export_time, ids, warnings, break_lock=o.break_lock, flags=redo_flags(o),
+                 delivered_to=opts.normal_path(o.dest))
   check_lake_outside(p)
   return p
 
@@ -261,6 +276,13 @@ def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_ti
   """Where run `run_id`, started at `export_time`, exports day `dt` (the plan's target_of)."""
   return dest_folder(o.dest, layout, day_values(dt, run_id, export_time, o.dataset_id,
                                                 layout_ids(o, layout)))
+
+
+def redo_flags(o: ExportOptions) -> dict:
+  flags = {f: getattr(o, f) for f in REDO_FLAGS if getattr(o, f) not in (None, '')}
+  if 'state' in flags:
+    flags['state'] = opts.normal_path(flags['state'])
+  return flags
 
 
 def check_lake_outside(p: ExportPlan) -> None:

@@ -23,6 +23,7 @@ from pipelines import runs
 from transforms.stores import fs
 from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
 from transforms import read_raw
+from transforms.lake import forget
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.validate import DEFAULT_ENVIRONMENT
 
@@ -93,7 +94,8 @@ def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
-      batch=not streaming, replace=o.replace_days, break_lock=o.break_lock)
+      batch=not streaming, replace=o.replace_days, break_lock=o.break_lock,
+      forgotten=forget.forgotten_users(o.lake))
 
 
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
@@ -120,6 +122,7 @@ def _log(report) -> None:
   print(f'dt={report.dt} {report.status}: {report.rows_in:,} in, {report.rows_written:,} written, '
         f'{report.rows_rejected:,} rejected, {report.rows_duplicate:,} duplicates'
         + (f', {report.rows_replaced:,} rows of earlier runs replaced' if report.rows_replaced else '')
+        + (f', {report.rows_forgotten:,} of forgotten users dropped' if report.rows_forgotten else '')
         + (f' ({report.message})' if report.message else ''), flush=True)
 
 

@@ -33,6 +33,7 @@ class Manifest(pydantic.BaseModel):
   files: list[ManifestFile]
   source_files: dict[str, int] = {}   # import: the source day's data files (name -> bytes)
   source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
+  rows_forgotten: int = 0             # rows removed by forget requests since the day's import
 
 
 class DayReport(pydantic.BaseModel):
@@ -44,6 +45,7 @@ class DayReport(pydantic.BaseModel):
   rows_rejected: int
   rows_duplicate: int
   rows_replaced: int = 0   # ingest --replace_days: rows of earlier runs the day's commit removed
+  rows_forgotten: int = 0  # ingest: rows of users forgotten (pipelines/forget.py), dropped
   rejected_by_reason: dict[str, int]
   flags: dict[str, int]
   files: int

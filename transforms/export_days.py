@@ -10,6 +10,7 @@ launch by pipelines/export_events.py.
 import dataclasses
 import datetime
 import functools
+import json
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,7 +31,7 @@ from transforms.stores.fs import partition_dir
 
 __all__ = ['PIPELINE', 'ExportPlan', 'StageExportFiles', 'CommitExportDays', 'RecordExport',
            'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export', 'day_values',
-           'dest_folder', 'target_of', 'marker']
+           'dest_folder', 'target_of', 'marker', 'delivery']
 
 PIPELINE = 'export'
 
@@ -61,6 +62,8 @@ class ExportPlan:
   # dt -> the folders earlier runs of the day claimed, which the day's commit removes
   export_times: dict[str, str] = dataclasses.field(default_factory=dict)
   replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  flags: dict = dataclasses.field(default_factory=dict)   # the flags that redo a delivery
+  delivered_to: str = ''   # dest in one spelling (options.normal_path), as deliveries record it
 
   def day_values(self, dt: str) -> dict:
     return day_values(dt, self.run_id, self.export_times.get(dt, self.export_time), self.dataset,
@@ -258,8 +261,22 @@ def record_export(committed: list, p: ExportPlan) -> None:
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1),
                                 'format': p.fmt.name, 'whole_day': whole}
                            for dt, commit in p.lake_commits.items()})
+  for dt in p.lake_commits:
+    history.record_delivery(p.lake, delivery(p, dt, exported_at))
   fs.delete_tree(p.staging, prune_parent=True)
   locks.release(p.locks, p.run_id)
+
+
+def delivery(p: ExportPlan, dt: str, exported_at: str) -> dict:
+  """What the lake records of the day's delivery: where (no credentials), which files, from
+  which lake days, and the flags that deliver it again (pipelines/forget.py)."""
+  manifest = json.loads(fs.read_bytes(marker(p, dt, 0)))
+  read = {path.rsplit('/dt=', 1)[-1].split('/')[0] for path in p.files[dt]}
+  return {'dt': dt, 'dest': fs.redact(p.delivered_to), 'unit': p.layout.unit(p.day_values(dt)),
+          'target': fs.redact(dest_folder(p.delivered_to, p.layout, p.day_values(dt))),
+          'files': [f['name'] for f in manifest['files']], 'rows': manifest['rows'],
+          'run_id': p.run_id, 'exported_at': exported_at, 'lake_days': sorted(read | {dt}),
+          'export_time': p.export_times.get(dt, p.export_time), 'flags': p.flags}
 
 
 def day_values(dt: str, run_id: str, export_time: str, dataset: str, ids: dict[str, str]) -> dict:

@@ -40,7 +40,7 @@ from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, ManifestFile, Status
 from transforms import dedupe, validate
 from transforms.kernels import raw
-from transforms.lake import commit, locks, names
+from transforms.lake import commit, forget, locks, names
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.days import day_bounds, server_days
@@ -84,10 +84,14 @@ LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
 class SplitDays(beam.DoFn):
   """RawChunk -> (dt, DayPart) for each server day its rows fall on."""
 
-  def __init__(self, zone: str, environment: str, allowed_lateness_ms: int):
+  forgotten = Metrics.counter('eventferry.ingest', 'forgotten')
+
+  def __init__(self, zone: str, environment: str, allowed_lateness_ms: int,
+               forgotten: forget.Forgotten | None = None):
     self._zone_key = zone
     self._environment = environment
     self._lateness = allowed_lateness_ms
+    self._forgotten = forgotten
 
   def setup(self):
     self._zone = zoneinfo.ZoneInfo(self._zone_key)
@@ -117,7 +121,15 @@ class SplitDays(beam.DoFn):
     result = validate.validate_batch(rows, env, datetime.date.fromisoformat(dt))
     rejected = pa.Table.from_batches([late, result.rejected]).combine_chunks().to_batches()
     stats = result.stats.add(_stats_of_rejected(late))
-    return DayPart(result.valid, rejected[0] if rejected else late, stats)
+    valid = result.valid
+    if self._forgotten and valid.num_rows:   # users a forget request erased stay out
+      salt, requests = self._forgotten
+      drop = forget.hashed_identifier_rows(valid.column('identifiers'), salt, requests)
+      stats.rows_forgotten = pc.sum(drop).as_py() or 0
+      if stats.rows_forgotten:
+        valid = valid.filter(pc.invert(drop))
+        self.forgotten.inc(stats.rows_forgotten)
+    return DayPart(valid, rejected[0] if rejected else late, stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +144,7 @@ class WriteSettings:
   batch: bool = False     # batch ingest: locks each day and adds to what it holds (_open)
   replace: bool = False   # batch: a day this run writes rows to is replaced (--replace_days)
   break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
+  forgotten: 'forget.Forgotten | None' = None   # users to drop: forget.forgotten_users(lake)
 
 
 def _millis(ms: int) -> Timestamp:
@@ -363,6 +376,7 @@ class WriteDays(beam.DoFn):
         dt=dt, status='failed' if error else status, message=error or '',
         rows_in=st.rows_in, rows_written=st.rows_written, rows_rejected=st.rows_rejected,
         rows_duplicate=st.rows_duplicate, rows_replaced=day.rows_replaced,
+        rows_forgotten=st.rows_forgotten,
         rejected_by_reason=dict(sorted(st.rejected.items())),
         flags={k: v for k, v in sorted(st.flags.items()) if v},
         files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
@@ -384,7 +398,7 @@ class IngestEvents(beam.PTransform):
   def expand(self, chunks):
     return (chunks
             | 'SplitDays' >> beam.ParDo(SplitDays(self._s.zone, self._environment,
-                                                  self._s.allowed_lateness_ms))
+                                                  self._s.allowed_lateness_ms, self._s.forgotten))
             | 'WriteDays' >> beam.ParDo(WriteDays(self._s)))
 
 

@@ -108,11 +108,12 @@ def _checkpoint(stage: str, target: str) -> None:
 
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
                      markers: tuple[str, str] = (MANIFEST, SUCCESS),
-                     fence: locks.Fence | None = None) -> None:
+                     fence: locks.Fence | None = None, kept: typing.Collection[str] = ()) -> None:
   """Commits `staged` as the partition `target` (a folder the partition owns), or with `markers`
   other than the default as one day of a flat folder that days share (see flat_owned). With
   `fence`, each step that changes the partition first checks that the run still holds its lock
-  (LockedError if not: the run was taken over, and the newer run owns the partition)."""
+  (LockedError if not: the run was taken over, and the newer run owns the partition). `kept`:
+  names of files the partition holds that stay as they are (forget rewrites only some files)."""
   manifest_name, success_name = markers
   flat = markers != (MANIFEST, SUCCESS)
   success = fs.join(target, success_name)
@@ -134,7 +135,7 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
     step(f'promoting {final}')
     fs.rename([source], [final])
     _checkpoint('promoting', target)
-  keep = set(finals) | {fs.join(target, manifest_name)}
+  keep = set(finals) | {fs.join(target, n) for n in (manifest_name, *kept)}
   stale = [p for p in before if p not in keep]
   if stale:
     step(f'deleting {len(stale)} stale files')

@@ -13,7 +13,7 @@ import hashlib
 import json
 
 from transforms.stores import fs
-from transforms.lake.names import CLAIMS_DIR, HISTORY, STATE_DIR
+from transforms.lake.names import CLAIMS_DIR, DELIVERIES_DIR, HISTORY, STATE_DIR
 
 __all__ = ['load', 'record', 'changed_since_export', 'claim', 'claimed', 'unclaim']
 
@@ -68,3 +68,28 @@ def claimed(state_root: str, owner: str) -> list[str]:
 
 def unclaim(state_root: str, folder: str) -> None:
   fs.delete([_claim_path(state_root, folder)])
+
+
+# Deliveries, kept in the lake (not at the destination, which forget may no longer reach): one
+# small file per delivered day per destination per run, never rewritten, so that `forget` finds
+# every destination that received a day, and how to deliver it again.
+
+
+def record_delivery(lake: str, delivery: dict) -> None:
+  """Adds one delivery ({dt, dest, unit, run_id, ...}) under LAKE/_eventferry/deliveries/DT/."""
+  key = hashlib.sha1(f'{delivery["dest"]}|{delivery["unit"]}'.encode()).hexdigest()[:16]
+  name = f'{key}-{delivery["run_id"]}.json'
+  fs.write_bytes(fs.join(_dir(lake), DELIVERIES_DIR, delivery['dt'], name),
+                      json.dumps(delivery, indent=2, sort_keys=True).encode())
+
+
+def deliveries(lake: str) -> list[dict]:
+  """The latest delivery of each day to each destination, sorted by day and destination."""
+  latest: dict[tuple, dict] = {}
+  for path in sorted(fs.list_files(fs.join(_dir(lake), DELIVERIES_DIR))):
+    if path.endswith('.json'):
+      d = json.loads(fs.read_bytes(path))
+      key = (d['dt'], d['dest'], d['unit'])
+      if key not in latest or latest[key]['exported_at'] <= d['exported_at']:
+        latest[key] = d
+  return [latest[k] for k in sorted(latest)]
