@@ -207,8 +207,9 @@ def _fence(s: WriteSettings, directory: str) -> locks.Fence | None:
 class WriteDays(beam.DoFn):
   """((dt, shard), DayPart) -> (dt, Pane) for each pane the key writes: its buffered rows,
   de-duplicated against what the key wrote before, as files in the day's folders (promoted, not
-  yet listed). Early panes at --flush_interval or --flush_rows / --day_shards buffered rows; the
-  on-time pane when the watermark passes the end of the day; late ones up to the close."""
+  yet listed). Early panes at --flush_interval or at --flush_rows rows the key buffers (so a
+  worker buffers at most that many per key it holds); the on-time pane when the watermark
+  passes the end of the day; late ones up to the close."""
   PENDING = BagStateSpec('pending', PickleCoder())
   DAY = ReadModifyWriteStateSpec('day', PickleCoder())
   SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # transforms/seen.py: compacted ids
@@ -221,7 +222,6 @@ class WriteDays(beam.DoFn):
 
   def __init__(self, settings: WriteSettings):
     self._s = settings
-    self._flush_rows = -(-settings.flush_rows // settings.shards)
 
   def setup(self):
     self._zone = zoneinfo.ZoneInfo(self._s.zone)
@@ -241,7 +241,7 @@ class WriteDays(beam.DoFn):
     if rows:   # else the day's announcement to this shard (SplitDays): the timers are all it needs
       pending.add(part)
       day.pending_rows += rows
-      if day.closed or day.pending_rows >= self._flush_rows:   # too-late rows: write at once
+      if day.closed or day.pending_rows >= self._s.flush_rows:   # too-late rows: write at once
         yield from self._flush(key, day, pending, base, fresh)
       elif self._s.flush_interval_s and not day.flush_armed:
         flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
