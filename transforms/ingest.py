@@ -1,23 +1,27 @@
 """Streaming ingest: raw chunks -> validated rows per server day -> the lake, pane by pane.
 
-Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware), and a
-stateful DoFn per day plays the role of a window with triggers, because one element here is a batch
-of many rows and Beam assigns windows per element:
-  - early panes: every --flush_interval of processing time (or at --flush_rows buffered rows) the
-    buffered rows are written as new files in the day's folder;
-  - on time: when the watermark passes the end of the day, the rest is written, then the manifest,
-    then _SUCCESS;
+Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware) and
+shard of insert_id (--day_shards; transforms/shards.py), so a day's work spreads over workers. A
+stateful DoFn per (day, shard) key plays the role of a window with triggers, because one element
+here is a batch of many rows and Beam assigns windows per element; a stateful DoFn per day
+(CommitDays) commits what the day's shards wrote:
+  - early panes: every --flush_interval of processing time (or at --flush_rows rows a key
+    buffers) the buffered rows are written as new files in the day's folder;
+  - on time: when the watermark passes the end of the day, each shard writes the rest and says
+    so; once every shard did (and every pane it sent is in), the manifest, then _SUCCESS;
   - late: rows that arrive later, but within --allowed_lateness of the end of their day, are
     written as further files at the next flush and the manifest is rewritten with a new version;
   - too late: a row that arrives more than --allowed_lateness after the end of its server day is
     rejected with reason too_late (decided from its arrival time, so the decision is replayable)
     and lands in the day's dead-letter partition. Nothing is dropped.
-File names are part-RUN-PANE-FILE: a retried bundle rewrites its own files, and a restarted
-pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is there.
+File names are part-RUN-PANE-FILE[-SHARD]: a retried bundle rewrites its own files, and a
+restarted pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is
+there (commit.commit_partition's append mode).
 
 De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
-first written wins. The horizon is the day plus --allowed_lateness; the state holds 16 bytes per
-distinct insert_id of each open day and is dropped when the day closes.
+first written wins; every copy of an insert_id meets in one shard. The horizon is the day plus
+--allowed_lateness; each key holds 16 bytes per distinct insert_id it wrote, as state whose writes
+follow the pane (transforms/seen.py), dropped when the day closes.
 """
 import collections
 import dataclasses

@@ -25,7 +25,7 @@ import pyarrow as pa
 from transforms.dedupe import uuid_keys
 
 RATIO = 0.5
-MAX_FRESH = 16
+MAX_FRESH = 64
 EMPTY = np.zeros(0, dtype='S16')
 
 
@@ -48,9 +48,14 @@ def drop_seen(table: pa.Table, base, fresh) -> pa.Table:
   return table
 
 
+def compacts(held: int, fresh: list[int], new: int) -> bool:
+  """Whether adding `new` ids to a key holding `held` in BASE and `fresh` in FRESH compacts."""
+  return len(fresh) + 1 >= MAX_FRESH or sum(fresh) + new >= RATIO * held
+
+
 def record(base, fresh, held: np.ndarray, chunks: list[np.ndarray], keys: np.ndarray) -> None:
   """Adds the sorted new `keys` to the state: one FRESH element, or a compaction (see above)."""
-  if len(chunks) + 1 < MAX_FRESH and sum(map(len, chunks)) + len(keys) < RATIO * len(held):
+  if not compacts(len(held), [len(c) for c in chunks], len(keys)):
     fresh.add(keys)
     return
   small = np.sort(np.concatenate([*chunks, keys]))   # a merge into the big array, not a sort of it

@@ -10,7 +10,8 @@ files, then times, each in its own process:
                    Beam, no lake writes
   json_pydantic  - the naive way: json.loads + RawEvent.model_validate per event (first 100k)
 Then the publish-to-file latency through the Pub/Sub emulator with early panes every 5 s.
-`--scaling` instead times 1 and 2 worker processes (see scaling()).
+`--scaling` instead times 1 and 2 worker processes (see scaling()); `--state` computes the
+seen-id state written per pane at 1M, 10M and 40M ids a day (see state_sizes()).
 Target (issue 5): >= 100k events/s sustained on one core. Seconds exclude importing Beam; events
 per CPU-second are printed too, as wall time on a shared machine includes waiting for a core.
 """
@@ -281,9 +282,42 @@ def scaling(argv: list[str]) -> int:
   return 0
 
 
+def state_sizes(panes: int = 288, shards: tuple[int, ...] = (1, 8, 64)) -> None:
+  """`--state`: seen-insert_id state written per pane, before (one key per day rewrote all its
+  ids at every pane) and now (transforms/seen.py's rule, by sizes), for a day of N distinct ids
+  arriving evenly over `panes` panes (--flush_interval 5m). Bytes are PickleCoder's encoding of
+  an 'S16' array, measured here: 16 per id plus a header."""
+  import numpy as np
+  from apache_beam.coders import PickleCoder
+  from transforms import seen
+  header = len(PickleCoder().encode(np.zeros(1000, dtype='S16'))) - 16 * 1000
+  size = lambda n: 16 * n + header
+  mib = lambda b: f'{b / 2 ** 20:,.1f} MiB' if b >= 2 ** 20 else f'{b / 1024:,.1f} KiB'
+  print(f'seen-id state per pane ({panes} panes a day; array header {header} bytes)')
+  print(f"{'ids a day':>10} {'before: last pane':>18} {'mean pane':>10} {'shards':>6} "
+        f"{'held per key':>13} {'pane per key':>13} {'largest pane':>13} {'mean pane':>10}")
+  for n in (1_000_000, 10_000_000, 40_000_000):
+    for s in shards:
+      held, fresh, writes = 0, [], []
+      per_pane = n // (panes * s)
+      for _ in range(panes):
+        if seen.compacts(held, fresh, per_pane):
+          held, fresh = held + sum(fresh) + per_pane, []
+          writes.append(size(held))
+        else:
+          fresh.append(per_pane)
+          writes.append(size(per_pane))
+      before = sum(size(n * k // panes) for k in range(1, panes + 1)) / panes
+      print(f'{n:>10,} {mib(size(n)):>18} {mib(before):>10} {s:>6} {mib(size(n // s)):>13} '
+            f'{mib(size(per_pane)):>13} {mib(max(writes)):>13} {mib(sum(writes) / panes):>10}')
+
+
 def main(argv: list[str]) -> int:
   if '--scaling' in argv:
     return scaling([a for a in argv if a != '--scaling'])
+  if '--state' in argv:
+    state_sizes()
+    return 0
   latency_seconds = 20.0
   if '--latency_seconds' in argv:
     i = argv.index('--latency_seconds')
