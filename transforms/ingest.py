@@ -237,7 +237,8 @@ class WriteDays(beam.DoFn):
     key, part = element
     day = day_state.read() or DayState()
     rows = part.valid.num_rows + part.rejected.num_rows
-    if not day.armed:
+    arming = not day.armed
+    if arming:
       end = day_bounds(key[0], self._zone)[1]
       on_time.set(_millis(end - 1))
       close.set(_millis(end - 1 + self._s.allowed_lateness_ms))
@@ -250,7 +251,7 @@ class WriteDays(beam.DoFn):
       elif self._s.flush_interval_s and not day.flush_armed:
         flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
         day.flush_armed = True
-    if rows or day.sent == 0:
+    if rows or arming:
       day_state.write(day)
 
   @on_timer(FLUSH)
