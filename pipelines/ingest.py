@@ -12,6 +12,7 @@ Validation, normalization, de-duplication and the dead-letter output are the imp
 panes and late data are committed is described in transforms/ingest.py and the README.
 """
 import dataclasses
+import os
 import sys
 import time
 
@@ -64,6 +65,12 @@ class IngestOptions(PipelineOptions):
                         help='batch: replace each day this run writes rows to (the rows earlier '
                         'runs and imports wrote to it are removed, and counted); default: add '
                         'to the day, skipping insert_ids it holds')
+    parser.add_argument('--day_shards', type=int, default=None,
+                        help='keys each server day is spread over (by insert_id), so its '
+                        'de-duplication, file writes and state run on that many workers; a pane '
+                        'writes a file per shard (default: the runner\'s parallelism: '
+                        '--direct_num_workers, Flink\'s --parallelism, Dataflow\'s '
+                        '--max_num_workers; else 1)')
     opts.add_shared(parser, '--max_rows_per_file', type=int, default=None,
                     help='largest file to write (default 1,000,000 rows)')
     opts.add_run_args(parser, report=False)   # reports: LAKE/_runs/ingest-RUN/, one per day
@@ -86,16 +93,33 @@ def _check(o: IngestOptions, streaming: bool) -> None:
   opts.parse_zone('--timezone', o.timezone)
   if o.flush_rows < 1 or (o.max_rows_per_file is not None and o.max_rows_per_file < 1):
     raise opts.UsageError('--flush_rows and --max_rows_per_file must be at least 1')
+  if o.day_shards is not None and not 1 <= o.day_shards <= 4096:
+    raise opts.UsageError(f'--day_shards {o.day_shards}: give 1 to 4096 (about the number of '
+                          'worker cores)')
 
 
-def settings(o: IngestOptions, streaming: bool, run_id: str) -> WriteSettings:
+def day_shards(options: PipelineOptions) -> int:
+  """--day_shards, else the parallelism the runner is given (0 workers: one per core)."""
+  given = options.get_all_options()
+  if given.get('day_shards'):
+    return given['day_shards']
+  for name in ('direct_num_workers', 'parallelism', 'max_num_workers'):
+    value = given.get(name)
+    if value == 0 and name == 'direct_num_workers':
+      value = os.cpu_count() or 1
+    if value and value > 1:
+      return value
+  return 1
+
+
+def settings(o: IngestOptions, streaming: bool, run_id: str, shards: int = 1) -> WriteSettings:
   return WriteSettings(
       lake=o.lake, zone=o.timezone, run_id=run_id,
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
       batch=not streaming, replace=o.replace_days, break_lock=o.break_lock,
-      forgotten=forget.forgotten_users(o.lake))
+      shards=shards, forgotten=forget.forgotten_users(o.lake))
 
 
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
@@ -114,7 +138,7 @@ def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:
 
 def build(pipeline: beam.Pipeline, o: IngestOptions, streaming: bool, run_id: str):
   return (read_chunks(pipeline, o)
-          | 'Ingest' >> IngestEvents(settings(o, streaming, run_id),
+          | 'Ingest' >> IngestEvents(settings(o, streaming, run_id, day_shards(pipeline.options)),
                                    o.environment or DEFAULT_ENVIRONMENT))
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from schemas.events import LAKE_SCHEMA
 from tests.oracle import lake_ids
+from transforms import ingest
 from transforms.lake import locks
 from transforms.stores import fs
 from transforms.lake.commit import commit_partition, manifest_for, write_parquet
@@ -99,6 +100,6 @@ def test_batch_ingest_commit_stops_when_its_lock_was_taken_over(tmp_path):
   with pytest.raises(locks.LockedError, match='run run-a no longer holds'):
     writer._write(lake_rows(5_000, 10), target, 'lake', 0)
   with pytest.raises(locks.LockedError, match='run run-a no longer holds'):
-    writer._commit(target, 'lake', [], LAKE_SCHEMA, replace=True)
+    ingest.CommitDays(settings)._commit(target, 'lake', [], LAKE_SCHEMA, replace=True)
   assert lake_ids(lake, DT) == ids(10_000, 100)
   assert fs.exists(fs.join(target, '_SUCCESS'))

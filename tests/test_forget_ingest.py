@@ -13,7 +13,8 @@ from apache_beam.testing.test_stream import TestStream as Stream
 
 from pipelines import ingest as ingest_pipeline
 from tests.conftest import run_cli, uuid
-from transforms import forget, ingest
+from transforms import ingest
+from transforms.lake import forget
 from transforms.kernels import raw
 from transforms.kernels.days import day_bounds
 

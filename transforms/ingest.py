@@ -1,24 +1,29 @@
 """Streaming ingest: raw chunks -> validated rows per server day -> the lake, pane by pane.
 
-Rows are keyed by their server day (transforms/kernels/days.py: calendar days in a zone, DST-aware), and a
-stateful DoFn per day plays the role of a window with triggers, because one element here is a batch
-of many rows and Beam assigns windows per element:
-  - early panes: every --flush_interval of processing time (or at --flush_rows buffered rows) the
-    buffered rows are written as new files in the day's folder;
-  - on time: when the watermark passes the end of the day, the rest is written, then the manifest,
-    then _SUCCESS;
+Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware) and
+shard of insert_id (--day_shards; transforms/shards.py), so a day's work spreads over workers. A
+stateful DoFn per (day, shard) key plays the role of a window with triggers, because one element
+here is a batch of many rows and Beam assigns windows per element; a stateful DoFn per day
+(CommitDays) commits what the day's shards wrote:
+  - early panes: every --flush_interval of processing time (or at --flush_rows rows a key
+    buffers) the buffered rows are written as new files in the day's folder;
+  - on time: when the watermark passes the end of the day, each shard writes the rest and says
+    so; once every shard did (and every pane it sent is in), the manifest, then _SUCCESS;
   - late: rows that arrive later, but within --allowed_lateness of the end of their day, are
     written as further files at the next flush and the manifest is rewritten with a new version;
   - too late: a row that arrives more than --allowed_lateness after the end of its server day is
     rejected with reason too_late (decided from its arrival time, so the decision is replayable)
     and lands in the day's dead-letter partition. Nothing is dropped.
-File names are part-RUN-PANE-FILE: a retried bundle rewrites its own files, and a restarted
-pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is there.
+File names are part-RUN-PANE-FILE[-SHARD]: a retried bundle rewrites its own files, and a
+restarted pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is
+there (commit.commit_partition's append mode).
 
 De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
-first written wins. The horizon is the day plus --allowed_lateness; the state holds 16 bytes per
-distinct insert_id of each open day and is dropped when the day closes.
+first written wins; every copy of an insert_id meets in one shard. The horizon is the day plus
+--allowed_lateness; each key holds 16 bytes per distinct insert_id it wrote, as state whose writes
+follow the pane (transforms/seen.py), dropped when the day closes.
 """
+import collections
 import dataclasses
 import datetime
 import typing
@@ -37,16 +42,16 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
 from schemas.reasons import Reason
-from schemas.reports import DayReport, Manifest, ManifestFile, Status
+from schemas.reports import DayReport, Manifest, Status
 from transforms import dedupe, validate
-from transforms.kernels import raw
+from transforms.kernels import raw, seen, shards
 from transforms.lake import commit, forget, locks, names
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.days import day_bounds, server_days
 
-__all__ = ['DayPart', 'DayState', 'LAKE_EMPTY', 'SplitDays', 'WriteSettings', 'WriteDays',
-           'IngestEvents']
+__all__ = ['DayPart', 'DayState', 'Pane', 'DayCommit', 'LAKE_EMPTY', 'SplitDays', 'WriteSettings',
+           'WriteDays', 'CommitDays', 'IngestEvents']
 
 
 @dataclasses.dataclass
@@ -58,13 +63,36 @@ class DayPart:
 
 @dataclasses.dataclass
 class DayState:
-  pane: int = 0
+  """What one (day, shard) key keeps besides its buffered rows and seen ids."""
+  pane: int = 0              # the next pane's number (in its file names)
+  sent: int = 0              # panes sent to the day's commit
   pending_rows: int = 0
+  armed: bool = False        # the day's timers are set
   flush_armed: bool = False
-  committed: bool = False    # manifest and _SUCCESS written (on time)
+  on_time: bool = False      # this shard's on-time pane is sent: the day may commit
   closed: bool = False       # past --allowed_lateness: seen ids dropped
   opened: bool = False       # batch: the day's lock taken and what it holds read (_open)
-  dead_letters: frozenset = frozenset()   # batch: (source_file, source_row) the day holds
+  dead_letters: frozenset = frozenset()   # batch: (source_file, source_row) the shard holds
+
+
+@dataclasses.dataclass
+class Pane:
+  """What one (day, shard) key wrote in one pane, for the day's commit (CommitDays)."""
+  shard: int
+  lake: list[commit.StagedFile]
+  rejected: list[commit.StagedFile]
+  stats: DayStats            # of the rows this pane took: in = written + rejected + duplicate
+  early: bool                # written before the shard was on time: an 'open' report
+  on_time: int = 0           # the shard's on-time pane: how many panes it sent, this one included
+
+
+@dataclasses.dataclass
+class DayCommit:
+  """What the commit of one day keeps."""
+  committed: bool = False    # manifest and _SUCCESS written (on time)
+  panes: int = 0
+  received: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  expected: dict = dataclasses.field(default_factory=dict)   # shard -> panes, once on time
   rows_replaced: int = 0     # batch with replace: rows of earlier runs the commit removed
   stats: DayStats = dataclasses.field(default_factory=DayStats)
   unlisted: dict = dataclasses.field(default_factory=lambda: {'lake': [], 'rejected': []})
@@ -81,33 +109,69 @@ LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
                          pa.field(validate.SOURCE_ROW, pa.int64())]))
 
 
+REJECTED_EMPTY = pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
+
+
 class SplitDays(beam.DoFn):
-  """RawChunk -> (dt, DayPart) for each server day its rows fall on."""
+  """RawChunk -> ((dt, shard), DayPart) for each server day its rows fall on and each shard of
+  insert_id (dead letters: of source row) they fall in. The first time a bundle meets a day, every
+  other shard of it gets an empty part, so all of a day's keys exist, send an on-time pane and the
+  day commits once all of them did (CommitDays)."""
 
   forgotten = Metrics.counter('eventferry.ingest', 'forgotten')
 
-  def __init__(self, zone: str, environment: str, allowed_lateness_ms: int,
+  def __init__(self, zone: str, environment: str, allowed_lateness_ms: int, shards: int = 1,
                forgotten: forget.Forgotten | None = None):
     self._zone_key = zone
     self._environment = environment
     self._lateness = allowed_lateness_ms
+    self._shards = shards
     self._forgotten = forgotten
 
   def setup(self):
     self._zone = zoneinfo.ZoneInfo(self._zone_key)
 
-  def process(self, chunk: raw.RawChunk) -> typing.Iterator[tuple[str, DayPart]]:
+  def start_bundle(self):
+    self._announced: set[str] = set()   # per bundle: a retried bundle announces again
+
+  def process(self, chunk: raw.RawChunk) -> typing.Iterator[tuple[tuple[str, int], DayPart]]:
     batch, unreadable, when = raw.parse_chunk(chunk)
     server = np.asarray(batch.column(raw.SERVER_MS))
     days, index = server_days(server, self._zone)
     for k, dt in enumerate(days):
       rows = batch if len(days) == 1 else batch.filter(pa.array(index == k))
-      yield dt, self._part(dt, rows)
+      yield from self._by_shard(dt, self._part(dt, rows))
     # their server day where their time is readable, else the day they arrived
     r_days, r_index = server_days(when, self._zone)
     for k, dt in enumerate(r_days):
       part = unreadable.filter(pa.array(r_index == k))
-      yield dt, DayPart(LAKE_EMPTY, part, _stats_of_rejected(part))
+      yield from self._by_shard(dt, DayPart(LAKE_EMPTY, part, _stats_of_rejected(part)))
+
+  def _by_shard(self, dt: str, part: DayPart) -> typing.Iterator[tuple[tuple[str, int], DayPart]]:
+    """The part's pieces, each with the counts of its own rows (the flags, which no balance
+    checks, go with the first), so every pane a shard writes balances on its own."""
+    pieces = {0: part}
+    if self._shards > 1:
+      valid = dict(shards.split_by_shard(part.valid, self._shards))
+      of_row = shards.row_shard(part.rejected, self._shards)
+      pieces = {}
+      for shard in sorted(set(valid) | set(np.unique(of_row).tolist())):
+        rejected = part.rejected.filter(pa.array(of_row == shard))
+        stats = _stats_of_rejected(rejected)
+        stats.rows_in += valid[shard].num_rows if shard in valid else 0
+        pieces[shard] = DayPart(valid.get(shard, LAKE_EMPTY), rejected, stats)
+      if pieces:   # the rows forget dropped are in no piece: the first counts them
+        first = next(iter(pieces.values())).stats
+        first.flags.update(part.stats.flags)
+        first.rows_forgotten = part.stats.rows_forgotten
+        first.rows_in += part.stats.rows_forgotten
+    if dt not in self._announced:
+      self._announced.add(dt)
+      for shard in range(self._shards):
+        if shard not in pieces:
+          yield (dt, shard), DayPart(LAKE_EMPTY, REJECTED_EMPTY, DayStats())
+    for shard, piece in pieces.items():
+      yield (dt, shard), piece
 
   def _part(self, dt: str, rows: pa.RecordBatch) -> DayPart:
     arrival = np.asarray(rows.column(raw.ARRIVAL_MS))
@@ -144,6 +208,7 @@ class WriteSettings:
   batch: bool = False     # batch ingest: locks each day and adds to what it holds (_open)
   replace: bool = False   # batch: a day this run writes rows to is replaced (--replace_days)
   break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
+  shards: int = 1         # keys per day (--day_shards): a day's work spreads over that many
   forgotten: 'forget.Forgotten | None' = None   # users to drop: forget.forgotten_users(lake)
 
 
@@ -151,12 +216,30 @@ def _millis(ms: int) -> Timestamp:
   return Timestamp(micros=ms * 1000)
 
 
+def _staging(s: WriteSettings, directory: str, kind: str) -> str:
+  return fs.join(s.lake, names.STAGING_DIR, names.ingest_run(s.run_id), kind,
+                      directory.rstrip('/').rsplit('/', 1)[-1])
+
+
+def _fence(s: WriteSettings, directory: str) -> locks.Fence | None:
+  """Batch: the day's lock, which must still be this run's before a step changes `directory`
+  (see locks.Fence); streaming jobs take no locks."""
+  if not s.batch:
+    return None
+  dt = directory.rstrip('/').rsplit('dt=', 1)[-1]
+  return locks.Fence(locks.lock_path(s.lake, f'dt={dt}'), s.run_id)
+
+
 class WriteDays(beam.DoFn):
-  """(dt, DayPart) keyed by day -> a DayReport per pane written: 'open' for early panes,
-  'published' (or 'failed' accounting) once the day is committed."""
+  """((dt, shard), DayPart) -> (dt, Pane) for each pane the key writes: its buffered rows,
+  de-duplicated against what the key wrote before, as files in the day's folders (promoted, not
+  yet listed). Early panes at --flush_interval or at --flush_rows rows the key buffers (so a
+  worker buffers at most that many per key it holds); the on-time pane when the watermark
+  passes the end of the day; late ones up to the close."""
   PENDING = BagStateSpec('pending', PickleCoder())
   DAY = ReadModifyWriteStateSpec('day', PickleCoder())
-  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # apart: it grows; written per pane only
+  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # transforms/seen.py: compacted ids
+  FRESH = BagStateSpec('seen_fresh', PickleCoder())        # and the ids of each pane since
   ON_TIME = TimerSpec('on_time', TimeDomain.WATERMARK)
   CLOSE = TimerSpec('close', TimeDomain.WATERMARK)
   FLUSH = TimerSpec('flush', TimeDomain.REAL_TIME)
@@ -170,68 +253,76 @@ class WriteDays(beam.DoFn):
     self._zone = zoneinfo.ZoneInfo(self._s.zone)
 
   def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-              day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN),
-              on_time=beam.DoFn.TimerParam(ON_TIME),
+              day_state=beam.DoFn.StateParam(DAY), base=beam.DoFn.StateParam(SEEN),
+              fresh=beam.DoFn.StateParam(FRESH), on_time=beam.DoFn.TimerParam(ON_TIME),
               close=beam.DoFn.TimerParam(CLOSE), flush=beam.DoFn.TimerParam(FLUSH)):
-    dt, part = element
+    key, part = element
     day = day_state.read() or DayState()
-    if day.pane == 0 and not day.pending_rows:
-      end = day_bounds(dt, self._zone)[1]
+    rows = part.valid.num_rows + part.rejected.num_rows
+    arming = not day.armed
+    if arming:
+      end = day_bounds(key[0], self._zone)[1]
       on_time.set(_millis(end - 1))
       close.set(_millis(end - 1 + self._s.allowed_lateness_ms))
-    pending.add(part)
-    day.stats.add(part.stats)
-    day.pending_rows += part.valid.num_rows + part.rejected.num_rows
-    if day.closed or day.pending_rows >= self._s.flush_rows:   # too-late rows: write at once
-      yield from self._flush(dt, day, pending, seen)
-    elif self._s.flush_interval_s and not day.flush_armed:
-      flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
-      day.flush_armed = True
-    day_state.write(day)
+      day.armed = True
+    if rows:   # else the day's announcement to this shard (SplitDays): the timers are all it needs
+      pending.add(part)
+      day.pending_rows += rows
+      if day.closed or day.pending_rows >= self._s.flush_rows:   # too-late rows: write at once
+        yield from self._flush(key, day, pending, base, fresh)
+      elif self._s.flush_interval_s and not day.flush_armed:
+        flush.set(Timestamp.now() + Duration(seconds=self._s.flush_interval_s))
+        day.flush_armed = True
+    if rows or arming:
+      day_state.write(day)
 
   @on_timer(FLUSH)
   def on_flush(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-               day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
+               day_state=beam.DoFn.StateParam(DAY), base=beam.DoFn.StateParam(SEEN),
+               fresh=beam.DoFn.StateParam(FRESH)):
     day = day_state.read() or DayState()
     day.flush_armed = False
-    yield from self._flush(key, day, pending, seen)
+    yield from self._flush(key, day, pending, base, fresh)
     day_state.write(day)
 
   @on_timer(ON_TIME)
   def on_time(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-              day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
+              day_state=beam.DoFn.StateParam(DAY), base=beam.DoFn.StateParam(SEEN),
+              fresh=beam.DoFn.StateParam(FRESH)):
     day = day_state.read() or DayState()
-    first, day.committed = not day.committed, True
-    yield from self._flush(key, day, pending, seen, force=first)
+    yield from self._flush(key, day, pending, base, fresh, on_time=not day.on_time)
     day_state.write(day)
 
   @on_timer(CLOSE)
   def on_close(self, key=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-               day_state=beam.DoFn.StateParam(DAY), seen=beam.DoFn.StateParam(SEEN)):
-    day = day_state.read() or DayState()
-    first, day.committed = not day.committed, True   # batch: both timers fire at the end
-    yield from self._flush(key, day, pending, seen, force=first)
+               day_state=beam.DoFn.StateParam(DAY), base=beam.DoFn.StateParam(SEEN),
+               fresh=beam.DoFn.StateParam(FRESH)):
+    day = day_state.read() or DayState()   # batch: both timers fire at the end
+    yield from self._flush(key, day, pending, base, fresh, on_time=not day.on_time)
     day.closed = True
-    seen.clear()
+    seen.clear(base, fresh)
     day_state.write(day)
 
-  def _flush(self, dt: str, day: DayState, pending, seen, force: bool = False):
-    """Writes the buffered rows as pane `day.pane`; once the day is committed, also the manifests
-    (merged with what the partitions list) and _SUCCESS."""
+  def _flush(self, key: tuple[str, int], day: DayState, pending, base, fresh,
+             on_time: bool = False) -> typing.Iterator[tuple[str, Pane]]:
+    """Writes the buffered rows as pane `day.pane`; the shard's on-time pane is sent even when
+    empty, as the day's commit waits for one from every shard."""
     parts = list(pending.read())
     pending.clear()
     day.pending_rows = 0
-    if not parts and not force:
+    if not parts and not on_time:
       return
+    dt, shard = key
     s = self._s
-    if s.batch and not day.opened:
-      self._open(dt, day, seen)
+    if s.batch and not day.opened and parts:
+      self._open(dt, shard, day, base, fresh)
+    stats = DayStats()
+    for p in parts:
+      stats.add(p.stats)
     table, _ = dedupe.dedupe([p.valid for p in parts])
-    known = seen.read()
-    table, known = dedupe.drop_seen(table, np.zeros(0, 'S16') if known is None else known)
-    seen.write(known)
-    day.stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
-    day.stats.rows_written += table.num_rows
+    table = seen.drop_seen(table, base, fresh)
+    stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
+    stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
     rejected = pa.Table.from_batches([p.rejected for p in parts], schema=REJECTED_SCHEMA)
     if day.dead_letters:   # a rerun: dead letters the day holds already are not written twice
@@ -240,89 +331,40 @@ class WriteDays(beam.DoFn):
                                                      rejected['source_row'].to_pylist())], pa.bool_()))
     lake_dir = fs.partition_dir(s.lake, dt)
     rejected_dir = fs.partition_dir(fs.join(s.lake, names.REJECTED_DIR), dt)
-    day.unlisted['lake'] += self._write(table, lake_dir, 'lake', day.pane)
-    day.unlisted['rejected'] += self._write(rejected, rejected_dir, 'rejected', day.pane)
+    pane = Pane(shard, self._write(table, lake_dir, 'lake', day.pane, shard),
+                self._write(rejected, rejected_dir, 'rejected', day.pane, shard), stats,
+                early=not (day.on_time or on_time))
     day.pane += 1
-    if not day.committed:   # an early pane: files in place, not yet in a manifest, no _SUCCESS
-      yield self._report(dt, day, 'open', lake_dir, rejected_dir)
-      return
-    replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
-    manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA, replacing, day)
-    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], REJECTED_SCHEMA,
-                 replacing)
-    day.unlisted = {'lake': [], 'rejected': []}
-    if s.batch:
-      locks.release([locks.lock_path(s.lake, f'dt={dt}')], s.run_id)
-    status: Status = 'published' if manifest is not None else 'rejected_only'
-    yield self._report(dt, day, status, lake_dir, rejected_dir, manifest)
+    day.sent += 1
+    if on_time:
+      day.on_time, pane.on_time = True, day.sent
+    yield dt, pane
 
-  def _staging(self, directory: str, kind: str) -> str:
-    return fs.join(self._s.lake, names.STAGING_DIR, names.ingest_run(self._s.run_id), kind,
-                        directory.rstrip('/').rsplit('/', 1)[-1])
-
-  def _write(self, table: pa.Table, directory: str, kind: str, pane: int
+  def _write(self, table: pa.Table, directory: str, kind: str, pane: int, shard: int = 0
              ) -> list[commit.StagedFile]:
     """Writes pane `pane` of a partition as files of at most --max_rows_per_file rows, staged
-    and then renamed into place, so a listed file is always whole."""
+    and then renamed into place, so a listed file is always whole. Names: part-RUN-PANE-FILE,
+    and -SHARD after them when a day has more than one."""
     staged = []
+    suffix = f'-{shard:04d}' if self._s.shards > 1 else ''
     for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
-      name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}.parquet'
-      path = fs.join(self._staging(directory, kind), name)
+      name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}{suffix}.parquet'
+      path = fs.join(_staging(self._s, directory, kind), name)
       staged.append(commit.write_parquet(table.slice(start, self._s.max_rows_per_file), path, name))
-    if staged:
-      self._fence(f'promoting pane {pane}', directory)
-    fs.rename([f.path for f in staged], [fs.join(directory, f.name) for f in staged])
+    fence = _fence(self._s, directory)
+    if staged and fence:
+      fence.check(f'promoting pane {pane}', directory)
+    final = [fs.join(directory, f.name) for f in staged]
+    fs.rename([f.path for f in staged], final)
     self.files.inc(len(staged))
-    return staged
+    return [dataclasses.replace(f, path=p) for f, p in zip(staged, final)]
 
-  def _commit(self, directory: str, kind: str, new: list[commit.StagedFile], schema: pa.Schema,
-              replace: bool, day: DayState | None = None) -> Manifest | None:
-    """Rewrites the manifest as the files it listed plus `new`, version + 1; then _SUCCESS.
-    With `replace`, the manifest lists `new` only and every other file goes (their rows counted
-    in `day.rows_replaced`), unpublished meanwhile as in the import's partition commit. With
-    nothing new, a partition that does not exist is not made (a day of dead letters only has no
-    lake day), and a batch run leaves it as it was."""
-    path = fs.join(directory, names.MANIFEST)
-    success = fs.join(directory, names.SUCCESS)
-    old = Manifest.model_validate_json(fs.read_bytes(path)) if fs.exists(path) else None
-    if not new and (old is None or (self._s.batch and not replace)):
-      return old
-    if replace:
-      keep = {fs.join(directory, f.name) for f in new} | {path}
-      self._fence(f'deleting {names.SUCCESS}', directory)
-      fs.delete([success])
-      stale = [p for p in fs.list_files(directory) if p not in keep]
-      if stale:
-        self._fence(f'deleting {len(stale)} stale files', directory)
-        fs.delete(stale)
-      if day is not None and old is not None:
-        day.rows_replaced += sum(f.rows for f in old.files if f.name not in {n.name for n in new})
-    files = {f.name: f for f in (old.files if old and not replace else [])}
-    files.update({f.name: ManifestFile(name=f.name, rows=f.rows, bytes=f.bytes, sha256=f.sha256)
-                  for f in new})
-    # Added to: the import's inputs stay, so a backfill, which skips a day whose source did not
-    # change, does not replace the day (and the rows added to it).
-    inputs = ({k: getattr(old, k) for k in ('source', 'source_files', 'source_fingerprint')}
-              if old and not replace else {'source': 'raw events'})
-    manifest = commit.manifest_for([], run_id=self._s.run_id, pipeline='ingest',
-                                   partition=directory, schema=schema, **inputs)
-    manifest = manifest.model_copy(update={
-        'version': old.version + 1 if old else 1, 'files': sorted(files.values(), key=lambda f: f.name),
-        'rows': sum(f.rows for f in files.values()), 'bytes': sum(f.bytes for f in files.values())})
-    staged = fs.join(self._staging(directory, kind), names.MANIFEST)
-    fs.write_bytes(staged, manifest.model_dump_json(indent=2).encode())
-    self._fence(f'writing {names.MANIFEST}', directory)
-    fs.rename([staged], [path])   # readers see the old manifest or the new one, never half
-    if not fs.exists(success):
-      self._fence(f'writing {names.SUCCESS}', directory)
-      fs.write_bytes(success, b'')
-    return manifest
-
-  def _open(self, dt: str, day: DayState, seen) -> None:
-    """Batch, before the day's first file: takes the day's lock; unless replacing, the insert_ids
-    the day holds count as seen and its dead letters as written, so a row it holds already is a
-    duplicate and a rerun of the same input adds nothing. Panes continue after this run's files
-    the day lists, so a reused --run_id never overwrites a listed file."""
+  def _open(self, dt: str, shard: int, day: DayState, base, fresh) -> None:
+    """Batch, before the shard's first file: takes the day's lock; unless replacing, the
+    insert_ids of this shard the day holds count as seen and its dead letters as written, so a
+    row it holds already is a duplicate and a rerun of the same input adds nothing. Panes
+    continue after this run's files the day lists, so a reused --run_id never overwrites a
+    listed file."""
     self._lock(dt)
     day.opened = True
     prefix = f'part-{self._s.run_id}-'
@@ -334,11 +376,14 @@ class WriteDays(beam.DoFn):
     day.pane = 1 + max((int(p) for p in panes if p.isdigit()), default=-1)
     if self._s.replace:
       return
-    ids = [t['insert_id'] for t in self._read(listed['lake'], ['insert_id'])]
-    seen.write(np.unique(np.concatenate([dedupe.uuid_keys(i.combine_chunks()) for i in ids]))
-               if ids else np.zeros(0, 'S16'))
+    ids = [t['insert_id'].combine_chunks() for t in self._read(listed['lake'], ['insert_id'])]
+    ids = [i.filter(pa.array(shards.shard_of(i, self._s.shards) == shard)) for i in ids if len(i)]
+    seen.replace(base, fresh, np.unique(np.concatenate([dedupe.uuid_keys(i) for i in ids]))
+                 if ids else seen.EMPTY)
+    held = [t.filter(pa.array(shards.row_shard(t, self._s.shards) == shard))
+            for t in self._read(listed['rejected'], ['source_file', 'source_row']) if t.num_rows]
     day.dead_letters = frozenset(
-        (f, r) for t in self._read(listed['rejected'], ['source_file', 'source_row'])
+        (f, r) for t in held
         for f, r in zip(t['source_file'].to_pylist(), t['source_row'].to_pylist()))
 
   @staticmethod
@@ -354,21 +399,91 @@ class WriteDays(beam.DoFn):
   def _read(paths: list[str], columns: list[str]) -> list[pa.Table]:
     return [pq.read_table(pa.BufferReader(fs.read_bytes(p)), columns=columns) for p in paths]
 
-  def _fence(self, step: str, directory: str) -> None:
-    """Batch: the day's lock must still be this run's before `step` changes `directory` (see
-    locks.Fence); streaming jobs take no locks."""
-    if self._s.batch:
-      dt = directory.rstrip('/').rsplit('dt=', 1)[-1]
-      locks.Fence(locks.lock_path(self._s.lake, f'dt={dt}'), self._s.run_id).check(step, directory)
-
   def _lock(self, dt: str) -> None:
     """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never
-    mix; a retried bundle of this run takes its own lock back. Streaming jobs own their days."""
+    mix. Every shard of the day takes it: the first one makes it, the others (and a retried
+    bundle) find it this run's. Streaming jobs own their days."""
     partition = f'dt={dt}'
-    locks.acquire(self._s.lake, partition, self._s.run_id, f'run writing {partition} of this lake',
-                  break_lock=(self._s.run_id, self._s.break_lock))
+    try:
+      locks.acquire(self._s.lake, partition, self._s.run_id,
+                    f'run writing {partition} of this lake', break_lock=self._s.break_lock)
+    except locks.LockedError as held:
+      try:
+        locks.Fence(locks.lock_path(self._s.lake, partition), self._s.run_id).check('', '')
+      except locks.LockedError:
+        raise held from None
 
-  def _report(self, dt: str, day: DayState, status: Status, lake_dir: str, rejected_dir: str,
+
+class CommitDays(beam.DoFn):
+  """(dt, Pane) keyed by day -> a DayReport: 'open' for an early pane; once every shard of the
+  day sent its on-time pane and every pane it sent before that is in, the commit (the manifests,
+  then _SUCCESS: 'published', or 'failed' accounting); after that, one commit per pane."""
+  DAY = ReadModifyWriteStateSpec('day_commit', PickleCoder())
+
+  def __init__(self, settings: WriteSettings):
+    self._s = settings
+
+  def process(self, element, day_state=beam.DoFn.StateParam(DAY)) -> typing.Iterator[DayReport]:
+    dt, pane = element
+    day = day_state.read() or DayCommit()
+    day.panes += 1
+    day.received[pane.shard] += 1
+    if pane.on_time:
+      day.expected[pane.shard] = pane.on_time
+    day.stats.add(pane.stats)
+    day.unlisted['lake'] += pane.lake
+    day.unlisted['rejected'] += pane.rejected
+    lake_dir = fs.partition_dir(self._s.lake, dt)
+    rejected_dir = fs.partition_dir(fs.join(self._s.lake, names.REJECTED_DIR), dt)
+    if day.committed and not (pane.lake or pane.rejected or pane.stats.rows_in):
+      pass   # an empty on-time pane of a shard that met the day late: nothing to add
+    elif day.committed or self._on_time(day):
+      yield self._commit_day(dt, day, lake_dir, rejected_dir)
+    elif pane.early:
+      yield self._report(dt, day, 'open', lake_dir, rejected_dir)
+    day_state.write(day)
+
+  def _on_time(self, day: DayCommit) -> bool:
+    return len(day.expected) == self._s.shards and all(
+        day.received[shard] >= panes for shard, panes in day.expected.items())
+
+  def _commit_day(self, dt: str, day: DayCommit, lake_dir: str, rejected_dir: str) -> DayReport:
+    """Commits the files the day's panes wrote since the last commit."""
+    s = self._s
+    replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
+    manifest = self._commit(lake_dir, 'lake', day.unlisted['lake'], LAKE_SCHEMA, replacing, day)
+    self._commit(rejected_dir, 'rejected', day.unlisted['rejected'], REJECTED_SCHEMA,
+                 replacing)
+    day.unlisted = {'lake': [], 'rejected': []}
+    day.committed = True
+    if s.batch:
+      locks.release([locks.lock_path(s.lake, f'dt={dt}')], s.run_id)
+    status: Status = 'published' if manifest is not None else 'rejected_only'
+    return self._report(dt, day, status, lake_dir, rejected_dir, manifest)
+
+  def _commit(self, directory: str, kind: str, new: list[commit.StagedFile], schema: pa.Schema,
+              replace: bool, day: DayCommit | None = None) -> Manifest | None:
+    """The partition commit (commit.commit_partition) adding `new` to the day, version + 1.
+    With `replace`, the manifest lists `new` only and every other file goes (their rows counted
+    in `day.rows_replaced`), unpublished meanwhile as in the import. With nothing new, a
+    partition that does not exist is not made (a day of dead letters only has no lake day), and
+    a batch run leaves it as it was."""
+    path = fs.join(directory, names.MANIFEST)
+    old = Manifest.model_validate_json(fs.read_bytes(path)) if fs.exists(path) else None
+    if not new and (old is None or (self._s.batch and not replace)):
+      return old
+    manifest = commit.manifest_for(new, run_id=self._s.run_id, pipeline='ingest',
+                                   source='raw events', partition=directory, schema=schema)
+    if replace and old is not None:
+      manifest = manifest.model_copy(update={'version': old.version + 1})
+      if day is not None:
+        day.rows_replaced += sum(f.rows for f in old.files if f.name not in {n.name for n in new})
+    return commit.commit_partition(
+        directory, new, manifest, fence=_fence(self._s, directory),
+        append_via=None if replace else fs.join(_staging(self._s, directory, kind),
+                                                     names.MANIFEST))
+
+  def _report(self, dt: str, day: DayCommit, status: Status, lake_dir: str, rejected_dir: str,
               lake: Manifest | None = None) -> DayReport:
     st = day.stats
     error = st.balance_error() if status in ('published', 'rejected_only') else None
@@ -379,7 +494,7 @@ class WriteDays(beam.DoFn):
         rows_forgotten=st.rows_forgotten,
         rejected_by_reason=dict(sorted(st.rejected.items())),
         flags={k: v for k, v in sorted(st.flags.items()) if v},
-        files=len(lake.files) if lake else 0 if status == 'published' else day.pane,
+        files=len(lake.files) if lake else 0 if status == 'published' else day.panes,
         bytes=lake.bytes if lake else 0,
         partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir)
     fs.write_bytes(fs.join(self._s.lake, names.RUNS_DIR, names.ingest_run(self._s.run_id),
@@ -388,7 +503,7 @@ class WriteDays(beam.DoFn):
 
 
 class IngestEvents(beam.PTransform):
-  """RawChunks -> the lake, day by day; outputs a DayReport at each commit of a day."""
+  """RawChunks -> the lake, day by day; outputs a DayReport at each pane and commit of a day."""
 
   def __init__(self, settings: WriteSettings, environment: str):
     super().__init__()
@@ -397,9 +512,12 @@ class IngestEvents(beam.PTransform):
 
   def expand(self, chunks):
     return (chunks
-            | 'SplitDays' >> beam.ParDo(SplitDays(self._s.zone, self._environment,
-                                                  self._s.allowed_lateness_ms, self._s.forgotten))
-            | 'WriteDays' >> beam.ParDo(WriteDays(self._s)))
+            | 'SplitDays' >> beam.ParDo(SplitDays(
+                self._s.zone, self._environment, self._s.allowed_lateness_ms,
+                self._s.shards, self._s.forgotten)).with_output_types(tuple[tuple[str, int], DayPart])
+            | 'WriteDays' >> beam.ParDo(WriteDays(self._s)).with_output_types(tuple[str, Pane])
+            | 'CommitDays' >> beam.ParDo(CommitDays(self._s)).with_output_types(DayReport))
 
 
 beam.coders.registry.register_coder(DayPart, PickleCoder)
+beam.coders.registry.register_coder(Pane, PickleCoder)

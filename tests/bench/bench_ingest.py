@@ -10,6 +10,8 @@ files, then times, each in its own process:
                    Beam, no lake writes
   json_pydantic  - the naive way: json.loads + RawEvent.model_validate per event (first 100k)
 Then the publish-to-file latency through the Pub/Sub emulator with early panes every 5 s.
+`--scaling` instead times 1 and 2 worker processes (see scaling()); `--state` computes the
+seen-id state written per pane at 1M, 10M and 40M ids a day (see state_sizes()).
 Target (issue 5): >= 100k events/s sustained on one core. Seconds exclude importing Beam; events
 per CPU-second are printed too, as wall time on a shared machine includes waiting for a core.
 """
@@ -39,14 +41,16 @@ def prepare(workdir: str, events: int) -> str:
   return source
 
 
-def generate(source: str, events: int) -> None:
+def generate(source: str, events: int, piece: int = 1_000_000) -> None:
+  """FILES files per million events, a million (one seed) at a time: memory follows the piece."""
   from pipelines import samples
   os.makedirs(source, exist_ok=True)
-  payloads = samples.raw_events(DAY, events)
-  per = -(-len(payloads) // FILES)
-  for i in range(FILES):
-    with open(os.path.join(source, f'events-{i:02d}.jsonl'), 'wb') as f:
-      f.write(b'\n'.join(payloads[i * per:(i + 1) * per]) + b'\n')
+  for k, start in enumerate(range(0, events, piece)):
+    payloads = samples.raw_events(DAY, min(piece, events - start), seed=7 + k)
+    per = -(-len(payloads) // FILES)
+    for i in range(FILES):
+      with open(os.path.join(source, f'events-{k:02d}-{i:02d}.jsonl'), 'wb') as f:
+        f.write(b'\n'.join(payloads[i * per:(i + 1) * per]) + b'\n')
   open(os.path.join(source, '_done'), 'w').close()
 
 
@@ -66,7 +70,7 @@ def _reports(lake: str) -> dict:
 
 
 @harness.preload('pipelines.ingest', 'apache_beam.testing.test_stream')
-def stream(source: str, out: str) -> dict:
+def stream(source: str, out: str, shards: int = 1) -> dict:
   import apache_beam as beam
   from apache_beam.io.filesystem import FileMetadata
   from apache_beam.testing.test_stream import TestStream
@@ -81,7 +85,8 @@ def stream(source: str, out: str) -> dict:
   events = events.advance_watermark_to_infinity()
   settings = ingest.WriteSettings(lake=out, zone='UTC', run_id='bench', allowed_lateness_ms=86_400_000,
                                   flush_interval_s=300, flush_rows=500_000,
-                                  max_rows_per_file=1_000_000)
+                                  max_rows_per_file=1_000_000,
+                                  **({'shards': shards} if shards > 1 else {}))   # older code: none
   with beam.Pipeline(runner='BundleBasedDirectRunner', argv=['--streaming']) as p:
     _ = (p | events | beam.ParDo(ReadJsonLines(arrival=True))
          | ingest.IngestEvents(settings, 'production'))
@@ -89,11 +94,27 @@ def stream(source: str, out: str) -> dict:
 
 
 @harness.preload('pipelines.ingest')
-def batch(source: str, out: str) -> dict:
+def batch(source: str, out: str, *flags: str) -> dict:
   from pipelines import ingest as ingest_pipeline
   assert ingest_pipeline.run(['--input', os.path.join(source, '*.jsonl'), '--lake', out,
-                              '--runner', 'FnApiRunner']) == 0
+                              '--runner', 'FnApiRunner', *flags]) == 0
   return _reports(out)
+
+
+@harness.preload('pipelines.ingest', 'apache_beam.testing.test_stream')
+def stream_4_shards(source: str, out: str) -> dict:
+  return stream(source, out, shards=4)
+
+
+@harness.preload('pipelines.ingest')
+def batch_1_worker(source: str, out: str) -> dict:
+  return batch(source, out, '--direct_num_workers', '1')
+
+
+@harness.preload('pipelines.ingest')
+def batch_2_workers(source: str, out: str) -> dict:
+  """Two worker processes (and, by default, two shards a day: --day_shards follows them)."""
+  return batch(source, out, '--direct_num_workers', '2', '--direct_running_mode', 'multi_processing')
 
 
 @harness.preload('pipelines.ingest')
@@ -126,7 +147,10 @@ def json_pydantic(source: str, out: str) -> dict:
 
 
 CONTENDERS = {'stream': stream, 'batch': batch, 'parse_validate': parse_validate,
-              'json_pydantic': json_pydantic}
+              'json_pydantic': json_pydantic, 'stream_4_shards': stream_4_shards,
+              'batch_1_worker': batch_1_worker, 'batch_2_workers': batch_2_workers}
+DEFAULT = ('stream', 'batch', 'parse_validate', 'json_pydantic')
+SCALING = ('stream', 'stream_4_shards', 'batch_1_worker', 'batch_2_workers')
 
 
 LATENCY_RATE = 1000
@@ -195,13 +219,113 @@ def _scan(lake: str, seen: dict, pq) -> None:
           seen.setdefault(insert_id, now)
 
 
+def _measure(root: str, name: str, source: str, workdir: str) -> dict:
+  """One contender in its own process, with the packages of checkout `root` (this file runs
+  there as a script, so its contenders drive that checkout's pipelines)."""
+  out = os.path.join(workdir, f'{name}-{uuid.uuid4().hex[:6]}')
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', name, '--source',
+                         source, '--out', out], capture_output=True, text=True, cwd=root,
+                        env={**harness.ALLOCATOR_ENV, 'PYTHONPATH': root})
+  if proc.returncode != 0:
+    sys.exit(f'{name} in {root} failed:\n{proc.stderr[-3000:]}')
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result['process_seconds'] = time.perf_counter() - start
+  subprocess.run(['rm', '-rf', out], check=False)
+  return result
+
+
+def scaling(argv: list[str]) -> int:
+  """`--scaling [--events N] [--against DIR] [--rounds K]`: streaming with 1 and 4 shards a day,
+  batch with 1 and 2 worker processes (`--direct_num_workers 2 --direct_running_mode
+  multi_processing`; the streaming runner has one process only). Each contender runs on 100
+  events (its start-up: worker processes, the first bundle) and on N; work = the difference.
+  With --against (another checkout, e.g. `git archive main` with its C parser built), its code
+  and this one alternate, contender by contender, in every round; the best round counts."""
+  import argparse
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--events', type=int, default=4_000_000)
+  parser.add_argument('--against', default=None)
+  parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--workdir', default=None)
+  args = parser.parse_args(argv)
+  workdir = args.workdir or tempfile.mkdtemp(prefix='eventferry-bench-')
+  source, tiny = prepare(workdir, args.events), prepare(workdir, 100)
+  codes = {'this': os.getcwd(), **({'against': os.path.abspath(args.against)} if args.against else {})}
+  best: dict = {}
+  for _ in range(args.rounds):
+    for name in SCALING:
+      for code, root in codes.items():
+        if code == 'against' and name == 'stream_4_shards':
+          continue   # shards a day are this code's
+        startup = _measure(root, name, tiny, workdir)
+        run = _measure(root, name, source, workdir)
+        run['startup'], run['work'] = startup['seconds'], run['seconds'] - startup['seconds']
+        if (name, code) not in best or run['work'] < best[name, code]['work']:
+          best[name, code] = run
+  print(f"ingest scaling: {best['stream', 'this']['rows']:,} raw events of one server day, "
+        f'best of {args.rounds}; 2 cores')
+  print(f"{'contender':<16} {'code':<8} {'seconds':>8} {'start-up':>9} {'work':>7} {'cpu s':>7} "
+        f"{'process':>8} {'events/s':>10} {'peak MiB':>9}")
+  for (name, code), x in best.items():
+    print(f"{name:<16} {code:<8} {x['seconds']:>8.2f} {x['startup']:>9.2f} {x['work']:>7.2f} "
+          f"{x['cpu_seconds']:>7.2f} {x['process_seconds']:>8.2f} {x['rows'] / x['work']:>10,.0f} "
+          f"{x['peak_rss_mib']:>9.0f}")
+  for code in codes:
+    one, two = best['batch_1_worker', code], best['batch_2_workers', code]
+    print(harness.verdict(f'batch 2 vs 1 worker ({code})', one['work'] / two['work'], '>= 1.6',
+                          one['work'] / two['work'] >= 1.6)
+          + f"  (whole job: {one['seconds'] / two['seconds']:.2f}x)")
+  if 'against' in codes:
+    for name in ('stream', 'batch_1_worker'):
+      ratio = best[name, 'against']['work'] / best[name, 'this']['work']
+      print(harness.verdict(f'{name}: this vs against', ratio, '>= 0.95', ratio >= 0.95))
+  return 0
+
+
+def state_sizes(panes: int = 288, shards: tuple[int, ...] = (1, 8, 64)) -> None:
+  """`--state`: seen-insert_id state written per pane, before (one key per day rewrote all its
+  ids at every pane) and now (transforms/seen.py's rule, by sizes), for a day of N distinct ids
+  arriving evenly over `panes` panes (--flush_interval 5m). Bytes are PickleCoder's encoding of
+  an 'S16' array, measured here: 16 per id plus a header."""
+  import numpy as np
+  from apache_beam.coders import PickleCoder
+  from transforms import seen
+  header = len(PickleCoder().encode(np.zeros(1000, dtype='S16'))) - 16 * 1000
+  size = lambda n: 16 * n + header
+  mib = lambda b: f'{b / 2 ** 20:,.1f} MiB' if b >= 2 ** 20 else f'{b / 1024:,.1f} KiB'
+  print(f'seen-id state per pane ({panes} panes a day; array header {header} bytes)')
+  print(f"{'ids a day':>10} {'before: last pane':>18} {'mean pane':>10} {'shards':>6} "
+        f"{'held per key':>13} {'pane per key':>13} {'largest pane':>13} {'mean pane':>10}")
+  for n in (1_000_000, 10_000_000, 40_000_000):
+    for s in shards:
+      held, fresh, writes = 0, [], []
+      per_pane = n // (panes * s)
+      for _ in range(panes):
+        if seen.compacts(held, fresh, per_pane):
+          held, fresh = held + sum(fresh) + per_pane, []
+          writes.append(size(held))
+        else:
+          fresh.append(per_pane)
+          writes.append(size(per_pane))
+      before = sum(size(n * k // panes) for k in range(1, panes + 1)) / panes
+      print(f'{n:>10,} {mib(size(n)):>18} {mib(before):>10} {s:>6} {mib(size(n // s)):>13} '
+            f'{mib(size(per_pane)):>13} {mib(max(writes)):>13} {mib(sum(writes) / panes):>10}')
+
+
 def main(argv: list[str]) -> int:
+  if '--scaling' in argv:
+    return scaling([a for a in argv if a != '--scaling'])
+  if '--state' in argv:
+    state_sizes()
+    return 0
   latency_seconds = 20.0
   if '--latency_seconds' in argv:
     i = argv.index('--latency_seconds')
     latency_seconds = float(argv[i + 1])
     argv = argv[:i] + argv[i + 2:]
-  r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, CONTENDERS, prepare)
+  chosen = CONTENDERS if '--child' in argv else {k: CONTENDERS[k] for k in DEFAULT}
+  r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, chosen, prepare)
   if r is None:
     return 0
   repeat = r.pop('repeat')

@@ -4,9 +4,11 @@ A row's shard comes from the last 8 hex digits of its (validated, lower-case) in
 copy of an insert_id meets in the same shard, whichever file or worker it came from.
 """
 import typing
+import zlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ['HEX_VALUE', 'shard_of', 'split_by_shard']
 
@@ -51,3 +53,16 @@ def split_by_shard(batch: pa.RecordBatch, shards: int, keep: np.ndarray | None =
     return
   for s in present:   # a filter per shard measured faster than one argsort and take
     yield int(s), batch.filter(pa.array(shard == s))
+
+
+def row_shard(rows: pa.RecordBatch | pa.Table, shards: int) -> np.ndarray:
+  """Shard of each dead letter, from its source file and row (it may have no valid insert_id):
+  a day's dead letters spread over its shards, and a rerun files each under the same one."""
+  files = pc.dictionary_encode(rows.column('source_file'))
+  if isinstance(files, pa.ChunkedArray):
+    files = files.combine_chunks()
+  names = files.dictionary.to_pylist()
+  file_hash = np.array([zlib.crc32((n or '').encode()) for n in names] or [0], dtype=np.int64)
+  source_row = np.asarray(pc.fill_null(rows.column('source_row'), 0), dtype=np.int64)
+  index = np.asarray(pc.fill_null(files.indices, 0), dtype=np.int64)
+  return (file_hash[index] + source_row) % shards

@@ -35,7 +35,7 @@ from transforms.dedupe import spill, unspill
 from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
 __all__ = ['StagedFile', 'shard_name', 'write_parquet', 'stage', 'clear_dead_staging',
-           'drop_staging', 'KILL_AT', 'STOP_AT', 'commit_partition', 'flat_owned', 'manifest_for',
+           'drop_staging', 'KILL_AT', 'STOP_AT', 'commit_partition', 'appended', 'flat_owned', 'manifest_for',
            'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay']
 
 
@@ -108,44 +108,79 @@ def _checkpoint(stage: str, target: str) -> None:
 
 def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
                      markers: tuple[str, str] = (MANIFEST, SUCCESS),
-                     fence: locks.Fence | None = None, kept: typing.Collection[str] = ()) -> None:
+                     fence: locks.Fence | None = None, append_via: str | None = None,
+                     kept: typing.Collection[str] = ()) -> Manifest:
   """Commits `staged` as the partition `target` (a folder the partition owns), or with `markers`
   other than the default as one day of a flat folder that days share (see flat_owned). With
   `fence`, each step that changes the partition first checks that the run still holds its lock
   (LockedError if not: the run was taken over, and the newer run owns the partition). `kept`:
-  names of files the partition holds that stay as they are (forget rewrites only some files)."""
+  names of files the partition holds that stay as they are (forget rewrites only some files).
+
+  With `append_via` (a staging path for the new manifest) `staged` is added to the partition
+  instead (see appended): it stays published, nothing is deleted, and the manifest is replaced by
+  a rename, so a reader sees the old one or the new one. Staged files already in place (an
+  ingest's early panes) are not moved. -> the manifest written."""
   manifest_name, success_name = markers
   flat = markers != (MANIFEST, SUCCESS)
   success = fs.join(target, success_name)
+  manifest_path = fs.join(target, manifest_name)
 
   def step(name: str) -> None:
     if fence:
       fence.check(name, target)
 
   _checkpoint('staged', target)
-  step(f'deleting {success_name}')
-  fs.delete([success])
-  finals = [fs.join(target, f.name) for f in staged]
-  if flat:
-    step(f'rewriting {manifest_name}')
-    before = flat_owned(target, manifest_name, manifest)
+  before: list[str] = []   # what the partition held: what is not staged now goes
+  if append_via:
+    manifest = appended(manifest_path, manifest)
   else:
-    before = fs.list_files(target)
+    step(f'deleting {success_name}')
+    fs.delete([success])
+    if flat:
+      step(f'rewriting {manifest_name}')
+      before = flat_owned(target, manifest_name, manifest)
+    else:
+      before = fs.list_files(target)
+  finals = [fs.join(target, f.name) for f in staged]
   for source, final in zip([f.path for f in staged], finals):
-    step(f'promoting {final}')
-    fs.rename([source], [final])
-    _checkpoint('promoting', target)
-  keep = set(finals) | {fs.join(target, n) for n in (manifest_name, *kept)}
+    if source != final:
+      step(f'promoting {final}')
+      fs.rename([source], [final])
+      _checkpoint('promoting', target)
+  keep = set(finals) | {manifest_path} | {fs.join(target, n) for n in kept}
   stale = [p for p in before if p not in keep]
   if stale:
     step(f'deleting {len(stale)} stale files')
     fs.delete(stale)
+  data = manifest.model_dump_json(indent=2).encode()
+  if append_via:
+    fs.write_bytes(append_via, data)
   step(f'writing {manifest_name}')
-  fs.write_bytes(fs.join(target, manifest_name),
-                      manifest.model_dump_json(indent=2).encode())
+  if append_via:
+    fs.rename([append_via], [manifest_path])
+  else:
+    fs.write_bytes(manifest_path, data)
   _checkpoint('before_success', target)
-  step(f'writing {success_name}')
-  fs.write_bytes(success, b'')
+  if not (append_via and fs.exists(success)):
+    step(f'writing {success_name}')
+    fs.write_bytes(success, b'')
+  return manifest
+
+
+def appended(path: str, manifest: Manifest) -> Manifest:
+  """`manifest` added to the one at `path`, if any: the files of both (a new file of the same
+  name replaces the listed one), version + 1, and the earlier inputs kept, so an imported day an
+  ingest adds to still names its source and a backfill, which skips a day whose source did not
+  change, does not replace the day (and the rows added to it)."""
+  if not fs.exists(path):
+    return manifest
+  old = Manifest.model_validate_json(fs.read_bytes(path))
+  files = {f.name: f for f in old.files} | {f.name: f for f in manifest.files}
+  ordered = sorted(files.values(), key=lambda f: f.name)
+  return manifest.model_copy(update={
+      'version': old.version + 1, 'files': ordered, 'rows': sum(f.rows for f in ordered),
+      'bytes': sum(f.bytes for f in ordered), 'source': old.source,
+      'source_files': old.source_files, 'source_fingerprint': old.source_fingerprint})
 
 
 def flat_owned(target: str, manifest_name: str, manifest: Manifest) -> list[str]:
