@@ -8,7 +8,7 @@ before the next starts (REQ derives from the salted hashes of the ids, the keys 
 the same command is the same request):
   1. plan: every committed lake day (and dead-letter day) in range is scanned for rows whose
      `identifiers` hold an id (transforms/lake/forget.py); the deliveries the lake recorded
-     (transforms/history.py) of affected days are the destinations to re-deliver;
+     (transforms/lake/history.py) of affected days are the destinations to re-deliver;
   2. lake: each affected day, under its lock, gets only its affected files rewritten without the
      rows, through the partition commit (new manifest, `rows_forgotten` added; other files keep
      their bytes);

@@ -1,6 +1,6 @@
 """Streaming ingest with each day spread over many (day, shard) keys, driven by TestStream: early,
 on-time, late and too-late rows across two days and a DST change. Expected counts come from the
-payloads as the json module reads them and the zone as zoneinfo says (not transforms/days.py);
+payloads as the json module reads them and the zone as zoneinfo says (not transforms/kernels/days.py);
 the lake is read back with DuckDB from the files the manifests list."""
 import collections
 import datetime
@@ -19,8 +19,8 @@ from apache_beam.testing.test_stream import TestStream as Stream
 from apache_beam.utils.timestamp import Timestamp
 from hypothesis import given, settings, strategies as st
 
-from transforms import ingest, seen
-from transforms.kernels import raw
+from transforms import ingest
+from transforms.kernels import raw, seen
 from transforms.stores import fs
 
 NY = zoneinfo.ZoneInfo('America/New_York')

@@ -1,7 +1,7 @@
 """Streaming ingest: raw chunks -> validated rows per server day -> the lake, pane by pane.
 
-Rows are keyed by their server day (transforms/days.py: calendar days in a zone, DST-aware) and
-shard of insert_id (--day_shards; transforms/shards.py), so a day's work spreads over workers. A
+Rows are keyed by their server day (transforms/kernels/days.py: calendar days in a zone, DST-aware) and
+shard of insert_id (--day_shards; transforms/kernels/shards.py), so a day's work spreads over workers. A
 stateful DoFn per (day, shard) key plays the role of a window with triggers, because one element
 here is a batch of many rows and Beam assigns windows per element; a stateful DoFn per day
 (CommitDays) commits what the day's shards wrote:
@@ -21,7 +21,7 @@ there (commit.commit_partition's append mode).
 De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
 first written wins; every copy of an insert_id meets in one shard. The horizon is the day plus
 --allowed_lateness; each key holds 16 bytes per distinct insert_id it wrote, as state whose writes
-follow the pane (transforms/seen.py), dropped when the day closes.
+follow the pane (transforms/kernels/seen.py), dropped when the day closes.
 """
 import collections
 import dataclasses
@@ -238,7 +238,7 @@ class WriteDays(beam.DoFn):
   passes the end of the day; late ones up to the close."""
   PENDING = BagStateSpec('pending', PickleCoder())
   DAY = ReadModifyWriteStateSpec('day', PickleCoder())
-  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # transforms/seen.py: compacted ids
+  SEEN = ReadModifyWriteStateSpec('seen', PickleCoder())   # transforms/kernels/seen.py: compacted ids
   FRESH = BagStateSpec('seen_fresh', PickleCoder())        # and the ids of each pane since
   ON_TIME = TimerSpec('on_time', TimeDomain.WATERMARK)
   CLOSE = TimerSpec('close', TimeDomain.WATERMARK)

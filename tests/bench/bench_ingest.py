@@ -285,12 +285,12 @@ def scaling(argv: list[str]) -> int:
 
 def state_sizes(panes: int = 288, shards: tuple[int, ...] = (1, 8, 64)) -> None:
   """`--state`: seen-insert_id state written per pane, before (one key per day rewrote all its
-  ids at every pane) and now (transforms/seen.py's rule, by sizes), for a day of N distinct ids
+  ids at every pane) and now (transforms/kernels/seen.py's rule, by sizes), for a day of N distinct ids
   arriving evenly over `panes` panes (--flush_interval 5m). Bytes are PickleCoder's encoding of
   an 'S16' array, measured here: 16 per id plus a header."""
   import numpy as np
   from apache_beam.coders import PickleCoder
-  from transforms import seen
+  from transforms.kernels import seen
   header = len(PickleCoder().encode(np.zeros(1000, dtype='S16'))) - 16 * 1000
   size = lambda n: 16 * n + header
   mib = lambda b: f'{b / 2 ** 20:,.1f} MiB' if b >= 2 ** 20 else f'{b / 1024:,.1f} KiB'

@@ -1,7 +1,7 @@
 """What a lake and its destinations say about themselves, read back for operators (status,
 reconcile, report): run reports, day manifests, export history. Nothing here writes.
 
-Every read goes through transforms/fs.py, so a lake or destination on s3://, gs://, azfs://
+Every read goes through transforms/stores/fs.py, so a lake or destination on s3://, gs://, azfs://
 or sftp:// reads the same as one on local disk. One listing per root, then one GET per manifest
 and per run report; no data file is opened here.
 """
