@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.stores import fs
+from transforms.kernels import raw, rawjson
 from transforms.read import with_lineage
+from transforms.stores import fs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAP = pa.map_(pa.string(), pa.string())
@@ -53,6 +54,20 @@ def table(rows: list[dict], schema: pa.Schema = SCHEMA) -> pa.Table:
 
 def raw_batch(rows: list[dict], schema: pa.Schema = SCHEMA, source: str = 'f.parquet'):
   return with_lineage(table(rows, schema).combine_chunks().to_batches()[0], source, 0)
+
+
+DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
+def parse_payloads(payloads: list[bytes], c_parser: bool, monkeypatch) -> tuple:
+  """Raw payloads (numbered from 1, received on DAY) through the ingest's parse, by the C parser
+  or by the msgspec path alone -> (rows, rejected rows) as RecordBatches."""
+  chunk = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
+                       payloads=payloads, received_ms=DAY_MS)
+  with monkeypatch.context() as m:
+    if not c_parser:
+      m.setattr(rawjson, 'parse', None)
+    return raw.parse_chunk(chunk)[:2]
 
 
 def write_file(path: str, t: pa.Table, **kwargs) -> None:

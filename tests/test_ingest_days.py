@@ -15,8 +15,7 @@ import pytest
 
 from pipelines import import_events
 from pipelines import ingest as ingest_pipeline
-from tests.conftest import event as import_row, table, uuid, write_file
-from transforms.kernels import raw, rawjson
+from tests.conftest import event as import_row, parse_payloads, table, uuid, write_file
 
 DT = '2023-01-01'
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
@@ -138,12 +137,7 @@ def test_a_byte_order_mark_at_the_start_of_a_file_is_not_part_of_its_first_event
 
 
 def _parse(payloads: list[bytes], c_parser: bool, monkeypatch):
-  chunk = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
-                       payloads=payloads, received_ms=DAY_MS)
-  with monkeypatch.context() as m:
-    if not c_parser:
-      m.setattr(rawjson, 'parse', None)
-    batch, rejected = raw.parse_chunk(chunk)[:2]
+  batch, rejected = parse_payloads(payloads, c_parser, monkeypatch)
   return batch.to_pylist(), rejected.to_pylist()
 
 

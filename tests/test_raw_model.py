@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines import ingest as ingest_pipeline
-from tests.conftest import uuid
+from tests.conftest import parse_payloads, uuid
 from transforms import validate
-from transforms.kernels import raw, rawjson
+from transforms.kernels import rawjson
 
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 BOM = '\ufeff'
@@ -159,12 +159,7 @@ def numbered(payloads: list[bytes]) -> list[bytes]:
 
 
 def _parse(payloads: list[bytes], c_parser: bool, monkeypatch) -> list:
-  chunk = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
-                       payloads=payloads, received_ms=DAY_MS)
-  with monkeypatch.context() as m:
-    if not c_parser:
-      m.setattr(rawjson, 'parse', None)
-    batch, rejected = raw.parse_chunk(chunk)[:2]
+  batch, rejected = parse_payloads(payloads, c_parser, monkeypatch)
   checked = validate.validate_batch(batch, 'production')
   return ({r['_source_row']: r for r in checked.valid.to_pylist()},
           [r['source_row'] for r in rejected.to_pylist() + checked.rejected.to_pylist()])
@@ -236,12 +231,7 @@ def test_a_metric_value_of_any_size_is_judged_by_the_metric_rules_not_refused_as
   payloads = numbered([b'{"insert_id":"@ID@","event_key":"buy","ts":%d,"identifiers":{"id":"u1","device_id":"d1"},'
                        b'"hackle_properties":{"osname":"iOS","appversion":"1.0"},"metric_value":%s}'
                        % (DAY_MS, t.encode()) for t in literals])
-  chunk = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
-                       payloads=payloads, received_ms=DAY_MS)
-  with monkeypatch.context() as m:
-    if not c_parser:
-      m.setattr(rawjson, 'parse', None)
-    batch, rejected = raw.parse_chunk(chunk)[:2]
+  batch, rejected = parse_payloads(payloads, c_parser, monkeypatch)
   checked = validate.validate_batch(batch, 'production')
   got = {r['_source_row']: ('valid', r['metric_value']) for r in checked.valid.to_pylist()}
   got |= {r['source_row']: (r['reason'], None) for r in rejected.to_pylist() + checked.rejected.to_pylist()}
