@@ -24,7 +24,6 @@ from pipelines import runs
 from transforms.stores import fs
 from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
 from transforms import read_raw
-from transforms.lake import forget
 from transforms.ingest import IngestEvents, WriteSettings
 from transforms.validate import DEFAULT_ENVIRONMENT
 
@@ -119,7 +118,7 @@ def settings(o: IngestOptions, streaming: bool, run_id: str, shards: int = 1) ->
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
       batch=not streaming, replace=o.replace_days, break_lock=o.break_lock,
-      shards=shards, forgotten=forget.forgotten_users(o.lake))
+      shards=shards)
 
 
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:

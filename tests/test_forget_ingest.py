@@ -14,7 +14,6 @@ from apache_beam.testing.test_stream import TestStream as Stream
 from pipelines import ingest as ingest_pipeline
 from tests.conftest import run_cli, uuid
 from transforms import ingest
-from transforms.lake import forget
 from transforms.kernels import raw
 from transforms.kernels.days import day_bounds
 
@@ -92,8 +91,7 @@ def test_a_stream_open_for_late_data_drops_forgotten_users(tmp_path):
   end = day_bounds(DT, zoneinfo.ZoneInfo('UTC'))[1]
   settings = ingest.WriteSettings(lake=lake, zone='UTC', run_id='s1',
                                   allowed_lateness_ms=86_400_000, flush_interval_s=300,
-                                  flush_rows=1_000_000, max_rows_per_file=1_000_000,
-                                  forgotten=forget.forgotten_users(lake))
+                                  flush_rows=1_000_000, max_rows_per_file=1_000_000)
   on_time, late = events[:20], events[20:]
   stream = (Stream().advance_processing_time(int(time.time()))
             .add_elements([raw.RawChunk(source=['sub'] * 20, rows=[0] * 20, payloads=on_time,

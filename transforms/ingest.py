@@ -121,15 +121,18 @@ class SplitDays(beam.DoFn):
   forgotten = Metrics.counter('eventferry.ingest', 'forgotten')
 
   def __init__(self, zone: str, environment: str, allowed_lateness_ms: int, shards: int = 1,
-               forgotten: forget.Forgotten | None = None):
+               lake: str | None = None):
     self._zone_key = zone
     self._environment = environment
     self._lateness = allowed_lateness_ms
     self._shards = shards
-    self._forgotten = forgotten
+    self._lake = lake
 
   def setup(self):
     self._zone = zoneinfo.ZoneInfo(self._zone_key)
+    # the users forget requests erased, read by each worker as it starts (not by the launcher,
+    # which may not reach the lake when it hands a job over), so a restarted stream sees new ones
+    self._forgotten = forget.forgotten_users(self._lake) if self._lake else None
 
   def start_bundle(self):
     self._announced: set[str] = set()   # per bundle: a retried bundle announces again
@@ -209,7 +212,6 @@ class WriteSettings:
   replace: bool = False   # batch: a day this run writes rows to is replaced (--replace_days)
   break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
   shards: int = 1         # keys per day (--day_shards): a day's work spreads over that many
-  forgotten: 'forget.Forgotten | None' = None   # users to drop: forget.forgotten_users(lake)
 
 
 def _millis(ms: int) -> Timestamp:
@@ -514,7 +516,7 @@ class IngestEvents(beam.PTransform):
     return (chunks
             | 'SplitDays' >> beam.ParDo(SplitDays(
                 self._s.zone, self._environment, self._s.allowed_lateness_ms,
-                self._s.shards, self._s.forgotten)).with_output_types(tuple[tuple[str, int], DayPart])
+                self._s.shards, self._s.lake)).with_output_types(tuple[tuple[str, int], DayPart])
             | 'WriteDays' >> beam.ParDo(WriteDays(self._s)).with_output_types(tuple[str, Pane])
             | 'CommitDays' >> beam.ParDo(CommitDays(self._s)).with_output_types(DayReport))
 
