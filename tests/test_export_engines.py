@@ -6,22 +6,24 @@ states it.
 Each engine is asked for text where its own types would round (ts as epoch millis, metric_value as
 text), so that what is compared is what the file holds, not the engine's rendering of it. The
 export writes an empty text as `""`; Polars reads that back as empty text, Spark and DuckDB as
-null, and this test expects exactly that (docs/export.md: what survives a round trip). Polars
+null, and Spark drops U+0000 right after a line break inside a quoted value; this test expects
+exactly that (docs/export.md: what survives a round trip). Polars
 reads JSON objects as structs, which cannot tell a missing key from a null value, so it is not
 asked to read JSON lines.
 """
 import datetime
 import decimal
 import json
+import re
 import tempfile
 
 import duckdb
 import polars as pl
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
-from tests.exportkit import UTC, data_files, expected, export, lake_day
+from tests.exportkit import UTC, data_files, expected, export, lake_day, lake_row
 from tests.test_export_roundtrip import DT, lake_files
 
 TEXT = ('environment', 'event_key', 'insert_id')
@@ -99,8 +101,14 @@ def _read(reader: str, spark, files: list[str], fmt: str) -> list[dict]:
   return sorted(rows, key=lambda e: e['insert_id'])
 
 
-def _as_csv_holds(rows: list[dict]) -> list[dict]:
-  return [{**r, **{k: r[k] or None for k in TEXT}} for r in rows]
+def _as_csv_holds(rows: list[dict], reader: str) -> list[dict]:
+  """Spark and DuckDB read an empty text as null; Spark's CSV parser (univocity) also drops the
+  U+0000 characters that follow a line break inside a quoted value."""
+  if reader == 'polars':
+    return rows
+  spark = reader == 'spark'
+  return [{**r, **{k: (re.sub('\n\x00+', '\n', r[k]) if spark else r[k]) or None for k in TEXT}}
+          for r in rows]
 
 
 @pytest.mark.parametrize('reader,fmt,compression', [
@@ -109,6 +117,7 @@ def _as_csv_holds(rows: list[dict]) -> list[dict]:
 @settings(max_examples=3, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(files=lake_files())
+@example(files=[[lake_row(0, environment='', event_key='a\r\n\x00\x00b')]])   # what each CSV reader loses
 def test_engines_read_every_export_as_the_lake_holds_it(request, reader, fmt, compression, files):
   spark = request.getfixturevalue('spark') if reader == 'spark' else None
   with tempfile.TemporaryDirectory() as root:
@@ -117,4 +126,4 @@ def test_engines_read_every_export_as_the_lake_holds_it(request, reader, fmt, co
                   '--compression', compression) == 0
     got = _read(reader, spark, data_files(f'{root}/dest'), fmt)
   want = expected([r for f in files for r in f], DT)
-  assert got == (_as_csv_holds(want) if fmt == 'csv' and reader != 'polars' else want)
+  assert got == (_as_csv_holds(want, reader) if fmt == 'csv' else want)
