@@ -38,7 +38,9 @@ def _line(what: str, done: int, total: int | None, seconds: float) -> tuple[str,
 
 @contextlib.contextmanager
 def shown(what: str, total: int | None, fmt: str = 'text', every: float = 10.0):
-  """Shows the progress of the rows counted while the block runs; a last line at its end."""
+  """Shows the progress of the rows counted while the block runs; a last line when it ends
+  well. When it fails or is interrupted, the terminal's line is cleared and no last line follows,
+  so the error is the one line the run ends with."""
   with _lock:
     _done[0] = 0
   tty = fmt == 'text' and sys.stderr.isatty()
@@ -60,7 +62,13 @@ def shown(what: str, total: int | None, fmt: str = 'text', every: float = 10.0):
   thread.start()
   try:
     yield
-  finally:
+  except BaseException:   # a failure or Ctrl-C: its one error line is all that follows
     stop.set()
     thread.join()
-    tell(last=True)
+    if tty:
+      sys.stderr.write('\r\x1b[K')
+      sys.stderr.flush()
+    raise
+  stop.set()
+  thread.join()
+  tell(last=True)
