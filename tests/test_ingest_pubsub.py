@@ -79,7 +79,7 @@ def test_streaming_from_the_pubsub_emulator(pubsub, tmp_path, monkeypatch):
                       and parquet_rows(part(rejected, old)) == 20 and parquet_rows(part(rejected, today)) == 40),
              proc, 240)
   output = (tmp_path / 'ingest.log').read_text()
-  assert parquet_rows(part(lake, today)) == 2500, output[-3000:]
+  assert parquet_rows(part(lake, today)) == 2500, f'exit {proc.returncode}: {output[-3000:]}'
   assert parquet_rows(part(lake, yesterday)) == 300, output[-3000:]
   # today is still open: files but no _SUCCESS; yesterday was committed when it arrived late
   assert not os.path.exists(os.path.join(part(lake, today), '_SUCCESS'))
