@@ -34,10 +34,19 @@ def test_rerun_with_fewer_shards_leaves_nothing_stale(tmp_path):
   assert os.path.getsize(os.path.join(target, '_SUCCESS')) == 0
 
 
-def test_success_is_written_after_everything_else(tmp_path):
-  target = commit(tmp_path, ['part-00000-of-00001.parquet'])
-  mtimes = {n: os.stat(os.path.join(target, n)).st_mtime_ns for n in os.listdir(target)}
-  assert mtimes['_SUCCESS'] >= max(mtimes.values())
+def test_success_is_deleted_first_and_written_after_everything_else(tmp_path, monkeypatch):
+  commit(tmp_path, ['part-00000-of-00001.parquet'])   # a day to replace
+  calls = []
+  for name in ('write_bytes', 'rename', 'delete'):   # every change the commit makes on the store
+    def spy(*args, _name=name, _real=getattr(fs, name), **kwargs):
+      paths = args[1] if _name == 'rename' else args[0]
+      calls.extend((_name, os.path.basename(p)) for p in ([paths] if isinstance(paths, str) else paths))
+      return _real(*args, **kwargs)
+    monkeypatch.setattr(fs, name, spy)
+  commit(tmp_path, ['part-00000-of-00002.parquet', 'part-00001-of-00002.parquet'])
+  assert calls[0] == ('delete', '_SUCCESS') and calls[-1] == ('write_bytes', '_SUCCESS')
+  assert calls.index(('write_bytes', '_manifest.json')) == len(calls) - 2
+  assert ('delete', 'part-00000-of-00001.parquet') in calls
   assert not os.listdir(tmp_path / 'staging')
 
 
