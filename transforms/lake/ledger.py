@@ -19,7 +19,8 @@ import pydantic
 from schemas.reports import DayReport, ExportReport, Manifest, RunReport
 from transforms.lake import history
 from transforms.stores import fs
-from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR, SUCCESS
+from transforms.lake.names import (EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR,
+                                   SUCCESS, day_markers)
 
 BLOCK = 4 * 2**20
 EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
@@ -158,9 +159,8 @@ def exports(dest: str) -> dict[str, ExportDay]:
     if report and folder.startswith(report.dest.rstrip('/')):
       folder = fs.join(dest, folder[len(report.dest.rstrip('/')):].lstrip('/')) \
           if folder.rstrip('/') != report.dest.rstrip('/') else dest
-    success_name = posixpath.basename(h.get('success') or SUCCESS)
-    manifest_name = (MANIFEST if success_name == SUCCESS else
-                     f'_manifest{success_name[len(SUCCESS):]}.json')
+    flat = posixpath.basename(h.get('success') or SUCCESS) != SUCCESS   # days side by side
+    manifest_name, success_name = day_markers(dt.replace('-', '')) if flat else (MANIFEST, SUCCESS)
     found[dt] = ExportDay(run_id, h['exported_at'], h['lake_run_id'], folder,
                           fs.join(folder, manifest_name), fs.join(folder, success_name),
                           rows, h.get('format'), h.get('whole_day'))
