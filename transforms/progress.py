@@ -60,15 +60,15 @@ def shown(what: str, total: int | None, fmt: str = 'text', every: float = 10.0):
 
   thread = threading.Thread(target=loop, name='eventferry-progress', daemon=True)
   thread.start()
+  finished = False
   try:
     yield
-  except BaseException:   # a failure or Ctrl-C: its one error line is all that follows
+    finished = True
+  finally:
     stop.set()
     thread.join()
-    if tty:
+    if finished:
+      tell(last=True)
+    elif tty:   # a failure or Ctrl-C: its one error line is all that follows
       sys.stderr.write('\r\x1b[K')
       sys.stderr.flush()
-    raise
-  stop.set()
-  thread.join()
-  tell(last=True)
