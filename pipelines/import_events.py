@@ -27,7 +27,8 @@ from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms.lake import locks
 from transforms.stores import fs
-from transforms.kernels.accounting import DayStats, MergeStats
+from transforms.kernels import accounting
+from transforms.kernels.accounting import DayStats
 from transforms.lake.commit import CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards
 from transforms.dedupe import DedupeEvents, ReadSeenIds
 from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
@@ -193,7 +194,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])
   stats = ((checked.stats, deduped.stats, written.stats, planned)
            | 'AllStats' >> beam.Flatten()
-           | 'StatsPerDay' >> beam.CombinePerKey(MergeStats()))
+           | 'StatsPerDay' >> beam.CombinePerKey(accounting.merged))
   inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
             for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, Field
 
 __all__ = ['UUID_PATTERN', 'Metric', 'StringMap', 'REQUIRED_KEYS', 'MAP_COLUMNS', 'ImportEvent',
            'LakeEvent', 'arrow_schema', 'fingerprint', 'IMPORT_SCHEMA', 'OPTIONAL_COLUMNS',
-           'LAKE_SCHEMA', 'REJECTED_SCHEMA']
+           'LAKE_SCHEMA', 'REJECTED_SCHEMA', 'SOURCE_FILE', 'SOURCE_ROW', 'LINEAGE', 'PAYLOAD']
 
 UUID_PATTERN = r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
 
@@ -119,6 +119,11 @@ IMPORT_SCHEMA = arrow_schema(ImportEvent)
 OPTIONAL_COLUMNS = tuple(name for name, info in ImportEvent.model_fields.items()
                          if not info.is_required())   # a missing one reads as empty maps
 LAKE_SCHEMA = arrow_schema(LakeEvent)
+# Lineage the pipeline carries beside each row until it is written or rejected (never in the lake).
+SOURCE_FILE = '_source_file'
+SOURCE_ROW = '_source_row'
+LINEAGE = (SOURCE_FILE, SOURCE_ROW)
+PAYLOAD = '_payload'   # streaming ingest: the message as it arrived, shown for rejected rows
 # The dead letters (LAKE/_rejected/dt=D/): one row per rejected event, with why and where from.
 REJECTED_SCHEMA = pa.schema([
     pa.field('reason', pa.string(), nullable=False),   # schemas/reasons.py

@@ -25,14 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from schemas.events import LAKE_SCHEMA
+from schemas.events import LAKE_SCHEMA, SOURCE_FILE, SOURCE_ROW
 from transforms.stores import fs
-from transforms.kernels.shards import HEX_VALUE, split_by_shard
+from transforms.kernels.shards import split_by_shard
 from transforms.kernels.accounting import DayStats
-from transforms.validate import SOURCE_FILE, SOURCE_ROW
 
 __all__ = ['NEW', 'SEEN', 'ShardKey', 'spill', 'unspill', 'spill_name', 'dedupe', 'SpillShards',
-           'DedupeShard', 'DedupeEvents', 'uuid_keys', 'drop_seen', 'ReadSeenIds']
+           'DedupeShard', 'DedupeEvents', 'ReadSeenIds']
 
 NEW, SEEN = 'new', 'seen'
 ShardKey = tuple[str, int]
@@ -175,30 +174,6 @@ class DedupeEvents(beam.PTransform):
             | 'GroupShards' >> beam.GroupByKey()
             | 'DedupeShard' >> beam.ParDo(DedupeShard()).with_output_types(
                 tuple[ShardKey, pa.Table]).with_outputs('stats', main='main'))
-
-
-def uuid_keys(insert_id: pa.Array) -> np.ndarray:
-  """Validated insert_ids (lower-case 8-4-4-4-12 hex) -> 16-byte keys ('S16'), a third of the
-  memory of the text, for the streaming horizon of seen ids."""
-  hexes = pc.replace_substring(insert_id.cast(pa.string()), '-', '')
-  if len(hexes) == 0:
-    return np.zeros(0, dtype='S16')
-  data = np.frombuffer(hexes.buffers()[2], dtype=np.uint8)
-  start = np.frombuffer(hexes.buffers()[1], dtype=np.int32)[hexes.offset]
-  digits = HEX_VALUE[data[start:start + 32 * len(hexes)]].reshape(-1, 16, 2).astype(np.uint8)
-  packed = np.ascontiguousarray((digits[:, :, 0] << 4) | digits[:, :, 1])
-  return packed.view('S16').ravel()
-
-
-def drop_seen(table: pa.Table, seen: np.ndarray) -> tuple[pa.Table, np.ndarray]:
-  """-> (rows of `table` whose insert_id is not in the sorted keys `seen`; `seen` plus theirs)."""
-  keys = uuid_keys(table['insert_id'].combine_chunks())
-  if len(seen):
-    at = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
-    fresh = seen[at] != keys
-    table, keys = table.filter(pa.array(fresh)), keys[fresh]
-  keys = np.sort(keys)
-  return table, np.insert(seen, np.searchsorted(seen, keys), keys)
 
 
 class ReadSeenIds(beam.DoFn):

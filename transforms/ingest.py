@@ -40,7 +40,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
 from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, Status
 from transforms import dedupe, validate
@@ -105,8 +105,7 @@ def _stats_of_rejected(rejected: pa.RecordBatch) -> DayStats:
 
 
 LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
-    list(LAKE_SCHEMA) + [pa.field(validate.SOURCE_FILE, pa.string()),
-                         pa.field(validate.SOURCE_ROW, pa.int64())]))
+    list(LAKE_SCHEMA) + [pa.field(SOURCE_FILE, pa.string()), pa.field(SOURCE_ROW, pa.int64())]))
 
 
 REJECTED_EMPTY = pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
@@ -380,7 +379,7 @@ class WriteDays(beam.DoFn):
       return
     ids = [t['insert_id'].combine_chunks() for t in self._read(listed['lake'], ['insert_id'])]
     ids = [i.filter(pa.array(shards.shard_of(i, self._s.shards) == shard)) for i in ids if len(i)]
-    seen.replace(base, fresh, np.unique(np.concatenate([dedupe.uuid_keys(i) for i in ids]))
+    seen.replace(base, fresh, np.unique(np.concatenate([seen.uuid_keys(i) for i in ids]))
                  if ids else seen.EMPTY)
     held = [t.filter(pa.array(shards.row_shard(t, self._s.shards) == shard))
             for t in self._read(listed['rejected'], ['source_file', 'source_row']) if t.num_rows]

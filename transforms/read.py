@@ -19,11 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
+from schemas.events import SOURCE_FILE, SOURCE_ROW
 from transforms import progress
 from transforms.kernels.coerce import ContractError
 from transforms.lake.names import SUCCESS
 from transforms.stores import fs
-from transforms.validate import SOURCE_FILE, SOURCE_ROW, check_columns, validate_batch
+from transforms.validate import check_columns, validate_batch
 
 __all__ = ['BATCH_ROWS', 'SourceError', 'RowGroup', 'DayInventory', 'is_side_file', 'WAIT_ADVICE',
            'wait_for_success', 'DAY_FOLDER', 'prefix_problem', 'prefix_days', 'inspect_day',

@@ -16,22 +16,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, MAP_COLUMNS, OPTIONAL_COLUMNS, REJECTED_SCHEMA,
-                            REQUIRED_KEYS, UUID_PATTERN)
+from schemas.events import (IMPORT_SCHEMA, LAKE_SCHEMA, LINEAGE, MAP_COLUMNS, OPTIONAL_COLUMNS, PAYLOAD,
+                            REJECTED_SCHEMA, REQUIRED_KEYS, SOURCE_FILE, SOURCE_ROW, UUID_PATTERN)
 from schemas.reasons import Flag, Reason
 from transforms.kernels import coerce, normalize
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.shards import split_by_shard
 
-__all__ = ['DEFAULT_ENVIRONMENT', 'SOURCE_FILE', 'SOURCE_ROW', 'LINEAGE', 'PAYLOAD', 'Validated',
+__all__ = ['DEFAULT_ENVIRONMENT', 'Validated',
            'constant', 'check_columns', 'validate_batch', 'explain', 'ValidateBatches',
            'ValidateEvents']
 
 DEFAULT_ENVIRONMENT = 'production'   # of events that name none, unless --environment says
-SOURCE_FILE = '_source_file'
-SOURCE_ROW = '_source_row'
-LINEAGE = (SOURCE_FILE, SOURCE_ROW)
-PAYLOAD = '_payload'   # streaming ingest: the message as it arrived, shown for rejected rows
 _REASONS = list(Reason)
 _MISSING_KEY_REASONS = {  # in the order of schemas.events.REQUIRED_KEYS
     'identifiers': (Reason.MISSING_ID, Reason.MISSING_DEVICE_ID),

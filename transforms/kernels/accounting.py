@@ -1,10 +1,9 @@
 """Per-day counts that every stage adds to, and the invariant they must satisfy."""
 import collections
 import dataclasses
+import typing
 
-import apache_beam as beam
-
-__all__ = ['DayStats', 'MergeStats']
+__all__ = ['DayStats', 'merged']
 
 
 @dataclasses.dataclass
@@ -38,18 +37,9 @@ class DayStats:
             f'rejected {self.rows_rejected} + duplicate {self.rows_duplicate}{forgotten} (= {out})')
 
 
-class MergeStats(beam.CombineFn):
-  def create_accumulator(self) -> DayStats:
-    return DayStats()
-
-  def add_input(self, acc: DayStats, stats: DayStats) -> DayStats:
-    return acc.add(stats)
-
-  def merge_accumulators(self, accs) -> DayStats:
-    total = DayStats()
-    for acc in accs:
-      total.add(acc)
-    return total
-
-  def extract_output(self, acc: DayStats) -> DayStats:
-    return acc
+def merged(parts: typing.Iterable[DayStats]) -> DayStats:
+  """The sum of `parts` (a combine function: Beam applies it to partial sums too)."""
+  total = DayStats()
+  for part in parts:
+    total.add(part)
+  return total

@@ -11,17 +11,15 @@ import operator
 import re
 import typing
 
-import apache_beam as beam
 import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.events import REJECTED_SCHEMA
+from schemas.events import PAYLOAD, REJECTED_SCHEMA, SOURCE_FILE, SOURCE_ROW
 from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
 from transforms.kernels import coerce, rawjson
-from transforms.validate import PAYLOAD, SOURCE_FILE, SOURCE_ROW
 
 __all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'lone_surrogate', 'parse_chunk', 'payload_text',
            'reject']
@@ -404,6 +402,3 @@ def reject(chunk: RawChunk, rejected: list[tuple[int, Reason, str]]) -> pa.Recor
       pa.array([payload_text(chunk.payloads[i]) for i, _, _ in rejected], pa.string()),
   ], schema=REJECTED_SCHEMA)
 
-
-# Plain pickle: Beam's default coder for unknown types inspects them first and was 20x slower.
-beam.coders.registry.register_coder(RawChunk, beam.coders.PickleCoder)
