@@ -48,6 +48,11 @@ from transforms.lake.names import MANIFEST, REJECTED_DIR, STAGING_DIR, SUCCESS
 from transforms.read import SourceError
 from transforms.stores import clients, fs
 
+__all__ = ['PIPELINE', 'OWN_FLAGS', 'ForgetOptions', 'split_argv', 'passthrough', 'read_ids',
+           'day_range', 'in_range', 'committed', 'KINDS', 'scan', 'rewrite_day',
+           'forgotten_so_far', 'audit_path', 'save', 'now', 'make_plan', 'describe', 'redeliver',
+           'run', 'execute']
+
 PIPELINE = 'forget'
 OWN_FLAGS = ('lake', 'user_id', 'ids_file', 'identifier', 'from_date', 'to_date', 'dest', 'run_id',
              'break_lock')   # what is not one of these passes through to the re-deliveries

@@ -20,6 +20,8 @@ import urllib.request
 
 from transforms.stores import fs
 
+__all__ = ['TIMEOUT_S', 'FLAG', 'url_of', 'note_days', 'watch', 'summary', 'after']
+
 LOG = logging.getLogger('eventferry')
 TIMEOUT_S = 10
 FLAG = '--notify_url'

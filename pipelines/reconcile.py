@@ -26,6 +26,9 @@ from transforms.lake import ledger
 from transforms.stores import fs
 from transforms.lake.names import MANIFEST, SUCCESS
 
+__all__ = ['Findings', 'check_files', 'check_lake', 'check_accounting', 'check_dest',
+           'compare_ids', 'reconcile', 'run']
+
 
 @dataclasses.dataclass
 class Findings:

@@ -19,6 +19,9 @@ from pipelines import status
 from transforms.lake import ledger
 from transforms.stores import fs
 
+__all__ = ['COLORS', 'REJECT_COLORS', 'DEST_COLORS', 'STYLE', 'esc', 'num', 'bars', 'events_chart',
+           'delivery_chart', 'lateness_chart', 'days_table', 'runs_table', 'link', 'page', 'run']
+
 COLORS = {'written': '#2b6cb0', 'duplicates': '#a0aec0'}
 REJECT_COLORS = ['#c53030', '#dd6b20', '#d69e2e', '#805ad5', '#d53f8c', '#319795', '#718096']
 DEST_COLORS = ['#2f855a', '#2c7a7b', '#6b46c1', '#b7791f']

@@ -23,6 +23,9 @@ from transforms.lake import ledger
 from transforms.stores import fs
 from transforms.lake.names import SUCCESS
 
+__all__ = ['StoreOptions', 'parser', 'parse', 'chosen_days', 'parse_time', 'deadline', 'iso',
+           'status', 'day_status', 'table', 'run']
+
 
 class StoreOptions(PipelineOptions):
   """The store flags (and Beam's) that reach the lake and destinations; nothing else."""

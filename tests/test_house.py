@@ -39,3 +39,25 @@ def test_layers_import_downwards(layer, forbidden):
                  for path in (ROOT / layer).rglob('*.py') for name in imports_of(path)
                  if name.split('.')[0] in forbidden)
   assert not wrong, wrong
+
+
+MODULES = sorted(p for layer in ('pipelines', 'transforms', 'schemas')
+                 for p in (ROOT / layer).rglob('*.py') if p.name != '__init__.py')
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_module_says_what_it_offers(path):
+  """Every module names its public names in __all__, and each of them is defined there."""
+  tree = ast.parse(path.read_text())
+  declared = [node.value for node in tree.body if isinstance(node, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == '__all__' for t in node.targets)]
+  assert declared, f'{path.relative_to(ROOT)} has no __all__'
+  defined = {n.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+             for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+             for n in ast.walk(target) if isinstance(n, ast.Name)}
+  defined |= {node.name for node in tree.body
+              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+  defined |= {(a.asname or a.name).split('.')[0] for node in tree.body
+              if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+  missing = [n for n in ast.literal_eval(declared[0]) if n not in defined]
+  assert not missing, f'{path.relative_to(ROOT)} lists {missing} in __all__ but defines none of them'

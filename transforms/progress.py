@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+__all__ = ['TTY_EVERY', 'advance', 'shown']
+
 LOG = logging.getLogger('eventferry')
 TTY_EVERY = 0.5
 _done = [0]

@@ -25,6 +25,9 @@ import pyarrow.compute as pc
 
 from transforms.kernels.shards import HEX_VALUE
 
+__all__ = ['RATIO', 'MAX_FRESH', 'EMPTY', 'uuid_keys', 'drop_seen', 'compacts', 'record',
+           'replace', 'clear']
+
 RATIO = 0.5
 MAX_FRESH = 64
 EMPTY = np.zeros(0, dtype='S16')

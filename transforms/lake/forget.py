@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from transforms.lake.names import FORGET_DIR, SALT, STATE_DIR
 from transforms.stores import fs
 
+__all__ = ['PAIRS', 'forget_dir', 'salt', 'hashed', 'request_id', 'Forgotten', 'forgotten_users',
+           'identifier_rows', 'hashed_identifier_rows', 'rejected_rows']
+
 PAIRS = pa.list_(pa.struct([('key', pa.string()), ('value', pa.string())]))
 
 

@@ -22,6 +22,9 @@ from transforms.stores import fs
 from transforms.lake.names import (EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR,
                                    SUCCESS, day_markers)
 
+__all__ = ['BLOCK', 'EPOCH', 'ImportDay', 'ExportDay', 'relative', 'day_of', 'Lake',
+           'run_report_path', 'exports', 'footer_rows', 'sha256', 'insert_ids', 'ids_digest']
+
 BLOCK = 4 * 2**20
 EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 
