@@ -55,7 +55,7 @@ __all__ = ['PIPELINE', 'OWN_FLAGS', 'ForgetOptions', 'split_argv', 'passthrough'
 
 PIPELINE = 'forget'
 OWN_FLAGS = ('lake', 'user_id', 'ids_file', 'identifier', 'from_date', 'to_date', 'dest', 'run_id',
-             'break_lock')   # what is not one of these passes through to the re-deliveries
+             'break_lock', 'retention_days')   # what is not one of these passes through to the re-deliveries
 
 
 class ForgetOptions(PipelineOptions):
@@ -74,6 +74,9 @@ class ForgetOptions(PipelineOptions):
     opts.add_shared(parser, '--to_date', help='last lake day to scan, inclusive')
     opts.add_shared(parser, '--dest', help='re-deliver only to this destination (comma-separated '
                     'for several; default every destination the lake recorded)')
+    parser.add_argument('--retention_days', type=int, default=None,
+                        help='ingest drops the users\' new events of server days up to this many '
+                        'days after the request (default: as long as the request exists)')
     opts.add_run_args(parser, report=False)
 
 
@@ -294,6 +297,8 @@ def run(argv: list[str]) -> int:
   fs.configure(options)
   o = options.view_as(ForgetOptions)
   opts.require(o, {'lake': './lake'})
+  if o.retention_days is not None and o.retention_days < 0:
+    raise opts.UsageError(f'--retention_days {o.retention_days} is negative: give 0 or more days')
   ids = read_ids(o)
   keys = sorted({k.strip().lower() for k in o.identifier if k.strip()}) or None
   first, last = day_range(o)
@@ -331,6 +336,7 @@ def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_i
     audit = {'request_id': request, 'created_at': now(), 'who': getpass.getuser(),
              'id_hashes': hashes, 'ids': len(ids), 'keys': keys, 'from_date': first,
              'to_date': last, 'only_dests': only, 'runs': [],
+             'drop_new_until': forget.drop_until(datetime.date.today(), o.retention_days),
              'plan': make_plan(o.lake, ids, keys, first, last, only),
              'days': {}, 'destinations': {}, 'outcome': 'running'}
   audit['runs'].append({'run_id': run_id, 'who': getpass.getuser(), 'started_at': now()})

@@ -103,3 +103,42 @@ def test_a_stream_open_for_late_data_drops_forgotten_users(tmp_path):
   with beam.Pipeline(runner='BundleBasedDirectRunner', argv=['--streaming']) as p:
     _ = p | stream | ingest.IngestEvents(settings, 'production')
   assert lake_rows(lake) == sorted(json.loads(x)['insert_id'] for x in events if not dropped(x))
+
+
+def test_a_request_drops_new_events_only_for_its_retention(tmp_path):
+  """--retention_days N: ingest drops the users' events of server days up to N days after the
+  request's day, and keeps those of later days (counted by the model below, not the code)."""
+  lake = str(tmp_path / 'lake')
+  os.makedirs(lake)
+  run_cli('pipelines.forget', '--lake', lake, '--user_id', ALICE, '--retention_days', '1')
+  today = datetime.datetime.now(datetime.timezone.utc).date()
+  days = [today + datetime.timedelta(k) for k in range(3)]   # within, last day of, after retention
+  events, kept = [], {}
+  for k, d in enumerate(days):
+    ms = int(datetime.datetime(d.year, d.month, d.day, 12, tzinfo=datetime.timezone.utc)
+             .timestamp() * 1000)
+    for n in range(10):
+      ids = {'user_id': ALICE} if n % 2 == 0 else {}
+      body = json.loads(payload(100 * k + n, ids))
+      body['ts'] = body['server_ts'] = ms + n
+      events.append(json.dumps(body).encode())
+      if not ids or d > today + datetime.timedelta(1):
+        kept.setdefault(d.isoformat(), []).append(body['insert_id'])
+  (tmp_path / 'a.jsonl').write_bytes(b'\n'.join(events) + b'\n')
+  assert ingest_pipeline.run(['--input', str(tmp_path / 'a.jsonl'), '--lake', lake,
+                              '--run_id', 'r1']) == 0
+  for d in days:
+    folder = os.path.join(lake, f'dt={d.isoformat()}')
+    files = [os.path.join(folder, f['name'])
+             for f in json.load(open(os.path.join(folder, '_manifest.json')))['files']]
+    got = sorted(r[0] for r in duckdb.sql(f'SELECT insert_id FROM read_parquet({files!r})').fetchall())
+    assert got == sorted(kept[d.isoformat()]), d
+    report = json.load(open(os.path.join(lake, '_runs', 'ingest-r1', f'dt={d.isoformat()}.json')))
+    assert report['rows_forgotten'] == 10 - len(kept[d.isoformat()])
+
+
+def test_a_negative_retention_is_refused_in_one_line(tmp_path):
+  proc = run_cli('pipelines.forget', '--lake', str(tmp_path), '--user_id', ALICE,
+                 '--retention_days', '-1', check=False)
+  assert proc.returncode == 2 and proc.stderr.strip().count('\n') == 0
+  assert '--retention_days' in proc.stderr

@@ -10,6 +10,7 @@ Ids are never stored: only salted SHA-256 hashes, with one random salt per lake
 (LAKE/_eventferry/forget/_salt), so a forget request's file names no user to whoever reads it,
 and ingest can still recognise a forgotten user's new events by hashing what arrives.
 """
+import datetime
 import hashlib
 import json
 import os
@@ -22,7 +23,8 @@ import pyarrow.compute as pc
 from transforms.lake.names import FORGET_DIR, SALT, STATE_DIR
 from transforms.stores import fs
 
-__all__ = ['PAIRS', 'forget_dir', 'salt', 'hashed', 'request_id', 'Forgotten', 'forgotten_users',
+__all__ = ['PAIRS', 'forget_dir', 'salt', 'hashed', 'request_id', 'drop_until', 'Request',
+           'Forgotten', 'in_force', 'forgotten_users',
            'identifier_rows', 'hashed_identifier_rows', 'rejected_rows']
 
 PAIRS = pa.list_(pa.struct([('key', pa.string()), ('value', pa.string())]))
@@ -51,8 +53,20 @@ def request_id(hashes: typing.Iterable[str], keys: typing.Iterable[str] | None,
   return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-# (salt, [(hashes, keys or None) per request]): what ingest needs to drop forgotten users' rows
-Forgotten = tuple[bytes, tuple[tuple[frozenset[str], frozenset[str] | None], ...]]
+def drop_until(created: datetime.date, retention_days: int | None) -> str | None:
+  """The last server day whose new events of the users ingest drops; None: every day."""
+  return None if retention_days is None else (created + datetime.timedelta(retention_days)).isoformat()
+
+
+# (salt, [(hashes, keys or None, last day dropped or None) per request]): what ingest needs to
+# drop forgotten users' rows
+Request = tuple[frozenset[str], frozenset[str] | None, str | None]
+Forgotten = tuple[bytes, tuple[Request, ...]]
+
+
+def in_force(forgotten: Forgotten, dt: str) -> list[tuple[frozenset[str], frozenset[str] | None]]:
+  """The requests whose retention still covers server day `dt`: (hashes, keys) each."""
+  return [(hashes, keys) for hashes, keys, until in forgotten[1] if until is None or dt <= until]
 
 
 def forgotten_users(lake: str) -> Forgotten | None:
@@ -64,7 +78,7 @@ def forgotten_users(lake: str) -> Forgotten | None:
     if path.endswith('.json'):
       audit = json.loads(fs.read_bytes(path))
       keys = frozenset(audit['keys']) if audit.get('keys') else None
-      requests.append((frozenset(audit['id_hashes']), keys))
+      requests.append((frozenset(audit['id_hashes']), keys, audit.get('drop_new_until')))
   salt_ = salt(lake, create=False) if requests else None
   return (salt_, tuple(requests)) if salt_ else None
 
