@@ -42,7 +42,7 @@ from pipelines import options as opts
 from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
 from schemas.reports import Manifest, ManifestFile
 from transforms.lake import forget, history, locks
-from transforms.lake.commit import (StagedFile, _checkpoint, clear_dead_staging, commit_partition,
+from transforms.lake.commit import (StagedFile, checkpoint, clear_dead_staging, commit_partition,
                                     drop_staging, write_parquet)
 from transforms.lake.names import MANIFEST, REJECTED_DIR, STAGING_DIR, SUCCESS
 from transforms.read import SourceError
@@ -343,7 +343,7 @@ def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_i
   save(o.lake, audit)
   for line in describe(audit['plan']):
     print(line)
-  _checkpoint('forget_planned', o.lake)
+  checkpoint('forget_planned', o.lake)
   for dt, kinds in audit['plan']['days'].items():
     done = audit['days'].setdefault(dt, {})
     for kind in kinds:
@@ -369,7 +369,7 @@ def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_i
       done[kind] = {'done': True, 'rows_forgotten':
                     forgotten_so_far(o.lake, kind, dt) - done[kind]['before']}
       save(o.lake, audit)
-  _checkpoint('forget_lake_done', o.lake)
+  checkpoint('forget_lake_done', o.lake)
   failed = []
   for d in audit['plan']['destinations']:
     if audit['destinations'].get(d['key'], {}).get('done'):

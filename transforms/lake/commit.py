@@ -35,7 +35,8 @@ from transforms.dedupe import spill, unspill
 from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
 __all__ = ['StagedFile', 'shard_name', 'write_parquet', 'stage', 'clear_dead_staging',
-           'drop_staging', 'KILL_AT', 'STOP_AT', 'commit_partition', 'appended', 'flat_owned', 'manifest_for',
+           'drop_staging', 'KILL_AT', 'STOP_AT', 'checkpoint', 'commit_partition', 'appended',
+           'flat_owned', 'manifest_for',
            'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay']
 
 
@@ -97,7 +98,8 @@ KILL_AT = 'EVENTFERRY_KILL_AT'   # tests only: 'STAGE[:PATH_SUFFIX]' SIGKILLs th
 STOP_AT = 'EVENTFERRY_STOP_AT'   # tests only: the same, SIGSTOP once (a stalled worker; SIGCONT)
 
 
-def _checkpoint(stage: str, target: str) -> None:
+def checkpoint(stage: str, target: str) -> None:
+  """Where a crash test (KILL_AT / STOP_AT) stops this process: at `stage`, for `target`."""
   for variable, sig in ((KILL_AT, signal.SIGKILL), (STOP_AT, signal.SIGSTOP)):
     name, _, where = os.environ.get(variable, '').partition(':')
     if name == stage and target.endswith(where):
@@ -129,7 +131,7 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
     if fence:
       fence.check(name, target)
 
-  _checkpoint('staged', target)
+  checkpoint('staged', target)
   before: list[str] = []   # what the partition held: what is not staged now goes
   if append_via:
     manifest = appended(manifest_path, manifest)
@@ -146,7 +148,7 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
     if source != final:
       step(f'promoting {final}')
       fs.rename([source], [final])
-      _checkpoint('promoting', target)
+      checkpoint('promoting', target)
   keep = set(finals) | {manifest_path} | {fs.join(target, n) for n in kept}
   stale = [p for p in before if p not in keep]
   if stale:
@@ -160,7 +162,7 @@ def commit_partition(target: str, staged: list[StagedFile], manifest: Manifest,
     fs.rename([append_via], [manifest_path])
   else:
     fs.write_bytes(manifest_path, data)
-  _checkpoint('before_success', target)
+  checkpoint('before_success', target)
   if not (append_via and fs.exists(success)):
     step(f'writing {success_name}')
     fs.write_bytes(success, b'')
