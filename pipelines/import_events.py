@@ -32,7 +32,8 @@ from transforms.kernels.accounting import DayStats
 from transforms.lake.commit import CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards
 from transforms.dedupe import DedupeEvents, ReadSeenIds
 from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
-from transforms.read import WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, wait_for_success
+from transforms.read import (WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, read_tasks,
+                             wait_for_success)
 from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
 
 __all__ = ['PIPELINE', 'ImportOptions', 'ImportPlan', 'REQUIRED', 'check', 'inspect', 'committed',
@@ -174,7 +175,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   """Wires the import; returns the PCollections tests and callers may want."""
   groups = [g for inv in p.days for g in inv.row_groups]
   raw = (pipeline
-         | 'PlanRowGroups' >> beam.Create(groups)
+         | 'PlanRowGroups' >> beam.Create(read_tasks(groups))
          | 'SpreadRowGroups' >> beam.Reshuffle()
          | 'ReadRowGroups' >> beam.ParDo(ReadRowGroups()))
   checked = raw | 'ValidateEvents' >> ValidateEvents(p.environment, shards=p.shards)

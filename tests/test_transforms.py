@@ -7,7 +7,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import event, raw_batch, table, write_file
-from transforms.read import ReadRowGroups, inspect_day
+from transforms.read import ReadRowGroups, inspect_day, read_tasks
 from transforms.validate import ValidateEvents
 
 
@@ -17,7 +17,7 @@ def test_read_row_groups_numbers_rows_across_groups(tmp_path):
   groups = inspect_day(str(tmp_path), datetime.date(2023, 1, 1)).row_groups
   assert [(g.index, g.first_row, g.rows) for g in groups] == [(0, 0, 4), (1, 4, 4), (2, 8, 2)]
   p = TestPipeline(runner='FnApiRunner')
-  rows = (p | beam.Create(groups) | beam.ParDo(ReadRowGroups())
+  rows = (p | beam.Create(read_tasks(groups)) | beam.ParDo(ReadRowGroups())
           | beam.FlatMap(lambda kv: zip(kv[1].column('_source_row').to_pylist(),
                                         kv[1].column('insert_id').to_pylist())))
   assert_that(rows, equal_to([(i, event(i)['insert_id']) for i in range(10)]))

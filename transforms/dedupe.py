@@ -29,6 +29,7 @@ from schemas.events import LAKE_SCHEMA, SOURCE_FILE, SOURCE_ROW
 from transforms.stores import fs
 from transforms.kernels.shards import split_by_shard
 from transforms.kernels.accounting import DayStats
+from transforms.kernels.lineage import per_source_file
 
 __all__ = ['NEW', 'SEEN', 'ShardKey', 'spill', 'unspill', 'spill_name', 'dedupe', 'SpillShards',
            'DedupeShard', 'DedupeEvents', 'ReadSeenIds']
@@ -84,8 +85,7 @@ def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Arra
   parts = sorted((p for p in parts if p.num_rows), key=_lineage_start)
   if not parts:
     return LAKE_SCHEMA.empty_table(), 0
-  table = pa.concat_tables([pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p
-                            for p in parts])
+  table = pa.concat_tables([piece for p in parts for piece in per_source_file(p)])
   ids = table['insert_id'].combine_chunks()
   keys = pa.table({**_id_words(ids), 'ts': table['ts'], SOURCE_FILE: table[SOURCE_FILE],
                    SOURCE_ROW: table[SOURCE_ROW]})

@@ -31,6 +31,7 @@ from transforms.lake import locks
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 from transforms.kernels.accounting import DayStats
+from transforms.kernels.lineage import per_source_file
 from transforms.dedupe import spill, unspill
 from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 
@@ -265,11 +266,15 @@ class WriteRejected(beam.DoFn):
     scalar = [f.name for f in REJECTED_SCHEMA]
     with pq.ParquetWriter(sink, REJECTED_SCHEMA, compression='zstd',
                           write_statistics=scalar) as writer:
-      for i, (_, _, path) in enumerate(spills):
-        pending.append(unspill(path))
-        if sum(t.num_rows for t in pending) >= self.ROW_GROUP or i == len(spills) - 1:
+      pieces = (piece for _, _, path in spills
+                for piece in per_source_file(unspill(path), 'source_file'))
+      for piece in pieces:   # cut per file: row groups end where they did with a batch per file
+        pending.append(piece)
+        if sum(t.num_rows for t in pending) >= self.ROW_GROUP:
           writer.write_table(pa.concat_tables(pending).cast(REJECTED_SCHEMA))
           pending = []
+      if pending:
+        writer.write_table(pa.concat_tables(pending).cast(REJECTED_SCHEMA))
     rows = pq.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.num_rows
     name = shard_name(0, 1)
     path = fs.join(partition_dir(fs.join(self._staging, REJECTED_DIR), dt), name)

@@ -7,16 +7,21 @@ Credentials come from the pipeline options or the environment, never from the UR
   is always checked).
 asyncssh is asynchronous; one event-loop thread per process runs it and the methods here wait
 for it. One connection per server and settings is shared by all threads of the process. Files are
-streamed in blocks both ways, never held whole in memory.
+streamed in blocks both ways, never held whole in memory. asyncssh itself (0.2 s to import) loads
+when a run first touches an sftp:// path: every run imports this module, for its flags and scheme.
 """
+from __future__ import annotations
+
 import asyncio
+import importlib.util
 import io
 import os
 import posixpath
+import sys
 import threading
+import typing
 import urllib.parse
 
-import asyncssh
 from apache_beam.io.filesystem import (BeamIOError, CompressedFile, CompressionTypes, FileMetadata,
                                        FileSystem)
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -24,6 +29,25 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.compat import filesystems
 
 __all__ = ['BLOCK', 'SftpOptions', 'parse', 'client', 'SftpFileSystem', 'create_exclusive']
+
+
+def _lazy(name: str):
+  """The module `name`, executed on its first attribute access (importlib's LazyLoader)."""
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.find_spec(name)
+  assert spec and spec.loader, f'{name} is not installed'
+  spec.loader = importlib.util.LazyLoader(spec.loader)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+if typing.TYPE_CHECKING:
+  import asyncssh
+else:
+  asyncssh = _lazy('asyncssh')
 
 BLOCK = 1 << 20   # write buffer; SFTP requests are pipelined below it by asyncssh
 
