@@ -13,11 +13,9 @@ when a run first touches an sftp:// path: every run imports this module, for its
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import os
 import posixpath
-import sys
 import threading
 import typing
 import urllib.parse
@@ -31,23 +29,19 @@ from transforms.compat import filesystems
 __all__ = ['BLOCK', 'SftpOptions', 'parse', 'client', 'SftpFileSystem', 'create_exclusive']
 
 
-def _lazy(name: str):
-  """The module `name`, executed on its first attribute access (importlib's LazyLoader)."""
-  if name in sys.modules:
-    return sys.modules[name]
-  spec = importlib.util.find_spec(name)
-  assert spec and spec.loader, f'{name} is not installed'
-  spec.loader = importlib.util.LazyLoader(spec.loader)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
-  spec.loader.exec_module(module)
-  return module
+class _OnFirstUse:
+  """Stands for asyncssh and imports it when an attribute is first asked for. Not a lazy module in
+  sys.modules: Beam's pickler looks names up in every loaded module, which would load it."""
+
+  def __getattr__(self, name: str):
+    import asyncssh as module
+    return getattr(module, name)
 
 
 if typing.TYPE_CHECKING:
   import asyncssh
 else:
-  asyncssh = _lazy('asyncssh')
+  asyncssh = _OnFirstUse()
 
 BLOCK = 1 << 20   # write buffer; SFTP requests are pipelined below it by asyncssh
 
