@@ -75,7 +75,7 @@ def stream(source: str, out: str, shards: int = 1) -> dict:
   from apache_beam.io.filesystem import FileMetadata
   from apache_beam.testing.test_stream import TestStream
   from apache_beam.utils.timestamp import Timestamp
-  from pipelines.ingest import ReadJsonLines
+  from transforms.read_raw import ReadJsonLines
   from transforms import ingest
   end = int(datetime.datetime(2023, 1, 2, tzinfo=datetime.timezone.utc).timestamp())
   files = [FileMetadata(path, os.path.getsize(path), end - 60) for path in _files(source)]
@@ -120,7 +120,7 @@ def batch_2_workers(source: str, out: str) -> dict:
 @harness.preload('pipelines.ingest')
 def parse_validate(source: str, out: str) -> dict:
   from apache_beam.io.filesystem import FileMetadata
-  from pipelines.ingest import ReadJsonLines
+  from transforms.read_raw import ReadJsonLines
   from transforms import validate
   from transforms.kernels import raw
   rows = 0
@@ -328,8 +328,9 @@ def main(argv: list[str]) -> int:
   r = harness.run_all(argv, __doc__.splitlines()[0], MODULE, chosen, prepare)
   if r is None:
     return 0
-  repeat = r.pop('repeat')
-  print(f'ingest benchmark: {r["stream"]["rows"]:,} raw events, best of {repeat}')
+  r.pop('files')
+  how = harness.conditions({k: r.pop(k) for k in ('repeat', 'cores', 'load')})
+  print(f'ingest benchmark: {next(iter(r.values()))["rows"]:,} raw events, {how}')
   harness.table(r)
   rate = r['stream']['rows'] / r['stream']['seconds']
   naive = r['json_pydantic']['rows'] / r['json_pydantic']['seconds']
