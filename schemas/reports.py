@@ -52,6 +52,7 @@ class DayReport(pydantic.BaseModel):
   bytes: int
   partition: str
   rejected_partition: str
+  snapshot_id: int | None = None   # an Iceberg lake: the snapshot that committed the day
 
 
 class RunReport(pydantic.BaseModel):
