@@ -226,11 +226,13 @@ def day_files(tbl: 'Table', dt: str) -> list:
 def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
                before_commit: typing.Callable[[], None] = lambda: None) -> int | None:
   """Replaces day `dt` of table `name` by the files `paths` in one overwrite snapshot; other days
-  keep their files. When another run committed meanwhile (another day), the commit is redone on
-  the new snapshot. A retried step whose files are already the day's commits nothing again.
+  keep their files. When another run committed meanwhile (another day: this day is locked), the
+  commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
+  newer table and refuses it (ValidationException), so it is redone here, from the day's files
+  as the new snapshot lists them. A retried step whose files are already the day's commits nothing again.
   `paths` are store paths or URIs. `before_commit` runs before each attempt (the lock's fence). -> the snapshot id (None: the
   table has none, and the day had and has no rows)."""
-  from pyiceberg.exceptions import CommitFailedException
+  from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
   tbl = table(lake, name)
   paths = sorted(file_uri(p) for p in paths)
@@ -252,7 +254,7 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
       current = tbl.current_snapshot()
       assert current is not None
       return current.snapshot_id
-    except CommitFailedException as e:
+    except (CommitFailedException, ValidationException) as e:   # another day meanwhile
       logging.getLogger('eventferry').info('dt=%s: %s; committing again (%d)', dt, e, attempt + 1)
       time.sleep(0.05 * (attempt + 1))
       tbl = table(lake, name)
