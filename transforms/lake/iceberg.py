@@ -29,7 +29,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -260,3 +260,30 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
       tbl = table(lake, name)
   raise RuntimeError(f'dt={dt}: {COMMIT_ATTEMPTS} commits to {name} met a newer snapshot each '
                      'time; rerun the day')
+
+
+def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
+  """What the export needs of a committed day, as a Hive day's manifest gives it: its files (store
+  paths), rows, and the run and time of the snapshot that committed it, plus the id of the
+  snapshot read (snapshot_id). None when no snapshot ever committed the day."""
+  tbl = table(lake)
+  current = tbl.current_snapshot()
+  commit = current
+  while commit is not None and (commit.summary or {}).get(SNAPSHOT_DAY) != dt:
+    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  if current is None or commit is None:
+    return None
+  files = day_files(tbl, dt)
+  committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
+  return {'files': sorted(store_path(f.file_path) for f in files),
+          'rows': sum(f.record_count for f in files), 'run_id': commit.summary[SNAPSHOT_RUN],
+          'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
+
+
+def as_lake(rows: pa.Table) -> pa.Table:
+  """Rows (all or some columns) of an Iceberg lake file as the Hive lake holds them: no day
+  column, the lake's types (timestamps in ms, all the lake keeps). Hive lake rows stay as they are."""
+  if DAY not in rows.column_names:
+    return rows
+  names = [n for n in rows.column_names if n != DAY]
+  return rows.select(names).cast(pa.schema([LAKE_SCHEMA.field(n) for n in names]))
