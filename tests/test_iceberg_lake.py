@@ -133,15 +133,20 @@ DUCKDB_READER = r'''
 import duckdb, importlib, json, os, sys
 con = duckdb.connect()
 for ext in ('avro', 'httpfs', 'iceberg'):
-  m = importlib.import_module(f'duckdb_extension_{ext}')
-  con.execute(f"LOAD '{os.path.dirname(m.__file__)}/extensions/v{duckdb.__version__}/{ext}.duckdb_extension'")
+  folder = os.path.dirname(importlib.import_module(f'duckdb_extension_{ext}').__file__)
+  con.execute(f"LOAD '{folder}/extensions/v{duckdb.__version__}/{ext}.duckdb_extension'")
 metadata, s3 = sys.argv[1], json.loads(sys.argv[2])
 if s3:
-  con.execute("CREATE SECRET (TYPE s3, KEY_ID ?, SECRET ?, ENDPOINT ?, URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')".replace('?', "'{}'").format(*s3))
-rows = con.execute(f"select insert_id, epoch_ms(ts), event_key, map_entries(identifiers), metric_value::varchar, "
-                   f"map_entries(user_properties), map_entries(event_properties), map_entries(platform_properties), dt::varchar "
-                   f"from iceberg_scan('{metadata}')").fetchall()
-print(json.dumps([[r[0], r[1], r[2], [[e['key'], e['value']] for e in r[3]], r[4]] + [[[e['key'], e['value']] for e in m] for m in r[5:8]] + [r[8]] for r in rows]))
+  key, secret, endpoint = s3
+  con.execute(f"CREATE SECRET (TYPE s3, KEY_ID '{key}', SECRET '{secret}', ENDPOINT '{endpoint}', "
+              "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')")
+maps = ('identifiers', 'user_properties', 'event_properties', 'platform_properties')
+rows = con.execute(
+    "select insert_id, epoch_ms(ts), event_key, metric_value::varchar, dt::varchar, "
+    + ', '.join(f'map_entries({m})' for m in maps) + f" from iceberg_scan('{metadata}')").fetchall()
+out = [[r[0], r[1], r[2], r[3], r[4]] + [[[e['key'], e['value']] for e in m] for m in r[5:]]
+       for r in rows]
+print(json.dumps(out))
 '''
 
 
@@ -163,7 +168,8 @@ def duckdb_iceberg() -> str:
 def duckdb_rows(python: str, tbl, s3: list[str] | None = None) -> set[tuple]:
   out = subprocess.run([python, '-c', DUCKDB_READER, tbl.metadata_location, json.dumps(s3 or [])],
                        check=True, capture_output=True, text=True, timeout=300).stdout
-  return {_key(*r) for r in json.loads(out)}
+  return {_key(i, ms, key, ids, metric, user, event, platform, dt)
+          for i, ms, key, metric, dt, ids, user, event, platform in json.loads(out)}
 
 
 # ---- catalogs and warehouses --------------------------------------------------------------------

@@ -217,10 +217,10 @@ def file_uri(path: str) -> str:
 
 def day_files(tbl: 'Table', dt: str) -> list:
   """The DataFiles the table's current snapshot lists for day `dt`."""
-  from pyiceberg.expressions import EqualTo
   if tbl.current_snapshot() is None:
     return []
-  return [task.file for task in tbl.scan(row_filter=EqualTo(DAY, dt)).plan_files()]
+  day = datetime.date.fromisoformat(dt)   # a date, never text from elsewhere, in the filter
+  return [task.file for task in tbl.scan(row_filter=f"{DAY} = '{day}'").plan_files()]
 
 
 def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
@@ -229,9 +229,9 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
   keep their files. When another run committed meanwhile (another day: this day is locked), the
   commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
   newer table and refuses it (ValidationException), so it is redone here, from the day's files
-  as the new snapshot lists them. A retried step whose files are already the day's commits nothing again.
-  `paths` are store paths or URIs. `before_commit` runs before each attempt (the lock's fence). -> the snapshot id (None: the
-  table has none, and the day had and has no rows)."""
+  as the new snapshot lists them. A retried step whose files are already the day's commits
+  nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
+  lock's fence). -> the snapshot id (None: the table has none, and the day had and has no rows)."""
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
   tbl = table(lake, name)
@@ -269,15 +269,19 @@ def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   tbl = table(lake)
   current = tbl.current_snapshot()
   commit = current
-  while commit is not None and (commit.summary or {}).get(SNAPSHOT_DAY) != dt:
+  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
     commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
   if current is None or commit is None:
     return None
   files = day_files(tbl, dt)
   committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
   return {'files': sorted(store_path(f.file_path) for f in files),
-          'rows': sum(f.record_count for f in files), 'run_id': commit.summary[SNAPSHOT_RUN],
+          'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
           'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
+
+
+def _summary(snapshot, key: str) -> str | None:
+  return snapshot.summary[key] if snapshot.summary is not None else None
 
 
 def as_lake(rows: pa.Table) -> pa.Table:
