@@ -1,8 +1,9 @@
 """The lake as an Iceberg table (--lake_format iceberg): for a day written by real writers
 (pyarrow, pandas, Polars, DuckDB), the Iceberg lake holds exactly the rows the Hive lake holds,
-read by readers that are not the project's code: pyiceberg's scan, Polars' scan_iceberg and
+read by readers that are not the project's code: pyiceberg's scan, Polars' scan_iceberg,
 DuckDB's iceberg extension (DuckDB 1.5.5 with duckdb-extension-{avro,httpfs,iceberg} 1.5.5 in a
-venv of its own under .tools/: the project venv's duckdb 2.0 cannot download extensions here).
+venv of its own under .tools/: the project venv's duckdb 2.0 cannot download extensions here)
+and Spark 4.1.1 with iceberg-spark-runtime-4.1_2.13 1.12.0 (also its own venv under .tools/).
 The Hive lake is read by DuckDB's read_parquet. Catalogs SQLite and PostgreSQL, warehouses local
 disk and S3 (moto). Commits: a rerun replaces the day, days committed at once all land, the same
 day twice refuses one with exit 4, a SIGKILL before the commit leaves the previous snapshot.
@@ -172,6 +173,57 @@ def duckdb_rows(python: str, tbl, s3: list[str] | None = None) -> set[tuple]:
           for i, ms, key, metric, dt, ids, user, event, platform in json.loads(out)}
 
 
+SPARK_VENV = os.path.join(ROOT, '.tools', 'pyspark-4.1.1')
+SPARK_RUNTIME = 'org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:1.12.0'
+SPARK_READER = r'''
+import json, sys
+from pyspark.sql import SparkSession
+jar, metadata = sys.argv[1:]
+spark = (SparkSession.builder.master('local[1]').config('spark.jars', jar)
+         .config('spark.ui.enabled', 'false').config('spark.driver.host', '127.0.0.1')
+         .config('spark.driver.bindAddress', '127.0.0.1')
+         .config('spark.sql.session.timeZone', 'UTC').getOrCreate())
+spark.read.format('iceberg').load(metadata).createOrReplaceTempView('lake')
+maps = ('identifiers', 'user_properties', 'event_properties', 'platform_properties')
+rows = spark.sql('select insert_id, unix_millis(ts), event_key, cast(metric_value as string), '
+                 'cast(dt as string), ' + ', '.join(f'map_entries({m})' for m in maps)
+                 + ' from lake').collect()
+print(json.dumps([list(r[:5]) + [[[e[0], e[1]] for e in m] for m in r[5:]] for r in rows]))
+'''
+
+
+@pytest.fixture(scope='session')
+def spark_iceberg() -> tuple[str, str]:
+  """(python, jar): pyspark 4.1.1 in a venv of its own under .tools/ and Iceberg's Spark 4.1
+  runtime from Maven Central (pyspark 4.3.0, the project's, fails with every Iceberg runtime
+  published: docs/iceberg.md)."""
+  import shutil
+  python = os.path.join(SPARK_VENV, 'bin', 'python')
+  jars = os.path.join(ROOT, '.tools', 'jars')
+  jar = os.path.join(jars, 'iceberg-spark-runtime-4.1_2.13-1.12.0.jar')
+  if shutil.which('java') is None or shutil.which('mvn') is None:
+    pytest.skip('Spark needs Java (17) and mvn on PATH')
+  try:
+    if not os.path.exists(jar):
+      subprocess.run(['mvn', '-q', 'dependency:copy', f'-Dartifact={SPARK_RUNTIME}',
+                      f'-DoutputDirectory={jars}'], check=True, capture_output=True, timeout=600)
+    if not os.path.exists(python):
+      subprocess.run([sys.executable, '-m', 'venv', SPARK_VENV], check=True, capture_output=True)
+      subprocess.run([python, '-m', 'pip', 'install', '-q', 'pyspark==4.1.1'], check=True,
+                     capture_output=True, timeout=1200)
+  except (subprocess.SubprocessError, OSError) as e:
+    pytest.skip(f'no Spark with Iceberg: {e}')
+  return python, jar
+
+
+def spark_rows(spark: tuple[str, str], tbl) -> set[tuple]:
+  python, jar = spark
+  out = subprocess.run([python, '-c', SPARK_READER, jar, tbl.metadata_location], check=True,
+                       capture_output=True, text=True, timeout=600).stdout
+  return {_key(i, ms, key, ids, metric, user, event, platform, dt)
+          for i, ms, key, metric, dt, ids, user, event, platform in json.loads(out.splitlines()[-1])}
+
+
 # ---- catalogs and warehouses --------------------------------------------------------------------
 
 @pytest.fixture(scope='session')
@@ -243,6 +295,19 @@ def test_iceberg_lake_holds_the_hive_lake_rows(tmp_path, request, catalog, where
   assert duckdb_rows(duckdb_iceberg, tbl, s3) == want
   assert [p['partition']['dt'] for p in tbl.inspect.partitions().to_pylist()] != []
   assert {str(p['partition']['dt']) for p in tbl.inspect.partitions().to_pylist()} == {DAY1, DAY2}
+
+
+def test_spark_reads_the_hive_lake_rows(tmp_path, spark_iceberg):
+  source, hive, warehouse = str(tmp_path / 'bucket'), str(tmp_path / 'hive'), str(tmp_path / 'wh')
+  flags = ['--catalog', f'sqlite:///{tmp_path}/catalog.db']
+  write_day(source, DAY1, 1, 25)
+  write_day(source, DAY2, 100, 9)
+  for day in (DAY1, DAY2):
+    hive_import(source, day, hive)
+    iceberg_import(source, day, warehouse, flags)
+  want = hive_rows(hive, [DAY1, DAY2])
+  assert len(want) == 34
+  assert spark_rows(spark_iceberg, load(warehouse, flags)) == want
 
 
 def test_rerun_replaces_the_day_and_leaves_the_others(tmp_path, request):
