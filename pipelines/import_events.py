@@ -251,6 +251,8 @@ def summary(report: RunReport) -> str:
     lines.append(f'{d.dt:<10} {d.status:<9} {d.rows_in:>10,} {d.rows_written:>10,} '
                  f'{d.rows_rejected:>9,} {d.rows_duplicate:>8,} {d.files:>5} '
                  f'{d.bytes / 2**20:>8.1f} {report.seconds:>8.1f} {rate:>9,.0f}')
+    if d.snapshot_id is not None:
+      lines.append(f'{"":<10}   Iceberg snapshot {d.snapshot_id} committed {d.partition}')
     for reason, count in d.rejected_by_reason.items():
       lines.append(f'{"":<10}   rejected {reason}: {count:,}')
     for flag, count in d.flags.items():

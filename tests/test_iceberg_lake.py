@@ -512,3 +512,34 @@ def test_export_of_a_day_the_iceberg_lake_never_committed_exits_3(tmp_path, caps
                                                 str(tmp_path / 'out'), *flags])
   err = capsys.readouterr().err
   assert code == 3 and f'has no committed day {DAY2}' in err and 'Traceback' not in err
+
+
+# ---- flags -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('flags,message', [
+    (['--lake_format', 'iceberg'], '--catalog is required with --lake_format iceberg'),
+    (['--lake_format', 'iceberg', '--catalog', 'mysql://u:pw-SECRET@h/db'], 'mysql://u:***@h/db'),
+    (['--lake_format', 'iceberg', '--catalog', 'sqlite:///c.db', '--table', 'events'],
+     "--table 'events' must be NAMESPACE.NAME"),
+    (['--lake_format', 'iceberg', '--catalog', 'sqlite:///c.db', '--dedupe_lookback_days', '2'],
+     '--dedupe_lookback_days does not read an Iceberg lake yet'),
+])
+def test_wrong_iceberg_flags_exit_2_with_one_line(tmp_path, capsys, flags, message):
+  source = str(tmp_path / 'bucket')
+  write_day(source, DAY1, 1, 4)
+  code = options.main_guard(import_events.run, ['--source', source, '--date', DAY1, '--lake',
+                                                str(tmp_path / 'wh'), *flags])
+  err = capsys.readouterr().err
+  assert code == 2 and message in err and 'SECRET' not in err and 'Traceback' not in err
+
+
+def test_a_hive_run_never_imports_pyiceberg(tmp_path):
+  source = str(tmp_path / 'bucket')
+  write_day(source, DAY1, 1, 4)
+  script = ('import sys; from pipelines import import_events, export_events, options; '
+            f'code = options.main_guard(import_events.run, ["--source", "{source}", "--date", '
+            f'"{DAY1}", "--lake", "{tmp_path}/lake"]); '
+            'print(code, "pyiceberg" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=True).stdout
+  assert out.splitlines()[-1] == '0 False'
