@@ -5,8 +5,9 @@ DuckDB's iceberg extension (DuckDB 1.5.5 with duckdb-extension-{avro,httpfs,iceb
 venv of its own under .tools/: the project venv's duckdb 2.0 cannot download extensions here)
 and Spark 4.1.1 with iceberg-spark-runtime-4.1_2.13 1.12.0 (also its own venv under .tools/).
 The Hive lake is read by DuckDB's read_parquet. Catalogs SQLite and PostgreSQL, warehouses local
-disk and S3 (moto). Commits: a rerun replaces the day, days committed at once all land, the same
-day twice refuses one with exit 4, a SIGKILL before the commit leaves the previous snapshot.
+disk and S3 (moto); Glue through moto with an S3 warehouse. Commits: a rerun replaces the day,
+days committed at once all land, the same day twice refuses one with exit 4, a SIGKILL before
+the commit leaves the previous snapshot. Export from the Iceberg lake writes the Hive lake's files.
 """
 import datetime
 import decimal
@@ -233,12 +234,14 @@ def postgres(servers_dir):
   server.stop()
 
 
-def _catalog(kind: str, tmp_path, request) -> str:
+def _catalog(kind: str, tmp_path, request) -> list[str]:
+  """The flags of a catalog: SQLite in the test's folder, the session's PostgreSQL (each test
+  its own namespace: _names), or Glue in the session's moto."""
   if kind == 'sqlite':
-    return f'sqlite:///{tmp_path}/catalog.db'
-  url = request.getfixturevalue('postgres')
-  # one database for the session: each test its own namespace
-  return url
+    return ['--catalog', f'sqlite:///{tmp_path}/catalog.db']
+  if kind == 'glue':
+    return ['--catalog', 'glue', '--catalog_endpoint', request.getfixturevalue('s3_store').server.endpoint]
+  return ['--catalog', request.getfixturevalue('postgres')]
 
 
 def _names(tmp_path) -> list[str]:
@@ -277,13 +280,13 @@ def hive_import(source: str, day: str, lake: str) -> None:
 
 
 @pytest.mark.parametrize('catalog,where', [('sqlite', 'local'), ('postgres', 'local'),
-                                           ('sqlite', 's3'), ('postgres', 's3')])
+                                           ('sqlite', 's3'), ('postgres', 's3'), ('glue', 's3')])
 def test_iceberg_lake_holds_the_hive_lake_rows(tmp_path, request, catalog, where, duckdb_iceberg):
   source, hive = str(tmp_path / 'bucket'), str(tmp_path / 'hive')
   write_day(source, DAY1, 1, 40)
   write_day(source, DAY2, 100, 21)
   warehouse, store_flags, s3 = _lake(where, tmp_path, request)
-  flags = ['--catalog', _catalog(catalog, tmp_path, request), *_names(tmp_path), *store_flags]
+  flags = [*_catalog(catalog, tmp_path, request), *_names(tmp_path), *store_flags]
   for day in (DAY1, DAY2):
     hive_import(source, day, hive)
     iceberg_import(source, day, warehouse, flags)
