@@ -25,6 +25,8 @@ setuptools.setup(
         'msgspec==0.22.0',   # raw JSON events: 5x faster than json.loads (transforms/kernels/raw.py)
         'fastavro==1.13.1',   # the Avro export (transforms/export.py)
         'cramjam==2.14.0',    # fastavro's snappy codec (--format avro --compression snappy)
+        # --lake_format iceberg (transforms/lake/iceberg.py, imported only by Iceberg runs)
+        'pyiceberg[pyarrow,sql-sqlite,sql-postgres]==0.12.0',
     ],
     extras_require={
         'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15',

@@ -35,7 +35,7 @@ from schemas.reports import ExportDay, ExportReport
 from transforms.export import AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format
 from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles, day_values,
                                     dest_folder, marker, target_of)
-from transforms.lake import history, locks
+from transforms.lake import history, iceberg, locks
 from transforms.lake.commit import clear_dead_staging
 from transforms.lake.layout import PRESETS, Layout, LayoutError
 from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
@@ -131,7 +131,14 @@ def fmt_of(o: ExportOptions) -> Format:
   return Format(o.format, compression, delimiter, o.csv_header == 'true')
 
 
-def lake_manifest(lake: str, day: datetime.date) -> dict:
+def lake_manifest(lake: str | iceberg.IcebergLake, day: datetime.date) -> dict:
+  if isinstance(lake, iceberg.IcebergLake):
+    manifest = iceberg.day_manifest(lake, day.isoformat())
+    if manifest is None:
+      raise SourceError(f'{lake.table} has no committed day {day}: import the day first, e.g. '
+                        f'./run.sh import --date {day} --lake_format iceberg --catalog ... '
+                        '--source ...')
+    return manifest
   directory = partition_dir(lake, day.isoformat())
   if not fs.exists(fs.join(directory, SUCCESS)):
     raise SourceError(f'{directory} is not a committed lake day (no {SUCCESS}): import the day '
@@ -179,7 +186,7 @@ REDO_FLAGS = ('format', 'compression', 'csv_delimiter', 'csv_header', 'events', 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
   """(True, why) when the destination holds the day exported from its current lake commit, else
   (False, why it must run); SourceError when the lake day is not committed."""
-  manifest = lake_manifest(o.lake, day)
+  manifest = lake_manifest(_lake(o), day)
   last = history.load(o.state or o.dest).get(day.isoformat())
   if last is None:
     return False, 'not exported to this destination yet'
@@ -189,6 +196,20 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
   if not fs.exists(success):
     return False, f'{success} is missing'
   return True, f'complete: export run {last["export_run_id"]} from lake run {last["lake_run_id"]}'
+
+
+def _lake(o: ExportOptions) -> str | iceberg.IcebergLake:
+  """--lake, or with --lake_format iceberg the Iceberg lake it is the warehouse of."""
+  ice = o.view_as(iceberg.IcebergOptions)
+  problem = iceberg.check(ice)
+  if problem:
+    raise opts.UsageError(problem)
+  if ice.lake_format != 'iceberg':
+    return o.lake
+  if o.since_last_export:
+    raise opts.UsageError('--since_last_export does not read an Iceberg lake yet: give --date '
+                          'with --lake_format iceberg')
+  return iceberg.from_options(o, o.lake)
 
 
 def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPlan:
@@ -223,7 +244,8 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   if dated and len(days) > o.max_range_days:
     raise opts.UsageError(f'--from_date..--to_date spans {len(days)} days, more than '
                           f'--max_range_days {o.max_range_days}: split the range or raise the limit')
-  manifests = {day.isoformat(): lake_manifest(o.lake, day) for day in days}
+  lake = _lake(o)
+  manifests = {day.isoformat(): lake_manifest(lake, day) for day in days}
   state = o.state or o.dest
   if o.since_last_export:
     done = history.load(state)
@@ -240,7 +262,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
     as_of = days[0]
     for back in range(1, o.profile_days):
       try:
-        earlier = lake_manifest(o.lake, as_of - datetime.timedelta(days=back))
+        earlier = lake_manifest(lake, as_of - datetime.timedelta(days=back))
       except SourceError:
         continue   # a day that was never imported holds no profiles
       manifests[as_of.isoformat()]['files'] += earlier['files']
@@ -258,7 +280,7 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
   p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at'],
-                       'lake_rows': m['rows']}
+                       'lake_rows': m['rows'], 'lake_snapshot_id': m.get('snapshot_id')}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
                  export_time, ids, warnings, break_lock=o.break_lock, flags=redo_flags(o),

@@ -25,7 +25,7 @@ from pipelines import options as opts
 from pipelines import logs, notify, runs
 from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
-from transforms.lake import locks
+from transforms.lake import iceberg, locks
 from transforms.stores import fs
 from transforms.kernels import accounting
 from transforms.kernels.accounting import DayStats
@@ -85,6 +85,15 @@ class ImportPlan:
   started_at: datetime.datetime
   break_lock: str | None = None   # a dead run whose locks this one takes over
   locks: list[str] = dataclasses.field(default_factory=list)   # released by the job's last step
+  iceberg_lake: iceberg.IcebergLake | None = None   # --lake_format iceberg: the lake's tables
+
+  @property
+  def data_root(self) -> str:
+    """Where the workers write the day's lake files: the staging, or the Iceberg table's data
+    folder (unlisted files until the day's snapshot is committed)."""
+    if self.iceberg_lake is None:
+      return self.staging
+    return iceberg.data_root(iceberg.table(self.iceberg_lake), self.run_id)
 
   @property
   def staging(self) -> str:
@@ -106,6 +115,12 @@ def check(o: ImportOptions) -> None:
   if o.dedupe_lookback_days < 0:
     raise opts.UsageError('--dedupe_lookback_days must be 0 or more')
   opts.parse_duration('--wait_for_success', o.wait_for_success)
+  problem = iceberg.check(o.view_as(iceberg.IcebergOptions))
+  if problem:
+    raise opts.UsageError(problem)
+  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg' and o.dedupe_lookback_days:
+    raise opts.UsageError('--dedupe_lookback_days does not read an Iceberg lake yet: leave it '
+                          'out with --lake_format iceberg')
   if fs.join(o.lake, '').startswith(fs.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
@@ -158,10 +173,15 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
         continue
       seen.extend((day.isoformat(), p) for p in fs.list_files(directory)
                   if p.endswith('.parquet'))
+  lake = None
+  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg':
+    lake = iceberg.from_options(o, o.lake)
+    iceberg.table(lake)   # created on first use, before any worker writes its files
   return ImportPlan(o.run_id or opts.new_run_id(), o.source, o.lake,
                     o.environment or DEFAULT_ENVIRONMENT, inventories,
                     shards, o.max_rejected_ratio, seen,
-                    datetime.datetime.now(datetime.timezone.utc), break_lock=o.break_lock)
+                    datetime.datetime.now(datetime.timezone.utc), break_lock=o.break_lock,
+                    iceberg_lake=lake)
 
 
 def shard_count(inv: DayInventory, target_file_bytes: int, max_shard_rows: int) -> int:
@@ -185,8 +205,9 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
             | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
   deduped = checked.main | 'DedupeEvents' >> DedupeEvents(
       p.shards, fs.join(p.staging, SHUFFLE_DIR), seen)
+  schema = iceberg.file_schema(iceberg.table(p.iceberg_lake)) if p.iceberg_lake else None
   written = deduped.main | 'WriteShards' >> beam.ParDo(
-      WriteShards(p.staging, p.shards)).with_outputs('stats', main='files')
+      WriteShards(p.data_root, p.shards, schema)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected
                     | 'SpillRejected' >> beam.ParDo(SpillRejected(
                         fs.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
@@ -199,7 +220,7 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
   inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
             for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
-                            p.max_rejected_ratio, inputs, fenced=bool(p.locks))
+                            p.max_rejected_ratio, inputs, fenced=bool(p.locks), iceberg=p.iceberg_lake)
   reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
              | 'JoinDay' >> beam.CoGroupByKey()
              | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
@@ -232,6 +253,8 @@ def summary(report: RunReport) -> str:
     lines.append(f'{d.dt:<10} {d.status:<9} {d.rows_in:>10,} {d.rows_written:>10,} '
                  f'{d.rows_rejected:>9,} {d.rows_duplicate:>8,} {d.files:>5} '
                  f'{d.bytes / 2**20:>8.1f} {report.seconds:>8.1f} {rate:>9,.0f}')
+    if d.snapshot_id is not None:
+      lines.append(f'{"":<10}   Iceberg snapshot {d.snapshot_id} committed {d.partition}')
     for reason, count in d.rejected_by_reason.items():
       lines.append(f'{"":<10}   rejected {reason}: {count:,}')
     for flag, count in d.flags.items():

@@ -34,6 +34,7 @@ class Manifest(pydantic.BaseModel):
   source_files: dict[str, int] = {}   # import: the source day's data files (name -> bytes)
   source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
   rows_forgotten: int = 0             # rows removed by forget requests since the day's import
+  lake_snapshot_id: int | None = None   # export from an Iceberg lake: the snapshot read
 
 
 class DayReport(pydantic.BaseModel):
@@ -52,6 +53,7 @@ class DayReport(pydantic.BaseModel):
   bytes: int
   partition: str
   rejected_partition: str
+  snapshot_id: int | None = None   # an Iceberg lake: the snapshot that committed the day
 
 
 class RunReport(pydantic.BaseModel):

@@ -222,3 +222,53 @@ class RecordingProxy:
   def stop(self) -> None:
     self._server.shutdown()
     self._server.server_close()
+
+
+POSTGRES_BIN = sorted(__import__('glob').glob('/usr/lib/postgresql/*/bin'))
+
+
+def _as_postgres() -> list[str]:
+  """PostgreSQL refuses to run as root: as root, run it as Debian's postgres user."""
+  if os.geteuid() != 0:
+    return []
+  import pwd
+  user = pwd.getpwnam('postgres')
+  return ['setpriv', f'--reuid={user.pw_uid}', f'--regid={user.pw_gid}', '--init-groups',
+          '--pdeathsig', 'KILL']   # the credentials change cleared die_with_parent's setting
+
+
+def postgres(workdir: str, user: str, password: str) -> Server:
+  """Debian's PostgreSQL server on loopback, its cluster under WORKDIR/postgres, with `user`
+  (a superuser: it creates what it needs) and database `user`."""
+  if not POSTGRES_BIN:
+    raise RuntimeError('no PostgreSQL server: apt-get install postgresql')
+  import tempfile
+  # Its own folder outside pytest's (which only root may enter), removed by the OS's tmp cleanup.
+  home = tempfile.mkdtemp(prefix='eventferry-postgres-')
+  bin_dir, data = POSTGRES_BIN[-1], os.path.join(home, 'data')
+  secret = os.path.join(home, 'password')
+  with open(secret, 'w') as f:
+    f.write(password)
+  os.makedirs(data)
+  if os.geteuid() == 0:
+    import pwd
+    user_ids = pwd.getpwnam('postgres')
+    for path in (home, data, secret):
+      os.chown(path, user_ids.pw_uid, user_ids.pw_gid)
+  subprocess.run([*_as_postgres(), os.path.join(bin_dir, 'initdb'), '-D', data, '-U', user,
+                  '--pwfile', secret, '-A', 'scram-sha-256', '--no-sync'],
+                 check=True, capture_output=True, cwd=home)
+  server = start([*_as_postgres(), os.path.join(bin_dir, 'postgres'), '-D', data, '-h', HOST,
+                  '-p', '{port}', '-k', data, '-c', 'fsync=off'], workdir, 'postgres', tcp_open)
+  subprocess.run([*_as_postgres(), os.path.join(bin_dir, 'createdb'), '-h', HOST, '-p',
+                  str(server.port), '-U', user, user], check=True, capture_output=True,
+                 env={**os.environ, 'PGPASSWORD': password})
+  return PostgresServer(server.proc, server.port, server.log)
+
+
+class PostgresServer(Server):
+  def stop(self) -> None:
+    """SIGINT: a fast shutdown, which does not wait for pooled client connections."""
+    if self.proc.poll() is None:
+      self.proc.send_signal(signal.SIGINT)
+    super().stop()

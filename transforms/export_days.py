@@ -24,6 +24,7 @@ from transforms.export import Format, latest_profiles, profile_rows, select, to_
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake import history, locks
 from transforms.lake.commit import commit_partition, manifest_for
+from transforms.lake.iceberg import as_lake
 from transforms.lake.layout import Layout
 from transforms.lake.names import STAGING_DIR, SUCCESS
 from transforms.stores import fs
@@ -103,10 +104,10 @@ def lake_slices(lake: pq.ParquetFile, p: ExportPlan):
   Without {hh}/{event} the rows stream through a batch at a time; with them the file is read
   whole, since each hour or event name is its own file."""
   if not (p.layout.by_hour or p.layout.by_event):
-    yield {}, (select(pa.Table.from_batches([b]), p.events, p.exclude, p.environment)
+    yield {}, (select(as_lake(pa.Table.from_batches([b])), p.events, p.exclude, p.environment)
                for b in lake.iter_batches(batch_size=SLICE_ROWS))
     return
-  rows = select(lake.read(), p.events, p.exclude, p.environment)
+  rows = select(as_lake(lake.read()), p.events, p.exclude, p.environment)
   for split, part in split_rows(rows, p.layout):
     yield split, (part.slice(i, SLICE_ROWS) for i in range(0, part.num_rows, SLICE_ROWS))
 
@@ -141,12 +142,19 @@ class _CommitExportDay(_PlanFn):
     fs.delete(fs.join(folder, SUCCESS) for folder in earlier)   # unpublished first
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
-                                                  partition=target, schema=schema),
+                                                  partition=target, schema=schema,
+                                                  **snapshot_of(p, dt)),
                      p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
     for folder in earlier:   # the day's exports by earlier runs: this one replaces them
       fs.delete_tree(folder)
       history.unclaim(p.state, folder)
     yield dt, sum(f.rows for f in staged), len(staged), sum(f.bytes for f in staged)
+
+
+def snapshot_of(p: ExportPlan, dt: str) -> dict:
+  """An Iceberg lake's snapshot the day was read from, for the export manifest."""
+  snapshot = p.lake_commits.get(dt, {}).get('lake_snapshot_id')
+  return {'lake_snapshot_id': snapshot} if snapshot is not None else {}
 
 
 def fence_of(p: ExportPlan, dt: str) -> locks.Fence | None:
@@ -185,6 +193,7 @@ class _LatestProfiles(_PlanFn):
     with fs.open_read(path) as f:
       lake = pq.read_table(f, columns=['ts', 'environment', 'event_key', 'identifiers',
                                        'insert_id', 'user_properties'])
+    lake = as_lake(lake)
     yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
 
 

@@ -218,12 +218,16 @@ class WriteShards(beam.DoFn):
   files = Metrics.counter('eventferry.write', 'files')
   rows = Metrics.counter('eventferry.write', 'rows_written')
 
-  def __init__(self, staging: str, shards: dict[str, int]):
+  def __init__(self, staging: str, shards: dict[str, int], schema: pa.Schema | None = None):
     self._staging = staging
     self._shards = shards
+    self._schema = schema   # an Iceberg lake's file schema: the day column and field ids
 
   def process(self, element):  # ((dt, shard), pa.Table)
     (dt, shard), table = element
+    if self._schema is not None:
+      from transforms.lake import iceberg
+      table = iceberg.with_day(table, dt, self._schema)
     name = shard_name(shard, self._shards[dt])
     staged = write_parquet(table, fs.join(partition_dir(self._staging, dt), name), name)
     self.files.inc()
@@ -294,6 +298,7 @@ class CommitSettings:
   max_rejected_ratio: float
   inputs: dict[str, dict] = dataclasses.field(default_factory=dict)  # dt -> manifest_for inputs
   fenced: bool = False   # the run holds each day's lock (lock_path(lake, 'dt=D')): fence commits
+  iceberg: typing.Any = None   # an iceberg.IcebergLake: commit each day as a snapshot of its tables
 
 
 class CommitDay(beam.DoFn):
@@ -318,9 +323,18 @@ class CommitDay(beam.DoFn):
     target = partition_dir(s.lake, dt)
     rejected_target = partition_dir(fs.join(s.lake, REJECTED_DIR), dt)
     fence = locks.Fence(locks.lock_path(s.lake, f'dt={dt}'), s.run_id) if s.fenced else None
-    commit_partition(rejected_target, rejected_files, manifest_for(
-        rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
-        partition=rejected_target, schema=REJECTED_SCHEMA), fence=fence)
+    if s.iceberg:
+      from transforms.lake import iceberg_day as day
+      target = day.target(s.iceberg, s.iceberg.table, dt)
+      rejected_target = day.target(s.iceberg, s.iceberg.rejected_table, dt)
+      _checkpoint('staged', target)
+      fenced = (lambda: fence.check('committing', target)) if fence else (lambda: None)
+      day.commit_rejected(s.iceberg, dt, rejected_files, s.run_id, fenced)
+    else:
+      commit_partition(rejected_target, rejected_files, manifest_for(
+          rejected_files, run_id=s.run_id, pipeline=s.pipeline, source=s.source,
+          partition=rejected_target, schema=REJECTED_SCHEMA), fence=fence)
+    snapshot = None
 
     status: Status
     status, message = 'published', ''
@@ -333,7 +347,11 @@ class CommitDay(beam.DoFn):
       message = (f'{stats.rows_rejected} of {stats.rows_in} rows rejected ({ratio:.2%}) > '
                  f'--max_rejected_ratio {s.max_rejected_ratio:.2%}; the day was not published. '
                  f'Inspect {rejected_target}, fix the source and rerun, or raise the ratio.')
-    if status == 'published':
+    if status == 'published' and s.iceberg:
+      snapshot = day.commit_lake(s.iceberg, dt, staged, s.run_id, fenced)
+      staged = [f for f in staged if f.rows]
+      self.published.inc()
+    elif status == 'published':
       staged = staged + self._empty_shards(dt, staged)
       commit_partition(target, staged, manifest_for(
           staged, run_id=s.run_id, pipeline=s.pipeline, source=s.source, partition=target,
@@ -352,7 +370,7 @@ class CommitDay(beam.DoFn):
         flags={k: v for k, v in sorted(stats.flags.items()) if v},
         files=len(staged) if status == 'published' else 0,
         bytes=sum(f.bytes for f in staged) if status == 'published' else 0,
-        partition=target, rejected_partition=rejected_target)
+        partition=target, rejected_partition=rejected_target, snapshot_id=snapshot)
 
   def _empty_shards(self, dt: str, staged: list[StagedFile]) -> list[StagedFile]:
     """Empty files for shards that received no rows, so a day always has all N parts."""

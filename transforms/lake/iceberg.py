@@ -1,0 +1,293 @@
+"""The lake as an Apache Iceberg table (`--lake_format iceberg`; docs/iceberg.md).
+
+Hive-style Parquet stays the default lake. With Iceberg, `--lake` is the warehouse, `--catalog`
+the catalog that names the tables (`--table`, default eventferry.events; rejected rows in
+NAMESPACE.NAME_rejected), and each server day is the identity partition `dt` of the table.
+Workers write each day's Parquet files straight into the table's data folder, under a folder of
+their run (unique names: a rerun never overwrites a file a snapshot still lists); ONE step per day
+then commits them as ONE overwrite snapshot that removes what the day held and adds the new files
+(commit_day). Until that snapshot is committed, no reader sees any of them: a run killed before
+it leaves the table at its previous snapshot, its files unreferenced (orphans).
+
+pyiceberg is imported only here and only when a function needs it, so a Hive run never loads it.
+"""
+import dataclasses
+import datetime
+import logging
+import time
+import typing
+import urllib.parse
+
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
+
+if typing.TYPE_CHECKING:
+  from pyiceberg.catalog import Catalog
+  from pyiceberg.table import Table
+
+__all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
+           'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
+           'commit_day', 'day_files', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS']
+
+FORMATS = ('hive', 'iceberg')
+DEFAULT_TABLE = 'eventferry.events'
+DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D folders
+COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
+SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
+SNAPSHOT_RUN = 'eventferry.run_id'
+
+
+class IcebergOptions(PipelineOptions):
+  """The lake's format and, for Iceberg, its catalog and table."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument('--lake_format', default='hive', choices=FORMATS,
+                        help='hive: dt=D/ folders with _manifest.json and _SUCCESS (default); '
+                        'iceberg: an Iceberg table in --catalog, --lake its warehouse')
+    parser.add_argument('--catalog', default=None,
+                        help='Iceberg catalog: sqlite:///PATH, postgresql://USER@HOST/DB, glue, '
+                        'or the http(s):// URL of a REST catalog')
+    parser.add_argument('--catalog_endpoint', default=None,
+                        help='endpoint of the glue catalog (default: AWS; tests: the emulator)')
+    parser.add_argument('--table', default=DEFAULT_TABLE,
+                        help='Iceberg table NAMESPACE.NAME; rejected rows go to NAME_rejected')
+
+
+@dataclasses.dataclass(frozen=True)
+class IcebergLake:
+  """Where the tables are: plain values, so DoFns can carry it. Secrets stay out of repr."""
+  catalog: str
+  warehouse: str
+  table: str = DEFAULT_TABLE
+  endpoint: str | None = None
+  s3: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+  @property
+  def rejected_table(self) -> str:
+    return f'{self.table}_rejected'
+
+
+def check(o: IcebergOptions) -> str | None:
+  """The problem with the Iceberg flags, or None (the caller raises its UsageError)."""
+  if o.lake_format != 'iceberg':
+    return None
+  if not o.catalog:
+    return ('--catalog is required with --lake_format iceberg: e.g. --catalog '
+            'sqlite:///lake/catalog.db (or postgresql://..., glue, https://rest-catalog)')
+  if not _catalog_kind(o.catalog):
+    return (f'--catalog {_redacted(o.catalog)} is not a catalog: use sqlite:///PATH, '
+            'postgresql://USER@HOST/DB, glue or an http(s):// REST catalog URL')
+  parts = o.table.split('.')
+  if len(parts) != 2 or not all(p.strip() for p in parts):
+    return f'--table {o.table!r} must be NAMESPACE.NAME, e.g. --table {DEFAULT_TABLE}'
+  return None
+
+
+def _catalog_kind(uri: str) -> str | None:
+  scheme = uri.split(':', 1)[0].split('+', 1)[0].lower()
+  if uri == 'glue':
+    return 'glue'
+  if scheme in ('sqlite', 'postgresql'):
+    return 'sql'
+  if scheme in ('http', 'https'):
+    return 'rest'
+  return None
+
+
+def _redacted(uri: str) -> str:
+  """The URI without its password, for messages and logs."""
+  parts = urllib.parse.urlsplit(uri)
+  if parts.password is None:
+    return uri
+  netloc = f'{parts.username}:***@{parts.hostname}' + (f':{parts.port}' if parts.port else '')
+  return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def from_options(options: PipelineOptions, lake: str) -> IcebergLake:
+  """The Iceberg lake of these options, with the S3 settings Beam's --s3_* flags carry."""
+  o, s = options.view_as(IcebergOptions), options.view_as(S3Options)
+  props = {'s3.endpoint': s.s3_endpoint_url, 's3.access-key-id': s.s3_access_key_id,
+           's3.secret-access-key': s.s3_secret_access_key, 's3.session-token': s.s3_session_token,
+           's3.region': s.s3_region_name}
+  return IcebergLake(o.catalog, _warehouse(lake), o.table, o.catalog_endpoint,
+                     {k: v for k, v in props.items() if v})
+
+
+def _warehouse(lake: str) -> str:
+  """An absolute URI: the table's metadata names its files by it, for every reader."""
+  if '://' in lake:
+    return lake.rstrip('/')
+  import os
+  return 'file://' + os.path.abspath(os.path.expanduser(lake))
+
+
+def catalog(lake: IcebergLake) -> 'Catalog':
+  kind = _catalog_kind(lake.catalog)
+  props = dict(lake.s3, warehouse=lake.warehouse)
+  if kind == 'sql':
+    from pyiceberg.catalog.sql import SqlCatalog
+    return SqlCatalog('eventferry', uri=_sqlalchemy_uri(lake.catalog), **props)
+  if kind == 'glue':
+    from pyiceberg.catalog.glue import GlueCatalog
+    glue = {'glue.region': lake.s3.get('s3.region'), 'glue.endpoint': lake.endpoint,
+            'glue.access-key-id': lake.s3.get('s3.access-key-id'),
+            'glue.secret-access-key': lake.s3.get('s3.secret-access-key')}
+    return GlueCatalog('eventferry', **props, **{k: v for k, v in glue.items() if v})
+  from pyiceberg.catalog.rest import RestCatalog
+  return RestCatalog('eventferry', uri=lake.catalog, **props)
+
+
+def _sqlalchemy_uri(uri: str) -> str:
+  """postgresql:// is psycopg2's driver in SQLAlchemy; sqlite:///PATH as it is."""
+  if uri.startswith('postgresql://'):
+    return 'postgresql+psycopg2://' + uri[len('postgresql://'):]
+  return uri
+
+
+def _schema(columns: pa.Schema):
+  """The table's Iceberg schema: the lake's columns plus `dt`, with ids, partitioned by `dt`."""
+  from pyiceberg.catalog import Catalog
+  from pyiceberg.partitioning import PartitionField, PartitionSpec
+  from pyiceberg.schema import assign_fresh_schema_ids
+  from pyiceberg.transforms import IdentityTransform
+  from pyiceberg.types import MapType
+  arrow = columns.append(pa.field(DAY, pa.date32(), nullable=False))
+  schema = assign_fresh_schema_ids(Catalog._convert_schema_if_needed(arrow))
+  spec = PartitionSpec(PartitionField(source_id=schema.find_field(DAY).field_id, field_id=1000,
+                                      transform=IdentityTransform(), name=DAY))
+  # The lake writes no min/max for map columns (commit.write_parquet): none are expected.
+  nested = [schema.find_column_name(i) for f in schema.fields if isinstance(f.field_type, MapType)
+            for i in (f.field_type.key_id, f.field_type.value_id)]
+  properties = {'format-version': '2'} | {f'write.metadata.metrics.column.{c}': 'none' for c in nested}
+  return schema, spec, properties
+
+
+def table(lake: IcebergLake, name: str | None = None) -> 'Table':
+  """The table `name` (default: the lake's), created on first use with the lake's schema (or the
+  rejected rows' schema for the rejected table), partitioned by the server day."""
+  from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+  name = name or lake.table
+  cat = catalog(lake)
+  try:
+    return cat.load_table(name)
+  except NoSuchTableError:
+    pass
+  schema, spec, properties = _schema(REJECTED_SCHEMA if name == lake.rejected_table else LAKE_SCHEMA)
+  try:
+    cat.create_namespace(name.split('.')[0])
+  except NamespaceAlreadyExistsError:
+    pass
+  try:
+    return cat.create_table(name, schema, partition_spec=spec, properties=properties)
+  except TableAlreadyExistsError:   # another run created it meanwhile
+    return cat.load_table(name)
+
+
+def file_schema(tbl: 'Table') -> pa.Schema:
+  """The Arrow schema of the table's data files, with their Iceberg field ids (so every reader
+  maps columns by id, as Iceberg files do)."""
+  return tbl.schema().as_arrow()
+
+
+def with_day(rows: pa.Table, dt: str, schema: pa.Schema) -> pa.Table:
+  """`rows` (lake or rejected columns) with the day column, cast to the file schema (timestamps
+  to Iceberg's microseconds: the values are unchanged)."""
+  day = pa.array([datetime.date.fromisoformat(dt)] * rows.num_rows, pa.date32())
+  return rows.append_column(DAY, day).cast(schema)
+
+
+def data_root(tbl: 'Table', run_id: str) -> str:
+  """Where a run's workers write the table's files (a store path, for transforms.stores.fs):
+  DATA/RUN_ID/dt=D/part-....parquet."""
+  return store_path(f'{tbl.location().rstrip("/")}/data/{run_id}')
+
+
+def store_path(uri: str) -> str:
+  """A file:// URI of the table's metadata as the project's stores spell a local path."""
+  return uri[len('file://'):] if uri.startswith('file://') else uri
+
+
+def file_uri(path: str) -> str:
+  """A store path as the table's metadata names it (local paths as file:// URIs)."""
+  return path if '://' in path else _warehouse(path)
+
+
+def day_files(tbl: 'Table', dt: str) -> list:
+  """The DataFiles the table's current snapshot lists for day `dt`."""
+  if tbl.current_snapshot() is None:
+    return []
+  day = datetime.date.fromisoformat(dt)   # a date, never text from elsewhere, in the filter
+  return [task.file for task in tbl.scan(row_filter=f"{DAY} = '{day}'").plan_files()]
+
+
+def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
+               before_commit: typing.Callable[[], None] = lambda: None) -> int | None:
+  """Replaces day `dt` of table `name` by the files `paths` in one overwrite snapshot; other days
+  keep their files. When another run committed meanwhile (another day: this day is locked), the
+  commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
+  newer table and refuses it (ValidationException), so it is redone here, from the day's files
+  as the new snapshot lists them. A retried step whose files are already the day's commits
+  nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
+  lock's fence). -> the snapshot id (None: the table has none, and the day had and has no rows)."""
+  from pyiceberg.exceptions import CommitFailedException, ValidationException
+  from pyiceberg.io.pyarrow import parquet_file_to_data_file
+  tbl = table(lake, name)
+  paths = sorted(file_uri(p) for p in paths)
+  new = [parquet_file_to_data_file(tbl.io, tbl.metadata, p) for p in paths]
+  for attempt in range(COMMIT_ATTEMPTS):
+    old = day_files(tbl, dt)
+    snapshot = tbl.current_snapshot()
+    if {f.file_path for f in old} == set(paths):   # committed already (a retried step)
+      return snapshot.snapshot_id if snapshot else None
+    before_commit()
+    try:
+      with tbl.transaction() as tx:
+        with tx.update_snapshot(snapshot_properties={SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id}
+                                ).overwrite() as overwrite:
+          for f in old:
+            overwrite.delete_data_file(f)
+          for f in new:
+            overwrite.append_data_file(f)
+      current = tbl.current_snapshot()
+      assert current is not None
+      return current.snapshot_id
+    except (CommitFailedException, ValidationException) as e:   # another day meanwhile
+      logging.getLogger('eventferry').info('dt=%s: %s; committing again (%d)', dt, e, attempt + 1)
+      time.sleep(0.05 * (attempt + 1))
+      tbl = table(lake, name)
+  raise RuntimeError(f'dt={dt}: {COMMIT_ATTEMPTS} commits to {name} met a newer snapshot each '
+                     'time; rerun the day')
+
+
+def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
+  """What the export needs of a committed day, as a Hive day's manifest gives it: its files (store
+  paths), rows, and the run and time of the snapshot that committed it, plus the id of the
+  snapshot read (snapshot_id). None when no snapshot ever committed the day."""
+  tbl = table(lake)
+  current = tbl.current_snapshot()
+  commit = current
+  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
+    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  if current is None or commit is None:
+    return None
+  files = day_files(tbl, dt)
+  committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
+  return {'files': sorted(store_path(f.file_path) for f in files),
+          'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
+          'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
+
+
+def _summary(snapshot, key: str) -> str | None:
+  return snapshot.summary[key] if snapshot.summary is not None else None
+
+
+def as_lake(rows: pa.Table) -> pa.Table:
+  """Rows (all or some columns) of an Iceberg lake file as the Hive lake holds them: no day
+  column, the lake's types (timestamps in ms, all the lake keeps). Hive lake rows stay as they are."""
+  if DAY not in rows.column_names:
+    return rows
+  names = [n for n in rows.column_names if n != DAY]
+  return rows.select(names).cast(pa.schema([LAKE_SCHEMA.field(n) for n in names]))
