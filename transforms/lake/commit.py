@@ -327,7 +327,7 @@ class CommitDay(beam.DoFn):
       from transforms.lake import iceberg_day as day
       target = day.target(s.iceberg, s.iceberg.table, dt)
       rejected_target = day.target(s.iceberg, s.iceberg.rejected_table, dt)
-      _checkpoint('staged', target)
+      checkpoint('staged', target)
       fenced = (lambda: fence.check('committing', target)) if fence else (lambda: None)
       day.commit_rejected(s.iceberg, dt, rejected_files, s.run_id, fenced)
     else:
