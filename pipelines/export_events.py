@@ -53,6 +53,7 @@ FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
 
 class ExportOptions(PipelineOptions):
   """Export lake days to a customer's destination in the seed 000 schema."""
+  FLAG_GROUPS = (iceberg.IcebergOptions,)   # shown in --help beside these
 
   @classmethod
   def _add_argparse_args(cls, parser):

@@ -45,6 +45,7 @@ PIPELINE = 'import'
 
 class ImportOptions(PipelineOptions):
   """Import a customer's day partitions (PREFIX/dt=YYYY-MM-DD/*.parquet + _SUCCESS) into the lake."""
+  FLAG_GROUPS = (iceberg.IcebergOptions,)   # shown in --help beside these
 
   @classmethod
   def _add_argparse_args(cls, parser):

@@ -218,6 +218,8 @@ def parse(option_class: type[po.PipelineOptions], argv: list[str], usage: str) -
   store_flags = ours.add_argument_group("eventferry's store flags (README: Clouds)")
   for store_class in (s3.S3AccessOptions, clients.EncryptionOptions, sftp.SftpOptions):
     store_class._add_argparse_args(store_flags)
+  for group in getattr(option_class, 'FLAG_GROUPS', ()):   # option classes the command also reads
+    group._add_argparse_args(ours.add_argument_group((group.__doc__ or '').strip()))
   if '-h' in argv or '--help' in argv:
     ours.print_help()
     raise SystemExit(0)
