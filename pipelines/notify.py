@@ -61,6 +61,9 @@ class _Errors(logging.Handler):
 
 
 def watch() -> _Errors:
+  """Starts a command's watch: nothing noted yet (a second command in one process, as the tests
+  run them, tells only its own days)."""
+  _noted.update(days=[], run_id=None, where={})
   handler = _Errors()
   LOG.addHandler(handler)
   return handler

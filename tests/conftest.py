@@ -2,17 +2,25 @@
 import contextlib
 import datetime
 import decimal
+import importlib
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.io.filesystems import FileSystems
 
+from pipelines import options as opts
+from transforms.compat import options as compat_options
 from transforms.kernels import raw, rawjson
+from transforms.lake import commit
 from transforms.read import with_lineage
 from transforms.stores import fs
 
@@ -77,17 +85,80 @@ def write_file(path: str, t: pa.Table, **kwargs) -> None:
 
 
 def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-  """Runs a pipeline module as a user does (python -m ...), from the repository root."""
+  """Runs a command (`'pipelines.X', *flags`) in this process, as `python -m pipelines.X` would:
+  through its `main_guard`, with stdout and stderr captured and `env` set for the call. It costs
+  no interpreter or Beam start (~2 s a call). A run told to kill or stop itself (KILL_AT, STOP_AT)
+  always gets a real process; tests of the process itself (signals, what reaches the terminal,
+  settings read at import) call run_process."""
+  _not_fast('runs a command')
+  if env and {commit.KILL_AT, commit.STOP_AT} & set(env):
+    return run_process(*args, check=check, env=env)
+  module, argv = importlib.import_module(args[0]), list(args[1:])
+  out, err = io.StringIO(), io.StringIO()
+  with _environ(env or {}), _process_state_kept(), contextlib.redirect_stdout(out), \
+       contextlib.redirect_stderr(err):
+    try:   # demo and schema have a main(argv) of their own; the rest go through main_guard
+      code = module.main(argv) if hasattr(module, 'main') else opts.main_guard(module.run, argv)
+    except SystemExit as e:   # argparse's --help and usage errors
+      code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception:   # noqa: BLE001 - what `python -m` prints before it exits 1
+      traceback.print_exc()
+      code = 1
+  proc = subprocess.CompletedProcess(['python', '-m', *args], code or 0, out.getvalue(), err.getvalue())
+  return _checked(proc, check)
+
+
+def run_process(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs a pipeline module as a user does (python -m ...), from the repository root, in a
+  process of its own."""
+  _not_fast('starts a process')
   proc = subprocess.run([sys.executable, '-m', *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=600, env={**os.environ, **(env or {})})
+  return _checked(proc, check)
+
+
+def _checked(proc: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}')
   return proc
 
 
 @contextlib.contextmanager
+def _environ(env: dict):
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    yield
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+  """What a command sets for its process and a test's own code uses after it: the root logger
+  (main_guard points it at the command's stderr; pytest's handlers come back) and the store
+  options of this process's storage helpers (fs.configure; a run with a wrong key must not leave
+  the test's oracle reading with it)."""
+  root, ours = logging.getLogger(), logging.getLogger('eventferry')
+  saved = root.handlers[:], root.level, ours.handlers[:], ours.level
+  store_options = compat_options.filesystem_options()
+  try:
+    yield
+  finally:
+    root.handlers[:], ours.handlers[:] = saved[0], saved[2]
+    root.setLevel(saved[1])
+    ours.setLevel(saved[3])
+    FileSystems.set_options(store_options)
+
+
+@contextlib.contextmanager
 def running_cli(*args: str, log: str, env: dict | None = None):
   """A pipeline module that runs until stopped (streaming), output to `log`; terminated on exit."""
+  _not_fast('starts a process')
   from tests import servers
   with open(log, 'wb') as out:
     proc = subprocess.Popen([sys.executable, '-m', *args], cwd=ROOT, stdout=out,
@@ -113,6 +184,33 @@ def wait_for(done, proc: subprocess.Popen, seconds: float) -> None:
   deadline = time.monotonic() + seconds
   while not done() and proc.poll() is None and time.monotonic() < deadline:
     time.sleep(0.5)
+
+
+# Test tiers (pyproject.toml lists them): a module that runs pipelines or processes says so with
+# `pytestmark = pytest.mark.engine` (or process, prism, ...); fixtures below mark their users; the
+# rest is `fast`. A fast test that runs a command fails, naming the mark its module needs.
+SLOW_TIERS = ('engine', 'process', 'servers', 'spark', 'pubsub', 'prism')
+FIXTURE_TIERS = {'servers_dir': 'servers', 'spark': 'spark'}
+_running: dict = {'fast': False}
+
+
+def pytest_collection_modifyitems(items) -> None:
+  for item in items:
+    for fixture, tier in FIXTURE_TIERS.items():
+      if fixture in item.fixturenames:
+        item.add_marker(tier)
+    if not any(item.get_closest_marker(t) for t in SLOW_TIERS):
+      item.add_marker('fast')
+
+
+def pytest_runtest_setup(item) -> None:
+  _running['fast'] = item.get_closest_marker('fast') is not None
+
+
+def _not_fast(what: str) -> None:
+  if _running['fast']:
+    raise AssertionError(f'a fast test {what}: mark its module (pytestmark = pytest.mark.engine, '
+                         'or process for a real process; pyproject.toml lists the tiers)')
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import pytest
 
 from pipelines import samples
 from tests import servers
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_process
 from transforms.stores import fs
+
+pytestmark = pytest.mark.process
 
 DAY = datetime.date(2023, 1, 1)
 
@@ -24,7 +26,8 @@ def lake(tmp_path_factory):
 
 
 def export(lake, dest, *flags, check=True):
-  return run_cli('pipelines.export_events', '--lake', lake, '--date', str(DAY), '--dest', dest,
+  """A real process: the tests look for secrets in all it prints."""
+  return run_process('pipelines.export_events', '--lake', lake, '--date', str(DAY), '--dest', dest,
                  '--format', 'jsonl', *flags, check=check)
 
 
@@ -47,7 +50,7 @@ def test_export_to_an_azure_container_reached_by_a_sas_token(azure_store, lake):
   conn, signature = sas_connection_string(azure_store.server, 'landing', 'racwdl')
   dest = 'azfs://devstoreaccount1/landing/eventferry'
   runs = [export(lake, dest, '--azure_connection_string', conn),
-          run_cli('pipelines.check', '--dest', dest, '--azure_connection_string', conn, check=False)]
+          run_process('pipelines.check', '--dest', dest, '--azure_connection_string', conn, check=False)]
   assert runs[1].returncode == 0 and runs[1].stdout.count('OK') == 4, runs[1].stdout
   from apache_beam.options.pipeline_options import PipelineOptions
   fs.configure(PipelineOptions(azure_store.flags))   # read back with the account key

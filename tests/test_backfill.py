@@ -11,6 +11,8 @@ from pipelines import backfill, samples
 from tests.conftest import run_cli
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 FIRST = datetime.date(2023, 1, 1)
 
 

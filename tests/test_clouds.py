@@ -11,21 +11,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import samples
-from tests.conftest import SFTP_PASSWORD, parquet_rows, run_cli, running_cli, wait_for
+from tests.conftest import SFTP_PASSWORD, parquet_rows, run_cli, run_process, running_cli, wait_for
 from tests.test_ingest import event
 from transforms.stores import fs
+
+pytestmark = pytest.mark.process
 
 DAY = datetime.date(2023, 1, 1)
 EVENTS = samples.events(DAY, 3000, seed=11)
 
 
-def import_day(source, lake, *flags, env=None, check=True):
-  return run_cli('pipelines.import_events', '--source', source, '--date', DAY.isoformat(),
+def import_day(source, lake, *flags, env=None, check=True, run=run_cli):
+  return run('pipelines.import_events', '--source', source, '--date', DAY.isoformat(),
                  '--lake', lake, *flags, env=env, check=check)
 
 
-def export_day(lake, dest, *flags, env=None, check=True):
-  return run_cli('pipelines.export_events', '--lake', lake, '--date', DAY.isoformat(),
+def export_day(lake, dest, *flags, env=None, check=True, run=run_cli):
+  return run('pipelines.export_events', '--lake', lake, '--date', DAY.isoformat(),
                  '--dest', dest, *flags, env=env, check=check)
 
 
@@ -88,8 +90,8 @@ def test_storage_helpers_behave_alike_on_every_store(store):
   assert names(fs.join(base, 'd1')) == ['x']
 
 
-def check(*flags, env=None):
-  return run_cli('pipelines.check', *flags, env=env, check=False)
+def check(*flags, env=None, run=run_cli):
+  return run('pipelines.check', *flags, env=env, check=False)
 
 
 def test_check_passes_every_permission_on_every_store(store):
@@ -154,17 +156,18 @@ def test_secrets_never_reach_output_reports_manifests_or_errors(store, tmp_path)
   src, lake, dest = store.url('sec', 'src'), store.url('sec', 'lake'), store.url('sec', 'dest')
   samples.write_day(src, DAY, EVENTS.slice(0, 200), files=1)
   report = tmp_path / 'report.json'
-  runs = [import_day(src, lake, '--report', str(report), *store.flags, env=store.env),
-          export_day(lake, dest, *store.flags, env=store.env),
-          check('--dest', dest, *store.flags, env=store.env)]
+  # real processes: whatever reaches the terminal, also from outside Python's own streams
+  runs = [import_day(src, lake, '--report', str(report), *store.flags, env=store.env, run=run_process),
+          export_day(lake, dest, *store.flags, env=store.env, run=run_process),
+          check('--dest', dest, *store.flags, env=store.env, run=run_process)]
   bad_dest, bad_flags = unusable(store)
   if store.name == 'azure':   # a wrong key: the failure must not echo it either
     wrong = 'AccountKey=' + 'V3JvbmdLZXlXcm9uZ0tleQ==' * 3
     bad_flags = [f.replace(f'AccountKey={secrets[-1]}', wrong) for f in store.flags]
     secrets.append(wrong.split('=', 1)[1])
-  runs += [check('--dest', bad_dest, *bad_flags, env=store.env),
-           import_day(src, bad_dest, *bad_flags, env=store.env, check=False),
-           export_day(lake, bad_dest, *bad_flags, env=store.env, check=False)]
+  runs += [check('--dest', bad_dest, *bad_flags, env=store.env, run=run_process),
+           import_day(src, bad_dest, *bad_flags, env=store.env, check=False, run=run_process),
+           export_day(lake, bad_dest, *bad_flags, env=store.env, check=False, run=run_process)]
   assert [r.returncode for r in runs[3:]] == [1, 5, 5], [r.stderr[-800:] for r in runs[3:]]
   written = [report.read_text()] + [fs.read_bytes(p).decode(errors='replace')
                                     for root in (lake, dest)

@@ -12,6 +12,8 @@ import pytest
 from pipelines import import_events, samples
 from transforms.stores import fs
 
+pytestmark = pytest.mark.process
+
 DAY = datetime.date(2023, 1, 1)
 
 
@@ -42,11 +44,24 @@ def run_import(bucket, lake, shards):
     import_events.build(p, plan)
 
 
+@pytest.fixture(scope='module')
+def clean(tmp_path_factory):
+  """Built once for the module, only read by its tests: the customer day, its clean import (3
+  shards), a lake imported with 2 shards, and that lake's clean exports, by the command (1000
+  rows a file) and by a pipeline run here (`run_export`)."""
+  root = tmp_path_factory.mktemp('clean')
+  paths = {name: str(root / name) for name in ('bucket', 'import', 'lake', 'export', 'export_here')}
+  samples.write_day(paths['bucket'], DAY, samples.events(DAY, 3000, seed=11), files=2)
+  run_import(paths['bucket'], paths['import'], shards=3)
+  run_import(paths['bucket'], paths['lake'], shards=2)
+  export_cli(paths['lake'], paths['export'], 1000)
+  run_export(paths['lake'], paths['export_here'], 1000)
+  return paths
+
+
 @pytest.mark.parametrize('fail_at', ['rename', 'manifest'])
-def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
-  bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
-  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
-  run_import(bucket, clean, shards=3)
+def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at, clean):
+  bucket, lake = clean['bucket'], str(tmp_path / 'lake')
   run_import(bucket, lake, shards=5)            # an older version of the day, with more shards
 
   real_rename, real_write = fs.rename, fs.write_bytes
@@ -75,7 +90,7 @@ def test_crash_mid_commit_then_rerun(tmp_path, monkeypatch, fail_at):
 
   run_import(bucket, lake, shards=3)
   assert_consistent(lake)
-  assert day_files(lake) == day_files(clean)
+  assert day_files(lake) == day_files(clean['import'])
   assert os.path.exists(os.path.join(lake, 'dt=2023-01-01', '_SUCCESS'))
 
 
@@ -102,13 +117,9 @@ def dead_run_refusal(proc, lock) -> str:
 
 
 @pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
-def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage, clean):
   from transforms.lake.commit import KILL_AT
-  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
-  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
-  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
-  run_import(bucket, lake, shards=2)
-  export_cli(lake, clean, 1000)
+  lake, dest = clean['lake'], str(tmp_path / 'dest')
   export_cli(lake, dest, 400)          # an older export of the day: more, differently cut files
   proc = export_cli(lake, dest, 1000, check=False, env={KILL_AT: stage})
   assert proc.returncode == -9
@@ -120,7 +131,7 @@ def test_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
   assert refused.returncode == 4                   # only the named run's lock is taken over
   export_cli(lake, dest, 1000, '--break_lock', dead)
   assert_consistent(dest)
-  assert export_files(dest) == export_files(clean)
+  assert export_files(dest) == export_files(clean['export'])
   assert not os.listdir(os.path.join(dest, '_eventferry', 'locks'))
 
 
@@ -135,14 +146,11 @@ def run_export(lake, dest, rows_per_file):
 
 
 def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tmp_path,
-                                                                             monkeypatch):
+                                                                             monkeypatch, clean):
   """Fails the export's commit at its n-th storage change, for every n, checking after every
   change that a day with _SUCCESS holds exactly its manifest's files; each rerun equals clean."""
-  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
-  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
-  samples.write_day(bucket, DAY, samples.events(DAY, 3000, seed=11), files=2)
-  run_import(bucket, lake, shards=2)
-  run_export(lake, clean, 1000)
+  lake, dest = clean['lake'], str(tmp_path / 'dest')
+  expected = export_files(clean['export_here'])
   day = os.path.join(dest, 'dt=2023-01-01')
   real = {name: getattr(fs, name) for name in ('rename', 'delete', 'write_bytes')}
   n = 0
@@ -175,24 +183,37 @@ def test_export_day_is_whole_after_every_storage_change_and_a_failure_at_each(tm
     if not failed:
       break                            # n passed the last change of the commit
     run_export(lake, dest, 1000)
-    assert export_files(dest) == export_files(clean)
+    assert export_files(dest) == expected
     n += 1
   # delete _SUCCESS, one promote per file, the stale files, the manifest, _SUCCESS
-  assert n == 1 + len(export_files(clean)) + 3 and export_files(dest) == export_files(clean)
+  assert n == 1 + len(expected) + 3 and export_files(dest) == expected
+
+
+VALID = samples.events(DAY, 3000, seed=11, invalid=0)   # resends stay: read back once each
+
+
+@pytest.fixture(scope='module')
+def clean_valid(tmp_path_factory):
+  """Built once for the module: a day of VALID events and its clean import by the command."""
+  from tests.conftest import run_cli
+  root = tmp_path_factory.mktemp('clean-valid')
+  bucket, clean = str(root / 'bucket'), str(root / 'clean')
+  samples.write_day(bucket, DAY, VALID, files=2)
+  run_cli('pipelines.import_events', '--source', bucket, '--date', str(DAY), '--shards', '3',
+          '--lake', clean)
+  return {'bucket': bucket, 'import': clean}
 
 
 @pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
-def test_import_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+def test_import_killed_at_each_commit_stage_then_rerun(tmp_path, stage, clean_valid):
   """A real SIGKILL inside the commit: a published day is always whole, the rerun's refusal names
   the dead run, and taking over its lock gives a clean run's bytes."""
   from tests.conftest import run_cli
   from transforms.lake.commit import KILL_AT
   from tests.oracle import assert_lake, source_ids
-  bucket, clean, lake = str(tmp_path / 'bucket'), str(tmp_path / 'clean'), str(tmp_path / 'lake')
-  events = samples.events(DAY, 3000, seed=11, invalid=0)   # resends stay: read back once each
-  samples.write_day(bucket, DAY, events, files=2)
-  args = ['pipelines.import_events', '--source', bucket, '--date', str(DAY), '--shards', '3']
-  run_cli(*args, '--lake', clean)
+  lake = str(tmp_path / 'lake')
+  args = ['pipelines.import_events', '--source', clean_valid['bucket'], '--date', str(DAY),
+          '--shards', '3']
   run_cli(*args[:-1], '5', '--lake', lake)     # an older version of the day, with more shards
   proc = run_cli(*args, '--lake', lake, check=False, env={KILL_AT: f'{stage}:lake/dt=2023-01-01'})
   assert proc.returncode == -9
@@ -201,8 +222,8 @@ def test_import_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
   dead = dead_run_refusal(run_cli(*args, '--lake', lake, check=False), 'dt=2023-01-01.lock')
   run_cli(*args, '--lake', lake, '--break_lock', dead)
   assert_consistent(lake)
-  assert day_files(lake) == day_files(clean)
-  assert_lake(lake, {str(DAY): source_ids(events)})   # every row once, nothing left behind
+  assert day_files(lake) == day_files(clean_valid['import'])
+  assert_lake(lake, {str(DAY): source_ids(VALID)})   # every row once, nothing left behind
 
 
 # The flat layout (CleverTap): days side by side in one prefix, each committed on its own.
@@ -230,24 +251,39 @@ def assert_flat_consistent(dest, yyyymmdd):
     assert hashlib.sha256(data).hexdigest() == f['sha256'] and len(data) == f['bytes']
 
 
-@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
-def test_flat_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage):
+DAY2 = DAY + datetime.timedelta(days=1)
+
+
+def flat_export(lake, out, rows_per_file, *flags, days=('--date', str(DAY)), db='DB1', **kw):
   from tests.conftest import run_cli
-  from transforms.lake.commit import KILL_AT
-  bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
-  clean, dest = str(tmp_path / 'clean'), str(tmp_path / 'dest')
-  day2 = DAY + datetime.timedelta(days=1)
-  for day, seed in ((DAY, 11), (day2, 12)):
+  return run_cli('pipelines.export_events', '--lake', lake, '--dest', out, *days, *FLAT,
+                 '--database_id', db, '--max_rows_per_file', str(rows_per_file), *flags, **kw)
+
+
+@pytest.fixture(scope='module')
+def clean_flat(tmp_path_factory):
+  """Built once for the module, only read by its tests: a lake of two days and their clean flat
+  export."""
+  from tests.conftest import run_cli
+  root = tmp_path_factory.mktemp('clean-flat')
+  bucket, lake, clean = str(root / 'bucket'), str(root / 'lake'), str(root / 'clean')
+  for day, seed in ((DAY, 11), (DAY2, 12)):
     samples.write_day(bucket, day, samples.events(day, 3000, seed=seed), files=2)
     run_cli('pipelines.import_events', '--source', bucket, '--date', str(day), '--lake', lake,
             '--shards', '2')
+  flat_export(lake, clean, 1000, days=('--from_date', str(DAY), '--to_date', str(DAY2)))
+  return {'lake': lake, 'export': clean}
 
-  def export(out, rows_per_file, *flags, days=('--date', str(DAY)), db='DB1', **kw):
-    return run_cli('pipelines.export_events', '--lake', lake, '--dest', out, *days, *FLAT,
-                   '--database_id', db, '--max_rows_per_file', str(rows_per_file), *flags, **kw)
 
-  both = ('--from_date', str(DAY), '--to_date', str(day2))
-  export(clean, 1000, days=both)
+@pytest.mark.parametrize('stage', ['staged', 'promoting', 'before_success'])
+def test_flat_export_killed_at_each_commit_stage_then_rerun(tmp_path, stage, clean_flat):
+  from transforms.lake.commit import KILL_AT
+  clean, dest = clean_flat['export'], str(tmp_path / 'dest')
+
+  def export(out, rows_per_file, *flags, **kw):
+    return flat_export(clean_flat['lake'], out, rows_per_file, *flags, **kw)
+
+  both = ('--from_date', str(DAY), '--to_date', str(DAY2))
   # an older export of both days: more, differently cut files, none named as the new ones
   export(dest, 400, days=both, db='DB0')
   other_day = flat_day(dest, '20230102')

@@ -16,6 +16,8 @@ from pipelines import backfill, dataflow, export_events, import_events, ingest, 
 from pipelines import options as opts
 from tests.conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.process
+
 DATAFLOW = ['--runner=DataflowRunner', '--dry_run=True', '--project=eventferry-test',
             '--region=us-central1', '--temp_location=gs://eventferry-test/tmp']
 DAY = datetime.date(2023, 1, 1)

@@ -14,6 +14,8 @@ from transforms.dedupe import DedupeEvents, dedupe
 from transforms.kernels.shards import shard_of, split_by_shard
 from transforms.validate import validate_batch
 
+pytestmark = pytest.mark.engine
+
 
 def lake_batch(rows, source='f.parquet'):
   return validate_batch(raw_batch(rows, source=source), 'production').valid

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import event, run_cli, table, uuid, write_file
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 UTC = datetime.timezone.utc
 # Seed 000's printed export schema, verbatim.
 SEED_SCHEMA = """

@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, example, given, settings
 from tests.exportkit import UTC, data_files, expected, export, lake_day, lake_row
 from tests.test_export_roundtrip import DT, lake_files
 
+pytestmark = pytest.mark.engine
+
 TEXT = ('environment', 'event_key', 'insert_id')
 CSV_ORDER = ('server_dt', 'ts', 'environment', 'event_key', 'identifiers', 'insert_id', 'metric_value',
              'hackle_properties', 'user_properties', 'event_properties')

@@ -13,6 +13,8 @@ import pytest
 from tests.conftest import event, run_cli, table, uuid, write_file
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 REQ, DB = '1700000000123', 'W8R-6K4-5W7Z'
 CLEVERTAP = ('--layout', 'clevertap', '--request_id', REQ, '--database_id', DB)
 DAY2 = datetime.datetime(2023, 1, 2, 5, tzinfo=datetime.timezone.utc)

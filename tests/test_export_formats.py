@@ -8,6 +8,8 @@ import pytest
 from tests.exportkit import (data_files, expected, export, lake_day, lake_row, read_export,
                              xml_expected)
 
+pytestmark = pytest.mark.engine
+
 DT = '2023-01-01'
 FORMATS = ['parquet', 'jsonl', 'csv', 'avro', 'xml']
 

@@ -5,8 +5,12 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import ROOT, run_cli
 from tests.exportkit import bulk_rows, data_files, export, lake_day, read_export
+
+pytestmark = pytest.mark.process
 
 DT = '2023-01-01'
 

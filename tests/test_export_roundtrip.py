@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from tests.exportkit import (UTC, data_files, expected, export, lake_day, read_export,
                              xml_expected)
 
+pytestmark = pytest.mark.engine
+
 DT = '2023-01-01'
 START = datetime.datetime(2023, 1, 1, tzinfo=UTC)
 COMBOS = [('parquet', c) for c in ('snappy', 'zstd', 'gzip', 'none')] + \

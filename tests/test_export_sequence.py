@@ -9,6 +9,8 @@ import pytest
 
 from tests.exportkit import data_files, expected, export, lake_day, lake_row, read_export
 
+pytestmark = pytest.mark.engine
+
 DAYS = ['2023-01-01', '2023-01-02', '2023-01-03']
 LAYOUTS = {
     'hive': ('parquet', []),

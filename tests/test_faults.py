@@ -2,11 +2,14 @@
 The import and export still produce exactly what an undisturbed run produces."""
 import datetime
 
+import pytest
 
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
 from transforms.stores import fs
+
+pytestmark = pytest.mark.engine
 
 DAY = datetime.date(2023, 1, 1)
 

@@ -27,6 +27,8 @@ from tests import exportkit
 from tests.conftest import SCHEMA, run_cli, uuid
 from transforms.lake.commit import KILL_AT
 
+pytestmark = pytest.mark.engine
+
 ALICE, BOB = 'forget-alice-91x', 'forget-bob-37y'
 NEAR = 'forget-alice-9'                 # a prefix of ALICE's id: another user, kept
 IDS = (ALICE, BOB)

@@ -9,6 +9,7 @@ import zoneinfo
 
 import apache_beam as beam
 import duckdb
+import pytest
 from apache_beam.testing.test_stream import TestStream as Stream
 
 from pipelines import ingest as ingest_pipeline
@@ -16,6 +17,8 @@ from tests.conftest import run_cli, uuid
 from transforms import ingest
 from transforms.kernels import raw
 from transforms.kernels.days import day_bounds
+
+pytestmark = pytest.mark.engine
 
 DT = '2023-01-01'
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)

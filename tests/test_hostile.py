@@ -21,6 +21,8 @@ from pipelines import import_events, options
 from tests.conftest import SCHEMA, event, table, uuid, write_file
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 UTC = datetime.timezone.utc
 
 

@@ -13,6 +13,8 @@ from pipelines import samples
 from tests.conftest import SCHEMA, event, run_cli, table, uuid, write_file
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 UTC = datetime.timezone.utc
 
 

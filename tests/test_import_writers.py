@@ -20,6 +20,8 @@ import pytest
 from pipelines import import_events, options
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 UTC = datetime.timezone.utc
 SEOUL = datetime.timezone(datetime.timedelta(hours=9))
 D = decimal.Decimal

@@ -27,6 +27,8 @@ from transforms.kernels import raw
 from transforms.stores import fs
 from transforms.kernels.days import day_bounds, server_days
 
+pytestmark = pytest.mark.engine
+
 NY = zoneinfo.ZoneInfo('America/New_York')
 DAY_A, DAY_B = '2023-03-11', '2023-03-12'    # B is 23 hours long in New York
 

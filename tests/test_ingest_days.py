@@ -17,6 +17,8 @@ from pipelines import import_events
 from pipelines import ingest as ingest_pipeline
 from tests.conftest import event as import_row, parse_payloads, table, uuid, write_file
 
+pytestmark = pytest.mark.engine
+
 DT = '2023-01-01'
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 

@@ -17,6 +17,8 @@ from tests.conftest import parquet_rows, running_cli, wait_for
 
 EMULATOR = os.environ.get('EVENTFERRY_PUBSUB_EMULATOR',   # run.sh sets it; overridable
                           '/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator')
+
+pytestmark = [pytest.mark.process, pytest.mark.pubsub]
 PROJECT = 'eventferry-test'
 
 

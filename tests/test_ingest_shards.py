@@ -23,6 +23,8 @@ from transforms import ingest
 from transforms.kernels import raw, seen
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 NY = zoneinfo.ZoneInfo('America/New_York')
 DAY_A, DAY_B = '2023-03-11', '2023-03-12'    # B is 23 hours long in New York
 HOUR = 3_600_000

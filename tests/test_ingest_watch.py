@@ -6,11 +6,14 @@ import os
 import time
 
 import pyarrow.parquet as pq
+import pytest
 
 from schemas.reports import Manifest
 from tests.conftest import parquet_rows, running_cli, wait_for
 from tests.test_ingest import event
 from transforms.watch import _Listing
+
+pytestmark = pytest.mark.process
 
 
 def _write(path, lines: list[bytes]) -> None:

@@ -14,6 +14,8 @@ from pipelines import samples
 from tests.conftest import event, run_cli, table, write_file
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 DAY = datetime.date(2023, 1, 1)
 
 

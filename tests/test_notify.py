@@ -12,6 +12,8 @@ import pytest
 from tests import opskit
 from tests.opskit import D1, D3, D4
 
+pytestmark = pytest.mark.engine
+
 SECRET = 's3-SECRET-never-in-a-body-91c2'
 TOKEN = 'hook-TOKEN-5be0'
 
@@ -121,3 +123,17 @@ def test_a_receiver_that_is_down_is_a_warning_only(source, tmp_path):
   assert len(warning) == 1 and f'127.0.0.1:{port}' in warning[0]
   assert TOKEN not in proc.stderr and 'Traceback' not in proc.stderr
   assert os.path.exists(tmp_path / 'lake' / '_runs')
+
+
+def test_a_second_command_in_one_process_tells_only_its_own_days(source, receiver, tmp_path):
+  """The tests run commands in one process (conftest.run_cli): a failed ingest after a refused
+  import posts no day, run id or lake of the import's."""
+  url, got = receiver
+  run(source, 'import_events', '--source', source.url('src'), '--date', str(D3), '--lake',
+      str(tmp_path / 'lake'), url=url)
+  run(source, 'ingest', '--input', str(tmp_path / 'none-*.jsonl'), '--lake', str(tmp_path / 'other'),
+      url=url)
+  refused, failed = bodies(got)
+  assert refused['days'] and refused['run_id'] and refused['lake'] == str(tmp_path / 'lake')
+  assert failed['command'] == 'ingest' and failed['days'] == [] and failed['run_id'] is None
+  assert failed.get('lake') in (None, str(tmp_path / 'other'))

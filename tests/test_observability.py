@@ -2,10 +2,13 @@
 import datetime
 import json
 
+import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines import logs, samples
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.engine
 
 DAY = datetime.date(2023, 1, 1)
 

@@ -13,6 +13,8 @@ from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.engine
+
 DAYS = [datetime.date(2023, 1, 1), datetime.date(2023, 1, 2)]
 
 

@@ -12,6 +12,8 @@ from tests.conftest import ROOT, run_cli
 from tests import test_portable
 from tests.test_portable import DAYS, files, import_range, report
 
+pytestmark = [pytest.mark.prism, pytest.mark.process]
+
 bucket = test_portable.bucket   # the same customer days, as a fixture of this module
 
 PRISM = os.path.join(ROOT, '.tools', 'bin', 'prism')

@@ -15,6 +15,8 @@ import pytest
 from pipelines import samples
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.process
+
 DAY = datetime.date(2023, 1, 1)
 
 

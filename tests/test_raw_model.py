@@ -25,6 +25,8 @@ from tests.conftest import parse_payloads, uuid
 from transforms import validate
 from transforms.kernels import rawjson
 
+pytestmark = pytest.mark.engine
+
 DAY_MS = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 BOM = '\ufeff'
 

@@ -15,6 +15,8 @@ from tests import opskit
 from tests.opskit import D1, D2
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture(scope='module')
 def template(tmp_path_factory):

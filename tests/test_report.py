@@ -9,8 +9,8 @@ import pytest
 from tests import browser, opskit
 from tests.opskit import D1, D2, D3
 
-pytestmark = pytest.mark.skipif(browser.CHROMIUM is None,
-                                reason='no chromium (apt-get install chromium; .ci/run does)')
+pytestmark = [pytest.mark.engine, pytest.mark.skipif(browser.CHROMIUM is None,
+                                                     reason='no chromium (apt-get install chromium; .ci/run does)')]
 FLAGS = ['--expect_by', '13:00', '--timezone', 'Asia/Seoul']
 
 

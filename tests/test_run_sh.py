@@ -2,9 +2,13 @@
 import os
 import subprocess
 
+import pytest
+
 from pipelines import samples
 from tests.conftest import DAY, ROOT
 from tests.oracle import assert_lake, source_ids
+
+pytestmark = pytest.mark.process
 
 RUN_SH = os.path.join(ROOT, 'run.sh')
 

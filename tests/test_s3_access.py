@@ -17,6 +17,8 @@ from tests import servers
 from tests.conftest import run_cli
 from transforms.stores import fs, s3
 
+pytestmark = [pytest.mark.engine, pytest.mark.servers]
+
 DAY = datetime.date(2023, 1, 1)
 BUCKET, EXTERNAL_ID = 'customer', 'ext-id-3f9a7c'
 

@@ -16,6 +16,8 @@ from tests.conftest import ROOT, run_cli
 from tests.oracle import assert_lake, source_ids
 from transforms.lake.commit import STOP_AT
 
+pytestmark = pytest.mark.process
+
 DAY = datetime.date(2023, 1, 1)
 
 

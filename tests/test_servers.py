@@ -6,7 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import servers
+
+pytestmark = pytest.mark.process
 
 
 def alive(pid: int) -> bool:

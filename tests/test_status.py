@@ -10,6 +10,8 @@ from tests import opskit
 from tests.opskit import D1, D2, D3, D4, EVENTS
 from transforms.stores import fs
 
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture(scope='module', params=['local', 's3', 'gcs'])
 def built(request, tmp_path_factory):

@@ -16,6 +16,8 @@ from tests import servers
 from tests.conftest import run_cli
 from transforms.stores import clients, fs
 
+pytestmark = pytest.mark.engine
+
 DAY = datetime.date(2023, 1, 1)
 KMS_KEY = 'projects/acme/locations/asia-northeast3/keyRings/lake/cryptoKeys/events'
 SCOPE = 'acme-lake-scope'

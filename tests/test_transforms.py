@@ -2,6 +2,7 @@
 import datetime
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -9,6 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import event, raw_batch, table, write_file
 from transforms.read import ReadRowGroups, inspect_day, read_tasks
 from transforms.validate import ValidateEvents
+
+pytestmark = pytest.mark.engine
 
 
 def test_read_row_groups_numbers_rows_across_groups(tmp_path):
