@@ -9,9 +9,12 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipelines import export_events, import_events
 from tests.conftest import SCHEMA, run_cli, uuid
+
+pytestmark = pytest.mark.engine
 
 ALICE = 'forget-profile-alice-3q'
 DAYS = ['2023-03-01', '2023-03-02', '2023-03-03']

@@ -28,6 +28,8 @@ from pipelines import import_events, options
 from tests import servers
 from tests.conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.engine
+
 UTC = datetime.timezone.utc
 D = decimal.Decimal
 MAP = pa.map_(pa.string(), pa.string())
@@ -300,6 +302,7 @@ def test_iceberg_lake_holds_the_hive_lake_rows(tmp_path, request, catalog, where
   assert {str(p['partition']['dt']) for p in tbl.inspect.partitions().to_pylist()} == {DAY1, DAY2}
 
 
+@pytest.mark.spark
 def test_spark_reads_the_hive_lake_rows(tmp_path, spark_iceberg):
   source, hive, warehouse = str(tmp_path / 'bucket'), str(tmp_path / 'hive'), str(tmp_path / 'wh')
   flags = ['--catalog', f'sqlite:///{tmp_path}/catalog.db']

@@ -10,6 +10,7 @@ import os
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from pipelines import import_events, samples
@@ -54,6 +55,7 @@ def run_import(bucket: str, lake: str) -> dict:
   return json.load(open(report))['days'][0]
 
 
+@pytest.mark.engine
 def test_a_day_of_small_files_commits_the_bytes_of_one_read_per_file(tmp_path, monkeypatch):
   """150 files of about 1,000 rows: one shard holds enough rows for Parquet's writer to cut pages
   inside it, where it cuts them depends on the chunks (the test fails without per_source_file).
