@@ -41,7 +41,7 @@ def objects(store, prefix: str) -> dict[str, bytes]:
 def committed(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
   """The data files that the committed days under `folder` list in their manifests."""
   out = {}
-  for url, data in files.items():
+  for url in files:
     name = posixpath.basename(url)
     if url.startswith(folder + '/') and name.startswith('_SUCCESS'):
       manifest = files[posixpath.join(posixpath.dirname(url),
