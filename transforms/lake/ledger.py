@@ -236,13 +236,14 @@ def insert_ids(path: str, fmt: str, flags: dict | None = None) -> list[str | Non
     # From bytes in memory, one thread: pyarrow reading a Python file object aborted the process
     # at its exit now and then ('terminate called without an active exception', 2 runs in 40
     # of reconcile --deep; 0 in 40 this way).
-    data = pa.BufferReader(b''.join(fs.read_blocks(path, BLOCK)))
-    return pq.read_table(data, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
+    buffer = pa.BufferReader(b''.join(fs.read_blocks(path, BLOCK)))
+    return pq.read_table(buffer, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
   if fmt == 'xml':   # streamed: an Event's elements are dropped once its insert_id is kept
-    parser, ids = ET.XMLPullParser(events=['end']), []
+    parser: ET.XMLPullParser = ET.XMLPullParser(events=['end'])
+    ids: list[str | None] = []
     for block in fs.read_blocks(path, BLOCK):
       parser.feed(block)
-      for _, element in parser.read_events():
+      for _, element in typing.cast(typing.Iterator[tuple[str, ET.Element]], parser.read_events()):
         if element.tag == 'Event':
           ids.append(element.findtext('insert_id'))
           element.clear()
