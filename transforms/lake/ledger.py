@@ -16,7 +16,6 @@ import re
 import typing
 import xml.etree.ElementTree as ET
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pydantic
 
@@ -233,11 +232,11 @@ def insert_ids(path: str, fmt: str, flags: dict | None = None) -> list[str | Non
   """The insert_id of every row of a data file in `fmt`, decompressed by extension. CSV is read
   with the delimiter and header its export recorded (`flags`; else the defaults)."""
   if fmt == 'parquet':
-    # From bytes in memory, one thread: pyarrow reading a Python file object aborted the process
-    # at its exit now and then ('terminate called without an active exception', 2 runs in 40
-    # of reconcile --deep; 0 in 40 this way).
-    buffer = pa.BufferReader(b''.join(fs.read_blocks(path, BLOCK)))
-    return pq.read_table(buffer, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
+    # One thread: pyarrow's reader threads on a Python file object aborted the process at its
+    # exit now and then ('terminate called without an active exception', 1 run in 20). It still
+    # does now and then after reconcile --deep (2 runs in 40, also from bytes in memory).
+    with fs.open_read(path) as f:
+      return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
   if fmt == 'xml':   # streamed: an Event's elements are dropped once its insert_id is kept
     parser: ET.XMLPullParser = ET.XMLPullParser(events=['end'])
     ids: list[str | None] = []
