@@ -15,6 +15,7 @@ Each mismatch is one line naming the file and what differs; exit 1 when there is
 none, 2 for a wrong flag. Store flags are the import's and export's.
 """
 import dataclasses
+import re
 import sys
 import time
 
@@ -43,8 +44,9 @@ class Findings:
 
 
 def check_files(f: Findings, folder: str, m: Manifest, listing: dict[str, int],
-                owns_folder: bool = True) -> None:
-  """The manifest's files against the folder's listing (and their bytes, with --deep)."""
+                owns_folder: bool = True, day_names: tuple[str, re.Pattern] | None = None) -> None:
+  """The manifest's files against the folder's listing (and their bytes, with --deep). In a
+  flat folder (not `owns_folder`) an extra file is one named as the day's (`day_names`)."""
   markers = {MANIFEST, SUCCESS}
   if sum(x.rows for x in m.files) != m.rows:
     f.differ(fs.join(folder, MANIFEST), f'says {m.rows:,} rows, its files\' rows add up to '
@@ -72,12 +74,13 @@ def check_files(f: Findings, folder: str, m: Manifest, listing: dict[str, int],
         f.differ(path, f'{rows:,} rows in its Parquet footer, the manifest says {entry.rows:,}')
     if f.deep and ledger.sha256(path) != entry.sha256:
       f.differ(path, 'sha256 differs from the manifest\'s: its bytes changed since the commit')
-  if owns_folder:
-    listed = {fs.join(folder, x.name) for x in m.files}
-    for path in sorted(listing):
-      name = ledger.relative(folder, path)
-      if path not in listed and name not in markers and not name.startswith('_'):
-        f.differ(path, 'extra file: in the published day, not in its manifest')
+  listed = {fs.join(folder, x.name) for x in m.files}
+  for path in sorted(set(listing) - listed):
+    name = ledger.relative(folder, path)
+    if owns_folder and name not in markers and not name.startswith('_'):
+      f.differ(path, 'extra file: in the published day, not in its manifest')
+    elif not owns_folder and day_names and day_names[1].fullmatch(name):
+      f.differ(path, f'extra file: named as a file of day {day_names[0]}, not in its manifest')
 
 
 def check_lake(f: Findings, lake: ledger.Lake, days: list[str]) -> dict[str, Manifest]:
@@ -124,9 +127,11 @@ def check_accounting(f: Findings, lake: ledger.Lake, dt: str, m: Manifest,
              f'the run report of run {m.run_id} says {day.rows_rejected:,}')
 
 
-def check_dest(f: Findings, lake: ledger.Lake, dest: str, days: list[str],
-               manifests: dict[str, Manifest]) -> None:
-  exported = ledger.exports(dest)
+def check_dest(f: Findings, lake: ledger.Lake, dest: str, exported: dict[str, ledger.ExportDay],
+               days: list[str], manifests: dict[str, Manifest]) -> None:
+  if not exported:
+    f.notes.append(status.no_history(dest))
+  listings: dict[str, dict[str, int]] = {}   # a flat folder is listed once for all its days
   for dt in days:
     e = exported.get(dt)
     if e is None:
@@ -142,9 +147,15 @@ def check_dest(f: Findings, lake: ledger.Lake, dest: str, days: list[str],
       f.differ(e.manifest, f'cannot be read ({str(err).splitlines()[0]})')
       continue
     flat = ledger.relative(dest, e.manifest) != f'{ledger.relative(dest, e.folder)}/{MANIFEST}'
-    listing = {p: n for p, n in fs.list_files(e.folder).items()
-               if not ledger.relative(e.folder, p).startswith('_')}
-    check_files(f, e.folder, m, listing, owns_folder=not flat)
+    if e.folder not in listings:
+      listings[e.folder] = {p: n for p, n in fs.list_files(e.folder).items()
+                            if not ledger.relative(e.folder, p).startswith('_')}
+    names = ledger.day_names(e, dt) if flat else None
+    if flat and names is None:
+      f.notes.append(f'{fs.redact(e.folder)}: day {dt} shares the folder and the lake holds no '
+                     'record of its export\'s layout: extra files not looked for')
+    check_files(f, e.folder, m, listings[e.folder], owns_folder=not flat,
+                day_names=(dt, names) if names else None)
     lake_day = manifests.get(dt)
     if lake_day is None:
       f.differ(e.folder, f'exported from lake run {e.lake_run_id}, but the lake day is not '
@@ -163,29 +174,37 @@ def check_dest(f: Findings, lake: ledger.Lake, dest: str, days: list[str],
 
 def compare_ids(f: Findings, lake: ledger.Lake, dt: str, e: ledger.ExportDay, m: Manifest,
                 lake_day: Manifest) -> None:
-  fmt = e.format or 'parquet'
-  ids = []
-  for entry in m.files:
-    got = ledger.insert_ids(fs.join(e.folder, entry.name), fmt)
-    if got is None:
-      f.notes.append(f'{fs.redact(e.folder)}: insert_ids of {fmt} files are not compared')
-      return
-    ids += got
-  lake_ids = [i for x in lake_day.files
-              for i in ledger.insert_ids(fs.join(lake.day_dir(dt), x.name), 'parquet') or []]
+  ids = read_ids(f, [fs.join(e.folder, x.name) for x in m.files], e.format or 'parquet', e.flags)
+  lake_ids = read_ids(f, [fs.join(lake.day_dir(dt), x.name) for x in lake_day.files], 'parquet')
+  if ids is None or lake_ids is None:
+    return
   if ledger.ids_digest(ids) != ledger.ids_digest(lake_ids):
     f.differ(e.folder, f'its insert_ids differ from its lake day\'s ({len(set(lake_ids) - set(ids)):,} '
              f'missing, {len(set(ids) - set(lake_ids)):,} not in the lake day)')
+
+
+def read_ids(f: Findings, paths: list[str], fmt: str,
+             flags: dict | None = None) -> list[str | None] | None:
+  """The insert_ids of the files; None (and a mismatch naming the file) when one is unreadable."""
+  ids: list[str | None] = []
+  for path in paths:
+    try:
+      ids += ledger.insert_ids(path, fmt, flags)
+    except (OSError, ValueError, KeyError, IndexError, fs.Unreadable) as err:
+      f.differ(path, f'its insert_ids cannot be read as {fmt} ({str(err).splitlines()[0]})')
+      return None
+  return ids
 
 
 def reconcile(o) -> Findings:
   f = Findings(deep=o.deep)
   lake = ledger.Lake(o.lake)
   found = lake.days() + lake.days(rejected=True)
-  days = status.chosen_days(o, found + [dt for dest in o.dest for dt in ledger.exports(dest)])
+  exported = {dest: status.exports_of(lake, dest) for dest in o.dest}
+  days = status.chosen_days(o, found + [dt for e in exported.values() for dt in e])
   manifests = check_lake(f, lake, days)
   for dest in o.dest:
-    check_dest(f, lake, dest, days, manifests)
+    check_dest(f, lake, dest, exported[dest], days, manifests)
   f.mismatches += lake.problems
   return f
 

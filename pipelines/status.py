@@ -21,7 +21,7 @@ from pipelines import notify
 from pipelines import options as opts
 from transforms.lake import ledger
 from transforms.stores import fs
-from transforms.lake.names import SUCCESS
+from transforms.lake.names import HISTORY, STATE_DIR, SUCCESS
 
 __all__ = ['StoreOptions', 'parser', 'parse', 'chosen_days', 'parse_time', 'deadline', 'iso',
            'status', 'day_status', 'table', 'run']
@@ -70,6 +70,19 @@ def chosen_days(o, found: list[str]) -> list[str]:
   return sorted(set(found))
 
 
+def exports_of(lake: ledger.Lake, dest: str) -> dict[str, ledger.ExportDay]:
+  """The days exported to `dest`, with what the lake recorded of their deliveries (the export's
+  flags, and the --state folder an export kept its history in)."""
+  return ledger.exports(dest, lake.delivered(fs.redact(opts.normal_path(dest))))
+
+
+def no_history(dest: str) -> str:
+  return (f'--dest {fs.redact(dest)}: no export history there ({STATE_DIR}/{HISTORY}) and no '
+          'delivery to it recorded in the lake: nothing exported to it is known (an export run '
+          'with --state keeps its history there; the lake records it since deliveries were '
+          'recorded: export the days again)')
+
+
 def parse_time(flag: str, value: str | None) -> datetime.time | None:
   """'13:00' or '9:30' -> a time of day; None stays None."""
   if value is None:
@@ -97,7 +110,8 @@ def status(o, now: datetime.datetime | None = None) -> dict:
   zone = opts.parse_zone('--timezone', o.timezone)
   lake = ledger.Lake(o.lake)
   imports = lake.imports()
-  exports = {dest: ledger.exports(dest) for dest in o.dest}
+  exports = {dest: exports_of(lake, dest) for dest in o.dest}
+  lake.problems += [no_history(dest) for dest, days in exports.items() if not days]
   found = lake.days() + list(imports) + [dt for e in exports.values() for dt in e]
   if by and found and not (o.date or o.from_date or o.to_date):   # a gap is a missing day
     first, last = (datetime.date.fromisoformat(d) for d in (min(found), max(found)))

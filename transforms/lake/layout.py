@@ -134,6 +134,16 @@ class Layout:
   def by_event(self) -> bool:
     return 'event' in _fields(self.file)
 
+  def day_names(self, values: dict) -> re.Pattern:
+    """The file paths (under the day's folder) that the file template renders for the day of
+    `values`, whatever the run, hour, event or index: in a flat folder, the files the day owns."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(self.file):
+      parts.append(re.escape(literal))
+      if name is not None:
+        parts.append(re.escape(safe(str(values[name]))) if name in values else '[^/]+')
+    return re.compile(''.join(parts))
+
   def partition_path(self, values: dict) -> str:
     return _render(self.partition, values)
 

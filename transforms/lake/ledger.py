@@ -5,19 +5,24 @@ Every read goes through transforms/stores/fs.py, so a lake or destination on s3:
 or sftp:// reads the same as one on local disk. One listing per root, then one GET per manifest
 and per run report; no data file is opened here.
 """
+import csv
 import dataclasses
 import datetime
 import hashlib
 import io
 import json
 import posixpath
+import re
 import typing
+import xml.etree.ElementTree as ET
 
 import pyarrow.parquet as pq
 import pydantic
 
+from schemas.export import EXPORT_SCHEMA
 from schemas.reports import DayReport, ExportReport, Manifest, RunReport
 from transforms.lake import history
+from transforms.lake.layout import Layout, LayoutError
 from transforms.stores import fs
 from transforms.lake.names import (EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR,
                                    SUCCESS, day_markers)
@@ -51,6 +56,7 @@ class ExportDay:
   rows: int | None    # from the export run report
   format: str | None  # parquet, jsonl, ... (None: exported before the history recorded it)
   whole_day: bool | None   # every row of the lake day (no --events, --environment, profiles)
+  flags: dict | None = None   # the export's flags, from the lake's record of the delivery
 
 
 def relative(root: str, path: str) -> str:
@@ -74,6 +80,7 @@ class Lake:
     self.root = root
     self.files = fs.list_files(root)   # path -> bytes
     self.problems: list[str] = []           # reports or manifests that cannot be read
+    self._deliveries: list[dict] | None = None
 
   def paths_under(self, *parts: str) -> dict[str, int]:
     folder = fs.join(self.root, *parts).rstrip('/') + '/'
@@ -141,33 +148,72 @@ class Lake:
     return out
 
 
+  def delivered(self, dest: str) -> dict[str, dict]:
+    """dt -> the latest delivery of the day to `dest` that the lake recorded (history.deliveries;
+    `dest` spelled as the export records --dest: normalised, without credentials)."""
+    if self._deliveries is None:
+      self._deliveries = history.deliveries(self.root)
+    out: dict[str, dict] = {}
+    for d in self._deliveries:
+      if d['dest'] == dest and (d['dt'] not in out or out[d['dt']]['exported_at'] <= d['exported_at']):
+        out[d['dt']] = d
+    return out
+
+
 def run_report_path(lake: str, run_id: str) -> str:
   return fs.join(lake, RUNS_DIR, f'{run_id}.json')
 
 
-def exports(dest: str) -> dict[str, ExportDay]:
-  """dt -> the day's last export to `dest` (its history; the state kept at the destination)."""
-  found = {}
+def exports(dest: str, delivered: dict[str, dict] | None = None) -> dict[str, ExportDay]:
+  """dt -> the day's last export to `dest`, from its history: kept at the destination, or where
+  the lake's record of the deliveries (`delivered`: Lake.delivered) says an export run with
+  --state kept it."""
+  delivered = delivered or {}
+  states = [dest] + [d['flags']['state'] for d in delivered.values() if d['flags'].get('state')]
+  found: dict[str, ExportDay] = {}
   reports: dict[str, ExportReport | None] = {}
-  for dt, h in history.load(dest).items():
-    run_id = h['export_run_id']
-    if run_id not in reports:
-      path = fs.join(dest, STATE_DIR, EXPORT_RUNS_DIR, f'{run_id}.json')
-      reports[run_id] = (ExportReport.model_validate_json(fs.read_bytes(path))
-                         if fs.exists(path) else None)
-    report = reports[run_id]
-    rows = next((d.rows for d in report.days if d.dt == dt), None) if report else None
-    # The history names the folder as the export run spelled --dest; re-root it on `dest`.
-    folder = h.get('dest', fs.partition_dir(dest, dt))
-    if report and folder.startswith(report.dest.rstrip('/')):
-      folder = fs.join(dest, folder[len(report.dest.rstrip('/')):].lstrip('/')) \
-          if folder.rstrip('/') != report.dest.rstrip('/') else dest
-    flat = posixpath.basename(h.get('success') or SUCCESS) != SUCCESS   # days side by side
-    manifest_name, success_name = day_markers(dt.replace('-', '')) if flat else (MANIFEST, SUCCESS)
-    found[dt] = ExportDay(run_id, h['exported_at'], h['lake_run_id'], folder,
-                          fs.join(folder, manifest_name), fs.join(folder, success_name),
-                          rows, h.get('format'), h.get('whole_day'))
+  for state in dict.fromkeys(states):
+    for dt, h in history.load(state).items():
+      if dt not in found or found[dt].exported_at < h['exported_at']:
+        found[dt] = _export_day(dest, state, dt, h, reports, delivered.get(dt))
   return found
+
+
+def _export_day(dest: str, state: str, dt: str, h: dict, reports: dict,
+                delivery: dict | None) -> ExportDay:
+  run_id = h['export_run_id']
+  if run_id not in reports:
+    path = fs.join(state, STATE_DIR, EXPORT_RUNS_DIR, f'{run_id}.json')
+    reports[run_id] = (ExportReport.model_validate_json(fs.read_bytes(path))
+                       if fs.exists(path) else None)
+  report = reports[run_id]
+  rows = next((d.rows for d in report.days if d.dt == dt), None) if report else None
+  # The history names the folder as the export run spelled --dest; re-root it on `dest`.
+  folder = h.get('dest', fs.partition_dir(dest, dt))
+  if report and folder.startswith(report.dest.rstrip('/')):
+    folder = fs.join(dest, folder[len(report.dest.rstrip('/')):].lstrip('/')) \
+        if folder.rstrip('/') != report.dest.rstrip('/') else dest
+  flat = posixpath.basename(h.get('success') or SUCCESS) != SUCCESS   # days side by side
+  manifest_name, success_name = day_markers(dt.replace('-', '')) if flat else (MANIFEST, SUCCESS)
+  flags = delivery['flags'] if delivery and delivery['run_id'] == run_id else None
+  return ExportDay(run_id, h['exported_at'], h['lake_run_id'], folder,
+                   fs.join(folder, manifest_name), fs.join(folder, success_name),
+                   rows, h.get('format'), h.get('whole_day'), flags)
+
+
+def day_names(e: ExportDay, dt: str) -> re.Pattern | None:
+  """The file names a day owns in a flat folder, from the layout its export recorded (None when
+  the lake holds no record of that export, or its layout is not flat)."""
+  if e.flags is None:
+    return None
+  f = e.flags
+  try:
+    layout = Layout.of(f.get('layout'), f.get('partition_template'), f.get('file_template'))
+  except LayoutError:
+    return None
+  values = {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'dataset': f.get('dataset_id', 'events'),
+            **{k: f[k] for k in ('request_id', 'database_id') if k in f}}
+  return layout.day_names(values) if layout.flat else None
 
 
 def footer_rows(path: str) -> int:
@@ -185,21 +231,43 @@ def sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-def insert_ids(path: str, fmt: str) -> list[str] | None:
-  """The insert_id of every row of a data file in `fmt` (parquet, jsonl, avro), decompressed by
-  extension; None for csv and xml (their delimiter and header flags are not recorded)."""
+def insert_ids(path: str, fmt: str, flags: dict | None = None) -> list[str | None]:
+  """The insert_id of every row of a data file in `fmt`, decompressed by extension. CSV is read
+  with the delimiter and header its export recorded (`flags`; else the defaults)."""
   if fmt == 'parquet':
     # One thread: pyarrow's reader threads on a Python file object aborted the process at its
-    # exit now and then ('terminate called without an active exception', 1 run in 20).
+    # exit now and then ('terminate called without an active exception', 1 run in 20). It still
+    # does now and then after reconcile --deep (2 runs in 40, also from bytes in memory).
     with fs.open_read(path) as f:
       return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
-  if fmt not in ('jsonl', 'avro'):
-    return None
+  if fmt == 'xml':   # streamed: an Event's elements are dropped once its insert_id is kept
+    parser: ET.XMLPullParser = ET.XMLPullParser(events=['end'])
+    ids: list[str | None] = []
+    for block in fs.read_blocks(path, BLOCK):
+      parser.feed(block)
+      for _, element in typing.cast(typing.Iterator[tuple[str, ET.Element]], parser.read_events()):
+        if element.tag == 'Event':
+          ids.append(element.findtext('insert_id'))
+          element.clear()
+    parser.close()
+    return ids
   data = io.BytesIO(b''.join(fs.read_blocks(path, BLOCK)))
   if fmt == 'avro':
     import fastavro
     return [typing.cast(dict, r)['insert_id'] for r in fastavro.reader(data)]
+  if fmt == 'csv':
+    return _csv_ids(data, flags or {})
+  if fmt != 'jsonl':
+    raise ValueError(f'no reader for {fmt!r} files')
   return [json.loads(line)['insert_id'] for line in data if line.strip()]
+
+
+def _csv_ids(data: io.BytesIO, flags: dict) -> list[str | None]:
+  rows = csv.reader(io.TextIOWrapper(data, encoding='utf-8', newline=''),
+                    delimiter=flags.get('csv_delimiter', ','))
+  header = flags.get('csv_header', 'true') == 'true'
+  column = next(rows, []).index('insert_id') if header else EXPORT_SCHEMA.names.index('insert_id')
+  return [row[column] for row in rows]
 
 
 def ids_digest(ids: typing.Iterable[str | None]) -> str:
