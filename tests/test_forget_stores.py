@@ -18,6 +18,8 @@ from tests import exportkit
 from tests.conftest import SCHEMA, run_cli
 from tests.test_forget import ALICE, BOB, DAYS, day_rows
 
+pytestmark = pytest.mark.engine
+
 GONE = (ALICE,)           # forgotten; BOB stays
 CT = ['--layout', 'clevertap', '--format', 'csv', '--request_id', '1700000000123',
       '--database_id', 'W8R-6K4-5W7Z']

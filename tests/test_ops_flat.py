@@ -14,6 +14,8 @@ import pytest
 from tests import opskit
 from tests.opskit import D1, D2
 
+pytestmark = pytest.mark.engine
+
 REQ, DB = '1700000000123', 'W8R-6K4-5W7Z'
 CLEVERTAP = ('--layout', 'clevertap', '--request_id', REQ, '--database_id', DB)
 

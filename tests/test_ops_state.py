@@ -4,8 +4,12 @@ from pyarrow reading the delivered files."""
 import json
 import os
 
+import pytest
+
 from tests import opskit
 from tests.opskit import D1, D2
+
+pytestmark = pytest.mark.engine
 
 
 def test_status_reconcile_and_forget_find_an_export_kept_with_state(tmp_path):

@@ -16,6 +16,8 @@ import pytest
 from tests import opskit
 from tests.opskit import D1, D2
 
+pytestmark = pytest.mark.engine
+
 STRANGER = '00000000-0000-4000-8000-00000000dead'
 
 
