@@ -11,6 +11,7 @@ Watching a prefix for new files (streaming):
 Validation, normalization, de-duplication and the dead-letter output are the import's; how days,
 panes and late data are committed is described in transforms/ingest.py and the README.
 """
+import contextlib
 import dataclasses
 import os
 import sys
@@ -160,10 +161,14 @@ def execute(options: PipelineOptions, o: IngestOptions, std: StandardOptions, ru
   """Runs the job; False when it was handed over (it runs on elsewhere)."""
   pipeline = beam.Pipeline(options=options)
   _ = build(pipeline, o, std.streaming, run.run_id) | 'Log' >> beam.Map(_log)
-  result = pipeline.run()
-  if opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS):
-    return False
-  result.wait_until_finish()
+  here = not (opts.handed_over(options, []) or (std.streaming and std.runner not in LOCAL_RUNNERS))
+  # the lines read so far, while the job runs in this process (no total: a file's lines are known
+  # only once it is read)
+  with opts.progress_shown(options, 'ingest', None) if here else contextlib.nullcontext():
+    result = pipeline.run()
+    if not here:
+      return False
+    result.wait_until_finish()
   # every staged file was moved into place: what is left are empty folders (local disk)
   fs.delete_tree(run.staging, prune_parent=True)
   return True

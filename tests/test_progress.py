@@ -73,3 +73,66 @@ def test_json_logs_get_periodic_progress_records(source):
   assert progress[-1]['rows_done'] == progress[-1]['rows_total'] == rows
   assert all(r['rows_total'] == rows and r['severity'] == 'INFO' for r in progress)
   assert [r['rows_done'] for r in progress] == sorted(r['rows_done'] for r in progress)
+
+
+@pytest.fixture(scope='module')
+def raw_lines(tmp_path_factory):
+  """Raw JSON lines written with the json module (a few unreadable): the count is the oracle."""
+  root = tmp_path_factory.mktemp('progress-ingest')
+  start = int(datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc).timestamp() * 1000)
+  lines = 0
+  for f in range(3):
+    with open(root / f'part-{f}.jsonl', 'w') as out:
+      for n in range(60_000):
+        if n % 997 == 0:
+          out.write('{"cut": \n')
+        else:
+          out.write(json.dumps({'insert_id': f'{f:08x}-0000-4000-8000-{n:012x}',
+                                'event_key': 'view', 'ts': start + n, 'server_ts': start + n,
+                                'identifiers': {'id': f'u{n}', 'device_id': f'd{n}'},
+                                'hackle_properties': {'osname': 'iOS', 'appversion': '1'}}) + '\n')
+        lines += 1
+  return str(root), lines
+
+
+def ingest_args(root: str, lake: str, *flags: str) -> list[str]:
+  return [sys.executable, '-m', 'pipelines.ingest', '--input', os.path.join(root, '*.jsonl'),
+          '--lake', os.path.join(root, lake), *flags]
+
+
+def test_an_ingest_shows_the_lines_read_on_a_terminal(raw_lines):
+  root, lines = raw_lines
+  leader, follower = pty.openpty()
+  proc = subprocess.Popen(ingest_args(root, 'lake-tty'), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=follower)
+  os.close(follower)
+  seen = b''
+  while True:
+    try:
+      chunk = os.read(leader, 65536)
+    except OSError:
+      break
+    if not chunk:
+      break
+    seen += chunk
+  out, _ = proc.communicate(timeout=300)
+  os.close(leader)
+  assert proc.returncode == 0, seen.decode(errors='replace')[-3000:]
+  updates = [u for u in re.split(r'\r\x1b\[K', seen.decode()) if u.startswith('ingest: ')]
+  assert len(updates) >= 2, seen.decode()[-2000:]
+  done = [int(re.match(r'ingest: ([\d,]+) rows', u).group(1).replace(',', '')) for u in updates]
+  assert done == sorted(done) and done[-1] == lines and updates[-1].endswith('\r\n')
+  assert '\r' not in out.decode()
+
+
+def test_an_ingest_logs_periodic_progress_records_as_json(raw_lines):
+  root, lines = raw_lines
+  proc = subprocess.run(ingest_args(root, 'lake-json', '--log_format', 'json', '--progress_every',
+                                    '0.3s'), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{')]
+  assert len(records) == len(proc.stderr.splitlines())
+  progress = [r for r in records if r.get('progress') == 'ingest']
+  assert len(progress) >= 2 and progress[-1]['rows_done'] == lines
+  assert all(r['rows_total'] is None for r in progress)
+  assert [r['rows_done'] for r in progress] == sorted(r['rows_done'] for r in progress)

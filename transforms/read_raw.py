@@ -14,6 +14,7 @@ import typing
 import apache_beam as beam
 from apache_beam.io import fileio
 
+from transforms import progress
 from transforms.kernels.raw import RawChunk
 from transforms.stores import fs
 from transforms.watch import WatchFiles
@@ -86,6 +87,7 @@ class ReadJsonLines(beam.DoFn):
 
   def _chunk(self, path: str, rows: list, lines: list, modified: int) -> RawChunk:
     n = len(lines)
+    progress.advance(n)
     return RawChunk(source=[path] * n, rows=rows, payloads=lines,
                     arrival_ms=[modified] * n if self._arrival else None, received_ms=modified)
 
