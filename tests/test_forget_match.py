@@ -65,3 +65,22 @@ def test_request_ids_depend_on_the_hashes_keys_and_range_only():
   assert a == forget.request_id(['h1', 'h2'], None, None, None)
   assert a != forget.request_id(['h1', 'h2'], ['user_id'], None, None)
   assert a != forget.request_id(['h1', 'h2'], None, '2023-01-01', '2023-01-02')
+
+
+_chars = st.sampled_from(list('ab9-_ .+*?()|[]{}^$\\"é한\t'))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(_chars, max_size=12), max_size=12),
+       st.sets(st.text(_chars, min_size=1, max_size=4), min_size=1, max_size=7),
+       st.sampled_from([1, 2, 500]))
+def test_dead_letters_that_are_not_json_are_matched_by_their_text(texts, ids, per_pattern):
+  """Text that is not JSON is erased when it holds an id anywhere (Python's `in` is the model),
+  whatever the id's characters and however many ids share one search."""
+  texts = ['{' + t for t in texts]   # never JSON
+  forget.IDS_PER_PATTERN, before = per_pattern, forget.IDS_PER_PATTERN
+  try:
+    got = forget.rejected_rows(pa.array(texts, pa.string()), ids).to_pylist()
+  finally:
+    forget.IDS_PER_PATTERN = before
+  assert got == [any(i in t for i in ids) for t in texts]

@@ -23,11 +23,13 @@ import pyarrow.compute as pc
 from transforms.lake.names import FORGET_DIR, SALT, STATE_DIR
 from transforms.stores import fs
 
-__all__ = ['PAIRS', 'forget_dir', 'salt', 'hashed', 'request_id', 'drop_until', 'Request',
-           'Forgotten', 'in_force', 'forgotten_users',
-           'identifier_rows', 'hashed_identifier_rows', 'rejected_rows']
+__all__ = ['PAIRS', 'IDS_PER_PATTERN', 'forget_dir', 'salt', 'hashed', 'request_id', 'drop_until',
+           'Request', 'Forgotten', 'in_force', 'forgotten_users', 'identifier_rows',
+           'hashed_identifier_rows', 'rejected_rows']
 
 PAIRS = pa.list_(pa.struct([('key', pa.string()), ('value', pa.string())]))
+IDS_PER_PATTERN = 500   # ids in one search pattern: RE2 keeps a pattern's program within its memory
+_RE2_SPECIAL = frozenset('\\.+*?()|[]{}^$')
 
 
 def forget_dir(lake: str) -> str:
@@ -123,12 +125,23 @@ def rejected_rows(original: pa.Array | pa.ChunkedArray, ids: typing.Collection[s
   """Boolean mask of the dead letters (their `original` JSON text) that hold one of `ids`."""
   text = original.combine_chunks() if isinstance(original, pa.ChunkedArray) else original
   candidate = pa.array(np.zeros(len(text), dtype=bool))
-  for value in ids:   # dead letters are few: a literal search per id, then JSON for the hits
-    candidate = pc.or_(candidate, pc.fill_null(pc.match_substring(text, value), False))
+  values = sorted(ids)
+  # a text search for all ids at once (one pass per IDS_PER_PATTERN ids, not per id), then JSON
+  # for the texts that hold one
+  for at in range(0, len(values), IDS_PER_PATTERN):
+    some = values[at:at + IDS_PER_PATTERN]
+    found = (pc.match_substring(text, some[0]) if len(some) == 1   # 15x faster than a pattern
+             else pc.match_substring_regex(text, '|'.join(_literal(v) for v in some)))
+    candidate = pc.or_(candidate, pc.fill_null(found, False))
   rows = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
   wanted = set(ids)
   hits = [i for i in rows if _payload_holds(text[int(i)].as_py(), wanted, keys)]
   return _mask(len(text), pa.array(hits, pa.int64()))
+
+
+def _literal(value: str) -> str:
+  """`value` as an RE2 pattern that matches exactly its text."""
+  return ''.join('\\' + c if c in _RE2_SPECIAL else c for c in value)
 
 
 def _payload_holds(text: str, ids: set[str], keys: typing.Collection[str] | None) -> bool:
