@@ -33,11 +33,10 @@ def import_args(root: str, lake: str, *flags: str) -> list[str]:
           '--date', str(DAY), '--lake', os.path.join(root, lake), '--shards', '3', *flags]
 
 
-def test_a_terminal_gets_one_line_updated_in_place(source):
-  root, rows = source
+def on_a_terminal(args: list[str]) -> tuple[subprocess.Popen, bytes, bytes]:
+  """Runs `args` with stderr on a pseudo-terminal: (process, what the terminal got, stdout)."""
   leader, follower = pty.openpty()
-  proc = subprocess.Popen(import_args(root, 'lake-tty'), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=follower)
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=follower)
   os.close(follower)
   seen = b''
   while True:
@@ -50,6 +49,12 @@ def test_a_terminal_gets_one_line_updated_in_place(source):
     seen += chunk
   out, _ = proc.communicate(timeout=300)
   os.close(leader)
+  return proc, seen, out
+
+
+def test_a_terminal_gets_one_line_updated_in_place(source):
+  root, rows = source
+  proc, seen, out = on_a_terminal(import_args(root, 'lake-tty'))
   assert proc.returncode == 0, seen.decode(errors='replace')[-3000:]
   text = seen.decode()
   updates = [u for u in re.split(r'\r\x1b\[K', text) if u.startswith('import: ')]
@@ -102,21 +107,7 @@ def ingest_args(root: str, lake: str, *flags: str) -> list[str]:
 
 def test_an_ingest_shows_the_lines_read_on_a_terminal(raw_lines):
   root, lines = raw_lines
-  leader, follower = pty.openpty()
-  proc = subprocess.Popen(ingest_args(root, 'lake-tty'), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=follower)
-  os.close(follower)
-  seen = b''
-  while True:
-    try:
-      chunk = os.read(leader, 65536)
-    except OSError:
-      break
-    if not chunk:
-      break
-    seen += chunk
-  out, _ = proc.communicate(timeout=300)
-  os.close(leader)
+  proc, seen, out = on_a_terminal(ingest_args(root, 'lake-tty'))
   assert proc.returncode == 0, seen.decode(errors='replace')[-3000:]
   updates = [u for u in re.split(r'\r\x1b\[K', seen.decode()) if u.startswith('ingest: ')]
   assert len(updates) >= 2, seen.decode()[-2000:]
