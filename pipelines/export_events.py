@@ -192,7 +192,8 @@ def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
   if last is None:
     return False, 'not exported to this destination yet'
   if history.changed_since_export({day.isoformat(): last}, day.isoformat(), manifest):
-    return False, f'the lake day was re-imported (run {manifest["run_id"]}) since its last export'
+    return False, (f'the lake day was committed again ({manifest.get("pipeline", "import")} run '
+                   f'{manifest["run_id"]}) since its last export')
   success = last.get('success') or fs.join(last['dest'], SUCCESS)
   if not fs.exists(success):
     return False, f'{success} is missing'

@@ -161,8 +161,8 @@ def check_dest(f: Findings, lake: ledger.Lake, dest: str, exported: dict[str, le
       f.differ(e.folder, f'exported from lake run {e.lake_run_id}, but the lake day is not '
                'published')
     elif lake_day.run_id != e.lake_run_id:
-      f.differ(e.folder, f'exported from lake run {e.lake_run_id}; the lake day was re-imported '
-               f'since (run {lake_day.run_id}): export it again')
+      f.differ(e.folder, f'exported from lake run {e.lake_run_id}; the lake day was committed again '
+               f'since ({lake_day.pipeline} run {lake_day.run_id}): export it again')
     elif e.whole_day is False:
       f.notes.append(f'{fs.redact(e.folder)}: a filtered export: rows not compared')
     elif m.rows != lake_day.rows:

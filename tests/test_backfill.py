@@ -145,7 +145,7 @@ def test_export_backfill_from_a_spec_skips_what_was_exported(tmp_path):
   assert '0 published, 3 skipped' in export().stdout
 
   backfill_import(bucket, lake, 1, '--force')          # the lake day changes: export it again
-  assert 'the lake day was re-imported' in export('--dry_run').stdout
+  assert 'the lake day was committed again (import run' in export('--dry_run').stdout
   assert '1 published, 2 skipped' in export().stdout
 
 
