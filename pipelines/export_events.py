@@ -33,11 +33,11 @@ from pipelines import logs, runs
 from schemas.export import ID_PATTERN, ExportSpec
 from schemas.reports import ExportDay, ExportReport
 from transforms.export import AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format
-from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles, day_values,
+from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles,
                                     dest_folder, marker, target_of)
 from transforms.lake import history, iceberg, locks
 from transforms.lake.commit import clear_dead_staging
-from transforms.lake.layout import PRESETS, Layout, LayoutError
+from transforms.lake.layout import PRESETS, Layout, LayoutError, day_values
 from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
 from transforms.read import SourceError
 from transforms.stores import fs
@@ -298,8 +298,8 @@ def export_minute() -> str:
 
 def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_time: str) -> str:
   """Where run `run_id`, started at `export_time`, exports day `dt` (the plan's target_of)."""
-  return dest_folder(o.dest, layout, day_values(dt, run_id, export_time, o.dataset_id,
-                                                layout_ids(o, layout)))
+  return dest_folder(o.dest, layout, day_values(dt, o.dataset_id, layout_ids(o, layout), run_id,
+                                                export_time))
 
 
 def redo_flags(o: ExportOptions) -> dict:

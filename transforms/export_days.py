@@ -25,13 +25,13 @@ from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake import history, locks
 from transforms.lake.commit import commit_partition, manifest_for
 from transforms.lake.iceberg import as_lake
-from transforms.lake.layout import Layout
+from transforms.lake.layout import Layout, day_values
 from transforms.lake.names import STAGING_DIR, SUCCESS
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
 __all__ = ['PIPELINE', 'ExportPlan', 'StageExportFiles', 'CommitExportDays', 'RecordExport',
-           'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export', 'day_values',
+           'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export',
            'dest_folder', 'target_of', 'marker', 'delivery']
 
 PIPELINE = 'export'
@@ -67,8 +67,8 @@ class ExportPlan:
   delivered_to: str = ''   # dest in one spelling (options.normal_path), as deliveries record it
 
   def day_values(self, dt: str) -> dict:
-    return day_values(dt, self.run_id, self.export_times.get(dt, self.export_time), self.dataset,
-                      self.ids)
+    return day_values(dt, self.dataset, self.ids, self.run_id,
+                      self.export_times.get(dt, self.export_time))
 
   @property
   def staging(self) -> str:
@@ -286,12 +286,6 @@ def delivery(p: ExportPlan, dt: str, exported_at: str) -> dict:
           'files': [f['name'] for f in manifest['files']], 'rows': manifest['rows'],
           'run_id': p.run_id, 'exported_at': exported_at, 'lake_days': sorted(read | {dt}),
           'export_time': p.export_times.get(dt, p.export_time), 'flags': p.flags}
-
-
-def day_values(dt: str, run_id: str, export_time: str, dataset: str, ids: dict[str, str]) -> dict:
-  """The values a layout's templates name, for one day of one run."""
-  return {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'run_id': run_id, 'export_time': export_time,
-          'dataset': dataset, **ids}
 
 
 def dest_folder(dest: str, layout: Layout, values: dict) -> str:

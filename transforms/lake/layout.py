@@ -25,7 +25,7 @@ import string
 from transforms.lake.names import MANIFEST, SUCCESS, day_markers
 
 __all__ = ['PRESETS', 'DAY_FIELDS', 'DAYS', 'RUN_FIELDS', 'FILE_FIELDS', 'MAX_PART', 'LayoutError',
-           'safe', 'Layout']
+           'safe', 'day_values', 'Layout']
 
 PRESETS = {
     'hive': ('dt={dt}', 'part-{index}-of-{count}.{ext}'),
@@ -39,6 +39,18 @@ RUN_FIELDS = {'export_time', 'run_id'}   # a folder named by these is new in eve
 FILE_FIELDS = DAY_FIELDS | {'hh', 'event', 'index', 'count', 'ext'}
 _UNSAFE = re.compile(r'[^\w.\-]', re.UNICODE)
 MAX_PART = 100
+
+
+def day_values(dt: str, dataset: str, ids: dict[str, str], run_id: str | None = None,
+               export_time: str | None = None) -> dict:
+  """The values a layout's templates name, for one day of one run. Without the run's (run_id,
+  export_time), Layout.day_names matches the day's files of any run."""
+  values = {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'dataset': dataset, **ids}
+  if run_id is not None:
+    values['run_id'] = run_id
+  if export_time is not None:
+    values['export_time'] = export_time
+  return values
 
 
 class LayoutError(ValueError):

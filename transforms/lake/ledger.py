@@ -22,7 +22,7 @@ import pydantic
 from schemas.export import EXPORT_SCHEMA
 from schemas.reports import DayReport, ExportReport, Manifest, RunReport
 from transforms.lake import history
-from transforms.lake.layout import Layout, LayoutError
+from transforms.lake.layout import Layout, LayoutError, day_values
 from transforms.stores import fs
 from transforms.lake.names import (EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR,
                                    SUCCESS, day_markers)
@@ -211,8 +211,8 @@ def day_names(e: ExportDay, dt: str) -> re.Pattern | None:
     layout = Layout.of(f.get('layout'), f.get('partition_template'), f.get('file_template'))
   except LayoutError:
     return None
-  values = {'dt': dt, 'yyyymmdd': dt.replace('-', ''), 'dataset': f.get('dataset_id', 'events'),
-            **{k: f[k] for k in ('request_id', 'database_id') if k in f}}
+  values = day_values(dt, f.get('dataset_id', 'events'),
+                      {k: f[k] for k in ('request_id', 'database_id') if k in f})
   return layout.day_names(values) if layout.flat else None
 
 
