@@ -188,9 +188,9 @@ class SplitDays(beam.DoFn):
     rejected = pa.Table.from_batches([late, result.rejected]).combine_chunks().to_batches()
     stats = result.stats.add(_stats_of_rejected(late))
     valid = result.valid
-    requests = forget.in_force(self._forgotten, dt) if self._forgotten else []
-    if self._forgotten and requests and valid.num_rows:   # users a forget request erased stay out
-      drop = forget.hashed_identifier_rows(valid.column('identifiers'), self._forgotten[0], requests)
+    requests = forget.in_force(self._forgotten, dt)
+    if requests and valid.num_rows:   # users a forget request erased stay out
+      drop = forget.hashed_identifier_rows(valid.column('identifiers'), *requests)
       stats.rows_forgotten = pc.sum(drop).as_py() or 0
       if stats.rows_forgotten:
         valid = valid.filter(pc.invert(drop))

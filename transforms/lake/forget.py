@@ -66,9 +66,15 @@ Request = tuple[frozenset[str], frozenset[str] | None, str | None]
 Forgotten = tuple[bytes, tuple[Request, ...]]
 
 
-def in_force(forgotten: Forgotten, dt: str) -> list[tuple[frozenset[str], frozenset[str] | None]]:
-  """The requests whose retention still covers server day `dt`: (hashes, keys) each."""
-  return [(hashes, keys) for hashes, keys, until in forgotten[1] if until is None or dt <= until]
+def in_force(forgotten: Forgotten | None, dt: str
+             ) -> tuple[bytes, list[tuple[frozenset[str], frozenset[str] | None]]] | None:
+  """(salt, [(hashes, keys)] of the requests whose retention still covers server day `dt`), the
+  arguments of hashed_identifier_rows; None when no request does."""
+  if forgotten is None:
+    return None
+  salt_, requests = forgotten
+  active = [(hashes, keys) for hashes, keys, until in requests if until is None or dt <= until]
+  return (salt_, active) if active else None
 
 
 def forgotten_users(lake: str) -> Forgotten | None:
