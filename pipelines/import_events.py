@@ -89,14 +89,6 @@ class ImportPlan:
   iceberg_lake: iceberg.IcebergLake | None = None   # --lake_format iceberg: the lake's tables
 
   @property
-  def data_root(self) -> str:
-    """Where the workers write the day's lake files: the staging, or the Iceberg table's data
-    folder (unlisted files until the day's snapshot is committed)."""
-    if self.iceberg_lake is None:
-      return self.staging
-    return iceberg.data_root(iceberg.table(self.iceberg_lake), self.run_id)
-
-  @property
   def staging(self) -> str:
     return fs.join(self.lake, STAGING_DIR, self.run_id)
 
@@ -206,9 +198,12 @@ def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]
             | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
   deduped = checked.main | 'DedupeEvents' >> DedupeEvents(
       p.shards, fs.join(p.staging, SHUFFLE_DIR), seen)
-  schema = iceberg.file_schema(iceberg.table(p.iceberg_lake)) if p.iceberg_lake else None
+  root, schema = p.staging, None   # an Iceberg lake: the table's data folder, its file schema
+  if p.iceberg_lake:   # (files no snapshot lists until the day's commit)
+    tbl = iceberg.table(p.iceberg_lake)
+    root, schema = iceberg.data_root(tbl, p.run_id), iceberg.file_schema(tbl)
   written = deduped.main | 'WriteShards' >> beam.ParDo(
-      WriteShards(p.data_root, p.shards, schema)).with_outputs('stats', main='files')
+      WriteShards(root, p.shards, schema)).with_outputs('stats', main='files')
   rejected_files = (checked.rejected
                     | 'SpillRejected' >> beam.ParDo(SpillRejected(
                         fs.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
