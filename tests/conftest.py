@@ -224,6 +224,16 @@ SFTP_USER, SFTP_PASSWORD = 'ferry', 'sftp-SECRET-5d0b3f91'
 
 
 @pytest.fixture(scope='session')
+def ops_template(tmp_path_factory) -> str:
+  """tests/opskit.py's local site (source, lake, destination) built once by the real commands:
+  tests that damage it work on opskit.copy_of(ops_template, tmp_path)."""
+  from tests import opskit
+  root = str(tmp_path_factory.mktemp('ops-template'))
+  opskit.build(opskit.Site(root))
+  return root
+
+
+@pytest.fixture(scope='session')
 def servers_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('servers'))
 

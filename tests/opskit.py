@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import io
 import json
+import shutil
 
 import pyarrow.parquet as pq
 
@@ -30,6 +31,12 @@ class Site:
 
   def cli(self, module: str, *args: str, check: bool = True):
     return run_cli(f'pipelines.{module}', *args, *self.flags, check=check, env=self.env)
+
+
+def copy_of(template: str, tmp_path) -> Site:
+  """A fresh copy of a built local site, for a test to damage."""
+  shutil.copytree(template, tmp_path / 'copy')
+  return Site(str(tmp_path / 'copy'))
 
 
 def build(site: Site) -> dict:

@@ -21,25 +21,22 @@ CLEVERTAP = ('--layout', 'clevertap', '--request_id', REQ, '--database_id', DB)
 
 
 @pytest.fixture(scope='module')
-def template(tmp_path_factory):
+def template(ops_template, tmp_path_factory):
   """opskit's lake (D1, D2 published; D3 refused), D1 and D2 delivered flat as gzipped JSON lines
   in one run, next to a file of the customer's own and another request's file of D1."""
-  root = tmp_path_factory.mktemp('ops-flat')
-  site = opskit.Site(str(root))
-  opskit.build(site)
+  site = opskit.copy_of(ops_template, tmp_path_factory.mktemp('ops-flat'))
   flat = site.url('flat')
   site.cli('export_events', '--lake', site.url('lake'), '--dest', flat, '--from_date', str(D1),
            '--to_date', str(D2), '--format', 'jsonl', *CLEVERTAP)
   open(os.path.join(flat, 'customer-notes.txt'), 'w').write('theirs\n')
   open(os.path.join(flat, f'999-202301020000-purchase-{ymd(D1)}-00000-000-{DB}.jsonl.gz'),
        'wb').write(gzip.compress(b'{}\n'))   # another request's file: not this day's
-  return root
+  return site.root
 
 
 @pytest.fixture
 def site(template, tmp_path):
-  shutil.copytree(template, tmp_path / 'copy')
-  return opskit.Site(str(tmp_path / 'copy'))
+  return opskit.copy_of(template, tmp_path)
 
 
 def ymd(day) -> str:

@@ -66,15 +66,22 @@ def test_a_terminal_gets_one_line_updated_in_place(source):
   assert '\r' not in out.decode()   # the summary table on stdout is untouched
 
 
-def test_json_logs_get_periodic_progress_records(source):
-  root, rows = source
-  proc = subprocess.run(import_args(root, 'lake-json', '--log_format', 'json', '--progress_every',
-                                    '0.3s'), cwd=ROOT, capture_output=True, text=True, timeout=300)
+def json_progress(args: list[str], what: str) -> list[dict]:
+  """Runs `args` with --log_format json and frequent progress: its `what` progress records, once
+  every stderr line is checked to be a JSON record."""
+  proc = subprocess.run([*args, '--log_format', 'json', '--progress_every', '0.3s'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{')]
   assert len(records) == len(proc.stderr.splitlines())   # every stderr line is JSON
-  progress = [r for r in records if r.get('progress') == 'import']
-  assert len(progress) >= 2 and '\r' not in proc.stderr
+  assert '\r' not in proc.stderr
+  return [r for r in records if r.get('progress') == what]
+
+
+def test_json_logs_get_periodic_progress_records(source):
+  root, rows = source
+  progress = json_progress(import_args(root, 'lake-json'), 'import')
+  assert len(progress) >= 2
   assert progress[-1]['rows_done'] == progress[-1]['rows_total'] == rows
   assert all(r['rows_total'] == rows and r['severity'] == 'INFO' for r in progress)
   assert [r['rows_done'] for r in progress] == sorted(r['rows_done'] for r in progress)
@@ -118,12 +125,7 @@ def test_an_ingest_shows_the_lines_read_on_a_terminal(raw_lines):
 
 def test_an_ingest_logs_periodic_progress_records_as_json(raw_lines):
   root, lines = raw_lines
-  proc = subprocess.run(ingest_args(root, 'lake-json', '--log_format', 'json', '--progress_every',
-                                    '0.3s'), cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith('{')]
-  assert len(records) == len(proc.stderr.splitlines())
-  progress = [r for r in records if r.get('progress') == 'ingest']
+  progress = json_progress(ingest_args(root, 'lake-json'), 'ingest')
   assert len(progress) >= 2 and progress[-1]['rows_done'] == lines
   assert all(r['rows_total'] is None for r in progress)
   assert [r['rows_done'] for r in progress] == sorted(r['rows_done'] for r in progress)

@@ -18,18 +18,10 @@ from transforms.stores import fs
 pytestmark = pytest.mark.engine
 
 
-@pytest.fixture(scope='module')
-def template(tmp_path_factory):
-  root = tmp_path_factory.mktemp('reconcile-template')
-  opskit.build(opskit.Site(str(root)))
-  return root
-
-
 @pytest.fixture
-def site(template, tmp_path):
+def site(ops_template, tmp_path):
   """A fresh copy of the built lake, source and destination, to damage."""
-  shutil.copytree(template, tmp_path / 'copy')
-  return opskit.Site(str(tmp_path / 'copy'))
+  return opskit.copy_of(ops_template, tmp_path)
 
 
 def reconcile(site, *flags, code):

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -21,17 +20,9 @@ pytestmark = pytest.mark.engine
 STRANGER = '00000000-0000-4000-8000-00000000dead'
 
 
-@pytest.fixture(scope='module')
-def template(tmp_path_factory):
-  root = tmp_path_factory.mktemp('reconcile-text')
-  opskit.build(opskit.Site(str(root)))
-  return root
-
-
 @pytest.fixture
-def site(template, tmp_path):
-  shutil.copytree(template, tmp_path / 'copy')
-  return opskit.Site(str(tmp_path / 'copy'))
+def site(ops_template, tmp_path):
+  return opskit.copy_of(ops_template, tmp_path)
 
 
 def reconcile(site, dest, *flags, code):
