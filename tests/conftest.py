@@ -313,3 +313,27 @@ def spark():
   yield session
   session.stop()
 
+
+
+@pytest.fixture(scope='session')
+def duckdb_iceberg() -> str:
+  """The python of DuckDB 1.5.5 with its iceberg extension (tests/icebergkit.py)."""
+  from tests import icebergkit
+  return icebergkit.duckdb_iceberg_python()
+
+
+@pytest.fixture(scope='session')
+def spark_iceberg() -> tuple[str, str]:
+  """(python, jar) of pyspark 4.1.1 with Iceberg's Spark runtime (tests/icebergkit.py)."""
+  from tests import icebergkit
+  return icebergkit.spark_iceberg_venv()
+
+
+@pytest.fixture(scope='session')
+def postgres(servers_dir):
+  """A PostgreSQL server on 127.0.0.1 for the session: its SQLAlchemy-style URL with password."""
+  from tests import icebergkit, servers
+  server = servers.postgres(servers_dir, icebergkit.PG_USER, icebergkit.PG_PASSWORD)
+  yield (f'postgresql://{icebergkit.PG_USER}:{icebergkit.PG_PASSWORD}@{servers.HOST}:{server.port}/'
+         f'{icebergkit.PG_USER}')
+  server.stop()
