@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from pipelines import export_events, import_events, notify, runs
 from pipelines import options as opts
 from pipelines.logs import LOG
-from transforms.lake import locks
+from transforms.lake import iceberg, locks
 from transforms.stores import fs
 from transforms import export_days
 from transforms.read import SourceError
@@ -81,7 +81,9 @@ class ImportDays:
   option_class = import_events.ImportOptions
 
   def paths(self, o, dt: str) -> tuple[str, str]:
-    return fs.partition_dir(o.source, dt), fs.partition_dir(o.lake, dt)
+    ice = o.view_as(iceberg.IcebergOptions)
+    lake_day = f'{ice.table}/{iceberg.DAY}={dt}' if ice.lake_format == 'iceberg' else fs.partition_dir(o.lake, dt)
+    return fs.partition_dir(o.source, dt), lake_day
 
   ADVICE = 'rerun the backfill once it is there (a backfill does not wait)'
 

@@ -37,7 +37,7 @@ from transforms.read import (WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_d
 from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
 
 __all__ = ['PIPELINE', 'ImportOptions', 'ImportPlan', 'REQUIRED', 'check', 'inspect', 'committed',
-           'plan', 'shard_count', 'build', 'report_path', 'write_report', 'summary', 'execute',
+           'lookback_files', 'plan', 'shard_count', 'build', 'report_path', 'write_report', 'summary', 'execute',
            'lock_days', 'run']
 
 PIPELINE = 'import'
@@ -111,9 +111,6 @@ def check(o: ImportOptions) -> None:
   problem = iceberg.check(o.view_as(iceberg.IcebergOptions))
   if problem:
     raise opts.UsageError(problem)
-  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg' and o.dedupe_lookback_days:
-    raise opts.UsageError('--dedupe_lookback_days does not read an Iceberg lake yet: leave it '
-                          'out with --lake_format iceberg')
   if fs.join(o.lake, '').startswith(fs.join(o.source, '')):
     raise opts.UsageError('--lake must not lie inside --source')
 
@@ -128,23 +125,53 @@ def inspect(o: ImportOptions, day: datetime.date, advice: str = WAIT_ADVICE) -> 
 
 def committed(o: ImportOptions, inv: DayInventory) -> tuple[bool, str]:
   """(True, why) when the lake already holds the day made from exactly this input, else
-  (False, why it must run). Only the listing and footers are compared, no data is read."""
-  directory = fs.partition_dir(o.lake, inv.dt)
+  (False, why it must run). Only the listing and footers (or the Iceberg snapshot that committed
+  the day) are compared, no data is read."""
+  record, missing = _committed_record(o, inv.dt)
+  if record is None:
+    return False, missing
+  run_id = record['run_id']
+  if (record['source'] or '').rstrip('/') != o.source.rstrip('/'):
+    return False, f'the lake day was imported from another source ({record["source"]})'
+  if record['source_fingerprint'] != inv.fingerprint:
+    return False, (f'the source changed since run {run_id} (files, sizes or row counts differ: '
+                   f'{record["source_files"]} files then, {len(inv.files)} now)')
+  if record['schema_fingerprint'] != fingerprint(LAKE_SCHEMA):
+    return False, f'the lake schema changed since run {run_id}'
+  return True, (f'complete: run {run_id} committed {record["rows"]:,} rows from the same '
+                f'{len(inv.files)} source files')
+
+
+def _committed_record(o: ImportOptions, dt: str) -> tuple[dict | None, str]:
+  """What the lake recorded of the commit of day `dt` (run_id, rows, source, source_fingerprint,
+  schema_fingerprint, source_files: a count or 'some'), or (None, why there is none)."""
+  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg':
+    lake = iceberg.from_options(o, o.lake)
+    snapshot = iceberg.day_manifest(lake, dt)
+    if snapshot is None:
+      return None, f'not in the lake yet (no snapshot of {lake.table} committed dt={dt})'
+    return snapshot, ''
+  directory = fs.partition_dir(o.lake, dt)
   if not fs.exists(fs.join(directory, SUCCESS)):
-    return False, f'not in the lake yet (no {directory}/{SUCCESS})'
+    return None, f'not in the lake yet (no {directory}/{SUCCESS})'
   try:
     m = Manifest.model_validate_json(fs.read_bytes(fs.join(directory, MANIFEST)))
   except (OSError, ValueError) as e:
-    return False, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
-  if m.source.rstrip('/') != o.source.rstrip('/'):
-    return False, f'the lake day was imported from another source ({m.source})'
-  if m.source_fingerprint != inv.fingerprint:
-    return False, (f'the source changed since run {m.run_id} (files, sizes or row counts differ: '
-                   f'{len(m.source_files)} files then, {len(inv.files)} now)')
-  if m.schema_fingerprint != fingerprint(LAKE_SCHEMA):
-    return False, f'the lake schema changed since run {m.run_id}'
-  return True, (f'complete: run {m.run_id} committed {m.rows:,} rows from the same '
-                f'{len(inv.files)} source files')
+    return None, f'the lake manifest cannot be read ({str(e).splitlines()[0]})'
+  return m.model_dump() | {'source_files': len(m.source_files)}, ''
+
+
+def lookback_files(o: ImportOptions, dt: str) -> list[str]:
+  """The lake files of day `dt` a --dedupe_lookback_days run reads insert_ids from: a Hive day's
+  once it is complete (_SUCCESS), and every file an Iceberg table lists for the day (each is
+  committed: readers see it)."""
+  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg':
+    tbl = iceberg.table(iceberg.from_options(o, o.lake))
+    return sorted(iceberg.store_path(f.file_path) for f in iceberg.day_files(tbl, dt))
+  directory = fs.partition_dir(o.lake, dt)
+  if not fs.exists(fs.join(directory, SUCCESS)):
+    return []
+  return [p for p in fs.list_files(directory) if p.endswith('.parquet')]
 
 
 def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> ImportPlan:
@@ -161,11 +188,8 @@ def plan(o: ImportOptions, inventories: list[DayInventory] | None = None) -> Imp
   for day in days:
     for back in range(1, o.dedupe_lookback_days + 1):
       prev = (day - datetime.timedelta(days=back)).isoformat()
-      directory = fs.partition_dir(o.lake, prev)
-      if prev in in_run or not fs.exists(fs.join(directory, SUCCESS)):
-        continue
-      seen.extend((day.isoformat(), p) for p in fs.list_files(directory)
-                  if p.endswith('.parquet'))
+      if prev not in in_run:
+        seen.extend((day.isoformat(), p) for p in lookback_files(o, prev))
   lake = None
   if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg':
     lake = iceberg.from_options(o, o.lake)

@@ -348,7 +348,11 @@ class CommitDay(beam.DoFn):
                  f'--max_rejected_ratio {s.max_rejected_ratio:.2%}; the day was not published. '
                  f'Inspect {rejected_target}, fix the source and rerun, or raise the ratio.')
     if status == 'published' and s.iceberg:
-      snapshot = day.commit_lake(s.iceberg, dt, staged, s.run_id, fenced)
+      made_of = s.inputs.get(dt, {})
+      inputs = {'source': s.source, 'schema_fingerprint': fingerprint(LAKE_SCHEMA),
+                'source_fingerprint': made_of.get('source_fingerprint'),
+                'source_files': str(len(made_of['source_files'])) if 'source_files' in made_of else None}
+      snapshot = day.commit_lake(s.iceberg, dt, staged, s.run_id, fenced, inputs)
       staged = [f for f in staged if f.rows]
       self.published.inc()
     elif status == 'published':

@@ -37,6 +37,7 @@ DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D fol
 COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
 SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
 SNAPSHOT_RUN = 'eventferry.run_id'
+SNAPSHOT_INPUTS = ('source', 'source_files', 'source_fingerprint', 'schema_fingerprint')   # eventferry.KEY
 
 
 class IcebergOptions(PipelineOptions):
@@ -224,14 +225,17 @@ def day_files(tbl: 'Table', dt: str) -> list:
 
 
 def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
-               before_commit: typing.Callable[[], None] = lambda: None) -> int | None:
+               before_commit: typing.Callable[[], None] = lambda: None,
+               inputs: dict[str, str | None] | None = None) -> int | None:
   """Replaces day `dt` of table `name` by the files `paths` in one overwrite snapshot; other days
   keep their files. When another run committed meanwhile (another day: this day is locked), the
   commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
   newer table and refuses it (ValidationException), so it is redone here, from the day's files
   as the new snapshot lists them. A retried step whose files are already the day's commits
   nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
-  lock's fence). -> the snapshot id (None: the table has none, and the day had and has no rows)."""
+  lock's fence). `inputs` (SNAPSHOT_INPUTS: what the day was made from) go into the snapshot's
+  summary, so a rerun of the same input can tell the day is complete (day_manifest).
+  -> the snapshot id (None: the table has none, and the day had and has no rows)."""
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
   tbl = table(lake, name)
@@ -245,8 +249,9 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
     before_commit()
     try:
       with tbl.transaction() as tx:
-        with tx.update_snapshot(snapshot_properties={SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id}
-                                ).overwrite() as overwrite:
+        summary = {SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id} | {
+            f'eventferry.{k}': v for k, v in (inputs or {}).items() if k in SNAPSHOT_INPUTS and v}
+        with tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
           for f in old:
             overwrite.delete_data_file(f)
           for f in new:
@@ -264,8 +269,9 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
 
 def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   """What the export needs of a committed day, as a Hive day's manifest gives it: its files (store
-  paths), rows, and the run and time of the snapshot that committed it, plus the id of the
-  snapshot read (snapshot_id). None when no snapshot ever committed the day."""
+  paths), rows, the run and time of the snapshot that committed it and what it was made from
+  (SNAPSHOT_INPUTS, None where not recorded), plus the id of the snapshot read (snapshot_id).
+  None when no snapshot ever committed the day."""
   tbl = table(lake)
   current = tbl.current_snapshot()
   commit = current
@@ -277,11 +283,12 @@ def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
   return {'files': sorted(store_path(f.file_path) for f in files),
           'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
-          'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
+          'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id,
+          **{k: _summary(commit, f'eventferry.{k}') for k in SNAPSHOT_INPUTS}}
 
 
 def _summary(snapshot, key: str) -> str | None:
-  return snapshot.summary[key] if snapshot.summary is not None else None
+  return snapshot.summary.get(key) if snapshot.summary is not None else None
 
 
 def as_lake(rows: pa.Table) -> pa.Table:

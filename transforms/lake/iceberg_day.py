@@ -42,10 +42,11 @@ def commit_rejected(lake: iceberg.IcebergLake, dt: str, staged: list[StagedFile]
 
 
 def commit_lake(lake: iceberg.IcebergLake, dt: str, staged: list[StagedFile], run_id: str,
-                before_commit: typing.Callable[[], None]) -> int | None:
+                before_commit: typing.Callable[[], None], inputs: dict[str, str | None] | None = None
+                ) -> int | None:
   """Replaces the day of the lake table by the workers' files; files without rows are dropped
-  (an Iceberg day has no fixed number of parts). -> the snapshot id."""
+  (an Iceberg day has no fixed number of parts). `inputs`: iceberg.commit_day's. -> the snapshot id."""
   empty = [f.path for f in staged if not f.rows]
   fs.delete(empty)
   return iceberg.commit_day(lake, lake.table, dt, [f.path for f in staged if f.rows], run_id,
-                            before_commit)
+                            before_commit, inputs)
