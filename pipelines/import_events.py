@@ -285,8 +285,12 @@ def summary(report: RunReport) -> str:
   rate = rows / report.seconds if report.seconds else 0
   if len(report.days) > 1:
     lines.append('(the days ran in one job: seconds is the job\'s, events/s the day\'s share of it)')
+  lake_at, rejected_at = f'{report.lake}/dt=...', f'{report.lake}/{REJECTED_DIR}/dt=...'
+  if report.days and report.days[0].snapshot_id is not None:   # an Iceberg lake's tables
+    lake_at, rejected_at = (p.rsplit('=', 1)[0] + '=...' for p in (
+        report.days[0].partition, report.days[0].rejected_partition))
   lines.append(f'{rows:,} events in {report.seconds:.1f}s ({rate:,.0f} events/s). '
-               f'Lake: {report.lake}/dt=...; rejected rows: {report.lake}/{REJECTED_DIR}/dt=...; '
+               f'Lake: {lake_at}; rejected rows: {rejected_at}; '
                f'report: {report_path(report.lake, report.run_id)}')
   if report.ignored_files:
     lines.append(f'ignored side files (not data): {", ".join(report.ignored_files[:5])}'

@@ -192,7 +192,7 @@ def run(argv: list[str]) -> int:
   o = status.parse(p, argv)
   opts.require(o, {'out': 'report.html'})
   doc = status.status(o)
-  text = page(doc, ledger.Lake(o.lake), o.out)
+  text = page(doc, status.lake_of(o), o.out)
   fs.write_bytes(o.out, text.encode())
   print(f'wrote {o.out} ({len(text):,} bytes, {len(doc["days"])} days) at '
         f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC')

@@ -19,16 +19,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import notify
 from pipelines import options as opts
-from transforms.lake import ledger
+from transforms.lake import iceberg, ledger
 from transforms.stores import fs
 from transforms.lake.names import HISTORY, STATE_DIR, SUCCESS
 
-__all__ = ['StoreOptions', 'parser', 'parse', 'chosen_days', 'parse_time', 'deadline', 'iso',
+__all__ = ['StoreOptions', 'parser', 'parse', 'lake_of', 'chosen_days', 'parse_time', 'deadline', 'iso',
            'status', 'day_status', 'table', 'run']
 
 
 class StoreOptions(PipelineOptions):
-  """The store flags (and Beam's) that reach the lake and destinations; nothing else."""
+  """The store flags (and Beam's) that reach the lake and destinations, and an Iceberg lake's."""
+  FLAG_GROUPS = (iceberg.IcebergOptions,)
 
 
 def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -50,17 +51,28 @@ def parse(p: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
   o, rest = p.parse_known_args(argv)
   if o.help:
     p.print_help()
-    print("\nStore flags are the import's and export's (./run.sh import --help, README: Clouds).")
+    print("\nStore flags are the import's and export's (./run.sh import --help, README: Clouds);"
+          "\nan Iceberg lake: --lake_format iceberg --catalog C [--table NS.NAME] (docs/iceberg.md).")
     raise SystemExit(0)
   options = opts.parse(StoreOptions, rest, p.prog)
   fs.configure(options)
   opts.require(o, {'lake': './lake'})
+  problem = iceberg.check(options.view_as(iceberg.IcebergOptions))
+  if problem:
+    raise opts.UsageError(problem)
+  o.tables = (iceberg.from_options(options, o.lake)
+              if options.view_as(iceberg.IcebergOptions).lake_format == 'iceberg' else None)
   o.dest = list(dict.fromkeys(o.dest))
   for dest in o.dest:
     if opts.lies_inside(dest, o.lake):
       raise opts.UsageError(f'--dest {dest} lies inside --lake {o.lake}: give the export '
                             'destination, not a lake folder')
   return o
+
+
+def lake_of(o) -> ledger.Lake:
+  """The lake the flags name: a Hive lake's folders, or an Iceberg lake's tables."""
+  return ledger.TableLake(o.tables) if o.tables else ledger.Lake(o.lake)
 
 
 def chosen_days(o, found: list[str]) -> list[str]:
@@ -108,7 +120,7 @@ def status(o, now: datetime.datetime | None = None) -> dict:
   now = now or datetime.datetime.now(datetime.timezone.utc)
   by = parse_time('--expect_by', o.expect_by)
   zone = opts.parse_zone('--timezone', o.timezone)
-  lake = ledger.Lake(o.lake)
+  lake = lake_of(o)
   imports = lake.imports()
   exports = {dest: exports_of(lake, dest) for dest in o.dest}
   lake.problems += [no_history(dest) for dest, days in exports.items() if not days]

@@ -319,6 +319,45 @@ def test_export_of_a_day_the_iceberg_lake_never_committed_exits_3(tmp_path, caps
   assert code == 3 and f'has no committed day {DAY2}' in err and 'Traceback' not in err
 
 
+# ---- status and reconcile -------------------------------------------------------------------
+
+def test_status_and_reconcile_read_the_tables(tmp_path):
+  """status reads each day from the table (rows counted by pyiceberg's own scan), its import
+  and its export; reconcile finds every file the table lists, with --deep decodes them, ignores
+  an orphan file and names a missing one."""
+  from transforms.lake import iceberg
+  source, warehouse, dest = str(tmp_path / 'bucket'), str(tmp_path / 'wh'), str(tmp_path / 'out')
+  flags = ['--lake_format', 'iceberg', '--catalog', f'sqlite:///{tmp_path}/catalog.db']
+  write_day(source, DAY1, 1, 30)
+  write_day(source, DAY2, 300, 9)
+  iceberg_import(source, DAY1, warehouse, flags[2:])
+  out = run_cli('pipelines.import_events', '--source', source, '--date', DAY2, '--lake', warehouse,
+                *flags).stdout
+  assert 'Lake: eventferry.events/dt=...; rejected rows: eventferry.events_rejected/dt=...;' in out
+  _export(warehouse, dest, DAY1, 'parquet', *flags)
+  tbl = load(warehouse, flags[2:])
+  counts = {d: len(tbl.scan(row_filter=f"dt = '{d}'").to_arrow()) for d in (DAY1, DAY2)}
+  doc = json.loads(run_cli('pipelines.status', '--lake', warehouse, *flags, '--dest', dest,
+                           '--json').stdout)
+  assert [(d['dt'], d['lake']['rows'], d['import']['status']) for d in doc['days']] == [
+      (DAY1, counts[DAY1], 'published'), (DAY2, counts[DAY2], 'published')]
+  assert doc['days'][0]['exports'][dest]['current'] is True
+  assert doc['days'][1]['exports'][dest] is None
+  for deep in ([], ['--deep']):
+    proc = run_cli('pipelines.reconcile', '--lake', warehouse, *flags, '--dest', dest, *deep)
+    assert 'reconciled 3 days' in proc.stdout and 'everything matches' in proc.stdout, proc.stdout
+  orphan = os.path.join(iceberg.data_root(tbl, 'killed-run'), f'dt={DAY2}', 'part-x.parquet')
+  os.makedirs(os.path.dirname(orphan))
+  pq.write_table(pa.table({'a': [1]}), orphan)
+  lost = iceberg.day_files(tbl, DAY2)[0]   # as pyiceberg recorded it
+  os.remove(iceberg.store_path(lost.file_path))
+  proc = run_cli('pipelines.reconcile', '--lake', warehouse, *flags, check=False)
+  assert proc.returncode == 1
+  assert [line for line in proc.stdout.splitlines() if line.startswith('MISMATCH')] == [
+      f'MISMATCH {iceberg.store_path(lost.file_path)}: missing (the manifest lists it: '
+      f'{lost.file_size_in_bytes:,} bytes, {lost.record_count:,} rows)']
+
+
 # ---- flags -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('flags,message', [

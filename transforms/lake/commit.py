@@ -349,7 +349,7 @@ class CommitDay(beam.DoFn):
                  f'Inspect {rejected_target}, fix the source and rerun, or raise the ratio.')
     if status == 'published' and s.iceberg:
       made_of = s.inputs.get(dt, {})
-      inputs = {'source': s.source, 'schema_fingerprint': fingerprint(LAKE_SCHEMA),
+      inputs = {'source': s.source, 'schema_fingerprint': fingerprint(LAKE_SCHEMA), 'pipeline': s.pipeline,
                 'source_fingerprint': made_of.get('source_fingerprint'),
                 'source_files': str(len(made_of['source_files'])) if 'source_files' in made_of else None}
       snapshot = day.commit_lake(s.iceberg, dt, staged, s.run_id, fenced, inputs)

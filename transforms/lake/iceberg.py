@@ -13,6 +13,7 @@ pyiceberg is imported only here and only when a function needs it, so a Hive run
 """
 import dataclasses
 import datetime
+import json
 import logging
 import time
 import typing
@@ -29,7 +30,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_manifest', 'committed_days', 'as_lake', 'COMMIT_ATTEMPTS']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -37,7 +38,10 @@ DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D fol
 COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
 SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
 SNAPSHOT_RUN = 'eventferry.run_id'
-SNAPSHOT_INPUTS = ('source', 'source_files', 'source_fingerprint', 'schema_fingerprint')   # eventferry.KEY
+SNAPSHOT_INPUTS = ('pipeline', 'source', 'source_files', 'source_fingerprint', 'schema_fingerprint')
+# A table property per day (eventferry.day.D = JSON: run_id, committed_at, SNAPSHOT_INPUTS), set in
+# the transaction that commits the day: expiring old snapshots must not forget who committed a day.
+DAY_RECORD = 'eventferry.day.'
 
 
 class IcebergOptions(PipelineOptions):
@@ -234,7 +238,8 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
   as the new snapshot lists them. A retried step whose files are already the day's commits
   nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
   lock's fence). `inputs` (SNAPSHOT_INPUTS: what the day was made from) go into the snapshot's
-  summary, so a rerun of the same input can tell the day is complete (day_manifest).
+  summary and the day's record (DAY_RECORD), so a rerun of the same input can tell the day is
+  complete (day_manifest).
   -> the snapshot id (None: the table has none, and the day had and has no rows)."""
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
@@ -249,8 +254,12 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
     before_commit()
     try:
       with tbl.transaction() as tx:
+        made_of = {k: v for k, v in (inputs or {}).items() if k in SNAPSHOT_INPUTS and v}
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        tx.set_properties({DAY_RECORD + dt: json.dumps(
+            {'run_id': run_id, 'committed_at': now, **made_of}, sort_keys=True)})
         summary = {SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id} | {
-            f'eventferry.{k}': v for k, v in (inputs or {}).items() if k in SNAPSHOT_INPUTS and v}
+            f'eventferry.{k}': v for k, v in made_of.items()}
         with tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
           for f in old:
             overwrite.delete_data_file(f)
@@ -267,24 +276,47 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
                      'time; rerun the day')
 
 
-def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
-  """What the export needs of a committed day, as a Hive day's manifest gives it: its files (store
-  paths), rows, the run and time of the snapshot that committed it and what it was made from
-  (SNAPSHOT_INPUTS, None where not recorded), plus the id of the snapshot read (snapshot_id).
-  None when no snapshot ever committed the day."""
-  tbl = table(lake)
+def day_manifest(lake: IcebergLake, dt: str, name: str | None = None, tbl: 'Table | None' = None
+                 ) -> dict | None:
+  """What the export and the operators' commands need of a committed day of table `name` (default
+  the lake's), as a Hive day's manifest gives it: its files (store paths), rows, bytes, the run and
+  time of the commit and what it was made from (SNAPSHOT_INPUTS, None where not recorded), plus
+  the id of the snapshot read (snapshot_id), and `entries`: (path, rows, bytes) per file. `tbl`:
+  the table, loaded already. None when no commit of the day is recorded."""
+  tbl = tbl or table(lake, name)
   current = tbl.current_snapshot()
-  commit = current
-  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
-    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
-  if current is None or commit is None:
+  record = _day_record(tbl, dt) if current is not None else None
+  if current is None or record is None:
     return None
   files = day_files(tbl, dt)
-  committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
   return {'files': sorted(store_path(f.file_path) for f in files),
-          'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
-          'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id,
+          'rows': sum(f.record_count for f in files), 'bytes': sum(f.file_size_in_bytes for f in files),
+          'run_id': record.get('run_id'), 'committed_at': record.get('committed_at'),
+          'snapshot_id': current.snapshot_id, **{k: record.get(k) for k in SNAPSHOT_INPUTS},
+          'entries': sorted((store_path(f.file_path), f.record_count, f.file_size_in_bytes) for f in files)}
+
+
+def _day_record(tbl: 'Table', dt: str) -> dict | None:
+  """The day's record (DAY_RECORD), or for a day committed before records were kept, what the
+  snapshot that committed it says (while it is not expired)."""
+  if DAY_RECORD + dt in tbl.properties:
+    return json.loads(tbl.properties[DAY_RECORD + dt])
+  commit = tbl.current_snapshot()
+  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
+    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  if commit is None:
+    return None
+  at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
+  return {'run_id': _summary(commit, SNAPSHOT_RUN), 'committed_at': at.isoformat(),
           **{k: _summary(commit, f'eventferry.{k}') for k in SNAPSHOT_INPUTS}}
+
+
+def committed_days(lake: IcebergLake, name: str | None = None, tbl: 'Table | None' = None) -> list[str]:
+  """The days of table `name` (default the lake's) whose commit is recorded, sorted."""
+  tbl = tbl or table(lake, name)
+  recorded = {k[len(DAY_RECORD):] for k in tbl.properties if k.startswith(DAY_RECORD)}
+  summarised = {_summary(x, SNAPSHOT_DAY) for x in tbl.metadata.snapshots}
+  return sorted(recorded | {dt for dt in summarised if dt})
 
 
 def _summary(snapshot, key: str) -> str | None:

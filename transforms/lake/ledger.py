@@ -20,15 +20,15 @@ import pyarrow.parquet as pq
 import pydantic
 
 from schemas.export import EXPORT_SCHEMA
-from schemas.reports import DayReport, ExportReport, Manifest, RunReport
-from transforms.lake import history
+from schemas.reports import DayReport, ExportReport, Manifest, ManifestFile, RunReport
+from transforms.lake import history, iceberg
 from transforms.lake.layout import Layout, LayoutError, day_values
 from transforms.stores import fs
 from transforms.lake.names import (EXPORT_RUNS_DIR, MANIFEST, REJECTED_DIR, RUNS_DIR, STATE_DIR,
                                    SUCCESS, day_markers)
 
-__all__ = ['BLOCK', 'EPOCH', 'ImportDay', 'ExportDay', 'relative', 'day_of', 'Lake',
-           'run_report_path', 'exports', 'footer_rows', 'sha256', 'insert_ids', 'ids_digest']
+__all__ = ['BLOCK', 'EPOCH', 'ImportDay', 'ExportDay', 'relative', 'day_of', 'Lake', 'TableLake',
+           'run_report_path', 'exports', 'footer_rows', 'all_rows', 'sha256', 'insert_ids', 'ids_digest']
 
 BLOCK = 4 * 2**20
 EPOCH = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
@@ -107,6 +107,14 @@ class Lake:
   def published(self, dt: str) -> bool:
     return fs.join(self.day_dir(dt), SUCCESS) in self.files
 
+  def manifest_path(self, dt: str, rejected: bool = False) -> str:
+    """Where the day's manifest is, as messages name it."""
+    return fs.join(self.day_dir(dt, rejected), MANIFEST)
+
+  def file_path(self, dt: str, name: str, rejected: bool = False) -> str:
+    """The path of a file the day's manifest lists by `name`."""
+    return fs.join(self.day_dir(dt, rejected), name)
+
   def manifest(self, dt: str, rejected: bool = False) -> Manifest | None:
     path = fs.join(self.day_dir(dt, rejected), MANIFEST)
     return self._load(path, Manifest) if path in self.files else None
@@ -158,6 +166,56 @@ class Lake:
       if d['dest'] == dest and (d['dt'] not in out or out[d['dt']]['exported_at'] <= d['exported_at']):
         out[d['dt']] = d
     return out
+
+
+class TableLake(Lake):
+  """An Iceberg lake (--lake_format iceberg) read as a Lake: its days are the days whose commit
+  the tables record, a day's manifest is what the table's current snapshot lists for it (files
+  named relative to the warehouse; Iceberg keeps no checksum, so sha256 is empty), and run reports
+  lie under WAREHOUSE/_runs as in a Hive lake. The tables are loaded once."""
+
+  def __init__(self, tables: iceberg.IcebergLake):
+    super().__init__(iceberg.store_path(tables.warehouse))
+    self.tables = tables
+    self._loaded = {name: iceberg.table(tables, name) for name in (tables.table, tables.rejected_table)}
+    self._manifests: dict[tuple[str, bool], Manifest | None] = {}
+
+  def _name(self, rejected: bool) -> str:
+    return self.tables.rejected_table if rejected else self.tables.table
+
+  def days(self, rejected: bool = False) -> list[str]:
+    return iceberg.committed_days(self.tables, tbl=self._loaded[self._name(rejected)])
+
+  def day_dir(self, dt: str, rejected: bool = False) -> str:
+    return f'{self._name(rejected)}/{iceberg.DAY}={dt}'
+
+  def manifest_path(self, dt: str, rejected: bool = False) -> str:
+    return f'{self.day_dir(dt, rejected)} (the table\'s current snapshot)'
+
+  def file_path(self, dt: str, name: str, rejected: bool = False) -> str:
+    return fs.join(self.root, name)
+
+  def published(self, dt: str) -> bool:
+    return self.manifest(dt) is not None
+
+  def manifest(self, dt: str, rejected: bool = False) -> Manifest | None:
+    if (dt, rejected) not in self._manifests:
+      self._manifests[dt, rejected] = self._read(dt, rejected)
+    return self._manifests[dt, rejected]
+
+  def _read(self, dt: str, rejected: bool) -> Manifest | None:
+    name = self._name(rejected)
+    day = iceberg.day_manifest(self.tables, dt, name, self._loaded[name])
+    if day is None:
+      return None
+    return Manifest(run_id=day['run_id'] or '', pipeline=day['pipeline'] or 'import',
+                    source=day['source'] or '', partition=self.day_dir(dt, rejected),
+                    committed_at=datetime.datetime.fromisoformat(day['committed_at']),
+                    schema_fingerprint=day['schema_fingerprint'] or '', rows=day['rows'],
+                    bytes=day['bytes'], source_fingerprint=day['source_fingerprint'] or '',
+                    lake_snapshot_id=day['snapshot_id'],
+                    files=[ManifestFile(name=relative(self.root, path), rows=rows, bytes=size, sha256='')
+                           for path, rows, size in day['entries']])
 
 
 def run_report_path(lake: str, run_id: str) -> str:
@@ -220,6 +278,12 @@ def footer_rows(path: str) -> int:
   """A Parquet file's row count from its footer (a ranged read at the end of the file)."""
   with fs.open_read(path) as f:
     return pq.ParquetFile(f).metadata.num_rows
+
+
+def all_rows(path: str) -> int:
+  """A Parquet file's rows, counted by decoding every column (a checksum-free file's --deep check)."""
+  with fs.open_read(path) as f:
+    return pq.read_table(f).num_rows
 
 
 def sha256(path: str) -> str:
