@@ -41,7 +41,7 @@ from pipelines import logs
 from pipelines import options as opts
 from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
 from schemas.reports import Manifest, ManifestFile
-from transforms.lake import forget, history, locks
+from transforms.lake import forget, history, iceberg, iceberg_forget, locks
 from transforms.lake.commit import (StagedFile, checkpoint, clear_dead_staging, commit_partition,
                                     drop_staging, write_parquet)
 from transforms.lake.names import MANIFEST, REJECTED_DIR, STAGING_DIR, SUCCESS
@@ -49,7 +49,7 @@ from transforms.read import SourceError
 from transforms.stores import clients, fs
 
 __all__ = ['PIPELINE', 'OWN_FLAGS', 'ForgetOptions', 'split_argv', 'passthrough', 'read_ids',
-           'day_range', 'in_range', 'committed', 'KINDS', 'scan', 'rewrite_day',
+           'day_range', 'in_range', 'committed', 'tables_of', 'KINDS', 'scan', 'rewrite_day', 'rewrite_table_day',
            'forgotten_so_far', 'audit_path', 'save', 'now', 'make_plan', 'describe', 'redeliver',
            'run', 'execute']
 
@@ -60,6 +60,7 @@ OWN_FLAGS = ('lake', 'user_id', 'ids_file', 'identifier', 'from_date', 'to_date'
 
 class ForgetOptions(PipelineOptions):
   """Erase users from the lake, its dead letters and every export delivered from it."""
+  FLAG_GROUPS = (iceberg.IcebergOptions,)   # shown in --help beside these
 
   @classmethod
   def _add_argparse_args(cls, parser):
@@ -139,6 +140,19 @@ def committed(root: str, first: str | None, last: str | None) -> list[str]:
           if in_range(d.isoformat(), first, last)]
 
 
+def tables_of(o) -> iceberg.IcebergLake | None:
+  """An Iceberg lake's tables (--lake_format iceberg), else None: the Hive lake's folders."""
+  ice = o.view_as(iceberg.IcebergOptions)
+  problem = iceberg.check(ice)
+  if problem:
+    raise opts.UsageError(problem)
+  return iceberg.from_options(o, o.lake) if ice.lake_format == 'iceberg' else None
+
+
+def _table(tables: iceberg.IcebergLake, kind: str) -> str:
+  return tables.table if kind == 'lake' else tables.rejected_table
+
+
 # The lake: a day's partition (lake or dead letters), scanned and rewritten.
 
 KINDS = {'lake': ('identifiers', LAKE_SCHEMA), 'rejected': ('original', REJECTED_SCHEMA)}
@@ -154,8 +168,12 @@ def _root(lake: str, kind: str) -> str:
   return lake if kind == 'lake' else fs.join(lake, REJECTED_DIR)
 
 
-def scan(lake: str, kind: str, dt: str, ids, keys) -> dict[str, int]:
+def scan(lake: str, kind: str, dt: str, ids, keys, tables: iceberg.IcebergLake | None = None
+         ) -> dict[str, int]:
   """{file name: rows to remove} of the files of a committed day that hold an id."""
+  if tables:
+    return iceberg_forget.scan(tables, _table(tables, kind), dt, KINDS[kind][0],
+                               lambda column: _matches(kind, column, ids, keys))
   target = fs.partition_dir(_root(lake, kind), dt)
   manifest = Manifest.model_validate_json(fs.read_bytes(fs.join(target, MANIFEST)))
   found = {}
@@ -217,7 +235,21 @@ def rewrite_day(lake: str, kind: str, dt: str, ids, keys, run_id: str, resumed: 
   fs.delete_tree(staging, prune_parent=True)
 
 
-def forgotten_so_far(lake: str, kind: str, dt: str) -> int:
+def rewrite_table_day(tables: iceberg.IcebergLake, kind: str, dt: str, ids, keys, run_id: str,
+                      fence: locks.Fence) -> None:
+  """An Iceberg lake's day without the rows (one overwrite snapshot), then no snapshot or file
+  that still holds them (transforms/lake/iceberg_forget.py). A rerun finds no row and purges."""
+  name = _table(tables, kind)
+  iceberg_forget.rewrite(tables, name, dt, KINDS[kind][0],
+                         lambda column: _matches(kind, column, ids, keys), run_id,
+                         lambda: fence.check('committing', f'{name}/dt={dt}'))
+  checkpoint('forget_table_committed', f'{name}/dt={dt}')
+  iceberg_forget.purge(tables, name, dt)
+
+
+def forgotten_so_far(lake: str, kind: str, dt: str, tables: iceberg.IcebergLake | None = None) -> int:
+  if tables:
+    return iceberg_forget.rows_forgotten(tables, _table(tables, kind), dt)
   target = fs.partition_dir(_root(lake, kind), dt)
   return Manifest.model_validate_json(fs.read_bytes(fs.join(target, MANIFEST))).rows_forgotten
 
@@ -239,11 +271,14 @@ def now() -> str:
 
 # Plan.
 
-def make_plan(lake: str, ids, keys, first, last, only: list[str]) -> dict:
+def make_plan(lake: str, ids, keys, first, last, only: list[str],
+              tables: iceberg.IcebergLake | None = None) -> dict:
   days: dict[str, dict] = {}
   for kind in KINDS:
-    for dt in committed(_root(lake, kind), first, last):
-      found = scan(lake, kind, dt, ids, keys)
+    found_days = ([dt for dt in iceberg.committed_days(tables, _table(tables, kind))
+                   if in_range(dt, first, last)] if tables else committed(_root(lake, kind), first, last))
+    for dt in found_days:
+      found = scan(lake, kind, dt, ids, keys, tables)
       if found:
         days.setdefault(dt, {})[kind] = {'rows': sum(found.values()), 'files': sorted(found)}
   dests = []
@@ -316,7 +351,7 @@ def run(argv: list[str]) -> int:
           f'(audit: {path})')
     return 0
   if dry:
-    plan = audit['plan'] if audit else make_plan(o.lake, ids, keys, first, last, only)
+    plan = audit['plan'] if audit else make_plan(o.lake, ids, keys, first, last, only, tables_of(o))
     for line in describe(plan):
       print(line)
     print('dry run: nothing was changed')
@@ -332,12 +367,13 @@ def run(argv: list[str]) -> int:
 
 def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_id, held) -> int:
   start = time.monotonic()
+  tables = tables_of(o)
   if audit is None:
     audit = {'request_id': request, 'created_at': now(), 'who': getpass.getuser(),
              'id_hashes': hashes, 'ids': len(ids), 'keys': keys, 'from_date': first,
              'to_date': last, 'only_dests': only, 'runs': [],
              'drop_new_until': forget.drop_until(datetime.date.today(), o.retention_days),
-             'plan': make_plan(o.lake, ids, keys, first, last, only),
+             'plan': make_plan(o.lake, ids, keys, first, last, only, tables),
              'days': {}, 'destinations': {}, 'outcome': 'running'}
   audit['runs'].append({'run_id': run_id, 'who': getpass.getuser(), 'started_at': now()})
   save(o.lake, audit)
@@ -356,9 +392,12 @@ def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_i
         clear_dead_staging(fs.join(o.lake, STAGING_DIR), run_id, {f'{kind}-dt={dt}'})
         resumed = kind in done
         if not resumed:   # the day's commit starts: a rerun may find it unpublished
-          done[kind] = {'done': False, 'before': forgotten_so_far(o.lake, kind, dt)}
+          done[kind] = {'done': False, 'before': forgotten_so_far(o.lake, kind, dt, tables)}
           save(o.lake, audit)
-        rewrite_day(o.lake, kind, dt, ids, keys, run_id, resumed, locks.Fence(lock, run_id))
+        if tables:
+          rewrite_table_day(tables, kind, dt, ids, keys, run_id, locks.Fence(lock, run_id))
+        else:
+          rewrite_day(o.lake, kind, dt, ids, keys, run_id, resumed, locks.Fence(lock, run_id))
       except BaseException:
         drop_staging(fs.join(o.lake, STAGING_DIR, run_id))
         raise
@@ -367,7 +406,7 @@ def execute(o, argv, audit, request, ids, keys, first, last, only, hashes, run_i
         held.remove(lock)
       # counted by the manifest, so a commit a killed run finished is counted too
       done[kind] = {'done': True, 'rows_forgotten':
-                    forgotten_so_far(o.lake, kind, dt) - done[kind]['before']}
+                    forgotten_so_far(o.lake, kind, dt, tables) - done[kind]['before']}
       save(o.lake, audit)
   checkpoint('forget_lake_done', o.lake)
   failed = []

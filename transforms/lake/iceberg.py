@@ -230,16 +230,16 @@ def day_files(tbl: 'Table', dt: str) -> list:
 
 def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
                before_commit: typing.Callable[[], None] = lambda: None,
-               inputs: dict[str, str | None] | None = None) -> int | None:
+               inputs: dict[str, str | int | None] | None = None) -> int | None:
   """Replaces day `dt` of table `name` by the files `paths` in one overwrite snapshot; other days
   keep their files. When another run committed meanwhile (another day: this day is locked), the
   commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
   newer table and refuses it (ValidationException), so it is redone here, from the day's files
   as the new snapshot lists them. A retried step whose files are already the day's commits
   nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
-  lock's fence). `inputs` (SNAPSHOT_INPUTS: what the day was made from) go into the snapshot's
-  summary and the day's record (DAY_RECORD), so a rerun of the same input can tell the day is
-  complete (day_manifest).
+  lock's fence). `inputs` go into the day's record (DAY_RECORD), SNAPSHOT_INPUTS (what the day
+  was made from) also into the snapshot's summary, so a rerun of the same input can tell the day
+  is complete (day_manifest); forget adds rows_forgotten.
   -> the snapshot id (None: the table has none, and the day had and has no rows)."""
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
@@ -254,12 +254,12 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
     before_commit()
     try:
       with tbl.transaction() as tx:
-        made_of = {k: v for k, v in (inputs or {}).items() if k in SNAPSHOT_INPUTS and v}
+        made_of = {k: v for k, v in (inputs or {}).items() if v is not None}
         now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         tx.set_properties({DAY_RECORD + dt: json.dumps(
-            {'run_id': run_id, 'committed_at': now, **made_of}, sort_keys=True)})
+            {**made_of, 'run_id': run_id, 'committed_at': now}, sort_keys=True)})
         summary = {SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id} | {
-            f'eventferry.{k}': v for k, v in made_of.items()}
+            f'eventferry.{k}': str(v) for k, v in made_of.items() if k in SNAPSHOT_INPUTS}
         with tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
           for f in old:
             overwrite.delete_data_file(f)
@@ -293,6 +293,7 @@ def day_manifest(lake: IcebergLake, dt: str, name: str | None = None, tbl: 'Tabl
           'rows': sum(f.record_count for f in files), 'bytes': sum(f.file_size_in_bytes for f in files),
           'run_id': record.get('run_id'), 'committed_at': record.get('committed_at'),
           'snapshot_id': current.snapshot_id, **{k: record.get(k) for k in SNAPSHOT_INPUTS},
+          'rows_forgotten': record.get('rows_forgotten', 0), 'record': record,
           'entries': sorted((store_path(f.file_path), f.record_count, f.file_size_in_bytes) for f in files)}
 
 

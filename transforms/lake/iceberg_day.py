@@ -42,7 +42,7 @@ def commit_rejected(lake: iceberg.IcebergLake, dt: str, staged: list[StagedFile]
 
 
 def commit_lake(lake: iceberg.IcebergLake, dt: str, staged: list[StagedFile], run_id: str,
-                before_commit: typing.Callable[[], None], inputs: dict[str, str | None] | None = None
+                before_commit: typing.Callable[[], None], inputs: dict[str, str | int | None] | None = None
                 ) -> int | None:
   """Replaces the day of the lake table by the workers' files; files without rows are dropped
   (an Iceberg day has no fixed number of parts). `inputs`: iceberg.commit_day's. -> the snapshot id."""

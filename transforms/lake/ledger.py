@@ -213,7 +213,7 @@ class TableLake(Lake):
                     committed_at=datetime.datetime.fromisoformat(day['committed_at']),
                     schema_fingerprint=day['schema_fingerprint'] or '', rows=day['rows'],
                     bytes=day['bytes'], source_fingerprint=day['source_fingerprint'] or '',
-                    lake_snapshot_id=day['snapshot_id'],
+                    lake_snapshot_id=day['snapshot_id'], rows_forgotten=day['rows_forgotten'],
                     files=[ManifestFile(name=relative(self.root, path), rows=rows, bytes=size, sha256='')
                            for path, rows, size in day['entries']])
 
