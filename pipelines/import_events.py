@@ -27,13 +27,10 @@ from schemas.events import LAKE_SCHEMA, fingerprint
 from schemas.reports import DayReport, Manifest, RunReport
 from transforms.lake import iceberg, locks
 from transforms.stores import fs
-from transforms.kernels import accounting
-from transforms.kernels.accounting import DayStats
-from transforms.lake.commit import CommitDay, CommitSettings, SpillRejected, WriteRejected, WriteShards
-from transforms.dedupe import DedupeEvents, ReadSeenIds
+from transforms.lake.commit import CommitSettings, CommitStagedDays, StageRejected, WriteShards
+from transforms.dedupe import DedupeEvents, LookbackIds
 from transforms.lake.names import MANIFEST, REJECTED_DIR, RUNS_DIR, SHUFFLE_DIR, STAGING_DIR, SUCCESS
-from transforms.read import (WAIT_ADVICE, DayInventory, ReadRowGroups, inspect_day, read_tasks,
-                             wait_for_success)
+from transforms.read import WAIT_ADVICE, DayInventory, ReadDays, inspect_day, wait_for_success
 from transforms.validate import DEFAULT_ENVIRONMENT, ValidateEvents
 
 __all__ = ['PIPELINE', 'ImportOptions', 'ImportPlan', 'REQUIRED', 'check', 'inspect', 'committed',
@@ -209,41 +206,27 @@ def shard_count(inv: DayInventory, target_file_bytes: int, max_shard_rows: int) 
 
 
 def build(pipeline: beam.Pipeline, p: ImportPlan) -> dict[str, beam.PCollection]:
-  """Wires the import; returns the PCollections tests and callers may want."""
-  groups = [g for inv in p.days for g in inv.row_groups]
-  raw = (pipeline
-         | 'PlanRowGroups' >> beam.Create(read_tasks(groups))
-         | 'SpreadRowGroups' >> beam.Reshuffle()
-         | 'ReadRowGroups' >> beam.ParDo(ReadRowGroups()))
-  checked = raw | 'ValidateEvents' >> ValidateEvents(p.environment, shards=p.shards)
-  seen = None
-  if p.seen_files:
-    seen = (pipeline | 'LookbackFiles' >> beam.Create(p.seen_files)
-            | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(p.shards)))
-  deduped = checked.main | 'DedupeEvents' >> DedupeEvents(
-      p.shards, fs.join(p.staging, SHUFFLE_DIR), seen)
+  """read -> validate -> dedupe -> write -> commit -> report; returns the PCollections tests and
+  callers may want."""
+  events = pipeline | 'ReadDays' >> ReadDays([g for inv in p.days for g in inv.row_groups])
+  checked = events | 'ValidateEvents' >> ValidateEvents(p.environment, shards=p.shards)
+  seen = (pipeline | 'LookbackIds' >> LookbackIds(p.seen_files, p.shards)) if p.seen_files else None
+  deduped = checked.main | 'DedupeEvents' >> DedupeEvents(p.shards, fs.join(p.staging, SHUFFLE_DIR), seen)
   root, schema = p.staging, None   # an Iceberg lake: the table's data folder, its file schema
   if p.iceberg_lake:   # (files no snapshot lists until the day's commit)
     tbl = iceberg.table(p.iceberg_lake)
     root, schema = iceberg.data_root(tbl, p.run_id), iceberg.file_schema(tbl)
   written = deduped.main | 'WriteShards' >> beam.ParDo(
       WriteShards(root, p.shards, schema)).with_outputs('stats', main='files')
-  rejected_files = (checked.rejected
-                    | 'SpillRejected' >> beam.ParDo(SpillRejected(
-                        fs.join(p.staging, SHUFFLE_DIR, REJECTED_DIR)))
-                    | 'GroupRejected' >> beam.GroupByKey()
-                    | 'WriteRejected' >> beam.ParDo(WriteRejected(p.staging)))
-  planned = pipeline | 'PlannedDays' >> beam.Create([(inv.dt, DayStats()) for inv in p.days])
-  stats = ((checked.stats, deduped.stats, written.stats, planned)
-           | 'AllStats' >> beam.Flatten()
-           | 'StatsPerDay' >> beam.CombinePerKey(accounting.merged))
+  rejected = checked.rejected | 'StageRejected' >> StageRejected(
+      fs.join(p.staging, SHUFFLE_DIR, REJECTED_DIR), p.staging)
   inputs = {inv.dt: {'source_files': inv.source_files, 'source_fingerprint': inv.fingerprint}
             for inv in p.days}
   settings = CommitSettings(p.lake, p.staging, p.run_id, PIPELINE, p.source, p.shards,
                             p.max_rejected_ratio, inputs, fenced=bool(p.locks), iceberg=p.iceberg_lake)
-  reports = ({'lake': written.files, 'rejected': rejected_files, 'stats': stats}
-             | 'JoinDay' >> beam.CoGroupByKey()
-             | 'CommitDay' >> beam.ParDo(CommitDay(settings)))
+  reports = ({'lake': written.files, 'rejected': rejected,
+              'stats': (checked.stats, deduped.stats, written.stats)}
+             | 'CommitDays' >> CommitStagedDays(settings, [inv.dt for inv in p.days]))
   _ = (reports
        | 'CollectReports' >> beam.combiners.ToList()
        | 'WriteRunReport' >> beam.Map(write_report, p))

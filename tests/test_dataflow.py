@@ -138,7 +138,7 @@ def test_dataflow_builds_the_import_job(local):
   pipeline = beam.Pipeline(options=options)
   import_events.build(pipeline, p)
   names = transform_names(pipeline.run())
-  assert {'ReadRowGroups', 'ValidateEvents', 'DedupeEvents', 'CommitDay', 'WriteRunReport'} <= names
+  assert {'ReadDays', 'ValidateEvents', 'DedupeEvents', 'CommitDays', 'WriteRunReport'} <= names
 
 
 def test_dataflow_builds_the_export_job(local):

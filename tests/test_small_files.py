@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 from pipelines import import_events, samples
 from transforms.kernels.lineage import per_source_file
 from transforms.read import RowGroup, read_tasks
+from transforms import read
 
 DAY = datetime.date(2023, 1, 1)
 
@@ -65,7 +66,7 @@ def test_a_day_of_small_files_commits_the_bytes_of_one_read_per_file(tmp_path, m
   packed = run_import(bucket, str(tmp_path / 'packed'))
   tasks = read_tasks([g for inv in [import_events.inspect_day(bucket, DAY)] for g in inv.row_groups])
   assert len(tasks) < 10   # a few batches, not 150
-  monkeypatch.setattr(import_events, 'read_tasks', lambda groups: read_tasks(groups, rows=1))
+  monkeypatch.setattr(read, 'read_tasks', lambda groups: read_tasks(groups, rows=1))
   alone = run_import(bucket, str(tmp_path / 'alone'))
   assert {k: packed[k] for k in ('rows_in', 'rows_written', 'rows_rejected', 'rows_duplicate')} == \
       {k: alone[k] for k in ('rows_in', 'rows_written', 'rows_rejected', 'rows_duplicate')}

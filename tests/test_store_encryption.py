@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import samples
 from tests import servers
 from tests.conftest import run_cli
-from transforms.stores import clients, fs
+from transforms.stores import azure, clients, fs, gcs
 
 pytestmark = pytest.mark.engine
 
@@ -139,8 +139,8 @@ def test_a_big_write_reaches_the_store_in_blocks(name, request, monkeypatch):
   parts, Azure blocks; GCS resumable chunks: 16 MiB), never one whole-file request."""
   store = request.getfixturevalue(f'{name}_store')
   proxy = servers.RecordingProxy(store.server.port)
-  clients._gcs.cache_clear()
-  clients._azure.cache_clear()
+  gcs._client.cache_clear()
+  azure._client.cache_clear()
   try:
     fs.configure(PipelineOptions(through_proxy(name, store, proxy, monkeypatch)))
     path = store.url('blocks', 'big.bin')
@@ -148,11 +148,11 @@ def test_a_big_write_reaches_the_store_in_blocks(name, request, monkeypatch):
     assert fs.read_bytes(path) == BIG
   finally:
     proxy.stop()
-    clients._gcs.cache_clear()
-    clients._azure.cache_clear()
+    gcs._client.cache_clear()
+    azure._client.cache_clear()
   sizes = [int(h.get('content-length') or 0) for m, _, h, _ in proxy.seen if m in ('PUT', 'POST')]
   data = [s for s in sizes if s > 1 << 20]
-  limit = clients.GCS_CHUNK if name == 'gcs' else clients.BLOCK
+  limit = gcs.CHUNK if name == 'gcs' else clients.BLOCK
   assert len(data) >= 2 and max(sizes) <= limit + 4096, sizes
   fs.configure(PipelineOptions(store.flags))
 

@@ -32,7 +32,7 @@ from transforms.kernels.accounting import DayStats
 from transforms.kernels.lineage import per_source_file
 
 __all__ = ['NEW', 'SEEN', 'ShardKey', 'spill', 'unspill', 'spill_name', 'dedupe', 'SpillShards',
-           'DedupeShard', 'DedupeEvents', 'ReadSeenIds']
+           'DedupeShard', 'DedupeEvents', 'ReadSeenIds', 'LookbackIds']
 
 NEW, SEEN = 'new', 'seen'
 ShardKey = tuple[str, int]
@@ -189,3 +189,18 @@ class ReadSeenIds(beam.DoFn):
     batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
     for shard, part in split_by_shard(batch, self._shards[dt]):
       yield (dt, shard), (SEEN, part.column('insert_id'))
+
+
+class LookbackIds(beam.PTransform):
+  """(dt, earlier lake file) pairs -> ((dt, shard), (SEEN, insert_ids)) for DedupeEvents'
+  `seen` (--dedupe_lookback_days)."""
+
+  def __init__(self, files: list[tuple[str, str]], shards: dict[str, int]):
+    super().__init__()
+    self._files = files
+    self._shards = shards
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'LookbackFiles' >> beam.Create(self._files)
+            | 'ReadSeenIds' >> beam.ParDo(ReadSeenIds(self._shards)))

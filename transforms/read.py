@@ -29,7 +29,7 @@ from transforms.validate import check_columns, validate_batch
 
 __all__ = ['BATCH_ROWS', 'SourceError', 'RowGroup', 'DayInventory', 'is_side_file', 'WAIT_ADVICE',
            'wait_for_success', 'DAY_FOLDER', 'prefix_problem', 'prefix_days', 'inspect_day',
-           'with_lineage', 'ReadTask', 'read_tasks', 'ReadRowGroups']
+           'with_lineage', 'ReadTask', 'read_tasks', 'ReadRowGroups', 'ReadDays']
 
 BATCH_ROWS = 262_144
 
@@ -293,3 +293,18 @@ class ReadRowGroups(beam.DoFn):
         progress.advance(batch.num_rows)
         yield with_lineage(batch, group.name, first)
         first += batch.num_rows
+
+
+class ReadDays(beam.PTransform):
+  """The planned days' row groups (DayInventory.row_groups) -> (dt, raw batch with lineage),
+  read task by task and spread over the workers."""
+
+  def __init__(self, row_groups: list):
+    super().__init__()
+    self._row_groups = row_groups
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'PlanRowGroups' >> beam.Create(read_tasks(self._row_groups))
+            | 'SpreadRowGroups' >> beam.Reshuffle()
+            | 'ReadRowGroups' >> beam.ParDo(ReadRowGroups()))

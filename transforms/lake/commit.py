@@ -38,7 +38,8 @@ from transforms.lake.names import MANIFEST, REJECTED_DIR, SUCCESS
 __all__ = ['StagedFile', 'shard_name', 'write_parquet', 'stage', 'clear_dead_staging',
            'drop_staging', 'KILL_AT', 'STOP_AT', 'checkpoint', 'commit_partition', 'appended',
            'flat_owned', 'manifest_for',
-           'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay']
+           'WriteShards', 'SpillRejected', 'WriteRejected', 'CommitSettings', 'CommitDay', 'StageRejected',
+           'CommitStagedDays']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,3 +388,40 @@ class CommitDay(beam.DoFn):
         path = fs.join(partition_dir(self._s.staging, dt), name)
         out.append(write_parquet(LAKE_SCHEMA.empty_table(), path, name))
     return out
+
+
+class StageRejected(beam.PTransform):
+  """(dt, rejected batch) -> (dt, StagedFile): one staged file of rejected rows per day, in
+  source order (spilled under `spill_root`, written under `staging`)."""
+
+  def __init__(self, spill_root: str, staging: str):
+    super().__init__()
+    self._spill_root = spill_root
+    self._staging = staging
+
+  def expand(self, rejected):
+    return (rejected
+            | 'SpillRejected' >> beam.ParDo(SpillRejected(self._spill_root))
+            | 'GroupRejected' >> beam.GroupByKey()
+            | 'WriteRejected' >> beam.ParDo(WriteRejected(self._staging)))
+
+
+class CommitStagedDays(beam.PTransform):
+  """{'lake': (dt, StagedFile), 'rejected': (dt, StagedFile), 'stats': [(dt, DayStats), ...]}
+  -> DayReport per day of `days`: each day's counts merged, then its commit (CommitDay). Every
+  planned day gets a report, also one whose rows were all rejected or dropped."""
+
+  def __init__(self, settings: CommitSettings, days: list[str]):
+    super().__init__()
+    self._settings = settings
+    self._days = days
+
+  def expand(self, parts):
+    from transforms.kernels import accounting
+    planned = parts['lake'].pipeline | 'PlannedDays' >> beam.Create([(dt, DayStats()) for dt in self._days])
+    stats = ((*parts['stats'], planned)
+             | 'AllStats' >> beam.Flatten()
+             | 'StatsPerDay' >> beam.CombinePerKey(accounting.merged))
+    return ({'lake': parts['lake'], 'rejected': parts['rejected'], 'stats': stats}
+            | 'JoinDay' >> beam.CoGroupByKey()
+            | 'CommitDay' >> beam.ParDo(CommitDay(self._settings)))

@@ -1,4 +1,6 @@
-"""The object stores' own clients, for the few things Beam's filesystems cannot do:
+"""The object stores' own clients, for the few things Beam's filesystems cannot do (one module
+per store: transforms/stores/s3.py, gcs.py, azure.py, sftp.py; this one holds what they share:
+the options, encryption flags, errors, secrets, and the dispatch of `put` and `open_write`):
 
 - a 0-byte object on S3 (`_SUCCESS`): Beam writes every S3 object as a multipart upload, and S3
   refuses an upload with no parts;
@@ -8,21 +10,16 @@
   per blob): Beam 2.77's gcsio and blobstorageio take neither, so every gs:// and azfs:// write,
   copy and lock goes through the writers here;
 - bounded memory on Azure: Beam's writer spools a whole file and uploads it in one request;
-  `AzureBlockWriter` stages 8 MiB blocks and commits the block list.
+  `azure.BlockWriter` stages 8 MiB blocks and commits the block list.
 
 The clients are the ones Beam's filesystems use (same options, same credentials; for S3 the one
 transforms/stores/s3.py builds), so a path Beam can read is a path these can write. Options come from
 `FileSystems.set_options` (fs.configure at launch; Beam's worker harness does the same on
 workers).
 """
-import functools
-import io
 import os
 import re
-import shutil
-import time
 
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -30,14 +27,11 @@ from transforms.compat import credentials
 from transforms.compat import options as compat_options
 from transforms.stores import s3, sftp
 
-__all__ = ['BLOCK', 'GCS_CHUNK', 'KMS_KEY', 'EncryptionOptions', 'flag_problem', 'options',
-           'use_emulator_credentials', 's3_client', 'bucket_and_key', 'StoreError',
-           'require_s3_bucket', 's3_delete', 's3_rename', 'azure_exists', 'open_write',
-           'AzureBlockWriter', 'gcs_rename', 'azure_rename', 'put', 'SECRET_OPTIONS', 'secrets',
-           'redact', 'explain']
+__all__ = ['BLOCK', 'KMS_KEY', 'EncryptionOptions', 'flag_problem', 'options', 'encryption',
+           'use_emulator_credentials', 'bucket_and_key', 'StoreError', 'open_write', 'put',
+           'SECRET_OPTIONS', 'secrets', 'redact', 'explain']
 
 BLOCK = 8 << 20   # upload block (Azure), largest write handed to any store
-GCS_CHUNK = 16 << 20   # resumable upload chunk, as Beam's writer: half the requests of 8 MiB
 KMS_KEY = re.compile(r'projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+')
 
 
@@ -68,7 +62,7 @@ def options() -> PipelineOptions:
   return compat_options.filesystem_options() or PipelineOptions([])
 
 
-def _encryption() -> EncryptionOptions:
+def encryption() -> EncryptionOptions:
   return options().view_as(EncryptionOptions)
 
 
@@ -77,22 +71,6 @@ def use_emulator_credentials() -> None:
   about 27 s per process before it connects anonymously; an emulator needs none."""
   if os.environ.get('STORAGE_EMULATOR_HOST'):
     credentials.skip_google_credentials()
-
-
-@functools.lru_cache(maxsize=8)
-def _gcs(opts_id: int):
-  from apache_beam.io.gcp import gcsio
-  return gcsio.create_storage_client(options())
-
-
-@functools.lru_cache(maxsize=8)
-def _azure(opts_id: int):
-  from apache_beam.io.azure import blobstorageio
-  return blobstorageio.BlobStorageIO(pipeline_options=options()).client
-
-
-def s3_client():
-  return s3._cached(options())
 
 
 def bucket_and_key(path: str) -> tuple[str, str]:
@@ -109,159 +87,22 @@ class StoreError(OSError):
   the path and what is missing. An OSError, as a failed local file operation is."""
 
 
-def require_s3_bucket(path: str) -> None:
-  """Beam lists a missing S3 bucket as empty (it ignores 404s); an empty listing is checked here
-  so that a wrong bucket name is an error, not a day without data. A one-key listing of the same
-  prefix needs only the ListBucket permission the seeds grant (HeadBucket would need more)."""
-  import botocore.exceptions
-  bucket, key = bucket_and_key(path)
-  try:
-    s3_client().list_objects_v2(Bucket=bucket, Prefix=key.rstrip('/') + '/', MaxKeys=1)
-  except botocore.exceptions.ClientError as e:
-    if e.response.get('Error', {}).get('Code') == 'NoSuchBucket':
-      raise StoreError(f'S3 bucket {bucket!r} does not exist (path {path}): check the bucket '
-                       'name, the region and --s3_endpoint_url') from None
-    raise
-
-
-def s3_delete(paths: list[str]) -> None:
-  """One DeleteObject per key: Beam's batch DeleteObjects reports per-key failures in a 200
-  reply, and moto with IAM on checks it against the bucket instead of each key."""
-  for path in paths:
-    s3_client().delete_object(Bucket=bucket_and_key(path)[0], Key=bucket_and_key(path)[1])
-
-
-def s3_rename(sources: list[str], destinations: list[str]) -> None:
-  """Copy (multipart for big objects, with the encryption settings), then delete the source."""
-  for src, dst in zip(sources, destinations):
-    (sb, sk), (db, dk) = bucket_and_key(src), bucket_and_key(dst)
-    s3_client().copy({'Bucket': sb, 'Key': sk}, db, dk)
-  s3_delete(sources)
-
-
-def azure_exists(path: str) -> bool:
-  return _azure(id(options())).get_blob_client(*bucket_and_key(path)).exists()
-
-
-def _gcs_blob(path: str):
-  """The blob at a gs:// path, carrying --gcs_kms_key_name for whatever creates it."""
-  bucket, key = bucket_and_key(path)
-  return _gcs(id(options())).bucket(bucket).blob(
-      key, kms_key_name=_encryption().gcs_kms_key_name)
-
-
-def _azure_scope() -> dict:
-  scope = _encryption().azure_encryption_scope
-  return {'encryption_scope': scope} if scope else {}
-
-
 def open_write(path: str, content_type: str = 'application/octet-stream'):
-  """A file object writing gs:// or azfs:// `path` in chunks (GCS_CHUNK) or blocks (BLOCK), with
-  the requested encryption. As a context manager it publishes the object on success; after an
-  exception nothing becomes visible (the upload is cancelled or its blocks left uncommitted)."""
+  """A file object writing gs:// or azfs:// `path` in chunks or blocks, with the requested
+  encryption. As a context manager it publishes the object on success; after an exception
+  nothing becomes visible (the upload is cancelled or its blocks left uncommitted)."""
+  from transforms.stores import azure, gcs
   if path.startswith('gs://'):
-    from google.cloud.storage.fileio import BlobWriter
-    from google.cloud.storage.retry import DEFAULT_RETRY
-    return BlobWriter(_gcs_blob(path), chunk_size=GCS_CHUNK, content_type=content_type,
-                      ignore_flush=True, retry=DEFAULT_RETRY)   # resumable: safe to retry
+    return gcs.open_write(path, content_type)
   if path.startswith('azfs://'):
-    return AzureBlockWriter(path, content_type)
+    return azure.BlockWriter(path, content_type)
   raise ValueError(f'no streaming writer of ours for {path}')
-
-
-class AzureBlockWriter(io.RawIOBase):
-  """Streams a block blob: every BLOCK bytes become one Put Block, closing commits the block
-  list (Put Block List), so memory holds one block, never the file. Both requests carry
-  --azure_encryption_scope, as Azure requires."""
-
-  def __init__(self, path: str, content_type: str):
-    from azure.storage.blob import ContentSettings
-    super().__init__()
-    self._blob = _azure(id(options())).get_blob_client(*bucket_and_key(path))
-    self._settings = ContentSettings(content_type=content_type)
-    self._pending = bytearray()
-    self._blocks: list[str] = []
-
-  def writable(self) -> bool:
-    return True
-
-  def write(self, data) -> int:
-    view = memoryview(data).cast('B')
-    size = len(view)
-    if self._pending:   # top up the block a previous write began
-      take = BLOCK - len(self._pending)
-      self._pending += view[:take]
-      view = view[take:]
-      if len(self._pending) < BLOCK:
-        return size
-      self._stage(bytes(self._pending))
-      self._pending.clear()
-    while len(view) >= BLOCK:
-      self._stage(view[:BLOCK].tobytes())
-      view = view[BLOCK:]
-    self._pending += view
-    return size
-
-  def _stage(self, block: bytes) -> None:
-    block_id = f'{len(self._blocks):06d}'   # equal lengths, as Azure requires per blob
-    self._blob.stage_block(block_id, block, length=len(block), **_azure_scope())
-    self._blocks.append(block_id)
-
-  def close(self) -> None:
-    if not self.closed:
-      if self._pending:
-        self._stage(bytes(self._pending))
-        self._pending.clear()
-      self._blob.commit_block_list(self._blocks, content_settings=self._settings,
-                                   **_azure_scope())
-    super().close()
-
-  def __exit__(self, kind, error, tb):
-    if kind is None:
-      self.close()
-    else:   # leave the staged blocks uncommitted: Azure drops them after a week
-      self._pending.clear()
-      super().close()
-
-
-def gcs_rename(sources: list[str], destinations: list[str]) -> None:
-  """Server-side rewrite with the KMS key (Beam's copy cannot pass one), then delete the source.
-  A rewrite of a big object may take several calls; each continues with the previous token."""
-  for src, dst in zip(sources, destinations):
-    source, target, token = _gcs_blob(src), _gcs_blob(dst), None
-    while True:
-      token, _, _ = target.rewrite(source, token=token)
-      if token is None:
-        break
-  FileSystems.delete(sources)
-
-
-def azure_rename(sources: list[str], destinations: list[str]) -> None:
-  """Copy, wait until Azure says the copy succeeded, then delete the sources. Beam's rename
-  deletes the source right after *starting* Copy Blob, which Azure may finish asynchronously.
-  With an encryption scope the copy streams through AzureBlockWriter: Copy Blob cannot set a
-  scope, and Copy Blob From URL (which can) needs a SAS for the source and stops at 256 MiB."""
-  client = _azure(id(options()))
-  for src, dst in zip(sources, destinations):
-    if _encryption().azure_encryption_scope:
-      with FileSystems.open(src, compression_type=CompressionTypes.UNCOMPRESSED) as r, \
-          open_write(dst) as w:
-        shutil.copyfileobj(r, w, BLOCK)
-      continue
-    target = client.get_blob_client(*bucket_and_key(dst))
-    status = target.start_copy_from_url(client.get_blob_client(*bucket_and_key(src)).url)
-    status = status['copy_status']
-    while status == 'pending':
-      time.sleep(0.2)
-      status = target.get_blob_properties().copy.status
-    if status != 'success':
-      raise OSError(f'Azure copy of {src} to {dst} ended {status}')
-  FileSystems.delete(sources)
 
 
 def put(path: str, data: bytes, exclusive: bool = False) -> bool:
   """Writes `data` to the object store path in one request; with `exclusive`, only if no object
   is there (False then). Schemes: s3, gs, azfs, sftp."""
+  from transforms.stores import azure, gcs
   scheme = FileSystems.get_scheme(path)
   if scheme == 'sftp':
     if exclusive:
@@ -269,35 +110,10 @@ def put(path: str, data: bytes, exclusive: bool = False) -> bool:
     with FileSystems.create(path) as f:
       f.write(data)
     return True
-  bucket, key = bucket_and_key(path)
-  if scheme == 's3':
-    import botocore.exceptions
-    try:
-      s3_client().put_object(Bucket=bucket, Key=key, Body=data,
-                             **({'IfNoneMatch': '*'} if exclusive else {}))
-    except botocore.exceptions.ClientError as e:
-      if e.response.get('Error', {}).get('Code') in ('PreconditionFailed', '412'):
-        return False
-      raise
-    return True
-  if scheme == 'gs':
-    from google.api_core import exceptions
-    blob = _gcs_blob(path)
-    try:
-      blob.upload_from_string(data, if_generation_match=0 if exclusive else None)
-    except exceptions.PreconditionFailed:
-      return False
-    return True
-  if scheme == 'azfs':
-    import azure.core.exceptions
-    blob = _azure(id(options())).get_blob_client(bucket, key)
-    try:
-      # overwrite=False sends If-None-Match: *
-      blob.upload_blob(data, overwrite=not exclusive, **_azure_scope())
-    except azure.core.exceptions.ResourceExistsError:
-      return False
-    return True
-  raise ValueError(f'no store client for {path}')
+  stores = {'s3': s3.put, 'gs': gcs.put, 'azfs': azure.put}
+  if scheme not in stores:
+    raise ValueError(f'no store client for {path}')
+  return stores[scheme](path, data, exclusive)
 
 
 SECRET_OPTIONS = ('s3_secret_access_key', 's3_session_token', 'azure_connection_string',

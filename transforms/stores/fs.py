@@ -20,7 +20,7 @@ import zlib
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.stores import clients, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
+from transforms.stores import azure, clients, gcs, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
 
 __all__ = ['RAW', 'configure', 'STORES', 'redact', 'has_dirs', 'join', 'exists', 'partition_dir',
            'list_files', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
@@ -82,7 +82,7 @@ def join(base: str, *parts: str) -> str:
 @_guarded('check', 'GET (HEAD)')
 def exists(path: str) -> bool:
   if FileSystems.get_scheme(path) == 'azfs':
-    return clients.azure_exists(path)   # Beam 2.77's raises on a missing blob instead of False
+    return azure.exists(path)   # Beam 2.77's raises on a missing blob instead of False
   return FileSystems.exists(path)
 
 
@@ -99,7 +99,7 @@ def list_files(directory: str) -> dict[str, int]:
   for match in FileSystems.match([pattern])[0].metadata_list:
     found[match.path] = match.size_in_bytes
   if not found and FileSystems.get_scheme(directory) == 's3':
-    clients.require_s3_bucket(directory)
+    s3.require_bucket(directory)
   return found
 
 
@@ -271,7 +271,7 @@ def create_exclusive(path: str, data: bytes) -> bool:
 def delete(paths: typing.Iterable[str]) -> None:
   paths = [p for p in paths if exists(p)]
   if paths and FileSystems.get_scheme(paths[0]) == 's3':
-    clients.s3_delete(paths)
+    s3.delete(paths)
   elif paths:
     FileSystems.delete(paths)
 
@@ -284,7 +284,7 @@ def rename(sources: list[str], destinations: list[str]) -> None:
       FileSystems.mkdirs(parent)
   scheme = FileSystems.get_scheme(sources[0]) if sources else None
   if scheme in ('s3', 'gs', 'azfs'):   # copies that keep the encryption settings
-    {'s3': clients.s3_rename, 'gs': clients.gcs_rename, 'azfs': clients.azure_rename}[scheme](
+    {'s3': s3.rename, 'gs': gcs.rename, 'azfs': azure.rename}[scheme](
         sources, destinations)
   elif sources:
     FileSystems.rename(sources, destinations)

@@ -15,8 +15,9 @@ import botocore.session
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from transforms.compat import credentials, filesystems
+from transforms.stores import clients
 
-__all__ = ['ROLE_SECONDS', 'WRITES', 'S3AccessOptions', 'client']
+__all__ = ['ROLE_SECONDS', 'WRITES', 'S3AccessOptions', 'client', 'require_bucket', 'delete', 'rename', 'put']
 
 ROLE_SECONDS = 3600   # botocore refreshes 15 minutes before expiry, so long jobs never see it
 # Requests that create objects: they carry the encryption settings.
@@ -100,3 +101,53 @@ def _cached(options: PipelineOptions):
 
 
 filesystems.hand_beam_s3_client(_cached)   # Beam's S3 filesystem uses our client too
+
+
+def _client():
+  """The client for the filesystem options in force (fs.configure)."""
+  return _cached(clients.options())
+
+
+def require_bucket(path: str) -> None:
+  """Beam lists a missing S3 bucket as empty (it ignores 404s); an empty listing is checked here
+  so that a wrong bucket name is an error, not a day without data. A one-key listing of the same
+  prefix needs only the ListBucket permission the seeds grant (HeadBucket would need more)."""
+  import botocore.exceptions
+  bucket, key = clients.bucket_and_key(path)
+  try:
+    _client().list_objects_v2(Bucket=bucket, Prefix=key.rstrip('/') + '/', MaxKeys=1)
+  except botocore.exceptions.ClientError as e:
+    if e.response.get('Error', {}).get('Code') == 'NoSuchBucket':
+      raise clients.StoreError(f'S3 bucket {bucket!r} does not exist (path {path}): check the '
+                               'bucket name, the region and --s3_endpoint_url') from None
+    raise
+
+
+def delete(paths: list[str]) -> None:
+  """One DeleteObject per key: Beam's batch DeleteObjects reports per-key failures in a 200
+  reply, and moto with IAM on checks it against the bucket instead of each key."""
+  for path in paths:
+    bucket, key = clients.bucket_and_key(path)
+    _client().delete_object(Bucket=bucket, Key=key)
+
+
+def rename(sources: list[str], destinations: list[str]) -> None:
+  """Copy (multipart for big objects, with the encryption settings), then delete the source."""
+  for src, dst in zip(sources, destinations):
+    (sb, sk), (db, dk) = clients.bucket_and_key(src), clients.bucket_and_key(dst)
+    _client().copy({'Bucket': sb, 'Key': sk}, db, dk)
+  delete(sources)
+
+
+def put(path: str, data: bytes, exclusive: bool) -> bool:
+  """One PutObject (`If-None-Match: *` with `exclusive`); False when an object was there."""
+  import botocore.exceptions
+  bucket, key = clients.bucket_and_key(path)
+  try:
+    _client().put_object(Bucket=bucket, Key=key, Body=data,
+                         **({'IfNoneMatch': '*'} if exclusive else {}))
+  except botocore.exceptions.ClientError as e:
+    if e.response.get('Error', {}).get('Code') in ('PreconditionFailed', '412'):
+      return False
+    raise
+  return True
