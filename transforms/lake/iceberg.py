@@ -29,7 +29,8 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_snapshot', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS',
+           'SNAPSHOT_DAY', 'SNAPSHOT_RUN', 'SNAPSHOT_COMPLETE']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -37,6 +38,7 @@ DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D fol
 COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
 SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
 SNAPSHOT_RUN = 'eventferry.run_id'
+SNAPSHOT_COMPLETE = 'eventferry.complete'   # 'false': an ingest pane of a day still open
 
 
 class IcebergOptions(PipelineOptions):
@@ -262,17 +264,32 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
                      'time; rerun the day')
 
 
+def day_snapshot(tbl: 'Table', dt: str):
+  """The latest snapshot that committed day `dt` (its summary names the day), or None."""
+  snapshot = tbl.current_snapshot()
+  while snapshot is not None and _summary(snapshot, SNAPSHOT_DAY) != dt:
+    parent = snapshot.parent_snapshot_id
+    snapshot = tbl.snapshot_by_id(parent) if parent is not None else None
+  return snapshot
+
+
 def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   """What the export needs of a committed day, as a Hive day's manifest gives it: its files (store
   paths), rows, and the run and time of the snapshot that committed it, plus the id of the
-  snapshot read (snapshot_id). None when no snapshot ever committed the day."""
+  snapshot read (snapshot_id). None when no snapshot ever committed the day. A day that streaming
+  ingest has committed panes of but is not complete yet (eventferry.complete=false: the Hive
+  lake's day without _SUCCESS) is not committed: SourceError (exit 3)."""
   tbl = table(lake)
   current = tbl.current_snapshot()
-  commit = current
-  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
-    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  commit = day_snapshot(tbl, dt)
   if current is None or commit is None:
     return None
+  if _summary(commit, SNAPSHOT_COMPLETE) == 'false':
+    from transforms.read import SourceError
+    raise SourceError(f'{lake.table} day {dt} is still open: ingest run '
+                      f'{_summary(commit, SNAPSHOT_RUN)} has committed panes of it, and it is '
+                      'complete once the stream\'s watermark passes the end of the day (its '
+                      'on-time commit); export it then')
   files = day_files(tbl, dt)
   committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
   return {'files': sorted(store_path(f.file_path) for f in files),
