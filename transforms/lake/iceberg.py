@@ -198,7 +198,19 @@ def with_day(rows: pa.Table, dt: str, schema: pa.Schema) -> pa.Table:
   """`rows` (lake or rejected columns) with the day column, cast to the file schema (timestamps
   to Iceberg's microseconds: the values are unchanged)."""
   day = pa.array([datetime.date.fromisoformat(dt)] * rows.num_rows, pa.date32())
-  return rows.append_column(DAY, day).cast(schema)
+  rows = rows.append_column(DAY, day)
+  return pa.table([_cast(rows[f.name], f.type) for f in schema], schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+  """pyarrow 25.0.1 aborts the process (ValidateChildData: "Map array keys array should have no
+  nulls") casting a map column that a filter gave validity bitmaps to large_string keys, as
+  ingest's seen-id filter does: maps are rebuilt from their cast keys and items instead."""
+  if not pa.types.is_map(to):
+    return column.cast(to)
+  return pa.chunked_array([pa.MapArray.from_arrays(
+      c.offsets, c.keys.cast(to.key_type), c.items.cast(to.item_type), type=to,
+      mask=c.is_null() if c.null_count else None) for c in column.chunks], to)
 
 
 def data_root(tbl: 'Table', run_id: str) -> str:
