@@ -191,6 +191,86 @@ def test_a_run_killed_at_each_stage_then_rerun_equals_a_clean_run(tmp_path, stag
   assert not os.listdir(os.path.join(warehouse, '_eventferry', 'locks'))
 
 
+def _day_input(folder, day: str, events: int, seed: int) -> str:
+  """Raw events of `day` only: none malformed (those are filed under the day they arrived,
+  which two runs would then share and one of them would find locked)."""
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f'{day}.jsonl')
+  payloads = samples.raw_events(datetime.date.fromisoformat(day), events, seed=seed, malformed=0)
+  with open(path, 'wb') as f:
+    f.write(b'\n'.join(payloads) + b'\n')
+  return path
+
+
+def test_panes_of_eight_days_committed_at_once_all_land(tmp_path):
+  """Eight threads commit a pane of eight days into one table at the same moment: each commit
+  that meets a newer snapshot is redone from it, and every day lands once with its files."""
+  import threading
+  from transforms.lake import iceberg, iceberg_panes
+  days = [f'2023-04-{d:02d}' for d in range(1, 9)]
+  source = str(tmp_path / 'source')
+  for i, day in enumerate(days):
+    _day_input(tmp_path / 'in', day, 40, seed=i)
+  assert batch(str(tmp_path / 'in' / '*'), source, *iceberg_flags(tmp_path)) == 0
+  written = iceberg_panes.tables(iceberg.IcebergLake(
+      f'sqlite:///{tmp_path}/catalog.db', iceberg.file_uri(source)), 'r1')
+  paths = {day: iceberg_panes.held_paths(written, 'lake', day) for day in days}
+  target = iceberg_panes.tables(iceberg.IcebergLake(
+      f'sqlite:///{tmp_path}/target.db', iceberg.file_uri(str(tmp_path / 'target'))), 'p1')
+  barrier, errors = threading.Barrier(len(days)), []
+
+  def commit(day):
+    try:
+      barrier.wait()
+      iceberg_panes.commit_files(target, 'lake', day, paths[day], 'p1', complete=True,
+                                 labels={iceberg_panes.SNAPSHOT_PANE: '0'})
+    except Exception as e:  # noqa: BLE001 - reported below
+      errors.append(e)
+  threads = [threading.Thread(target=commit, args=(d,)) for d in days]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert errors == []
+  assert {d: iceberg_panes.held_paths(target, 'lake', d) for d in days} == paths
+  tbl = iceberg.table(target.lake)
+  assert sorted(s.summary['eventferry.dt'] for s in tbl.snapshots()) == days
+  assert pyiceberg_rows(tbl) == pyiceberg_rows(iceberg.table(written.lake))
+
+
+def test_two_batch_ingests_of_other_days_at_once_both_land(tmp_path):
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  hive, warehouse = str(tmp_path / 'hive'), str(tmp_path / 'wh')
+  inputs = [_day_input(tmp_path / f'in{i}', day, 500, seed=i)
+            for i, day in enumerate(('2023-05-01', '2023-05-02'))]
+  procs = [subprocess.Popen([sys.executable, '-m', 'pipelines.ingest', '--input', path, '--lake',
+                             warehouse, *iceberg_flags(tmp_path), '--run_id', f'p{i}'], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i, path in enumerate(inputs)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+  for path in inputs:
+    assert batch(path, hive, run_id=os.path.basename(path)) == 0
+  events, rejected = tables(warehouse, tmp_path)
+  assert pyiceberg_rows(events) == hive_rows(hive, ['2023-05-01', '2023-05-02'])
+  assert rejected_rows_iceberg(rejected) == rejected_rows_hive(hive, days_of(hive))
+
+
+def test_a_hive_ingest_never_imports_pyiceberg(tmp_path):
+  import subprocess
+  import sys
+  from tests.conftest import ROOT
+  path = _day_input(tmp_path / 'in', DT, 20, seed=1)
+  script = ('import sys; from pipelines import ingest, options; '
+            f'code = options.main_guard(ingest.run, ["--input", "{path}", "--lake", "{tmp_path}/lake"]); '
+            'print(code, "pyiceberg" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=True).stdout
+  assert out.splitlines()[-1] == '0 False'
+
+
 # ---- streaming ------------------------------------------------------------------------------
 
 def event(server_ms: int, insert_id: str | None = None, **fields) -> bytes:
