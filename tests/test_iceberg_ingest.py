@@ -123,6 +123,26 @@ def test_batch_ingest_holds_the_hive_lake_rows_and_a_rerun_adds_nothing(tmp_path
   assert not os.listdir(os.path.join(warehouse, '_eventferry', 'locks'))
 
 
+def test_batch_ingest_with_a_postgresql_catalog_and_an_s3_warehouse(tmp_path, request,
+                                                                   duckdb_iceberg):
+  from tests.icebergkit import catalog_flags, table_flags, warehouse_of
+  glob = raw_input(tmp_path / 'in', 1500)
+  hive = str(tmp_path / 'hive')
+  warehouse, store_flags, s3 = warehouse_of('s3', tmp_path, request)
+  flags = [*catalog_flags('postgres', tmp_path, request), *table_flags(tmp_path), *store_flags]
+  assert batch(glob, hive) == 0
+  for run_id in ('r1', 'r2'):   # a rerun adds nothing
+    assert batch(glob, warehouse, '--lake_format', 'iceberg', *flags, run_id=run_id) == 0
+    events = load(warehouse, flags)
+    rejected = load(warehouse, [*catalog_flags('postgres', tmp_path, request), *store_flags,
+                                '--table', table_flags(tmp_path)[1] + '_rejected'])
+    assert pyiceberg_rows(events) == hive_rows(hive, [DT])
+    assert duckdb_rows(duckdb_iceberg, events, s3) == hive_rows(hive, [DT])
+    assert rejected_rows_iceberg(rejected) == rejected_rows_hive(hive, days_of(hive))
+    assert [s['eventferry.dt'] for s in summaries(events)] == [DT]
+  assert all(task.file.file_path.startswith('s3://') for task in events.scan().plan_files())
+
+
 def test_replace_days_overwrites_the_day_and_counts_what_it_removed(tmp_path):
   hive, warehouse = str(tmp_path / 'hive'), str(tmp_path / 'wh')
   first = raw_input(tmp_path / 'first', 400)
