@@ -21,6 +21,7 @@ from pipelines import ingest as ingest_pipeline
 from pipelines import options, samples
 from tests.conftest import run_cli
 from tests.icebergkit import duckdb_rows, hive_rows, load, pyiceberg_rows
+from tests.test_ingest_pubsub import pubsub  # noqa: F401 - the emulator fixture (skips without it)
 from transforms import ingest
 from transforms.kernels import raw
 from transforms.kernels.days import day_bounds
@@ -449,3 +450,66 @@ def test_wrong_iceberg_flags_exit_2_with_one_line(tmp_path, capsys, flags, messa
   code = batch(glob, str(tmp_path / 'wh'), *flags)
   err = capsys.readouterr().err
   assert code == 2 and message in err and 'SECRET' not in err and 'Traceback' not in err
+
+
+# ---- Pub/Sub (the emulator, when the machine has it) ---------------------------------------
+
+@pytest.mark.process
+@pytest.mark.pubsub
+def test_streaming_from_the_pubsub_emulator_into_iceberg(pubsub, tmp_path, monkeypatch):  # noqa: F811
+  """`./run.sh ingest --subscription ... --lake_format iceberg`: today's rows land as panes of an
+  open day (export refuses it), yesterday's (late, within the lateness) make a complete day, rows
+  of three days ago and malformed payloads are dead letters; the oracle is what was published."""
+  from google.cloud import pubsub_v1
+  from tests.conftest import running_cli, wait_for
+  from tests.test_ingest_pubsub import PROJECT, _event
+  from transforms.lake import iceberg
+  from transforms.read import SourceError
+  monkeypatch.setenv('PUBSUB_EMULATOR_HOST', pubsub)
+  publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+  topic = publisher.topic_path(PROJECT, 'iceberg-events')
+  subscription = subscriber.subscription_path(PROJECT, 'iceberg-ingest')
+  publisher.create_topic(name=topic)
+  subscriber.create_subscription(name=subscription, topic=topic)
+  today = datetime.datetime.now(datetime.timezone.utc).date()
+  yesterday, old = today - datetime.timedelta(days=1), today - datetime.timedelta(days=3)
+  noon = lambda d: int(datetime.datetime(d.year, d.month, d.day, 12,
+                                         tzinfo=datetime.timezone.utc).timestamp() * 1000)
+  bodies = {'today': [_event(None) for _ in range(500)],
+            'yesterday': [_event(noon(yesterday)) for _ in range(100)],
+            'old': [_event(noon(old)) for _ in range(20)]}
+  messages = [json.dumps(b).encode() for group in bodies.values() for b in group]
+  messages += [b'{"insert_id": "cut'] * 10
+  for f in [publisher.publish(topic, m) for m in messages]:
+    f.result(timeout=60)
+
+  warehouse = str(tmp_path / 'wh')
+  lake = iceberg.IcebergLake(f'sqlite:///{tmp_path}/catalog.db', iceberg.file_uri(warehouse))
+
+  def ids(name: str, day: datetime.date, column: str = 'insert_id') -> list:
+    try:
+      tbl = iceberg.table(lake, name)
+      return tbl.scan(row_filter=f"dt = '{day}'", selected_fields=(column,)).to_arrow()[column].to_pylist()
+    except Exception:  # noqa: BLE001 - the run is committing: read again at the next poll
+      return []
+  want = {k: sorted(b['insert_id'] for b in group) for k, group in bodies.items()}
+  done = lambda: (sorted(ids(lake.table, today)) == want['today']
+                  and sorted(ids(lake.table, yesterday)) == want['yesterday']
+                  and len(ids(lake.rejected_table, old, 'source_row')) == 20
+                  and len(ids(lake.rejected_table, today, 'source_row')) == 10)
+  with running_cli('pipelines.ingest', '--subscription', subscription, '--lake', warehouse,
+                   '--lake_format', 'iceberg', '--catalog', lake.catalog, '--streaming',
+                   '--flush_interval', '2s', '--run_id', 'ps1', log=tmp_path / 'ingest.log',
+                   env={'PUBSUB_EMULATOR_HOST': pubsub}) as proc:
+    wait_for(done, proc, 240)
+  output = (tmp_path / 'ingest.log').read_text()
+  assert done(), f'exit {proc.returncode}: {output[-3000:]}'
+  tbl = iceberg.table(lake)
+  assert iceberg.day_manifest(lake, yesterday.isoformat())['rows'] == 100
+  with pytest.raises(SourceError, match='is still open'):   # today: panes, not complete
+    iceberg.day_manifest(lake, today.isoformat())
+  marks = [s.summary['eventferry.complete'] for s in tbl.snapshots()
+           if s.summary['eventferry.dt'] == today.isoformat()]
+  assert marks and set(marks) == {'false'}
+  reasons = iceberg.table(lake, lake.rejected_table).scan().to_arrow()['reason'].to_pylist()
+  assert sorted(set(reasons)) == ['invalid_json', 'too_late']
