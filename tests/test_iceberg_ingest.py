@@ -13,6 +13,7 @@ import uuid
 
 import apache_beam as beam
 import duckdb
+import pyarrow as pa
 import pytest
 from apache_beam.testing.test_stream import TestStream as Stream
 from apache_beam.utils.timestamp import Timestamp
@@ -435,6 +436,68 @@ def test_export_refuses_an_open_day_with_exit_3_and_of_a_complete_one_equals_the
                   for n in sorted(os.listdir(os.path.join(tmp_path, dest, f'dt={DT}')))
                   if not n.startswith('_')} for dest in ('from-hive', 'from-iceberg', 'from-stream')}
   assert files['from-iceberg'] == files['from-hive'] == files['from-stream'] != {}
+
+
+class _State:
+  """A state cell of a stateful DoFn called directly."""
+  def __init__(self):
+    self.value = None
+
+  def read(self):
+    return self.value
+
+  def write(self, value):
+    self.value = value
+
+
+def test_a_retried_commit_days_bundle_commits_nothing_twice(tmp_path):
+  """CommitDays retried after its snapshots landed (its state was never written, so it meets the
+  same on-time pane again): the files are listed already, no snapshot is added, and the report
+  names the snapshot the first attempt made."""
+  from transforms import dedupe
+  from transforms.kernels.accounting import DayStats
+  from transforms.lake import iceberg, iceberg_panes
+  warehouse = str(tmp_path / 'wh')
+  lake = iceberg.IcebergLake(f'sqlite:///{tmp_path}/catalog.db', iceberg.file_uri(warehouse))
+  settings = ingest.WriteSettings(lake=warehouse, zone='UTC', run_id='s1', allowed_lateness_ms=HOUR,
+                                  flush_interval_s=300, flush_rows=10**6, max_rows_per_file=10**6,
+                                  iceberg=iceberg_panes.tables(lake, 's1'))
+  split = ingest.SplitDays('UTC', 'production', HOUR)
+  split.setup()
+  split.start_bundle()
+  payloads = [event(START_A + i) for i in range(30)] + [b'[1]']
+  parts = [p for (dt, _), p in split.process(chunk(payloads, START_A + 100)) if dt == DAY_A]
+  write = ingest.WriteDays(settings)
+  write.setup()
+  table, _ = dedupe.dedupe([p.valid for p in parts])
+  rejected = pa.Table.from_batches([p.rejected for p in parts])
+  stats = DayStats(rows_written=table.num_rows)   # as WriteDays counts a pane
+  for p in parts:
+    stats.add(p.stats)
+  pane = ingest.Pane(0, write._write(table, DAY_A, 'lake', 0), write._write(rejected, DAY_A, 'rejected', 0),
+                     stats, early=False, on_time=1)
+  commit = ingest.CommitDays(settings)
+  reports = [list(commit.process((DAY_A, pane), day_state=_State())) for _ in range(2)]
+  events, dead = (iceberg.table(lake, name) for name in (lake.table, lake.rejected_table))
+  assert len(events.snapshots()) == len(dead.snapshots()) == 1
+  assert [r.snapshot_id for [r] in reports] == [events.current_snapshot().snapshot_id] * 2
+  assert [(r.status, r.rows_written, r.rows_rejected) for [r] in reports] == [('published', 30, 1)] * 2
+  assert len(events.scan().to_arrow()) == 30 and len(dead.scan().to_arrow()) == 1
+
+
+def test_day_columns_of_filtered_map_rows_are_cast_without_aborting():
+  """pyarrow 25.0.1 aborts the process casting a filtered map column to large_string keys (as
+  the file schema has them): with_day rebuilds maps, and keeps their values and field ids."""
+  from transforms.lake import iceberg
+  schema = iceberg._schema(pa.schema([('m', pa.map_(pa.field('key', pa.string(), nullable=False),
+                                                     pa.string()), False)]))[0].as_arrow()
+  rows = pa.table({'m': pa.array([[('a', 'b')], [('c', None)], [('e', 'f'), ('g', 'h')]] * 4,
+                                 pa.map_(pa.field('key', pa.string(), nullable=False), pa.string()))})
+  rows = rows.filter(pa.array([i % 3 > 0 for i in range(12)]))   # as the seen-id filter does
+  out = iceberg.with_day(rows.slice(1), DT, schema)
+  assert out.schema == schema and out.num_rows == 7
+  assert out['m'].to_pylist() == rows.slice(1)['m'].to_pylist()
+  assert out.schema.field('m').type.key_field.metadata == schema.field('m').type.key_field.metadata
 
 
 # ---- flags ----------------------------------------------------------------------------------
