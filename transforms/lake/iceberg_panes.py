@@ -59,7 +59,7 @@ def tables(lake: iceberg.IcebergLake, run_id: str) -> PaneTables:
 @dataclasses.dataclass(frozen=True)
 class Committed:
   """The day in the table after a commit (or as it was, when there was nothing to commit)."""
-  snapshot_id: int | None   # None: nothing committed, and the table has no snapshot
+  snapshot_id: int | None   # the day's latest snapshot (None: no snapshot names the day)
   files: int
   bytes: int
   rows_replaced: int = 0    # --replace_days: rows of the files the overwrite removed
@@ -95,7 +95,7 @@ def commit_files(tables_: PaneTables, kind: str, dt: str, paths: list[str], run_
     else:   # only a mark to add, if the day holds files and is not marked complete yet
       marked = complete
       if not (complete and old and not _complete(tbl, dt)):   # a retried step, or nothing to do
-        snapshot = tbl.current_snapshot()
+        snapshot = iceberg.day_snapshot(tbl, dt)
         return Committed(snapshot.snapshot_id if snapshot else None, len(old),
                          sum(f.file_size_in_bytes for f in old))
     before_commit()
