@@ -16,7 +16,9 @@ here is a batch of many rows and Beam assigns windows per element; a stateful Do
     and lands in the day's dead-letter partition. Nothing is dropped.
 File names are part-RUN-PANE-FILE[-SHARD]: a retried bundle rewrites its own files, and a
 restarted pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is
-there (commit.commit_partition's append mode).
+there (commit.commit_partition's append mode). On an Iceberg lake (WriteSettings.iceberg) the
+files go into the tables' data folders and each commit is a snapshot of the day instead
+(transforms/lake/iceberg_panes.py: a pane each, the on-time one marked complete).
 
 De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
 first written wins; every copy of an insert_id meets in one shard. The horizon is the day plus
