@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipelines import options as opts
 from pipelines import runs
 from transforms.stores import fs
+from transforms.lake import iceberg, iceberg_panes
 from transforms.lake.names import RUNS_DIR, STAGING_DIR, ingest_run
 from transforms import read_raw
 from transforms.ingest import IngestEvents, WriteSettings
@@ -38,6 +39,7 @@ REQUIRED = ('lake',)   # and one of --subscription, --topic, --input
 
 class IngestOptions(PipelineOptions):
   """Ingest raw JSON events from Pub/Sub or JSON-lines files into the lake by server date."""
+  FLAG_GROUPS = (iceberg.IcebergOptions,)   # shown in --help beside these
 
   @classmethod
   def _add_argparse_args(cls, parser):
@@ -96,6 +98,9 @@ def _check(o: IngestOptions, streaming: bool) -> None:
   if o.day_shards is not None and not 1 <= o.day_shards <= 4096:
     raise opts.UsageError(f'--day_shards {o.day_shards}: give 1 to 4096 (about the number of '
                           'worker cores)')
+  problem = iceberg.check(o.view_as(iceberg.IcebergOptions))
+  if problem:
+    raise opts.UsageError(problem)
 
 
 def day_shards(options: PipelineOptions) -> int:
@@ -113,13 +118,18 @@ def day_shards(options: PipelineOptions) -> int:
 
 
 def settings(o: IngestOptions, streaming: bool, run_id: str, shards: int = 1) -> WriteSettings:
+  """With --lake_format iceberg, the tables are loaded (made on first use) here, before any
+  worker writes into their data folders."""
+  tables = None
+  if o.view_as(iceberg.IcebergOptions).lake_format == 'iceberg':
+    tables = iceberg_panes.tables(iceberg.from_options(o, o.lake), run_id)
   return WriteSettings(
       lake=o.lake, zone=o.timezone, run_id=run_id,
       allowed_lateness_ms=int(opts.parse_duration('--allowed_lateness', o.allowed_lateness) * 1000),
       flush_interval_s=opts.parse_duration('--flush_interval', o.flush_interval) if streaming
       else None, flush_rows=o.flush_rows, max_rows_per_file=o.max_rows_per_file or 1_000_000,
       batch=not streaming, replace=o.replace_days, break_lock=o.break_lock,
-      shards=shards)
+      shards=shards, iceberg=tables)
 
 
 def read_chunks(pipeline: beam.Pipeline, o: IngestOptions) -> beam.PCollection:

@@ -16,7 +16,9 @@ here is a batch of many rows and Beam assigns windows per element; a stateful Do
     and lands in the day's dead-letter partition. Nothing is dropped.
 File names are part-RUN-PANE-FILE[-SHARD]: a retried bundle rewrites its own files, and a
 restarted pipeline (new RUN) never overwrites an earlier run's files; manifests merge with what is
-there (commit.commit_partition's append mode).
+there (commit.commit_partition's append mode). On an Iceberg lake (WriteSettings.iceberg) the
+files go into the tables' data folders and each commit is a snapshot of the day instead
+(transforms/lake/iceberg_panes.py: a pane each, the on-time one marked complete).
 
 De-duplication: within a flush the earliest ts wins (as in the batch import); across flushes the
 first written wins; every copy of an insert_id meets in one shard. The horizon is the day plus
@@ -26,6 +28,7 @@ follow the pane (transforms/kernels/seen.py), dropped when the day closes.
 import collections
 import dataclasses
 import datetime
+import functools
 import typing
 import zoneinfo
 
@@ -45,7 +48,7 @@ from schemas.reasons import Reason
 from schemas.reports import DayReport, Manifest, Status
 from transforms import dedupe, validate
 from transforms.kernels import raw, seen, shards
-from transforms.lake import commit, forget, locks, names
+from transforms.lake import commit, forget, iceberg_day, iceberg_panes, locks, names
 from transforms.stores import fs
 from transforms.kernels.accounting import DayStats
 from transforms.kernels.days import day_bounds, server_days
@@ -84,6 +87,7 @@ class Pane:
   stats: DayStats            # of the rows this pane took: in = written + rejected + duplicate
   early: bool                # written before the shard was on time: an 'open' report
   on_time: int = 0           # the shard's on-time pane: how many panes it sent, this one included
+  index: int = 0             # the pane's number (in its file names)
 
 
 @dataclasses.dataclass
@@ -211,6 +215,7 @@ class WriteSettings:
   replace: bool = False   # batch: a day this run writes rows to is replaced (--replace_days)
   break_lock: str | None = None   # batch: a dead run whose day locks this one takes over
   shards: int = 1         # keys per day (--day_shards): a day's work spreads over that many
+  iceberg: iceberg_panes.PaneTables | None = None   # --lake_format iceberg: the tables
 
 
 def _millis(ms: int) -> Timestamp:
@@ -229,6 +234,19 @@ def _fence(s: WriteSettings, directory: str) -> locks.Fence | None:
     return None
   dt = directory.rstrip('/').rsplit('dt=', 1)[-1]
   return locks.Fence(locks.lock_path(s.lake, f'dt={dt}'), s.run_id)
+
+
+def _check_fence(fence: locks.Fence | None, target: str) -> None:
+  if fence is not None:
+    fence.check('committing', target)
+
+
+def _directory(s: WriteSettings, kind: str, dt: str) -> str:
+  """Where the panes of day `dt` land: the Hive lake's partition (lake or dead letters), or
+  the run's folder of the day in the Iceberg table's data folder."""
+  if s.iceberg is not None:
+    return s.iceberg.directory(kind, dt)
+  return fs.partition_dir(s.lake if kind == 'lake' else fs.join(s.lake, names.REJECTED_DIR), dt)
 
 
 class WriteDays(beam.DoFn):
@@ -330,28 +348,36 @@ class WriteDays(beam.DoFn):
       rejected = rejected.filter(pa.array([
           key not in day.dead_letters for key in zip(rejected['source_file'].to_pylist(),
                                                      rejected['source_row'].to_pylist())], pa.bool_()))
-    lake_dir = fs.partition_dir(s.lake, dt)
-    rejected_dir = fs.partition_dir(fs.join(s.lake, names.REJECTED_DIR), dt)
-    pane = Pane(shard, self._write(table, lake_dir, 'lake', day.pane, shard),
-                self._write(rejected, rejected_dir, 'rejected', day.pane, shard), stats,
-                early=not (day.on_time or on_time))
+    pane = Pane(shard, self._write(table, dt, 'lake', day.pane, shard),
+                self._write(rejected, dt, 'rejected', day.pane, shard), stats,
+                early=not (day.on_time or on_time), index=day.pane)
     day.pane += 1
     day.sent += 1
     if on_time:
       day.on_time, pane.on_time = True, day.sent
     yield dt, pane
 
-  def _write(self, table: pa.Table, directory: str, kind: str, pane: int, shard: int = 0
+  def _write(self, table: pa.Table, dt: str, kind: str, pane: int, shard: int = 0
              ) -> list[commit.StagedFile]:
     """Writes pane `pane` of a partition as files of at most --max_rows_per_file rows, staged
     and then renamed into place, so a listed file is always whole. Names: part-RUN-PANE-FILE,
-    and -SHARD after them when a day has more than one."""
+    and -SHARD after them when a day has more than one. An Iceberg table's files are written in
+    place (with the day column and the table's field ids): no snapshot lists them yet."""
     staged = []
     suffix = f'-{shard:04d}' if self._s.shards > 1 else ''
+    directory, tables = _directory(self._s, kind, dt), self._s.iceberg
     for i, start in enumerate(range(0, table.num_rows, self._s.max_rows_per_file)):
       name = f'part-{self._s.run_id}-{pane:05d}-{i:03d}{suffix}.parquet'
-      path = fs.join(_staging(self._s, directory, kind), name)
-      staged.append(commit.write_parquet(table.slice(start, self._s.max_rows_per_file), path, name))
+      rows = table.slice(start, self._s.max_rows_per_file)
+      if tables is not None:
+        staged.append(commit.write_parquet(tables.file_rows(kind, rows, dt),
+                                           fs.join(directory, name), name))
+      else:
+        staged.append(commit.write_parquet(rows, fs.join(_staging(self._s, directory, kind), name),
+                                           name))
+    if tables is not None:
+      self.files.inc(len(staged))
+      return staged
     fence = _fence(self._s, directory)
     if staged and fence:
       fence.check(f'promoting pane {pane}', directory)
@@ -369,9 +395,7 @@ class WriteDays(beam.DoFn):
     self._lock(dt)
     day.opened = True
     prefix = f'part-{self._s.run_id}-'
-    listed = {kind: self._listed(d) for kind, d in (
-        ('lake', fs.partition_dir(self._s.lake, dt)),
-        ('rejected', fs.partition_dir(fs.join(self._s.lake, names.REJECTED_DIR), dt)))}
+    listed = {kind: self._listed(kind, dt) for kind in ('lake', 'rejected')}
     panes = [path.rsplit('/', 1)[-1][len(prefix):].split('-')[0] for names in listed.values()
              for path in names if path.rsplit('/', 1)[-1].startswith(prefix)]
     day.pane = 1 + max((int(p) for p in panes if p.isdigit()), default=-1)
@@ -387,9 +411,12 @@ class WriteDays(beam.DoFn):
         (f, r) for t in held
         for f, r in zip(t['source_file'].to_pylist(), t['source_row'].to_pylist()))
 
-  @staticmethod
-  def _listed(directory: str) -> list[str]:
-    """Paths of the files the partition's manifest lists (none without one)."""
+  def _listed(self, kind: str, dt: str) -> list[str]:
+    """Paths of the files the partition's manifest lists (none without one), or the Iceberg
+    table's current snapshot lists for the day."""
+    if self._s.iceberg is not None:
+      return iceberg_panes.held_paths(self._s.iceberg, kind, dt)
+    directory = _directory(self._s, kind, dt)
     path = fs.join(directory, names.MANIFEST)
     if not fs.exists(path):
       return []
@@ -418,7 +445,8 @@ class WriteDays(beam.DoFn):
 class CommitDays(beam.DoFn):
   """(dt, Pane) keyed by day -> a DayReport: 'open' for an early pane; once every shard of the
   day sent its on-time pane and every pane it sent before that is in, the commit (the manifests,
-  then _SUCCESS: 'published', or 'failed' accounting); after that, one commit per pane."""
+  then _SUCCESS: 'published', or 'failed' accounting); after that, one commit per pane. On an
+  Iceberg lake, a snapshot per pane instead (_to_tables)."""
   DAY = ReadModifyWriteStateSpec('day_commit', PickleCoder())
 
   def __init__(self, settings: WriteSettings):
@@ -434,9 +462,10 @@ class CommitDays(beam.DoFn):
     day.stats.add(pane.stats)
     day.unlisted['lake'] += pane.lake
     day.unlisted['rejected'] += pane.rejected
-    lake_dir = fs.partition_dir(self._s.lake, dt)
-    rejected_dir = fs.partition_dir(fs.join(self._s.lake, names.REJECTED_DIR), dt)
-    if day.committed and not (pane.lake or pane.rejected or pane.stats.rows_in):
+    lake_dir, rejected_dir = _directory(self._s, 'lake', dt), _directory(self._s, 'rejected', dt)
+    if self._s.iceberg is not None:
+      yield from self._to_tables(dt, day, pane)
+    elif day.committed and not (pane.lake or pane.rejected or pane.stats.rows_in):
       pass   # an empty on-time pane of a shard that met the day late: nothing to add
     elif day.committed or self._on_time(day):
       yield self._commit_day(dt, day, lake_dir, rejected_dir)
@@ -447,6 +476,43 @@ class CommitDays(beam.DoFn):
   def _on_time(self, day: DayCommit) -> bool:
     return len(day.expected) == self._s.shards and all(
         day.received[shard] >= panes for shard, panes in day.expected.items())
+
+  def _to_tables(self, dt: str, day: DayCommit, pane: Pane) -> typing.Iterator[DayReport]:
+    """The Iceberg lake (transforms/lake/iceberg_panes.py): streaming, each pane with files
+    becomes one snapshot of the day in each table it wrote to, and the pane that makes the day
+    on time marks it complete (a snapshot even when it adds nothing); batch, the run's files of
+    the day become one snapshot once the day is on time, as the Hive lake publishes them."""
+    s, tables = self._s, self._s.iceberg
+    assert tables is not None
+    completes = not day.committed and self._on_time(day)
+    complete = day.committed or completes
+    targets = {k: iceberg_day.target(tables.lake, tables.name(k), dt) for k in iceberg_panes.KINDS}
+    if s.batch and not complete:
+      if pane.early:
+        yield self._report(dt, day, 'open', targets['lake'], targets['rejected'])
+    elif completes or pane.lake or pane.rejected or (day.committed and pane.stats.rows_in):
+      fence = _fence(s, _directory(s, 'lake', dt))
+      labels = {} if s.batch else {iceberg_panes.SNAPSHOT_SHARD: str(pane.shard),
+                                   iceberg_panes.SNAPSHOT_PANE: str(pane.index)}
+      replacing = s.replace and bool(day.unlisted['lake'])   # dead letters alone replace nothing
+      commit.checkpoint('staged', targets['lake'])
+      done = {}
+      for kind in ('rejected', 'lake'):   # dead letters first, as the import commits them
+        done[kind] = iceberg_panes.commit_files(
+            tables, kind, dt, [f.path for f in day.unlisted[kind]], s.run_id, complete=complete,
+            replace=replacing, labels=labels, before_commit=functools.partial(
+                _check_fence, fence, targets[kind]))
+        commit.checkpoint(f'{kind}_committed', targets['lake'])
+      day.rows_replaced += done['lake'].rows_replaced
+      day.unlisted = {'lake': [], 'rejected': []}
+      day.committed = complete
+      if s.batch:
+        locks.release([locks.lock_path(s.lake, f'dt={dt}')], s.run_id)
+      status: Status = 'open' if not complete else 'published' if done['lake'].files \
+          else 'rejected_only'
+      yield self._report(dt, day, status, targets['lake'], targets['rejected'],
+                         files=done['lake'].files, size=done['lake'].bytes,
+                         snapshot_id=done['lake'].snapshot_id)
 
   def _commit_day(self, dt: str, day: DayCommit, lake_dir: str, rejected_dir: str) -> DayReport:
     """Commits the files the day's panes wrote since the last commit."""
@@ -485,7 +551,9 @@ class CommitDays(beam.DoFn):
                                                      names.MANIFEST))
 
   def _report(self, dt: str, day: DayCommit, status: Status, lake_dir: str, rejected_dir: str,
-              lake: Manifest | None = None) -> DayReport:
+              lake: Manifest | None = None, files: int | None = None, size: int | None = None,
+              snapshot_id: int | None = None) -> DayReport:
+    """`files` and `size`: of an Iceberg day (the Hive day's come from its manifest)."""
     st = day.stats
     error = st.balance_error() if status in ('published', 'rejected_only') else None
     report = DayReport(
@@ -495,9 +563,11 @@ class CommitDays(beam.DoFn):
         rows_forgotten=st.rows_forgotten,
         rejected_by_reason=dict(sorted(st.rejected.items())),
         flags={k: v for k, v in sorted(st.flags.items()) if v},
-        files=len(lake.files) if lake else 0 if status == 'published' else day.panes,
-        bytes=lake.bytes if lake else 0,
-        partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir)
+        files=files if files is not None else len(lake.files) if lake else 0
+        if status == 'published' else day.panes,
+        bytes=size if size is not None else lake.bytes if lake else 0,
+        partition='' if status == 'rejected_only' else lake_dir, rejected_partition=rejected_dir,
+        snapshot_id=snapshot_id)
     fs.write_bytes(fs.join(self._s.lake, names.RUNS_DIR, names.ingest_run(self._s.run_id),
                                      f'dt={dt}.json'), report.model_dump_json(indent=2).encode())
     return report

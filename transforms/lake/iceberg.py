@@ -30,7 +30,8 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_manifest', 'committed_days', 'as_lake', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_snapshot', 'day_manifest', 'committed_days', 'as_lake',
+           'record_day', 'day_record', 'COMMIT_ATTEMPTS', 'SNAPSHOT_DAY', 'SNAPSHOT_RUN', 'SNAPSHOT_COMPLETE']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -42,6 +43,7 @@ SNAPSHOT_INPUTS = ('pipeline', 'source', 'source_files', 'source_fingerprint', '
 # A table property per day (eventferry.day.D = JSON: run_id, committed_at, SNAPSHOT_INPUTS), set in
 # the transaction that commits the day: expiring old snapshots must not forget who committed a day.
 DAY_RECORD = 'eventferry.day.'
+SNAPSHOT_COMPLETE = 'eventferry.complete'   # 'false': an ingest pane of a day still open
 
 
 class IcebergOptions(PipelineOptions):
@@ -201,7 +203,19 @@ def with_day(rows: pa.Table, dt: str, schema: pa.Schema) -> pa.Table:
   """`rows` (lake or rejected columns) with the day column, cast to the file schema (timestamps
   to Iceberg's microseconds: the values are unchanged)."""
   day = pa.array([datetime.date.fromisoformat(dt)] * rows.num_rows, pa.date32())
-  return rows.append_column(DAY, day).cast(schema)
+  rows = rows.append_column(DAY, day)
+  return pa.table([_cast(rows[f.name], f.type) for f in schema], schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, to: pa.DataType) -> pa.ChunkedArray:
+  """pyarrow 25.0.1 aborts the process (ValidateChildData: "Map array keys array should have no
+  nulls") casting a map column that a filter gave validity bitmaps to large_string keys, as
+  ingest's seen-id filter does: maps are rebuilt from their cast keys and items instead."""
+  if not pa.types.is_map(to):
+    return column.cast(to)
+  return pa.chunked_array([pa.MapArray.from_arrays(
+      c.offsets, c.keys.cast(to.key_type), c.items.cast(to.item_type), type=to,
+      mask=c.is_null() if c.null_count else None) for c in column.chunks], to)
 
 
 def data_root(tbl: 'Table', run_id: str) -> str:
@@ -255,9 +269,7 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
     try:
       with tbl.transaction() as tx:
         made_of = {k: v for k, v in (inputs or {}).items() if v is not None}
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        tx.set_properties({DAY_RECORD + dt: json.dumps(
-            {**made_of, 'run_id': run_id, 'committed_at': now}, sort_keys=True)})
+        record_day(tx, dt, run_id, made_of)
         summary = {SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id} | {
             f'eventferry.{k}': str(v) for k, v in made_of.items() if k in SNAPSHOT_INPUTS}
         with tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
@@ -276,18 +288,44 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
                      'time; rerun the day')
 
 
+def record_day(tx, dt: str, run_id: str, fields: dict) -> None:
+  """Sets day `dt`'s record (DAY_RECORD) in the transaction `tx` that commits the day: the run,
+  the time, and `fields` (what the day was made from; `complete`: False for an open ingest day)."""
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  tx.set_properties({DAY_RECORD + dt: json.dumps(
+      {**{k: v for k, v in fields.items() if v is not None}, 'run_id': run_id, 'committed_at': now},
+      sort_keys=True)})
+
+
+def day_snapshot(tbl: 'Table', dt: str):
+  """The latest snapshot that committed day `dt` (its summary names the day), or None."""
+  snapshot = tbl.current_snapshot()
+  while snapshot is not None and _summary(snapshot, SNAPSHOT_DAY) != dt:
+    parent = snapshot.parent_snapshot_id
+    snapshot = tbl.snapshot_by_id(parent) if parent is not None else None
+  return snapshot
+
+
 def day_manifest(lake: IcebergLake, dt: str, name: str | None = None, tbl: 'Table | None' = None
                  ) -> dict | None:
   """What the export and the operators' commands need of a committed day of table `name` (default
   the lake's), as a Hive day's manifest gives it: its files (store paths), rows, bytes, the run and
   time of the commit and what it was made from (SNAPSHOT_INPUTS, None where not recorded), plus
   the id of the snapshot read (snapshot_id), and `entries`: (path, rows, bytes) per file. `tbl`:
-  the table, loaded already. None when no commit of the day is recorded."""
+  the table, loaded already. None when no commit of the day is recorded. A day that streaming
+  ingest has committed panes of but is not complete yet (complete false: the Hive lake's day
+  without _SUCCESS) is not committed: SourceError (exit 3)."""
   tbl = tbl or table(lake, name)
   current = tbl.current_snapshot()
-  record = _day_record(tbl, dt) if current is not None else None
+  record = day_record(tbl, dt) if current is not None else None
   if current is None or record is None:
     return None
+  if record.get('complete') is False:
+    from transforms.read import SourceError
+    raise SourceError(f'{name or lake.table} day {dt} is still open: ingest run '
+                      f'{record.get("run_id")} has committed panes of it, and it is '
+                      'complete once the stream\'s watermark passes the end of the day (its '
+                      'on-time commit); export it then')
   files = day_files(tbl, dt)
   return {'files': sorted(store_path(f.file_path) for f in files),
           'rows': sum(f.record_count for f in files), 'bytes': sum(f.file_size_in_bytes for f in files),
@@ -297,18 +335,17 @@ def day_manifest(lake: IcebergLake, dt: str, name: str | None = None, tbl: 'Tabl
           'entries': sorted((store_path(f.file_path), f.record_count, f.file_size_in_bytes) for f in files)}
 
 
-def _day_record(tbl: 'Table', dt: str) -> dict | None:
+def day_record(tbl: 'Table', dt: str) -> dict | None:
   """The day's record (DAY_RECORD), or for a day committed before records were kept, what the
-  snapshot that committed it says (while it is not expired)."""
+  snapshot that committed it says (while it is not expired); None: no commit of the day."""
   if DAY_RECORD + dt in tbl.properties:
     return json.loads(tbl.properties[DAY_RECORD + dt])
-  commit = tbl.current_snapshot()
-  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
-    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  commit = day_snapshot(tbl, dt)
   if commit is None:
     return None
   at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
   return {'run_id': _summary(commit, SNAPSHOT_RUN), 'committed_at': at.isoformat(),
+          'complete': _summary(commit, SNAPSHOT_COMPLETE) != 'false',
           **{k: _summary(commit, f'eventferry.{k}') for k in SNAPSHOT_INPUTS}}
 
 

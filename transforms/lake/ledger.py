@@ -205,6 +205,9 @@ class TableLake(Lake):
 
   def _read(self, dt: str, rejected: bool) -> Manifest | None:
     name = self._name(rejected)
+    record = iceberg.day_record(self._loaded[name], dt)
+    if record is None or record.get('complete') is False:   # an ingest day still open: unpublished
+      return None
     day = iceberg.day_manifest(self.tables, dt, name, self._loaded[name])
     if day is None:
       return None
