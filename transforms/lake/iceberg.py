@@ -29,7 +29,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_manifest', 'as_lake', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_manifest', 'snapshot_day', 'as_lake', 'COMMIT_ATTEMPTS']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -268,9 +268,10 @@ def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   snapshot read (snapshot_id). None when no snapshot ever committed the day."""
   tbl = table(lake)
   current = tbl.current_snapshot()
-  commit = current
-  while commit is not None and _summary(commit, SNAPSHOT_DAY) != dt:
-    commit = tbl.snapshot_by_id(commit.parent_snapshot_id) if commit.parent_snapshot_id else None
+  # Searched among all snapshots, not by parents: maintain expires the ones between (it keeps
+  # each day's newest commit).
+  commits = [s for s in tbl.snapshots() if snapshot_day(s) == dt]
+  commit = max(commits, key=lambda s: (s.sequence_number or 0, s.timestamp_ms), default=None)
   if current is None or commit is None:
     return None
   files = day_files(tbl, dt)
@@ -278,6 +279,11 @@ def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   return {'files': sorted(store_path(f.file_path) for f in files),
           'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
           'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
+
+
+def snapshot_day(snapshot) -> str | None:
+  """The day a snapshot committed (a day's import or rerun), None for any other snapshot."""
+  return _summary(snapshot, SNAPSHOT_DAY)
 
 
 def _summary(snapshot, key: str) -> str | None:
