@@ -13,6 +13,7 @@ pyiceberg is imported only here and only when a function needs it, so a Hive run
 """
 import dataclasses
 import datetime
+import json
 import logging
 import time
 import typing
@@ -29,7 +30,8 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_manifest', 'snapshot_day', 'as_lake', 'COMMIT_ATTEMPTS']
+           'commit_day', 'day_files', 'day_manifest', 'snapshot_day', 'COMMIT_PROPERTY', 'as_lake',
+           'COMMIT_ATTEMPTS']
 
 FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
@@ -37,6 +39,7 @@ DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D fol
 COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
 SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
 SNAPSHOT_RUN = 'eventferry.run_id'
+COMMIT_PROPERTY = 'eventferry.commit.'   # + day, a table property: the day's commit once expired
 
 
 class IcebergOptions(PipelineOptions):
@@ -268,16 +271,19 @@ def day_manifest(lake: IcebergLake, dt: str) -> dict | None:
   snapshot read (snapshot_id). None when no snapshot ever committed the day."""
   tbl = table(lake)
   current = tbl.current_snapshot()
-  # Searched among all snapshots, not by parents: maintain expires the ones between (it keeps
-  # each day's newest commit).
+  # Searched among all snapshots, not by parents: maintain expires snapshots, and records the
+  # run and time of a day's commit it expired in the table's properties (COMMIT_PROPERTY).
   commits = [s for s in tbl.snapshots() if snapshot_day(s) == dt]
   commit = max(commits, key=lambda s: (s.sequence_number or 0, s.timestamp_ms), default=None)
-  if current is None or commit is None:
+  recorded = tbl.properties.get(COMMIT_PROPERTY + dt)
+  if current is None or (commit is None and recorded is None):
     return None
+  run_id, ms = ((_summary(commit, SNAPSHOT_RUN), commit.timestamp_ms) if commit
+                else json.loads(typing.cast(str, recorded)))
   files = day_files(tbl, dt)
-  committed_at = datetime.datetime.fromtimestamp(commit.timestamp_ms / 1000, datetime.timezone.utc)
+  committed_at = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
   return {'files': sorted(store_path(f.file_path) for f in files),
-          'rows': sum(f.record_count for f in files), 'run_id': _summary(commit, SNAPSHOT_RUN),
+          'rows': sum(f.record_count for f in files), 'run_id': run_id,
           'committed_at': committed_at.isoformat(), 'snapshot_id': current.snapshot_id}
 
 

@@ -1,8 +1,9 @@
 """Upkeep of the Iceberg lake's tables (`./run.sh maintain`, docs/iceberg.md: Maintenance).
 
-- expire: snapshots older than a retention leave the table's metadata, keeping the newest few,
-  the current one and the newest commit of every day (export reads a day's run and time from it,
-  iceberg.day_manifest); the files only expired snapshots listed are deleted.
+- expire: snapshots older than a retention leave the table's metadata, keeping the newest few
+  and the current one; the files only expired snapshots listed are deleted. Export reads the run
+  and time of a day's commit from its snapshot (iceberg.day_manifest): when that snapshot goes,
+  the same commit records them in a table property, so no snapshot is kept for them.
 - compact: a day's small files (streaming panes, appends) rewritten into files of about a target
   size, as ONE overwrite snapshot that removes exactly those files and adds the new ones. No
   day lock: the commit is optimistic and redone on a newer snapshot only while every file it
@@ -17,6 +18,7 @@ pyiceberg is imported only inside functions (a Hive run never loads it).
 """
 import dataclasses
 import datetime
+import json
 import logging
 import time
 import typing
@@ -99,15 +101,23 @@ def _sizes(tbl: 'Table', paths: set[str]) -> int:
 
 def _kept(tbl: 'Table', older_than: datetime.datetime, retain_last: int) -> set[int]:
   """The snapshots expire keeps: the current one, the newest `retain_last`, every one not older
-  than `older_than`, branch and tag heads, and the newest commit of each day."""
+  than `older_than`, and branch and tag heads."""
   snapshots = sorted(tbl.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
   keep = {s.snapshot_id for s in snapshots[-retain_last:]} if retain_last else set()
   keep |= {ref.snapshot_id for ref in tbl.metadata.refs.values()}
   cutoff = older_than.timestamp() * 1000
   keep |= {s.snapshot_id for s in snapshots if s.timestamp_ms >= cutoff}
-  newest_commit = {iceberg.snapshot_day(s): s.snapshot_id for s in snapshots}
-  keep |= {sid for day, sid in newest_commit.items() if day is not None}
   return keep
+
+
+def _commits_expired(tbl: 'Table', keep: set[int]) -> dict[str, str]:
+  """The table properties that record each day's newest commit when expire removes it."""
+  newest = {}
+  for s in sorted(tbl.snapshots(), key=lambda s: (s.sequence_number or 0, s.timestamp_ms)):
+    if iceberg.snapshot_day(s) is not None:
+      newest[iceberg.snapshot_day(s)] = s
+  return {iceberg.COMMIT_PROPERTY + day: json.dumps([s.summary[iceberg.SNAPSHOT_RUN], s.timestamp_ms])
+          for day, s in newest.items() if s.snapshot_id not in keep}
 
 
 def expire(lake: iceberg.IcebergLake, name: str, older_than: datetime.datetime, retain_last: int,
@@ -115,6 +125,7 @@ def expire(lake: iceberg.IcebergLake, name: str, older_than: datetime.datetime, 
   """Expires the snapshots of table `name` older than `older_than` (see _kept), then deletes the
   files only they listed. Another commit meanwhile: redone on the newer table."""
   from pyiceberg.exceptions import CommitFailedException
+  from pyiceberg.table.update.snapshot import ExpireSnapshots
   for attempt in range(iceberg.COMMIT_ATTEMPTS):
     tbl = iceberg.table(lake, name)
     keep = _kept(tbl, older_than, retain_last)
@@ -127,7 +138,11 @@ def expire(lake: iceberg.IcebergLake, name: str, older_than: datetime.datetime, 
     if dry_run or not gone:
       return action
     try:
-      tbl.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in gone]).commit()
+      with tbl.transaction() as tx:   # the records and the expiry: one commit
+        records = _commits_expired(tbl, keep)
+        if records:
+          tx.set_properties(records)
+        ExpireSnapshots(tx).by_ids([s.snapshot_id for s in gone]).commit()
     except CommitFailedException as e:
       LOG.info('%s: %s; expiring again (%d)', name, e, attempt + 1)
       time.sleep(0.05 * (attempt + 1))
@@ -258,7 +273,7 @@ def referenced(tbl: 'Table') -> set[str]:
 def remove_orphans(lake: iceberg.IcebergLake, name: str, older_than: datetime.datetime,
                    dry_run: bool) -> Action:
   """Deletes the files under table `name`'s folder that nothing names and that were last
-  written before `older_than`."""
+  written before `older_than` (a store that tells no time keeps its files)."""
   tbl = iceberg.table(lake, name)
   # Listed before the metadata is read: a file committed in between is named, never taken.
   folder = iceberg.store_path(tbl.location().rstrip('/'))
@@ -266,7 +281,7 @@ def remove_orphans(lake: iceberg.IcebergLake, name: str, older_than: datetime.da
   names = referenced(iceberg.table(lake, name))
   cutoff = older_than.timestamp()
   orphans = {p: size for p, (size, mtime) in found.items()
-             if p.startswith(folder + '/') and p not in names and mtime < cutoff}
+             if p.startswith(folder + '/') and p not in names and mtime and mtime < cutoff}
   if orphans and not dry_run:
     fs.delete(sorted(orphans))
   return Action(name, 'orphans', len(orphans), sum(orphans.values()))
