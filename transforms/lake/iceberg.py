@@ -130,6 +130,8 @@ def _warehouse(lake: str) -> str:
 def catalog(lake: IcebergLake) -> 'Catalog':
   kind = _catalog_kind(lake.catalog)
   props = dict(lake.s3, warehouse=lake.warehouse)
+  if lake.warehouse.startswith('gs://'):
+    props.update(_gcs_emulator())
   if kind == 'sql':
     from pyiceberg.catalog.sql import SqlCatalog
     return SqlCatalog('eventferry', uri=_sqlalchemy_uri(lake.catalog), **props)
@@ -141,6 +143,18 @@ def catalog(lake: IcebergLake) -> 'Catalog':
     return GlueCatalog('eventferry', **props, **{k: v for k, v in glue.items() if v})
   from pyiceberg.catalog.rest import RestCatalog
   return RestCatalog('eventferry', uri=lake.catalog, **props)
+
+
+def _gcs_emulator() -> dict[str, str]:
+  """pyarrow's GCS file system pointed at the emulator STORAGE_EMULATOR_HOST names (as Beam's
+  GCS reads it), with a placeholder token: without one pyarrow looks for Google credentials and
+  waits for minutes. No emulator: nothing (pyarrow finds the default credentials itself)."""
+  import os
+  host = os.environ.get('STORAGE_EMULATOR_HOST')
+  if not host:
+    return {}
+  return {'gcs.service.host': host, 'gcs.oauth2.token': 'emulator',
+          'gcs.oauth2.token-expires-at': str(int((time.time() + 86400) * 1000))}
 
 
 def _sqlalchemy_uri(uri: str) -> str:
