@@ -45,7 +45,7 @@ class MaintainOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    opts.add_shared(parser, '--lake', help='the Iceberg warehouse (local, s3://)')
+    opts.add_shared(parser, '--lake', help='the Iceberg warehouse (local, s3://, gs://)')
     parser.add_argument('--expire_older_than', default='7d',
                         help='expire snapshots older than this (e.g. 7d, 12h; off: expire none)')
     parser.add_argument('--retain_last', type=int, default=5,
@@ -59,7 +59,8 @@ class MaintainOptions(PipelineOptions):
     parser.add_argument('--orphan_older_than', default='3d',
                         help='only orphans last written longer ago than this (at least 1d: a '
                         "running writer's files are orphans until it commits)")
-    opts.add_run_args(parser)
+    opts.add_shared(parser, '--run_id', default=None, help='run id (default: time + random)')
+    opts.add_shared(parser, '--report', default=None, help='also write the JSON run report here')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +102,9 @@ def settings(argv: list[str], now: datetime.datetime | None = None) -> Settings:
       LOG.warning('--orphan_older_than %s is under a day: files a running import or ingest '
                   'has written but not yet committed can be taken', o.orphan_older_than)
     orphans = now - datetime.timedelta(seconds=age)
-  return Settings(iceberg.from_options(options, o.lake), expire, o.retain_last, o.compact,
-                  opts.parse_size('--target_file_mb', o.target_file_mb, plain=2**20), orphans, o.run_id or opts.new_run_id(), dry,
-                  o.report)
+  target = opts.parse_size('--target_file_mb', o.target_file_mb, plain=2**20)
+  return Settings(iceberg.from_options(options, o.lake), expire, o.retain_last, o.compact, target,
+                  orphans, o.run_id or opts.new_run_id(), dry, o.report)
 
 
 def report_path(warehouse: str, run_id: str) -> str:
@@ -112,39 +113,30 @@ def report_path(warehouse: str, run_id: str) -> str:
 
 def _tables(lake: iceberg.IcebergLake) -> list[str]:
   """The events table and, when it exists, its rejected table (never created here)."""
-  from pyiceberg.exceptions import NoSuchTableError
-  catalog = iceberg.catalog(lake)
-  names = []
-  for name in (lake.table, lake.rejected_table):
-    try:
-      catalog.load_table(name)
-      names.append(name)
-    except NoSuchTableError:
-      if name == lake.table:
-        raise opts.UsageError(f'--table {name} is not in --catalog '
-                              f'{fs.redact(lake.catalog)}: check both flags') from None
+  names = iceberg_maintain.existing(lake, [lake.table, lake.rejected_table])
+  if lake.table not in names:
+    raise opts.UsageError(f'--table {lake.table} is not in --catalog {fs.redact(lake.catalog)}: '
+                          'check both flags')
   return names
 
 
 def maintain(s: Settings) -> list[iceberg_maintain.Action]:
-  """Every step the settings ask for, on both tables; each action is logged as it ends."""
-  actions = []
+  """Every step the settings ask for, on both tables; each action is told as it ends."""
+  actions: list[iceberg_maintain.Action] = []
+
+  def told(done: list[iceberg_maintain.Action]) -> None:
+    for action in done:
+      print(action.line(s.dry_run), flush=True)
+      actions.append(action)
+
   for name in _tables(s.lake):
-    steps = []
     # Compaction first: the files it replaces are then expired in the same run.
     if s.compact:
-      steps.append(lambda n: iceberg_maintain.compact(s.lake, n, s.target_bytes, s.run_id,
-                                                      s.dry_run))
+      told(iceberg_maintain.compact(s.lake, name, s.target_bytes, s.run_id, s.dry_run))
     if s.expire_before is not None:
-      steps.append(lambda n: [iceberg_maintain.expire(s.lake, n, s.expire_before, s.retain_last,
-                                                      s.dry_run)])
+      told([iceberg_maintain.expire(s.lake, name, s.expire_before, s.retain_last, s.dry_run)])
     if s.orphans_before is not None:
-      steps.append(lambda n: [iceberg_maintain.remove_orphans(s.lake, n, s.orphans_before,
-                                                              s.dry_run)])
-    for step in steps:
-      for action in step(name):
-        print(action.line(s.dry_run), flush=True)
-        actions.append(action)
+      told([iceberg_maintain.remove_orphans(s.lake, name, s.orphans_before, s.dry_run)])
   return actions
 
 

@@ -299,3 +299,75 @@ def test_a_gcs_warehouse_imports_reads_back_and_is_maintained(tmp_path, request)
   tbl = load(warehouse, flags)
   assert len(iceberg.day_files(tbl, DAY1)) == 1 and len(tbl.snapshots()) == 1
   assert every_row(tbl).equals(before)
+
+
+def _export_lines(warehouse: str, flags: list[str], dest: str) -> list[str]:
+  from pipelines import export_events, options
+  assert options.main_guard(export_events.run, [
+      '--lake', warehouse, '--lake_format', 'iceberg', *flags, '--date', DAY1, '--dest', dest,
+      '--format', 'jsonl']) == 0
+  folder = os.path.join(dest, f'dt={DAY1}')
+  return sorted(line for n in os.listdir(folder) if not n.startswith('_')
+                for line in open(os.path.join(folder, n)).read().splitlines())
+
+
+def test_an_export_after_maintain_writes_the_same_rows(tmp_path):
+  _, warehouse, flags = lake_with_panes(tmp_path)
+  before = _export_lines(warehouse, flags, str(tmp_path / 'before'))
+  run_maintain(warehouse, flags, '--compact', '--target_file_mb', '1', '--expire_older_than', '0s',
+               '--retain_last', '1', '--remove_orphans', '--orphan_older_than', '0s')
+  assert len(load(warehouse, flags).snapshots()) == 1
+  after = _export_lines(warehouse, flags, str(tmp_path / 'after'))
+  assert after == before and len(before) == 40 + 60
+
+
+def test_a_compaction_stopped_before_its_commit_then_run_again(tmp_path, duckdb_iceberg):
+  _, warehouse, flags = lake_with_panes(tmp_path)
+  lake = _lake(warehouse, flags)
+  tbl = load(warehouse, flags)
+  before, before_duck, snapshot = every_row(tbl), duckdb_rows(duckdb_iceberg, tbl), tbl.current_snapshot()
+
+  def killed():
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    iceberg_maintain.compact(lake, lake.table, 10**6, 'run-killed', False, killed)
+  tbl = load(warehouse, flags)
+  assert tbl.current_snapshot().snapshot_id == snapshot.snapshot_id   # nothing committed
+  left = [p for p in files_on_disk(warehouse) if 'compact-run-killed' in p]
+  assert left   # its files, named by no snapshot: orphans
+  run_maintain(warehouse, flags, '--compact', '--target_file_mb', '1', '--expire_older_than', 'off')
+  tbl = load(warehouse, flags)
+  assert len(iceberg.day_files(tbl, DAY1)) == 1
+  assert every_row(tbl).equals(before) and duckdb_rows(duckdb_iceberg, tbl) == before_duck
+  for path in left:
+    os.utime(path, (DAYS_AGO_4, DAYS_AGO_4))
+  proc = run_maintain(warehouse, flags, '--expire_older_than', 'off', '--remove_orphans')
+  assert f'remove {len(left)} orphan files' in proc.stdout
+  assert not [p for p in files_on_disk(warehouse) if 'compact-run-killed' in p]
+  assert every_row(load(warehouse, flags)).equals(before)
+
+
+def test_two_maintain_runs_at_once(tmp_path):
+  import threading
+  _, warehouse, flags = lake_with_panes(tmp_path)
+  lake = _lake(warehouse, flags)
+  before = every_row(load(warehouse, flags))
+  results, both_planned = {}, threading.Barrier(2)
+
+  def one(name):
+    results[name] = iceberg_maintain.compact(lake, lake.table, 10**6, name, False,
+                                             lambda: both_planned.wait(30) if name not in results else None)
+
+  threads = [threading.Thread(target=one, args=(n,)) for n in ('run-a', 'run-b')]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  [a], [b] = results['run-a'], results['run-b']
+  assert sorted([a.files_added, b.files_added]) == [0, 1]   # one compacted, the other saw it
+  tbl = load(warehouse, flags)
+  assert len(iceberg.day_files(tbl, DAY1)) == 1
+  assert every_row(tbl).equals(before)
+  loser = 'run-a' if a.files_added == 0 else 'run-b'
+  assert not [p for p in files_on_disk(warehouse) if f'compact-{loser}' in p]

@@ -35,7 +35,7 @@ if typing.TYPE_CHECKING:
   from pyiceberg.table import Table
 
 __all__ = ['SNAPSHOT_COMPACTED', 'SNAPSHOT_MAINTAIN_RUN', 'SMALL_FRACTION', 'MIN_INPUT_FILES',
-           'Contended', 'Action', 'expire', 'compact', 'remove_orphans', 'referenced']
+           'Contended', 'Action', 'existing', 'expire', 'compact', 'remove_orphans', 'referenced']
 
 SNAPSHOT_COMPACTED = 'eventferry.compacted'   # snapshot summary: the day a compaction rewrote
 SNAPSHOT_MAINTAIN_RUN = 'eventferry.maintain_run_id'
@@ -77,6 +77,19 @@ class Action:
     return f'{self.table}: {text}' + (f'; {self.message}' if self.message else '')
 
 
+def existing(lake: iceberg.IcebergLake, names: list[str]) -> list[str]:
+  """Those of the tables `names` the catalog holds (iceberg.table would create the others)."""
+  from pyiceberg.exceptions import NoSuchTableError
+  catalog, found = iceberg.catalog(lake), []
+  for name in names:
+    try:
+      catalog.load_table(name)
+      found.append(name)
+    except NoSuchTableError:
+      pass
+  return found
+
+
 def _live_files(tbl: 'Table', snapshot, cache: dict) -> set[str]:
   """Every file `snapshot` needs: its manifest list, manifests and live data/delete files."""
   files = {snapshot.manifest_list}
@@ -114,10 +127,11 @@ def _commits_expired(tbl: 'Table', keep: set[int]) -> dict[str, str]:
   """The table properties that record each day's newest commit when expire removes it."""
   newest = {}
   for s in sorted(tbl.snapshots(), key=lambda s: (s.sequence_number or 0, s.timestamp_ms)):
-    if iceberg.snapshot_day(s) is not None:
-      newest[iceberg.snapshot_day(s)] = s
-  return {iceberg.COMMIT_PROPERTY + day: json.dumps([s.summary[iceberg.SNAPSHOT_RUN], s.timestamp_ms])
-          for day, s in newest.items() if s.snapshot_id not in keep}
+    day = iceberg.snapshot_day(s)
+    if day is not None and s.summary is not None:
+      newest[day] = (s.snapshot_id, s.summary[iceberg.SNAPSHOT_RUN], s.timestamp_ms)
+  return {iceberg.COMMIT_PROPERTY + day: json.dumps([run_id, ms])
+          for day, (sid, run_id, ms) in newest.items() if sid not in keep}
 
 
 def expire(lake: iceberg.IcebergLake, name: str, older_than: datetime.datetime, retain_last: int,
