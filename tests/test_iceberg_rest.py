@@ -23,14 +23,14 @@ DAY1, DAY2 = '2023-03-01', '2023-03-02'
 
 
 @pytest.fixture(scope='module')
-def rest_catalog(tmp_path_factory):
+def rest_catalog(servers_dir):
   """(catalog URL, warehouse): the server creates its tables under the warehouse, so the tests
   give the same folder as --lake."""
   if shutil.which('java') is None or shutil.which('mvn') is None:
     pytest.skip('the REST catalog server needs Java (17) and mvn on PATH')
-  workdir = str(tmp_path_factory.mktemp('rest-catalog'))
+  workdir = os.path.join(servers_dir, 'rest-catalog')
   warehouse = os.path.join(workdir, 'warehouse')
-  os.makedirs(warehouse)
+  os.makedirs(warehouse, exist_ok=True)
   server = servers.rest_catalog(workdir, 'file://' + warehouse)
   yield server.endpoint, warehouse
   server.stop()
