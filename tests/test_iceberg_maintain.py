@@ -164,8 +164,14 @@ def test_expire_keeps_what_it_must_and_deletes_what_it_may(tmp_path, duckdb_iceb
                     key=lambda s: s.sequence_number)
   day2_commit = max((s for s in tbl.snapshots() if s.summary[iceberg.SNAPSHOT_DAY] == DAY2),
                     key=lambda s: s.sequence_number)
+  on_disk_before = files_on_disk(warehouse)
+  dry = run_maintain(warehouse, flags, '--expire_older_than', '0s', '--retain_last', '1', '--dry_run')
   proc = run_maintain(warehouse, flags, '--expire_older_than', '0s', '--retain_last', '1')
-  assert 'expire' in proc.stdout
+  deleted = on_disk_before.keys() - files_on_disk(warehouse).keys()
+  line = (f'{iceberg.DEFAULT_TABLE}: expire 11 snapshots, delete {len(deleted)} files '
+          f'({sum(on_disk_before[p][0] for p in deleted):,} bytes) only they listed')
+  assert line in proc.stdout.splitlines()
+  assert line.replace('expire', 'would expire').replace('delete', 'would delete') in dry.stdout
   tbl = load(warehouse, flags)
   assert [s.snapshot_id for s in tbl.snapshots()] == [tbl.current_snapshot().snapshot_id]
   assert len(snapshots) == 12

@@ -103,13 +103,9 @@ def _live_files(tbl: 'Table', snapshot, cache: dict) -> set[str]:
 
 
 def _sizes(tbl: 'Table', paths: set[str]) -> int:
-  sizes = {}
-  for snapshot in tbl.snapshots():
-    for manifest in snapshot.manifests(tbl.io):
-      sizes[manifest.manifest_path] = manifest.manifest_length
-      for e in manifest.fetch_manifest_entry(tbl.io, discard_deleted=False):
-        sizes[e.data_file.file_path] = e.data_file.file_size_in_bytes
-  return sum(sizes.get(p, 0) for p in paths)
+  """The bytes of `paths` as the store lists them (one listing: manifest lists carry no size)."""
+  listed = fs.list_files(iceberg.store_path(tbl.location().rstrip('/')))
+  return sum(listed.get(iceberg.store_path(p), 0) for p in paths)
 
 
 def _kept(tbl: 'Table', older_than: datetime.datetime, retain_last: int) -> set[int]:
