@@ -24,9 +24,6 @@ import time
 import typing
 import uuid
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from transforms.lake import iceberg
 from transforms.lake.commit import shard_name, write_parquet
 from transforms.stores import fs
@@ -217,15 +214,16 @@ def _compact_day(lake, tbl, name: str, dt: str, bins: list[list], run_id: str, a
                  before_commit) -> None:
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
+  from pyiceberg.expressions import AlwaysTrue
+  from pyiceberg.io.pyarrow import ArrowScan
+  from pyiceberg.table import FileScanTask
   schema = iceberg.file_schema(tbl)
   root = fs.partition_dir(iceberg.data_root(tbl, f'compact-{run_id}'), dt)
+  # pyiceberg's reader maps the files' columns by field id onto the table's schema, as readers do.
+  scan = ArrowScan(tbl.metadata, tbl.io, tbl.schema(), AlwaysTrue())
   written = []
   for i, group in enumerate(bins):
-    parts = []
-    for f in group:
-      with fs.open_read(iceberg.store_path(f.file_path)) as src:
-        parts.append(pq.read_table(src, schema=schema))
-    rows = pa.concat_tables(parts)
+    rows = scan.to_table([FileScanTask(f) for f in group]).cast(schema)
     # A unique name per attempt of the command: a rerun never overwrites a file a snapshot lists.
     file_name = f'{uuid.uuid4().hex[:8]}-{shard_name(i, len(bins))}'
     written.append(write_parquet(rows, fs.join(root, file_name), file_name).path)
