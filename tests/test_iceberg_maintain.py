@@ -6,6 +6,7 @@ files on disk listed by os.walk. A concurrent append between compaction's plan a
 survives; a rerun of the day meanwhile wins; a dry run changes no byte; one run on S3 (moto).
 """
 import datetime
+import json
 import os
 
 import pyarrow as pa
@@ -92,6 +93,12 @@ def test_compaction_rewrites_the_small_files_of_a_day_and_keeps_every_row(tmp_pa
   manifest = iceberg.day_manifest(lake, DAY1)
   assert manifest['run_id'] == _import_run_of(tbl, DAY1)
   assert manifest['files'] == sorted(iceberg.store_path(p) for p in after_day1)
+  run_id = proc.stdout.split('maintain run ')[1].split(':')[0]
+  report = json.loads(open(maintain.report_path(warehouse, run_id)).read())
+  assert [(a['table'], a['action'], a['dt'], a['files'], a['files_added'], a['snapshot_id'])
+          for a in report['actions']] == [(iceberg.DEFAULT_TABLE, 'compact', DAY1, len(day1), 1,
+                                           snapshot.snapshot_id)]
+  assert report['dry_run'] is False and report['pipeline'] == 'maintain'
   # Compacted already: a second run finds nothing to do.
   again = run_maintain(warehouse, flags, '--compact', '--target_file_mb', '1', '--expire_older_than', 'off')
   assert 'rewrite' not in again.stdout
@@ -243,6 +250,11 @@ def test_a_wrong_flag_or_table_is_one_line_and_exit_2(tmp_path):
     proc = run_cli('pipelines.maintain', *flags, *extra, check=False)
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr and 'Traceback' not in proc.stderr
+  unreachable = run_cli('pipelines.maintain', '--lake', str(tmp_path / 'wh'), '--catalog',
+                        'postgresql://ferry:pw-SECRET-77@127.0.0.1:1/ferry', check=False)
+  assert unreachable.returncode == 5 and 'Traceback' not in unreachable.stderr
+  assert 'postgresql://ferry:***@127.0.0.1:1/ferry could not be read' in unreachable.stderr
+  assert 'pw-SECRET-77' not in unreachable.stderr + unreachable.stdout
 
 
 def test_maintain_on_an_s3_warehouse(tmp_path, request, duckdb_iceberg):
