@@ -257,6 +257,7 @@ def test_a_wrong_flag_or_table_is_one_line_and_exit_2(tmp_path):
   assert 'pw-SECRET-77' not in unreachable.stderr + unreachable.stdout
 
 
+@pytest.mark.servers
 def test_maintain_on_an_s3_warehouse(tmp_path, request, duckdb_iceberg):
   store = request.getfixturevalue('s3_store')
   _, warehouse, flags = lake_with_panes(tmp_path, store.flags, 's3', request)
@@ -285,6 +286,7 @@ def test_maintain_on_an_s3_warehouse(tmp_path, request, duckdb_iceberg):
   assert fs.exists(maintain.report_path(warehouse, proc.stdout.split('maintain run ')[1].split(':')[0]))
 
 
+@pytest.mark.servers
 def test_a_gcs_warehouse_imports_reads_back_and_is_maintained(tmp_path, request):
   """pyiceberg's pyarrow file IO against gcp-storage-emulator (docs/iceberg.md: GCS)."""
   from pyarrow import fs as pafs
