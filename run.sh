@@ -120,6 +120,7 @@ usage: ./run.sh COMMAND [flags]
   status --lake L      one row per day: source ready, imported, exported, late (--json; exit 1 if late/refused)
   reconcile --lake L   days against their manifests: files, sizes, rows, accounting, exports (--deep: every byte)
   report --lake L --out report.html   one self-contained HTML page: charts, days, recent runs
+  maintain --lake W --catalog C  Iceberg lake: expire snapshots, --compact small files, --remove_orphans
   bench import|export|ingest|stores  benchmarks (see README: Benchmarks)
 USAGE
 }
@@ -151,6 +152,7 @@ case "$cmd" in
   status) ensure_venv; exec "$VENV/bin/python" -m pipelines.status "$@" ;;
   reconcile) ensure_venv; exec "$VENV/bin/python" -m pipelines.reconcile "$@" ;;
   report) ensure_venv; exec "$VENV/bin/python" -m pipelines.report "$@" ;;
+  maintain) ensure_venv; exec "$VENV/bin/python" -m pipelines.maintain "$@" ;;
   bench)  ensure_venv; exec "$VENV/bin/python" -m tests.bench.bench_"${1:?bench what? e.g. ./run.sh bench import}" "${@:2}" ;;
   *) echo "run.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;
 esac

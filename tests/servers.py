@@ -1,5 +1,6 @@
 """Real storage services on loopback for the tests: moto (S3, STS, IAM), gcp-storage-emulator
-(GCS), Azurite (Azure Blob, from npm under .tools/) and an asyncssh SFTP server. Each runs as a
+(GCS), Azurite (Azure Blob, from npm under .tools/), an asyncssh SFTP server, Debian's PostgreSQL
+and Iceberg's REST catalog test server (Java, from Maven Central into .tools/). Each runs as a
 child process on a free 127.0.0.1 port and is stopped by its PID; a child also dies when the
 process that started it dies, even by SIGKILL (`die_with_parent`), so a killed pytest leaves no
 servers behind.
@@ -272,3 +273,66 @@ class PostgresServer(Server):
     if self.proc.poll() is None:
       self.proc.send_signal(signal.SIGINT)
     super().stop()
+
+
+REST_CATALOG_JARS = os.path.join(ROOT, '.tools', 'rest-catalog', 'jars')
+# Iceberg publishes its REST catalog test server (RESTCatalogServer) only as the test-fixtures jar
+# of iceberg-open-api (1.11.0; 1.12.0 has none), whose pom names no dependencies: what the server
+# needs is listed here (the REST adapter and servlet live in iceberg-core's tests jar; Jetty 12.1
+# as Iceberg 1.11 builds with; a JDBC catalog on SQLite behind it; Hadoop for its file IO).
+REST_CATALOG_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>eventferry.tests</groupId><artifactId>rest-catalog</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <properties><iceberg>1.11.0</iceberg><jetty>12.1.8</jetty></properties>
+  <dependencies>
+    <dependency><groupId>org.apache.iceberg</groupId><artifactId>iceberg-open-api</artifactId>
+      <version>${iceberg}</version><classifier>test-fixtures</classifier></dependency>
+    <dependency><groupId>org.apache.iceberg</groupId><artifactId>iceberg-core</artifactId>
+      <version>${iceberg}</version></dependency>
+    <dependency><groupId>org.apache.iceberg</groupId><artifactId>iceberg-core</artifactId>
+      <version>${iceberg}</version><classifier>tests</classifier></dependency>
+    <dependency><groupId>org.eclipse.jetty.ee10</groupId><artifactId>jetty-ee10-servlet</artifactId>
+      <version>${jetty}</version></dependency>
+    <dependency><groupId>org.eclipse.jetty.compression</groupId><artifactId>jetty-compression-server</artifactId>
+      <version>${jetty}</version></dependency>
+    <dependency><groupId>org.eclipse.jetty.compression</groupId><artifactId>jetty-compression-gzip</artifactId>
+      <version>${jetty}</version></dependency>
+    <dependency><groupId>org.xerial</groupId><artifactId>sqlite-jdbc</artifactId><version>3.46.1.0</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-simple</artifactId><version>2.0.16</version></dependency>
+    <dependency><groupId>org.apache.hadoop</groupId><artifactId>hadoop-client-api</artifactId><version>3.4.1</version></dependency>
+    <dependency><groupId>org.apache.hadoop</groupId><artifactId>hadoop-client-runtime</artifactId><version>3.4.1</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+def rest_catalog_jars() -> str:
+  """The server's classpath under .tools/rest-catalog/jars, fetched by mvn the first time
+  (about 85 MB); raises RuntimeError with mvn's words when that fails."""
+  stamp = os.path.join(REST_CATALOG_JARS, '.complete')
+  if not os.path.exists(stamp):
+    folder = os.path.dirname(REST_CATALOG_JARS)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'pom.xml'), 'w') as f:
+      f.write(REST_CATALOG_POM)
+    done = subprocess.run(['mvn', '-q', '-B', 'dependency:copy-dependencies',
+                           f'-DoutputDirectory={REST_CATALOG_JARS}'], cwd=folder,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode:
+      raise RuntimeError(f'mvn could not fetch the REST catalog server: {done.stdout[-2000:]}')
+    open(stamp, 'w').close()
+  return os.path.join(REST_CATALOG_JARS, '*')
+
+
+def rest_catalog(workdir: str, warehouse: str) -> Server:
+  """Iceberg's RESTCatalogServer (Java 17) on a free port, a JDBC catalog on SQLite under
+  WORKDIR behind it, tables created under `warehouse` (a local folder: its file IO is Hadoop's).
+  Its settings come from CATALOG_* variables (RCKUtils: CATALOG_REST_PORT is rest.port). It
+  listens on every interface: the server takes only a port, no host."""
+  classpath = rest_catalog_jars()
+  port = free_port()
+  env = {'CATALOG_WAREHOUSE': warehouse, 'CATALOG_REST_PORT': str(port),
+         'CATALOG_URI': f'jdbc:sqlite:file:{os.path.join(workdir, "rest-catalog.db")}'}
+  return start(['java', '-cp', classpath, 'org.apache.iceberg.rest.RESTCatalogServer'], workdir,
+               'rest-catalog', http_ok('/v1/config'), env, port=port, timeout=120)

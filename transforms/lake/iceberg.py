@@ -30,7 +30,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
            'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
-           'commit_day', 'day_files', 'day_snapshot', 'day_manifest', 'committed_days', 'as_lake',
+           'commit_day', 'day_files', 'day_snapshot', 'snapshot_day', 'day_manifest', 'committed_days', 'as_lake',
            'record_day', 'day_record', 'COMMIT_ATTEMPTS', 'SNAPSHOT_DAY', 'SNAPSHOT_RUN', 'SNAPSHOT_COMPLETE']
 
 FORMATS = ('hive', 'iceberg')
@@ -134,6 +134,8 @@ def _warehouse(lake: str) -> str:
 def catalog(lake: IcebergLake) -> 'Catalog':
   kind = _catalog_kind(lake.catalog)
   props = dict(lake.s3, warehouse=lake.warehouse)
+  if lake.warehouse.startswith('gs://'):
+    props.update(_gcs_emulator())
   if kind == 'sql':
     from pyiceberg.catalog.sql import SqlCatalog
     return SqlCatalog('eventferry', uri=_sqlalchemy_uri(lake.catalog), **props)
@@ -145,6 +147,18 @@ def catalog(lake: IcebergLake) -> 'Catalog':
     return GlueCatalog('eventferry', **props, **{k: v for k, v in glue.items() if v})
   from pyiceberg.catalog.rest import RestCatalog
   return RestCatalog('eventferry', uri=lake.catalog, **props)
+
+
+def _gcs_emulator() -> dict[str, str]:
+  """pyarrow's GCS file system pointed at the emulator STORAGE_EMULATOR_HOST names (as Beam's
+  GCS reads it), with a placeholder token: without one pyarrow looks for Google credentials and
+  waits for minutes. No emulator: nothing (pyarrow finds the default credentials itself)."""
+  import os
+  host = os.environ.get('STORAGE_EMULATOR_HOST')
+  if not host:
+    return {}
+  return {'gcs.service.host': host, 'gcs.oauth2.token': 'emulator',
+          'gcs.oauth2.token-expires-at': str(int((time.time() + 86400) * 1000))}
 
 
 def _sqlalchemy_uri(uri: str) -> str:
@@ -355,6 +369,11 @@ def committed_days(lake: IcebergLake, name: str | None = None, tbl: 'Table | Non
   recorded = {k[len(DAY_RECORD):] for k in tbl.properties if k.startswith(DAY_RECORD)}
   summarised = {_summary(x, SNAPSHOT_DAY) for x in tbl.metadata.snapshots}
   return sorted(recorded | {dt for dt in summarised if dt})
+
+
+def snapshot_day(snapshot) -> str | None:
+  """The day a snapshot committed (a day's import or rerun), None for any other snapshot."""
+  return _summary(snapshot, SNAPSHOT_DAY)
 
 
 def _summary(snapshot, key: str) -> str | None:

@@ -8,7 +8,7 @@ state of locks, export history and folder claims.
 
 __all__ = ['SUCCESS', 'MANIFEST', 'day_markers', 'STAGING_DIR', 'SHUFFLE_DIR', 'REJECTED_DIR',
            'RUNS_DIR', 'ingest_run', 'STATE_DIR', 'LOCKS_DIR', 'LOCK_SUFFIX', 'HISTORY', 'CLAIMS_DIR',
-           'EXPORT_RUNS_DIR', 'DELIVERIES_DIR', 'FORGET_DIR', 'SALT']
+           'EXPORT_RUNS_DIR', 'DELIVERIES_DIR', 'FORGET_DIR', 'MAINTAIN_DIR', 'SALT']
 
 SUCCESS = '_SUCCESS'           # a day's folder is complete and may be read
 MANIFEST = '_manifest.json'    # files, rows, bytes, sha256, schema fingerprint, run id, source
@@ -37,5 +37,6 @@ HISTORY = 'export_history.json'   # which lake commit of each day was exported l
 CLAIMS_DIR = 'folders'         # run-scoped export folders, each claimed for one day
 EXPORT_RUNS_DIR = 'runs'       # the export's run reports
 DELIVERIES_DIR = 'deliveries'  # LAKE/_eventferry/deliveries/DT/: each day's deliveries, for forget
+MAINTAIN_DIR = 'maintain'     # LAKE/_eventferry/maintain/: maintain's run reports (Iceberg lake)
 FORGET_DIR = 'forget'          # LAKE/_eventferry/forget/: one audit file per forget request
 SALT = '_salt'                 # ... and the lake's salt for the ids' hashes

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.stores import azure, clients, gcs, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
 
 __all__ = ['RAW', 'configure', 'STORES', 'redact', 'has_dirs', 'join', 'exists', 'partition_dir',
-           'list_files', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
+           'list_files', 'list_dated', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
            'open_write', 'write_bytes', 'create_exclusive', 'delete', 'rename', 'delete_tree']
 
 RAW = CompressionTypes.UNCOMPRESSED
@@ -101,6 +101,14 @@ def list_files(directory: str) -> dict[str, int]:
   if not found and FileSystems.get_scheme(directory) == 's3':
     s3.require_bucket(directory)
   return found
+
+
+@_guarded('list', 'LIST')
+def list_dated(directory: str) -> dict[str, tuple[int, float]]:
+  """Every file under `directory`, as {path: (size in bytes, last written, POSIX seconds)}."""
+  pattern = join(directory, '**')
+  return {m.path: (m.size_in_bytes, m.last_updated_in_seconds)
+          for m in FileSystems.match([pattern])[0].metadata_list}
 
 
 @_guarded('read', 'GET')
