@@ -498,9 +498,10 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   days = []
   for dt in p.files:
     m = json.loads(fs.read_bytes(marker(p, dt, 0)))
-    days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
-                          partition=m['partition'], snapshot_id=m.get('snapshot_id'),
-                          appended=m.get('appended', False)))
+    added = m.get('rows_added')   # rows added to the day's export: the manifest lists them all
+    days.append(ExportDay(dt=dt, rows=m['rows'] if added is None else added, files=len(m['files']),
+                          bytes=m['bytes'], partition=m['partition'],
+                          snapshot_id=m.get('snapshot_id'), appended=added is not None))
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
                         format=f'{p.format_name}/{p.fmt.compression}', started_at=started_at,
                         seconds=round(time.monotonic() - start, 3),

@@ -36,7 +36,8 @@ class Manifest(pydantic.BaseModel):
   rows_forgotten: int = 0             # rows removed by forget requests since the day's import
   lake_snapshot_id: int | None = None   # export from an Iceberg lake: the snapshot read
   snapshot_id: int | None = None   # export --format iceberg: the customer table's snapshot
-  appended: bool = False   # export: only the lake files added since the last export (files)
+  # export: rows this commit added to the day's earlier export (None: it replaced the day)
+  rows_added: int | None = None
 
 
 class DayReport(pydantic.BaseModel):

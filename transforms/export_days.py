@@ -24,7 +24,7 @@ from transforms import progress
 from transforms.export import Format, latest_profiles, profile_rows, select, to_export, to_profile_export
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake import history, iceberg, iceberg_export, locks
-from transforms.lake.commit import commit_partition, manifest_for
+from transforms.lake.commit import checkpoint, commit_partition, manifest_for
 from transforms.lake.iceberg import DAY, as_lake
 from transforms.lake.names import MANIFEST
 from transforms.lake.layout import Layout, day_values
@@ -168,6 +168,7 @@ class _CommitExportDay(_PlanFn):
     fs.delete(fs.join(folder, SUCCESS) for folder in earlier)   # unpublished first
     snapshot = {}
     if p.iceberg_dest is not None:   # the table's snapshot first, then the export's manifest
+      checkpoint('before_snapshot', target)
       snapshot['snapshot_id'] = iceberg_export.commit(
           p.iceberg_dest, dt, [f.path for f in staged], p.run_id,
           lambda: fence.check('committing the table\'s snapshot', target) if fence else None,
@@ -177,7 +178,9 @@ class _CommitExportDay(_PlanFn):
                   if append and p.iceberg_dest is None else None)
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
-                                                  partition=target, schema=schema, appended=append,
+                                                  partition=target, schema=schema,
+                                                  rows_added=sum(f.rows for f in staged) if append
+                                                  else None,
                                                   **snapshot_of(p, dt), **snapshot),
                      p.layout.markers(p.day_values(dt)), fence=fence, append_via=append_via)
     for folder in earlier:   # the day's exports by earlier runs: this one replaces them
@@ -342,9 +345,9 @@ def target_of(p: ExportPlan, dt: str) -> str:
 
 def snapshot_ids(p: ExportPlan, dt: str) -> dict:
   """The customer table's snapshot of the day (--format iceberg), as its manifest records it,
-  and whether the export added to the day."""
+  and the rows the export added to the day (when it did not replace it)."""
   manifest = json.loads(fs.read_bytes(marker(p, dt, 0)))
-  return {k: manifest[k] for k in ('snapshot_id', 'appended') if manifest.get(k)}
+  return {k: manifest[k] for k in ('snapshot_id', 'rows_added') if manifest.get(k) is not None}
 
 
 def marker(p: ExportPlan, dt: str, which: int) -> str:

@@ -271,17 +271,17 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
     held = {f.file_path for f in old}
     if held == set(paths) or (append and held >= set(paths)):   # committed already (a retry)
       return snapshot.snapshot_id if snapshot else None
-    if append:
+    if append:   # an append snapshot: the day's files stay
       old = []
     before_commit()
     try:
       with tbl.transaction() as tx:
-        with tx.update_snapshot(snapshot_properties={SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id}
-                                ).overwrite() as overwrite:
+        update = tx.update_snapshot(snapshot_properties={SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id})
+        with update.fast_append() if append else update.overwrite() as change:
           for f in old:
-            overwrite.delete_data_file(f)
+            change.delete_data_file(f)
           for f in new:
-            overwrite.append_data_file(f)
+            change.append_data_file(f)
       current = tbl.current_snapshot()
       assert current is not None
       return current.snapshot_id
