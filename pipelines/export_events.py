@@ -52,7 +52,7 @@ FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml', 'iceberg')
 ICEBERG_FILES = Format('parquet', 'zstd')   # --format iceberg: the table's data files
 # Flags that shape export files or folders: --format iceberg writes the table's own files.
 ICEBERG_REFUSED = ('compression', 'partition_template', 'file_template', 'request_id',
-                   'database_id', 'export_time')
+                   'database_id')
 
 
 class ExportOptions(PipelineOptions):
@@ -233,6 +233,7 @@ REDO_FLAGS = ('format', 'compression', 'csv_delimiter', 'csv_header', 'events', 
               'environment', 'layout', 'partition_template', 'file_template', 'dataset_id',
               'request_id', 'database_id', 'kind', 'profile_days', 'max_rows_per_file',
               'max_file_bytes', 'state')
+ICEBERG_REDO_FLAGS = ('dest_catalog', 'dest_table', 'dest_catalog_endpoint')
 
 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
@@ -388,7 +389,10 @@ def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_ti
 
 
 def redo_flags(o: ExportOptions) -> dict:
-  flags = {f: getattr(o, f) for f in REDO_FLAGS if getattr(o, f) not in (None, '')}
+  names = REDO_FLAGS + (ICEBERG_REDO_FLAGS if o.format == 'iceberg' else ())
+  flags = {f: getattr(o, f) for f in names if getattr(o, f) not in (None, '')}
+  if 'dest_catalog' in flags and iceberg.redacted(flags['dest_catalog']) != flags['dest_catalog']:
+    del flags['dest_catalog']   # a password is never recorded: forget is then given --dest_catalog
   if 'state' in flags:
     flags['state'] = opts.normal_path(flags['state'])
   return flags

@@ -16,7 +16,6 @@ import uuid
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT, run_cli
@@ -230,6 +229,20 @@ def test_status_and_reconcile_read_the_destination(tmp_path, lakes):
     assert 'everything matches its manifest' in out.stdout
   out = run_cli('pipelines.status', '--lake', lakes['hive'], '--dest', dest)
   assert 'Traceback' not in out.stderr
+
+
+def test_forget_delivers_the_day_again_into_the_table(tmp_path, lakes):
+  dest, flags = str(tmp_path / 'cust'), dest_flags(tmp_path)
+  export(lakes['hive'], dest, '--from_date', DAY1, '--to_date', DAY2, *flags)
+  day2 = day_paths(customer_table(dest, flags), DAY2)
+  run_cli('pipelines.forget', '--lake', lakes['hive'], '--user_id', 'user-5')
+  oracle = str(tmp_path / 'parquet')   # the lake after forget, exported afresh
+  export(lakes['hive'], oracle, '--from_date', DAY1, '--to_date', DAY2)
+  want = parquet_rows(oracle, [DAY1, DAY2])
+  assert len(want) == 60 and not any('user-5"' in r[4] for r in want)
+  tbl = customer_table(dest, flags)
+  assert pyiceberg_rows(tbl) == want
+  assert day_paths(tbl, DAY2) == day2
 
 
 def test_two_exports_of_a_day_at_once_and_a_killed_one(tmp_path, lakes):

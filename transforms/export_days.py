@@ -26,9 +26,8 @@ from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
 from transforms.lake import history, iceberg, iceberg_export, locks
 from transforms.lake.commit import checkpoint, commit_partition, manifest_for
 from transforms.lake.iceberg import DAY, as_lake
-from transforms.lake.names import MANIFEST
 from transforms.lake.layout import Layout, day_values
-from transforms.lake.names import STAGING_DIR, SUCCESS
+from transforms.lake.names import MANIFEST, STAGING_DIR, SUCCESS
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
