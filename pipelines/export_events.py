@@ -71,7 +71,7 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--dest_catalog', default=None,
                         help='with --format iceberg: the customer\'s Iceberg catalog, '
                         'sqlite:///PATH, postgresql://USER@HOST/DB, glue or an http(s):// REST URL')
-    parser.add_argument('--dest_table', default=iceberg.DEFAULT_TABLE,
+    parser.add_argument('--dest_table', default=None,
                         help=f'with --format iceberg: NAMESPACE.NAME (default {iceberg.DEFAULT_TABLE})'
                         ', created on first use')
     parser.add_argument('--dest_catalog_endpoint', default=None,
@@ -160,8 +160,9 @@ def iceberg_dest(o: ExportOptions, lake: str | iceberg.IcebergLake) -> iceberg.I
     raise opts.UsageError('--format iceberg needs --dest_catalog, the customer\'s catalog: e.g. '
                           '--dest_catalog glue (or sqlite:///PATH, postgresql://USER@HOST/DB, '
                           'an http(s):// REST catalog URL)')
+  name = o.dest_table or iceberg.DEFAULT_TABLE
   problem = (iceberg.catalog_problem('--dest_catalog', o.dest_catalog)
-             or iceberg.table_problem('--dest_table', o.dest_table))
+             or iceberg.table_problem('--dest_table', name))
   if problem:
     raise opts.UsageError(problem)
   given = [f'--{flag}' for flag in ICEBERG_REFUSED if getattr(o, flag) is not None]
@@ -173,7 +174,7 @@ def iceberg_dest(o: ExportOptions, lake: str | iceberg.IcebergLake) -> iceberg.I
     raise opts.UsageError(f'{", ".join(given)} cannot apply to --format iceberg (the table gets '
                           'its own zstd Parquet files, partitioned by day, of events): drop '
                           f'{"it" if len(given) == 1 else "them"}')
-  dest = iceberg.at(o, o.dest, o.dest_catalog, o.dest_table, o.dest_catalog_endpoint)
+  dest = iceberg.at(o, o.dest, o.dest_catalog, name, o.dest_catalog_endpoint)
   if isinstance(lake, iceberg.IcebergLake) and (lake.catalog, lake.table) == (dest.catalog,
                                                                               dest.table):
     raise opts.UsageError(f'--dest_table {dest.table} in --dest_catalog is the lake\'s own table: '

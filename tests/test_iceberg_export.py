@@ -280,6 +280,32 @@ def test_two_exports_of_a_day_at_once_and_a_killed_one(tmp_path, lakes):
   assert tbl.current_snapshot().parent_snapshot_id == snapshot
 
 
+def test_two_days_exported_at_once_both_land(tmp_path, lakes):
+  dest, flags = str(tmp_path / 'cust'), dest_flags(tmp_path)
+  procs = [subprocess.Popen([sys.executable, '-m', 'pipelines.export_events', '--lake',
+                             lakes['hive'], '--dest', dest, '--date', day, *flags], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for day in (DAY1, DAY2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  oracle = str(tmp_path / 'parquet')
+  export(lakes['hive'], oracle, '--from_date', DAY1, '--to_date', DAY2)
+  assert pyiceberg_rows(customer_table(dest, flags)) == parquet_rows(oracle, [DAY1, DAY2])
+
+
+def test_a_spec_file_names_the_table(tmp_path, lakes):
+  spec = tmp_path / 'acme.yaml'
+  dest = str(tmp_path / 'cust')
+  spec.write_text(f"lake: {lakes['hive']}\ndest: {dest}\nformat: iceberg\n"
+                  f"dest_catalog: sqlite:///{tmp_path}/spec.db\ndest_table: acme.events\n")
+  export(lakes['hive'], dest, '--spec', str(spec), '--date', DAY1)
+  oracle = str(tmp_path / 'parquet')
+  export(lakes['hive'], oracle, '--date', DAY1)
+  tbl = customer_table(dest, ['--dest_catalog', f'sqlite:///{tmp_path}/spec.db', '--dest_table',
+                              'acme.events'])
+  assert pyiceberg_rows(tbl) == parquet_rows(oracle, [DAY1])
+
+
 def _stopped(pid: int) -> bool:
   with open(f'/proc/{pid}/stat') as f:
     return f.read().rsplit(')', 1)[1].split()[0] == 'T'
