@@ -35,7 +35,7 @@ from schemas.reports import ExportDay, ExportReport
 from transforms.export import AVRO_CODECS, PARQUET_CODECS, TEXT_CODECS, Format
 from transforms.export_days import (CommitExportDays, ExportPlan, RecordExport, StageExportFiles,
                                     dest_folder, marker, target_of)
-from transforms.lake import history, iceberg, locks
+from transforms.lake import history, iceberg, iceberg_export, locks
 from transforms.lake.commit import clear_dead_staging
 from transforms.lake.layout import PRESETS, Layout, LayoutError, day_values
 from transforms.lake.names import EXPORT_RUNS_DIR, MANIFEST, STAGING_DIR, STATE_DIR, SUCCESS
@@ -43,12 +43,16 @@ from transforms.read import SourceError
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
-__all__ = ['FORMATS', 'ExportOptions', 'fmt_of', 'lake_manifest', 'unmatched_events',
+__all__ = ['FORMATS', 'ExportOptions', 'fmt_of', 'iceberg_dest', 'lake_manifest', 'since_last', 'unmatched_events',
            'committed_days', 'REQUIRED', 'ID_EXAMPLES', 'CLEVERTAP_MAX_BYTES', 'exported', 'plan',
            'export_minute', 'day_folder', 'check_lake_outside', 'layout_ids', 'build',
            'apply_spec', 'lock_days', 'claim_folders', 'execute', 'report_path', 'run']
 
-FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml')
+FORMATS = ('parquet', 'jsonl', 'csv', 'avro', 'xml', 'iceberg')
+ICEBERG_FILES = Format('parquet', 'zstd')   # --format iceberg: the table's data files
+# Flags that shape export files or folders: --format iceberg writes the table's own files.
+ICEBERG_REFUSED = ('compression', 'partition_template', 'file_template', 'request_id',
+                   'database_id')
 
 
 class ExportOptions(PipelineOptions):
@@ -60,9 +64,18 @@ class ExportOptions(PipelineOptions):
     parser.add_argument('--spec', default=None,
                         help='YAML job spec (exports/acme.yaml); flags given here override it')
     opts.add_shared(parser, '--lake', help='lake root to export from')
-    opts.add_shared(parser, '--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/')
+    opts.add_shared(parser, '--dest', help='destination root; days land in DEST/dt=YYYY-MM-DD/ '
+                    '(with --format iceberg: the warehouse of the customer\'s catalog)')
     opts.add_date_args(parser, 'export')
     parser.add_argument('--format', default='parquet', help=f'one of {", ".join(FORMATS)}')
+    parser.add_argument('--dest_catalog', default=None,
+                        help='with --format iceberg: the customer\'s Iceberg catalog, '
+                        'sqlite:///PATH, postgresql://USER@HOST/DB, glue or an http(s):// REST URL')
+    parser.add_argument('--dest_table', default=None,
+                        help=f'with --format iceberg: NAMESPACE.NAME (default {iceberg.DEFAULT_TABLE})'
+                        ', created on first use')
+    parser.add_argument('--dest_catalog_endpoint', default=None,
+                        help='endpoint of the glue --dest_catalog (default: AWS; tests: the emulator)')
     parser.add_argument('--compression', default=None,
                         help=f'parquet: {"|".join(PARQUET_CODECS)} (default snappy); avro: '
                         f'{"|".join(AVRO_CODECS)} (default null); jsonl/csv/xml: '
@@ -102,7 +115,8 @@ class ExportOptions(PipelineOptions):
                         help='refuse date ranges longer than this (default 60, as CleverTap)')
     opts.add_switch(parser, '--since_last_export',
                     help='only days whose lake commit is newer than their last export here '
-                    '(all committed lake days when no date is given)')
+                    '(all committed lake days when no date is given); from an Iceberg lake, '
+                    'only the rows of files the day gained since the snapshot last exported')
     parser.add_argument('--state', default=None,
                         help='where export history and locks live (default: DEST/_eventferry)')
     opts.add_run_args(parser)
@@ -115,6 +129,8 @@ def _csv_list(value: str) -> list[str]:
 def fmt_of(o: ExportOptions) -> Format:
   if o.format not in FORMATS:
     raise opts.UsageError(f'--format {o.format!r} is not one of {", ".join(FORMATS)}')
+  if o.format == 'iceberg':
+    return ICEBERG_FILES
   codecs = {'parquet': PARQUET_CODECS, 'avro': AVRO_CODECS}.get(o.format, TEXT_CODECS)
   gzip_names = o.layout == 'clevertap' and codecs == TEXT_CODECS   # <...>.<format>.gz
   compression = o.compression or ('gzip' if gzip_names else codecs[0])
@@ -130,6 +146,40 @@ def fmt_of(o: ExportOptions) -> Format:
   if o.csv_header not in ('true', 'false'):
     raise opts.UsageError(f'--csv_header {o.csv_header!r}: use true or false')
   return Format(o.format, compression, delimiter, o.csv_header == 'true')
+
+
+def iceberg_dest(o: ExportOptions, lake: str | iceberg.IcebergLake) -> iceberg.IcebergLake | None:
+  """With --format iceberg, the customer's table (--dest_catalog, --dest_table; --dest is the
+  warehouse); checks the flags that go with it."""
+  if o.format != 'iceberg':
+    if o.dest_catalog:
+      raise opts.UsageError('--dest_catalog is the catalog of --format iceberg: add --format '
+                            'iceberg, or drop --dest_catalog')
+    return None
+  if not o.dest_catalog:
+    raise opts.UsageError('--format iceberg needs --dest_catalog, the customer\'s catalog: e.g. '
+                          '--dest_catalog glue (or sqlite:///PATH, postgresql://USER@HOST/DB, '
+                          'an http(s):// REST catalog URL)')
+  name = o.dest_table or iceberg.DEFAULT_TABLE
+  problem = (iceberg.catalog_problem('--dest_catalog', o.dest_catalog)
+             or iceberg.table_problem('--dest_table', name))
+  if problem:
+    raise opts.UsageError(problem)
+  given = [f'--{flag}' for flag in ICEBERG_REFUSED if getattr(o, flag) is not None]
+  given += ['--layout'] if o.layout != 'hive' else []
+  given += ['--csv_delimiter'] if o.csv_delimiter != ',' else []
+  given += ['--csv_header'] if o.csv_header != 'true' else []
+  given += ['--kind'] if o.kind != 'events' else []
+  if given:
+    raise opts.UsageError(f'{", ".join(given)} cannot apply to --format iceberg (the table gets '
+                          'its own zstd Parquet files, partitioned by day, of events): drop '
+                          f'{"it" if len(given) == 1 else "them"}')
+  dest = iceberg.at(o, o.dest, o.dest_catalog, name, o.dest_catalog_endpoint)
+  if isinstance(lake, iceberg.IcebergLake) and (lake.catalog, lake.table) == (dest.catalog,
+                                                                              dest.table):
+    raise opts.UsageError(f'--dest_table {dest.table} in --dest_catalog is the lake\'s own table: '
+                          'name the customer\'s table with --dest_table')
+  return dest
 
 
 def lake_manifest(lake: str | iceberg.IcebergLake, day: datetime.date) -> dict:
@@ -168,7 +218,9 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
   return out
 
 
-def committed_days(lake: str) -> list[datetime.date]:
+def committed_days(lake: str | iceberg.IcebergLake) -> list[datetime.date]:
+  if isinstance(lake, iceberg.IcebergLake):
+    return iceberg_export.committed_days(lake)
   pattern = fs.join(lake, 'dt=*', SUCCESS)
   found = FileSystems.match([pattern])[0].metadata_list
   return sorted(datetime.date.fromisoformat(m.path.split('dt=')[-1].split('/')[0]) for m in found)
@@ -182,6 +234,7 @@ REDO_FLAGS = ('format', 'compression', 'csv_delimiter', 'csv_header', 'events', 
               'environment', 'layout', 'partition_template', 'file_template', 'dataset_id',
               'request_id', 'database_id', 'kind', 'profile_days', 'max_rows_per_file',
               'max_file_bytes', 'state')
+ICEBERG_REDO_FLAGS = ('dest_catalog', 'dest_table', 'dest_catalog_endpoint')
 
 
 def exported(o: ExportOptions, day: datetime.date) -> tuple[bool, str]:
@@ -208,9 +261,6 @@ def _lake(o: ExportOptions) -> str | iceberg.IcebergLake:
     raise opts.UsageError(problem)
   if ice.lake_format != 'iceberg':
     return o.lake
-  if o.since_last_export:
-    raise opts.UsageError('--since_last_export does not read an Iceberg lake yet: give --date '
-                          'with --lake_format iceberg')
   return iceberg.from_options(o, o.lake)
 
 
@@ -241,18 +291,19 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
                           '(no ranges, --since_last_export, avro, xml or {hh}/{event} file names '
                           'yet)')
   dated = o.date or o.from_date or o.to_date or days
+  lake = _lake(o)
+  dest = iceberg_dest(o, lake)
   if days is None:
-    days = committed_days(o.lake) if o.since_last_export and not dated else opts.date_range(o)
+    days = (committed_days(lake) if o.since_last_export and not dated else opts.date_range(o))
   if dated and len(days) > o.max_range_days:
     raise opts.UsageError(f'--from_date..--to_date spans {len(days)} days, more than '
                           f'--max_range_days {o.max_range_days}: split the range or raise the limit')
-  lake = _lake(o)
   manifests = {day.isoformat(): lake_manifest(lake, day) for day in days}
   state = o.state or o.dest
+  appends: dict[str, int] = {}
   if o.since_last_export:
-    done = history.load(state)
-    manifests = {dt: m for dt, m in manifests.items()
-                 if history.changed_since_export(done, dt, m)}
+    manifests, appends = since_last(lake, history.load(state), manifests, layout,
+                                    (fmt.name, dest.table if dest else None))
   if len(manifests) > 1 and not layout.per_day:   # name the flag the user gave, not a default
     if o.partition_template:
       raise opts.UsageError(f'--partition_template {layout.partition!r} has no {{dt}}: export '
@@ -279,16 +330,52 @@ def plan(o: ExportOptions, days: list[datetime.date] | None = None) -> ExportPla
       raise opts.UsageError(f'--export_time {o.export_time!r}: use YYYYMMDDHHMM, e.g. '
                             '--export_time 202301020304')
     export_time = o.export_time
-  p = ExportPlan(o.run_id or opts.new_run_id(), o.lake, o.dest, fmt, events, exclude,
+  run_id = o.run_id or opts.new_run_id()
+  table = None
+  if dest is not None:
+    try:
+      table = iceberg_export.dest_table(dest)
+    except iceberg_export.TableMismatch as e:
+      raise opts.UsageError(str(e)) from None
+  p = ExportPlan(run_id, o.lake, o.dest, fmt, events, exclude,
                  o.environment, {dt: m['files'] for dt, m in manifests.items()},
                  {dt: {'lake_run_id': m['run_id'], 'lake_committed_at': m['committed_at'],
                        'lake_rows': m['rows'], 'lake_snapshot_id': m.get('snapshot_id')}
                   for dt, m in manifests.items()},
                  o.max_rows_per_file, max_bytes, o.kind, state, layout, o.dataset_id,
                  export_time, ids, warnings, break_lock=o.break_lock, flags=redo_flags(o),
-                 delivered_to=opts.normal_path(o.dest))
+                 delivered_to=opts.normal_path(o.dest), appends=appends, iceberg_dest=dest,
+                 dest_root=iceberg.data_root(table, run_id) if table is not None else '',
+                 dest_schema=iceberg.file_schema(table) if table is not None else None)
   check_lake_outside(p)
   return p
+
+
+def since_last(lake: str | iceberg.IcebergLake, done: dict, manifests: dict[str, dict],
+               layout: Layout, into: tuple[str, str | None]) -> tuple[dict[str, dict], dict[str, int]]:
+  """The days --since_last_export exports, and of those the days that only gained files since
+  their last export (dt -> how many lake files that export read): for them the manifest lists
+  only the new files, whose rows are added to the day's export. A Hive lake day is exported
+  whole when its commit is newer than the one exported; an Iceberg lake day when its files
+  differ from those of the snapshot last exported, and only its new files when they are a
+  superset and the last export can take more files (same format, a per-day folder whose file
+  names number the lake files). `into`: the export's file format and Iceberg table (or None)."""
+  if not isinstance(lake, iceberg.IcebergLake):
+    return {dt: m for dt, m in manifests.items() if history.changed_since_export(done, dt, m)}, {}
+  addable = (not layout.flat and not layout.run_scoped and layout.uses('index')
+             and layout.uses('count'))
+  chosen, appends = {}, {}
+  for dt, m in manifests.items():
+    last = done.get(dt) or {}
+    change = iceberg_export.change_since(lake, dt, last.get('lake_snapshot_id'), m['files'])
+    if change.kind == 'same':
+      continue
+    if (change.kind == 'added' and addable and (last.get('format'), last.get('dest_table')) == into
+        and fs.exists(last.get('success') or fs.join(last['dest'], SUCCESS))):
+      m = {**m, 'files': change.files}
+      appends[dt] = change.exported
+    chosen[dt] = m
+  return chosen, appends
 
 
 def export_minute() -> str:
@@ -303,7 +390,10 @@ def day_folder(o: ExportOptions, layout: Layout, dt: str, run_id: str, export_ti
 
 
 def redo_flags(o: ExportOptions) -> dict:
-  flags = {f: getattr(o, f) for f in REDO_FLAGS if getattr(o, f) not in (None, '')}
+  names = REDO_FLAGS + (ICEBERG_REDO_FLAGS if o.format == 'iceberg' else ())
+  flags = {f: getattr(o, f) for f in names if getattr(o, f) not in (None, '')}
+  if 'dest_catalog' in flags and iceberg.redacted(flags['dest_catalog']) != flags['dest_catalog']:
+    del flags['dest_catalog']   # a password is never recorded: forget is then given --dest_catalog
   if 'state' in flags:
     flags['state'] = opts.normal_path(flags['state'])
   return flags
@@ -413,10 +503,12 @@ def execute(options: PipelineOptions, p: ExportPlan) -> ExportReport | None:
   days = []
   for dt in p.files:
     m = json.loads(fs.read_bytes(marker(p, dt, 0)))
-    days.append(ExportDay(dt=dt, rows=m['rows'], files=len(m['files']), bytes=m['bytes'],
-                          partition=m['partition']))
+    added = m.get('rows_added')   # rows added to the day's export: the manifest lists them all
+    days.append(ExportDay(dt=dt, rows=m['rows'] if added is None else added, files=len(m['files']),
+                          bytes=m['bytes'], partition=m['partition'],
+                          snapshot_id=m.get('snapshot_id'), appended=added is not None))
   report = ExportReport(run_id=p.run_id, lake=p.lake, dest=p.dest,
-                        format=f'{p.fmt.name}/{p.fmt.compression}', started_at=started_at,
+                        format=f'{p.format_name}/{p.fmt.compression}', started_at=started_at,
                         seconds=round(time.monotonic() - start, 3),
                         metrics=logs.counters(result), days=days, warnings=p.warnings)
   fs.write_bytes(report_path(p.state, p.run_id), report.model_dump_json(indent=2).encode())
@@ -445,7 +537,8 @@ def run(argv: list[str]) -> int:
   print(f'eventferry export run {p.run_id}: {p.lake} -> {p.dest} ({done.format})')
   for d in done.days:
     print(f'{d.dt}  {d.rows:>10,} rows  {d.files:>4} files  {d.bytes / 2**20:>8.1f} MiB  '
-          f'-> {d.partition}/')
+          f'-> {d.partition}/' + (' (added to the day)' if d.appended else '')
+          + (f'  {p.iceberg_dest.table} snapshot {d.snapshot_id}' if p.iceberg_dest else ''))
   total = sum(d.rows for d in done.days)
   rate = total / done.seconds if done.seconds else 0
   print(f'{total:,} rows in {done.seconds:.1f}s ({rate:,.0f} rows/s). Report: '

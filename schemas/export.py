@@ -52,7 +52,10 @@ class ExportSpec(pydantic.BaseModel):
 
   lake: str
   dest: str
-  format: typing.Literal['parquet', 'jsonl', 'csv', 'avro', 'xml'] = 'parquet'
+  format: typing.Literal['parquet', 'jsonl', 'csv', 'avro', 'xml', 'iceberg'] = 'parquet'
+  dest_catalog: str | None = None   # --format iceberg: the customer's catalog
+  dest_table: str | None = None     # default: the export's (--dest_table)
+  dest_catalog_endpoint: str | None = None
   compression: str | None = None
   layout: typing.Literal['hive', 'hourly', 'adobe', 'clevertap'] = 'hive'
   partition_template: str | None = None

@@ -35,6 +35,9 @@ class Manifest(pydantic.BaseModel):
   source_fingerprint: str = ''        # import: DayInventory.fingerprint of what was read
   rows_forgotten: int = 0             # rows removed by forget requests since the day's import
   lake_snapshot_id: int | None = None   # export from an Iceberg lake: the snapshot read
+  snapshot_id: int | None = None   # export --format iceberg: the customer table's snapshot
+  # export: rows this commit added to the day's earlier export (None: it replaced the day)
+  rows_added: int | None = None
 
 
 class DayReport(pydantic.BaseModel):
@@ -79,6 +82,8 @@ class ExportDay(pydantic.BaseModel):
   files: int
   bytes: int
   partition: str
+  snapshot_id: int | None = None   # --format iceberg: the customer table's snapshot of the day
+  appended: bool = False   # only the rows the lake day gained since its last export
 
 
 class ExportReport(pydantic.BaseModel):

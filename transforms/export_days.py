@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import typing
 
 import apache_beam as beam
 import pyarrow as pa
@@ -22,17 +23,17 @@ from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
 from transforms import progress
 from transforms.export import Format, latest_profiles, profile_rows, select, to_export, to_profile_export
 from transforms.export_files import SLICE_ROWS, ExportFiles, ordered
-from transforms.lake import history, locks
-from transforms.lake.commit import commit_partition, manifest_for
-from transforms.lake.iceberg import as_lake
+from transforms.lake import history, iceberg, iceberg_export, locks
+from transforms.lake.commit import checkpoint, commit_partition, manifest_for
+from transforms.lake.iceberg import DAY, as_lake
 from transforms.lake.layout import Layout, day_values
-from transforms.lake.names import STAGING_DIR, SUCCESS
+from transforms.lake.names import MANIFEST, STAGING_DIR, SUCCESS
 from transforms.stores import fs
 from transforms.stores.fs import partition_dir
 
 __all__ = ['PIPELINE', 'ExportPlan', 'StageExportFiles', 'CommitExportDays', 'RecordExport',
            'export_files', 'lake_slices', 'split_rows', 'fence_of', 'record_export',
-           'dest_folder', 'target_of', 'marker', 'delivery']
+           'dest_folder', 'target_of', 'snapshot_ids', 'marker', 'delivery']
 
 PIPELINE = 'export'
 
@@ -65,6 +66,14 @@ class ExportPlan:
   replaces: dict[str, list[str]] = dataclasses.field(default_factory=dict)
   flags: dict = dataclasses.field(default_factory=dict)   # the flags that redo a delivery
   delivered_to: str = ''   # dest in one spelling (options.normal_path), as deliveries record it
+  # --since_last_export from an Iceberg lake: dt -> how many lake files the day's last export
+  # read, for days whose `files` are only those the lake day gained since (added to the export)
+  appends: dict[str, int] = dataclasses.field(default_factory=dict)
+  # --format iceberg: the customer's table, where this run writes its files (DATA/RUN_ID), and
+  # their Arrow schema (the export columns, the day, Iceberg field ids)
+  iceberg_dest: iceberg.IcebergLake | None = None
+  dest_root: str = ''
+  dest_schema: pa.Schema | None = None
 
   def day_values(self, dt: str) -> dict:
     return day_values(dt, self.dataset, self.ids, self.run_id,
@@ -74,9 +83,23 @@ class ExportPlan:
   def staging(self) -> str:
     return fs.join(self.dest, STAGING_DIR, self.run_id)
 
+  @property
+  def format_name(self) -> str:
+    return 'iceberg' if self.iceberg_dest is not None else self.fmt.name
+
+  def rows_of(self, dt: str) -> typing.Callable[[pa.Table], pa.Table]:
+    """Lake rows of day `dt` -> rows of its export files."""
+    if self.dest_schema is None:
+      return functools.partial(to_export, dt=dt)
+    return functools.partial(_iceberg_rows, dt=dt, schema=self.dest_schema)
+
   def unit(self, dt: str) -> str:
     """The day's commit unit as one path segment: its lock and its staging folder."""
     return self.layout.unit(self.day_values(dt)).replace('/', '__')
+
+
+def _iceberg_rows(lake: pa.Table, dt: str, schema: pa.Schema) -> pa.Table:
+  return iceberg.with_day(to_export(lake, dt), dt, schema)
 
 
 class _PlanFn(beam.DoFn):
@@ -89,14 +112,15 @@ class _PlanFn(beam.DoFn):
 def export_files(p: ExportPlan, dt: str, index: int, count: int, split: dict | None = None,
                  schema: pa.Schema = EXPORT_SCHEMA) -> ExportFiles:
   """The staged files of shard `index` of `count` (in chunks when a size limit is set), under
-  the layout's names."""
+  the layout's names. Files of an Iceberg table go straight into the run's own data folder."""
   values = {**p.day_values(dt), 'count': f'{count:05d}', 'ext': p.fmt.extension, **(split or {})}
+  folder = target_of(p, dt) if p.iceberg_dest else fs.join(p.staging, p.unit(dt))
 
   def place(c: int) -> tuple[str, str]:
     label = f'{index:05d}-{c:03d}' if (p.max_rows or p.max_bytes) else f'{index:05d}'
     name = p.layout.file_path({**values, 'index': label})
-    return name, fs.join(p.staging, p.unit(dt), name)
-  return ExportFiles(p.fmt, schema, place, p.max_rows, p.max_bytes)
+    return name, fs.join(folder, name)
+  return ExportFiles(p.fmt, p.dest_schema or schema, place, p.max_rows, p.max_bytes)
 
 
 def lake_slices(lake: pq.ParquetFile, p: ExportPlan):
@@ -122,7 +146,7 @@ class _ExportFile(_PlanFn):
     with fs.open_read(path) as f:
       for split, slices in lake_slices(pq.ParquetFile(f), p):
         files = export_files(p, dt, index, count, split)
-        files.write_all(ordered(functools.partial(to_export, dt=dt), slices))
+        files.write_all(ordered(p.rows_of(dt), slices))
         for staged in files.close():
           self.rows.inc(staged.rows)
           progress.advance(staged.rows)
@@ -139,12 +163,25 @@ class _CommitExportDay(_PlanFn):
     target = target_of(p, dt)
     schema = PROFILE_SCHEMA if p.kind == 'profiles' else EXPORT_SCHEMA
     earlier = p.replaces.get(dt, [])
+    fence, append = fence_of(p, dt), dt in p.appends
     fs.delete(fs.join(folder, SUCCESS) for folder in earlier)   # unpublished first
+    snapshot = {}
+    if p.iceberg_dest is not None:   # the table's snapshot first, then the export's manifest
+      checkpoint('before_snapshot', target)
+      snapshot['snapshot_id'] = iceberg_export.commit(
+          p.iceberg_dest, dt, [f.path for f in staged], p.run_id,
+          lambda: fence.check('committing the table\'s snapshot', target) if fence else None,
+          append)
+    # Rows added to a day of files: its folder keeps its files, the manifest lists them all.
+    append_via = (fs.join(p.staging, p.unit(dt), MANIFEST)
+                  if append and p.iceberg_dest is None else None)
     commit_partition(target, staged, manifest_for(staged, run_id=p.run_id, pipeline=PIPELINE,
                                                   source=partition_dir(p.lake, dt),
                                                   partition=target, schema=schema,
-                                                  **snapshot_of(p, dt)),
-                     p.layout.markers(p.day_values(dt)), fence=fence_of(p, dt))
+                                                  rows_added=sum(f.rows for f in staged) if append
+                                                  else None,
+                                                  **snapshot_of(p, dt), **snapshot),
+                     p.layout.markers(p.day_values(dt)), fence=fence, append_via=append_via)
     for folder in earlier:   # the day's exports by earlier runs: this one replaces them
       fs.delete_tree(folder)
       history.unclaim(p.state, folder)
@@ -191,9 +228,10 @@ class _LatestProfiles(_PlanFn):
   def process(self, element: tuple[str, str]):
     dt, path = element
     with fs.open_read(path) as f:
-      lake = pq.read_table(f, columns=['ts', 'environment', 'event_key', 'identifiers',
-                                       'insert_id', 'user_properties'])
-    lake = as_lake(lake)
+      lake = pq.ParquetFile(f)
+      columns = ['ts', 'environment', 'event_key', 'identifiers', 'insert_id', 'user_properties']
+      day = [DAY] if DAY in lake.schema_arrow.names else []   # an Iceberg lake's file
+      lake = as_lake(lake.read(columns=columns + day))
     yield dt, latest_profiles(profile_rows(select(lake, [], [], self._p.environment)))
 
 
@@ -218,8 +256,9 @@ class StageExportFiles(beam.PTransform):
 
   def expand(self, pbegin):
     p = self._p
-    work = [(dt, i, len(files), path) for dt, files in p.files.items()
-            for i, path in enumerate(files)]
+    # Files added to a day's export are numbered after those the last export read.
+    work = [(dt, p.appends.get(dt, 0) + i, p.appends.get(dt, 0) + len(files), path)
+            for dt, files in p.files.items() for i, path in enumerate(files)]
     spread = (pbegin
               | 'PlanFiles' >> beam.Create(work)
               | 'SpreadFiles' >> beam.Reshuffle())
@@ -266,9 +305,11 @@ def record_export(committed: list, p: ExportPlan) -> None:
   exported_at = datetime.datetime.now(datetime.timezone.utc).isoformat()
   # format and whether rows were left out: reconcile compares a day's rows with its lake day's
   whole = p.kind == 'events' and not (p.events or p.exclude or p.environment)
+  table = {'dest_table': p.iceberg_dest.table} if p.iceberg_dest else {}
   history.record(p.state, {dt: {**commit, 'export_run_id': p.run_id, 'exported_at': exported_at,
                                 'dest': target_of(p, dt), 'success': marker(p, dt, 1),
-                                'format': p.fmt.name, 'whole_day': whole}
+                                'format': p.fmt.name, 'whole_day': whole, **table,
+                                **snapshot_ids(p, dt)}
                            for dt, commit in p.lake_commits.items()})
   for dt in p.lake_commits:
     history.record_delivery(p.lake, delivery(p, dt, exported_at))
@@ -295,7 +336,17 @@ def dest_folder(dest: str, layout: Layout, values: dict) -> str:
 
 
 def target_of(p: ExportPlan, dt: str) -> str:
+  """The day's folder: the layout's, or in an Iceberg table this run's data folder of the day."""
+  if p.iceberg_dest is not None:
+    return partition_dir(p.dest_root, dt)
   return dest_folder(p.dest, p.layout, p.day_values(dt))
+
+
+def snapshot_ids(p: ExportPlan, dt: str) -> dict:
+  """The customer table's snapshot of the day (--format iceberg), as its manifest records it,
+  and the rows the export added to the day (when it did not replace it)."""
+  manifest = json.loads(fs.read_bytes(marker(p, dt, 0)))
+  return {k: manifest[k] for k in ('snapshot_id', 'rows_added') if manifest.get(k) is not None}
 
 
 def marker(p: ExportPlan, dt: str, which: int) -> str:

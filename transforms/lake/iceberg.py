@@ -29,7 +29,8 @@ if typing.TYPE_CHECKING:
   from pyiceberg.table import Table
 
 __all__ = ['FORMATS', 'DEFAULT_TABLE', 'DAY', 'IcebergOptions', 'IcebergLake', 'check',
-           'from_options', 'catalog', 'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
+           'catalog_problem', 'table_problem', 'from_options', 'at', 'redacted', 'catalog',
+           'table', 'file_schema', 'with_day', 'data_root', 'store_path', 'file_uri',
            'commit_day', 'day_files', 'day_snapshot', 'snapshot_day', 'day_manifest', 'committed_days', 'as_lake',
            'record_day', 'day_record', 'COMMIT_ATTEMPTS', 'SNAPSHOT_DAY', 'SNAPSHOT_RUN', 'SNAPSHOT_COMPLETE']
 
@@ -84,12 +85,22 @@ def check(o: IcebergOptions) -> str | None:
   if not o.catalog:
     return ('--catalog is required with --lake_format iceberg: e.g. --catalog '
             'sqlite:///lake/catalog.db (or postgresql://..., glue, https://rest-catalog)')
-  if not _catalog_kind(o.catalog):
-    return (f'--catalog {_redacted(o.catalog)} is not a catalog: use sqlite:///PATH, '
+  return catalog_problem('--catalog', o.catalog) or table_problem('--table', o.table)
+
+
+def catalog_problem(flag: str, uri: str) -> str | None:
+  """What is wrong with catalog `uri` given as `flag`, or None."""
+  if not _catalog_kind(uri):
+    return (f'{flag} {redacted(uri)} is not a catalog: use sqlite:///PATH, '
             'postgresql://USER@HOST/DB, glue or an http(s):// REST catalog URL')
-  parts = o.table.split('.')
+  return None
+
+
+def table_problem(flag: str, name: str) -> str | None:
+  """What is wrong with table name `name` given as `flag`, or None."""
+  parts = name.split('.')
   if len(parts) != 2 or not all(p.strip() for p in parts):
-    return f'--table {o.table!r} must be NAMESPACE.NAME, e.g. --table {DEFAULT_TABLE}'
+    return f'{flag} {name!r} must be NAMESPACE.NAME, e.g. {flag} {DEFAULT_TABLE}'
   return None
 
 
@@ -104,7 +115,7 @@ def _catalog_kind(uri: str) -> str | None:
   return None
 
 
-def _redacted(uri: str) -> str:
+def redacted(uri: str) -> str:
   """The URI without its password, for messages and logs."""
   parts = urllib.parse.urlsplit(uri)
   if parts.password is None:
@@ -115,11 +126,19 @@ def _redacted(uri: str) -> str:
 
 def from_options(options: PipelineOptions, lake: str) -> IcebergLake:
   """The Iceberg lake of these options, with the S3 settings Beam's --s3_* flags carry."""
-  o, s = options.view_as(IcebergOptions), options.view_as(S3Options)
+  o = options.view_as(IcebergOptions)
+  return at(options, lake, o.catalog, o.table, o.catalog_endpoint)
+
+
+def at(options: PipelineOptions, warehouse: str, catalog_uri: str, name: str,
+       endpoint: str | None) -> IcebergLake:
+  """The Iceberg tables of catalog `catalog_uri` in `warehouse` (the lake's, or a customer's),
+  with the S3 settings Beam's --s3_* flags carry."""
+  s = options.view_as(S3Options)
   props = {'s3.endpoint': s.s3_endpoint_url, 's3.access-key-id': s.s3_access_key_id,
            's3.secret-access-key': s.s3_secret_access_key, 's3.session-token': s.s3_session_token,
            's3.region': s.s3_region_name}
-  return IcebergLake(o.catalog, _warehouse(lake), o.table, o.catalog_endpoint,
+  return IcebergLake(catalog_uri, _warehouse(warehouse), name, endpoint,
                      {k: v for k, v in props.items() if v})
 
 
@@ -168,8 +187,9 @@ def _sqlalchemy_uri(uri: str) -> str:
   return uri
 
 
-def _schema(columns: pa.Schema):
-  """The table's Iceberg schema: the lake's columns plus `dt`, with ids, partitioned by `dt`."""
+def _schema(columns: pa.Schema, no_stats: typing.Sequence[str] = ()):
+  """The table's Iceberg schema: the columns plus `dt`, with ids, partitioned by `dt`; `no_stats`:
+  columns whose files carry no min/max (so none are expected)."""
   from pyiceberg.catalog import Catalog
   from pyiceberg.partitioning import PartitionField, PartitionSpec
   from pyiceberg.schema import assign_fresh_schema_ids
@@ -182,13 +202,16 @@ def _schema(columns: pa.Schema):
   # The lake writes no min/max for map columns (commit.write_parquet): none are expected.
   nested = [schema.find_column_name(i) for f in schema.fields if isinstance(f.field_type, MapType)
             for i in (f.field_type.key_id, f.field_type.value_id)]
-  properties = {'format-version': '2'} | {f'write.metadata.metrics.column.{c}': 'none' for c in nested}
+  properties = {'format-version': '2'} | {f'write.metadata.metrics.column.{c}': 'none'
+                                          for c in [*nested, *no_stats]}
   return schema, spec, properties
 
 
-def table(lake: IcebergLake, name: str | None = None) -> 'Table':
-  """The table `name` (default: the lake's), created on first use with the lake's schema (or the
-  rejected rows' schema for the rejected table), partitioned by the server day."""
+def table(lake: IcebergLake, name: str | None = None, columns: pa.Schema | None = None,
+          no_stats: typing.Sequence[str] = ()) -> 'Table':
+  """The table `name` (default: the lake's), created on first use with `columns` (default: the
+  lake's schema, or the rejected rows' schema for the rejected table) plus the day column,
+  partitioned by the server day (`no_stats`: as _schema)."""
   from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
   name = name or lake.table
   cat = catalog(lake)
@@ -196,7 +219,9 @@ def table(lake: IcebergLake, name: str | None = None) -> 'Table':
     return cat.load_table(name)
   except NoSuchTableError:
     pass
-  schema, spec, properties = _schema(REJECTED_SCHEMA if name == lake.rejected_table else LAKE_SCHEMA)
+  if columns is None:
+    columns = REJECTED_SCHEMA if name == lake.rejected_table else LAKE_SCHEMA
+  schema, spec, properties = _schema(columns, no_stats)
   try:
     cat.create_namespace(name.split('.')[0])
   except NamespaceAlreadyExistsError:
@@ -248,27 +273,29 @@ def file_uri(path: str) -> str:
   return path if '://' in path else _warehouse(path)
 
 
-def day_files(tbl: 'Table', dt: str) -> list:
-  """The DataFiles the table's current snapshot lists for day `dt`."""
+def day_files(tbl: 'Table', dt: str, snapshot_id: int | None = None) -> list:
+  """The DataFiles the table's current snapshot (or snapshot `snapshot_id`) lists for day `dt`."""
   if tbl.current_snapshot() is None:
     return []
   day = datetime.date.fromisoformat(dt)   # a date, never text from elsewhere, in the filter
-  return [task.file for task in tbl.scan(row_filter=f"{DAY} = '{day}'").plan_files()]
+  return [task.file for task in tbl.scan(row_filter=f"{DAY} = '{day}'",
+                                         snapshot_id=snapshot_id).plan_files()]
 
 
 def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: str,
                before_commit: typing.Callable[[], None] = lambda: None,
-               inputs: dict[str, str | int | None] | None = None) -> int | None:
+               inputs: dict[str, str | int | None] | None = None, append: bool = False) -> int | None:
   """Replaces day `dt` of table `name` by the files `paths` in one overwrite snapshot; other days
   keep their files. When another run committed meanwhile (another day: this day is locked), the
   commit is redone on the new snapshot; pyiceberg's own retry re-applies the overwrite to the
   newer table and refuses it (ValidationException), so it is redone here, from the day's files
   as the new snapshot lists them. A retried step whose files are already the day's commits
   nothing again. `paths` are store paths or URIs. `before_commit` runs before each attempt (the
-  lock's fence). `inputs` go into the day's record (DAY_RECORD), SNAPSHOT_INPUTS (what the day
-  was made from) also into the snapshot's summary, so a rerun of the same input can tell the day
-  is complete (day_manifest); forget adds rows_forgotten.
-  -> the snapshot id (None: the table has none, and the day had and has no rows)."""
+  lock's fence). With `append` the day keeps its files and gains `paths`. `inputs` go into the
+  day's record (DAY_RECORD), SNAPSHOT_INPUTS (what the day was made from) also into the
+  snapshot's summary, so a rerun of the same input can tell the day is complete (day_manifest);
+  forget adds rows_forgotten. -> the snapshot id (None: the table has none, and the day had and
+  has no rows)."""
   from pyiceberg.exceptions import CommitFailedException, ValidationException
   from pyiceberg.io.pyarrow import parquet_file_to_data_file
   tbl = table(lake, name)
@@ -277,8 +304,11 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
   for attempt in range(COMMIT_ATTEMPTS):
     old = day_files(tbl, dt)
     snapshot = tbl.current_snapshot()
-    if {f.file_path for f in old} == set(paths):   # committed already (a retried step)
+    held = {f.file_path for f in old}
+    if held == set(paths) or (append and held >= set(paths)):   # committed already (a retry)
       return snapshot.snapshot_id if snapshot else None
+    if append:   # an append snapshot: the day's files stay
+      old = []
     before_commit()
     try:
       with tbl.transaction() as tx:
@@ -286,11 +316,12 @@ def commit_day(lake: IcebergLake, name: str, dt: str, paths: list[str], run_id: 
         record_day(tx, dt, run_id, made_of)
         summary = {SNAPSHOT_DAY: dt, SNAPSHOT_RUN: run_id} | {
             f'eventferry.{k}': str(v) for k, v in made_of.items() if k in SNAPSHOT_INPUTS}
-        with tx.update_snapshot(snapshot_properties=summary).overwrite() as overwrite:
+        update = tx.update_snapshot(snapshot_properties=summary)
+        with update.fast_append() if append else update.overwrite() as change:
           for f in old:
-            overwrite.delete_data_file(f)
+            change.delete_data_file(f)
           for f in new:
-            overwrite.append_data_file(f)
+            change.append_data_file(f)
       current = tbl.current_snapshot()
       assert current is not None
       return current.snapshot_id
