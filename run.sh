@@ -110,7 +110,7 @@ usage: ./run.sh COMMAND [flags]
   demo                 generate a sample customer bucket (3 days, ~100k events) and import it
   test [pytest args]   run the test suite (test --fast: the fast tier, under a minute)
   import [flags]       import customer day partitions into the lake (--help for flags)
-  export [flags]       export lake days to a destination as Parquet, JSON lines, CSV, Avro or XML
+  export [flags]       export lake days to a destination as Parquet, JSON lines, CSV, Avro, XML or Iceberg
   ingest [flags]       raw JSON events (Pub/Sub, or JSON-lines files) -> the lake by server date
   forget --lake L --user_id ID  erase users from the lake and every delivered export
   check --dest D       preflight: PUT, GET, LIST, DELETE a probe at --dest/--lake (LIST, GET at --source)

@@ -54,9 +54,9 @@ class ImportOptions(PipelineOptions):
                     help='environment recorded on every row (default production)')
     parser.add_argument('--shards', type=int, default=None,
                         help='files per day; default: source bytes / --target_file_mb')
-    parser.add_argument('--target_file_mb', default='128',
-                        help='target size of a lake file when --shards is not given: MiB, or a '
-                        'size such as 256MB or 1GiB')
+    opts.add_shared(parser, '--target_file_mb', default='128',
+                    help='target size of a lake file when --shards is not given: MiB, or a '
+                    'size such as 256MB or 1GiB')
     parser.add_argument('--max_shard_rows', type=int, default=1_000_000,
                         help='at most this many source rows per lake file when --shards is not '
                         'given: a shard is de-duplicated in memory, so this bounds memory even '

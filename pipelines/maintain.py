@@ -25,9 +25,6 @@ import urllib.parse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-# import_events declares --target_file_mb itself (not through add_shared); its options class must
-# come first in Beam's one parser, so that ours finds the flag declared and shares it.
-from pipelines import import_events  # noqa: F401
 from pipelines import options as opts
 from pipelines.forget import split_argv
 from transforms.lake import iceberg, iceberg_maintain

@@ -46,6 +46,7 @@ def test_help_names_every_export_format(tmp_path):
   from pipelines.export_events import FORMATS
   text = run_sh('help', cwd=str(tmp_path)).stdout
   export = next(line for line in text.splitlines() if line.strip().startswith('export'))
-  names = {'parquet': 'Parquet', 'jsonl': 'JSON lines', 'csv': 'CSV', 'avro': 'Avro', 'xml': 'XML'}
+  names = {'parquet': 'Parquet', 'jsonl': 'JSON lines', 'csv': 'CSV', 'avro': 'Avro', 'xml': 'XML',
+           'iceberg': 'Iceberg'}
   assert set(names) == set(FORMATS)
   assert all(name in export for name in names.values()), export
