@@ -4,18 +4,20 @@ Iceberg table (transforms/lake/iceberg.py).
 A day's files that hold an id are rewritten without those rows and the day is committed as one
 overwrite snapshot (its other files stay listed as they are). Iceberg keeps every earlier
 snapshot, and each still lists the old files, so time travel would give the rows back: `purge`
-then expires every snapshot but the current one and deletes the day's data files that no
-snapshot lists any more (the replaced ones, and those of earlier imports of the day) and the
-manifests only expired snapshots used. The day's lock is held throughout, so no writer of the
-day has files in flight. Reading the table as of a time before the request ends with it.
+then expires every snapshot but the current one with maintain's expire (which deletes the files
+only expired snapshots listed: the replaced ones, those of earlier imports of the day, their
+manifests) and deletes the day's data files no snapshot ever listed. The day's lock is held
+throughout, so no writer of the day has files in flight. Reading the table as of a time before
+the request ends with it.
 """
+import datetime
 import typing
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.lake import iceberg
+from transforms.lake import iceberg, iceberg_maintain
 from transforms.lake.commit import write_parquet
 from transforms.lake.ledger import relative
 from transforms.stores import fs
@@ -79,31 +81,16 @@ def rows_forgotten(lake: iceberg.IcebergLake, name: str, dt: str) -> int:
 
 
 def purge(lake: iceberg.IcebergLake, name: str, dt: str) -> int:
-  """Expires every snapshot of table `name` but the current one, then deletes day `dt`'s data
-  files under the table's data folder that the current snapshot does not list, and the manifest
-  lists and manifests of the expired snapshots that no kept snapshot uses (never a metadata file
-  of another writer's commit in flight). -> files deleted. Run under the day's lock (a writer of
-  the day would have unlisted files in flight)."""
-  from pyiceberg.exceptions import CommitFailedException
+  """Expires every snapshot of table `name` but the current one, deleting the files only they
+  listed (iceberg_maintain.expire: never a file of another writer's commit in flight), then
+  deletes day `dt`'s data files that no snapshot lists (a killed run's, which may hold the rows
+  too). -> files deleted. Run under the day's lock (a writer of the day would have unlisted
+  files in flight)."""
+  now = datetime.datetime.now(datetime.timezone.utc)
+  expired = iceberg_maintain.expire(lake, name, now, retain_last=1, dry_run=False)
   tbl = iceberg.table(lake, name)
-  used: set[str] = set()   # the manifest lists and manifests of the expired snapshots
-  for _ in range(iceberg.COMMIT_ATTEMPTS):
-    current = tbl.current_snapshot()
-    old = [s for s in tbl.metadata.snapshots if current and s.snapshot_id != current.snapshot_id]
-    if not old:
-      break
-    try:
-      used |= {s.manifest_list for s in old} | {m.manifest_path for s in old for m in s.manifests(tbl.io)}
-      tbl.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in old]).commit()
-      break
-    except CommitFailedException:   # another day committed meanwhile
-      tbl = iceberg.table(lake, name)
-  tbl = iceberg.table(lake, name)
-  kept = {s.manifest_list for s in tbl.metadata.snapshots} | {
-      m.manifest_path for s in tbl.metadata.snapshots for m in s.manifests(tbl.io)}
   listed = {iceberg.store_path(f.file_path) for f in iceberg.day_files(tbl, dt)}
   data = iceberg.store_path(f'{tbl.location().rstrip("/")}/data')
   stale = [p for p in fs.list_files(data) if f'/{iceberg.DAY}={dt}/' in p and p not in listed]
-  stale += [iceberg.store_path(uri) for uri in sorted(used - kept)]
   fs.delete(stale)
-  return len(stale)
+  return expired.files + len(stale)
