@@ -212,6 +212,32 @@ def test_two_days_in_parallel_both_land(tmp_path):
   assert pyiceberg_rows(load(warehouse, ['--catalog', catalog])) == hive_rows(hive, [DAY1, DAY2])
 
 
+def _open_at_once(args) -> str | None:
+  """Opens (first use: creates) the table once the other processes are ready too."""
+  warehouse, flags, ready = args
+  ready.wait()
+  try:
+    load(warehouse, flags)
+    return None
+  except Exception as e:
+    return f'{type(e).__name__}: {e}'
+
+
+@pytest.mark.parametrize('catalog', ['sqlite', 'postgres'])
+def test_runs_starting_together_on_a_new_catalog_all_open_it(tmp_path, request, catalog):
+  """Six processes open a new catalog, namespace and table at the same moment: each gets the one
+  table (pyiceberg's SQL catalog checks, then creates, so the others met "already exists")."""
+  import multiprocessing
+  flags = catalog_flags(catalog, tmp_path, request) + table_flags(tmp_path)
+  spawn = multiprocessing.get_context('spawn')
+  with spawn.Manager() as manager, spawn.Pool(6) as pool:
+    ready = manager.Barrier(6)
+    errors = pool.map(_open_at_once, [(str(tmp_path / 'wh'), flags, ready)] * 6)
+  assert errors == [None] * 6
+  tbl = load(str(tmp_path / 'wh'), flags)
+  assert tbl.metadata.location.startswith('file://' + str(tmp_path / 'wh'))
+
+
 def test_same_day_twice_one_refuses_with_exit_4(tmp_path):
   from transforms.lake.commit import STOP_AT
   source, warehouse = str(tmp_path / 'bucket'), str(tmp_path / 'wh')

@@ -38,6 +38,7 @@ FORMATS = ('hive', 'iceberg')
 DEFAULT_TABLE = 'eventferry.events'
 DAY = 'dt'   # the partition column: the server day, as the Hive lake's dt=D folders
 COMMIT_ATTEMPTS = 20   # optimistic commits retried when another run committed meanwhile
+CREATE_ATTEMPTS = 5   # a new SQL catalog's tables created by runs starting together
 SNAPSHOT_DAY = 'eventferry.dt'   # snapshot summary: the day and run a commit replaced
 SNAPSHOT_RUN = 'eventferry.run_id'
 SNAPSHOT_INPUTS = ('pipeline', 'source', 'source_files', 'source_fingerprint', 'schema_fingerprint')
@@ -156,8 +157,7 @@ def catalog(lake: IcebergLake) -> 'Catalog':
   if lake.warehouse.startswith('gs://'):
     props.update(_gcs_emulator())
   if kind == 'sql':
-    from pyiceberg.catalog.sql import SqlCatalog
-    return SqlCatalog('eventferry', uri=_sqlalchemy_uri(lake.catalog), **props)
+    return _sql_catalog(lake.catalog, props)
   if kind == 'glue':
     from pyiceberg.catalog.glue import GlueCatalog
     glue = {'glue.region': lake.s3.get('s3.region'), 'glue.endpoint': lake.endpoint,
@@ -180,10 +180,29 @@ def _gcs_emulator() -> dict[str, str]:
           'gcs.oauth2.token-expires-at': str(int((time.time() + 86400) * 1000))}
 
 
+def _sql_catalog(uri: str, props: dict) -> 'Catalog':
+  """A SQL catalog. Runs starting together on a new catalog race to create its tables: pyiceberg
+  checks, then creates, so all but one fail ("table ... already exists"); the next attempt finds
+  them."""
+  from pyiceberg.catalog.sql import SqlCatalog
+  from sqlalchemy.exc import DBAPIError
+  for attempt in range(CREATE_ATTEMPTS):
+    try:
+      return SqlCatalog('eventferry', uri=_sqlalchemy_uri(uri), **props)
+    except DBAPIError:
+      if attempt == CREATE_ATTEMPTS - 1:
+        raise
+      time.sleep(0.05 * (attempt + 1))
+  raise AssertionError('unreachable')
+
+
 def _sqlalchemy_uri(uri: str) -> str:
-  """postgresql:// is psycopg2's driver in SQLAlchemy; sqlite:///PATH as it is."""
+  """postgresql:// is psycopg2's driver in SQLAlchemy. SQLite waits up to 30 s for a lock another
+  run holds (its default, 5 s, is less than a busy machine's commit takes), unless the URI says."""
   if uri.startswith('postgresql://'):
     return 'postgresql+psycopg2://' + uri[len('postgresql://'):]
+  if uri.startswith('sqlite:') and 'timeout=' not in uri:
+    return uri + ('&' if '?' in uri else '?') + 'timeout=30'
   return uri
 
 
@@ -226,6 +245,9 @@ def table(lake: IcebergLake, name: str | None = None, columns: pa.Schema | None 
     cat.create_namespace(name.split('.')[0])
   except NamespaceAlreadyExistsError:
     pass
+  except Exception as e:   # the SQL catalog's IntegrityError when another run created it meanwhile
+    if not cat.namespace_exists(name.split('.')[0]):
+      raise e
   try:
     return cat.create_table(name, schema, partition_spec=spec, properties=properties)
   except TableAlreadyExistsError:   # another run created it meanwhile
