@@ -21,7 +21,6 @@ import json
 import logging
 import sys
 import time
-import urllib.parse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -29,7 +28,7 @@ from pipelines import options as opts
 from pipelines.forget import split_argv
 from transforms.lake import iceberg, iceberg_maintain
 from transforms.lake.names import MAINTAIN_DIR, STATE_DIR
-from transforms.stores import clients, fs
+from transforms.stores import fs
 
 __all__ = ['MaintainOptions', 'Settings', 'settings', 'report_path', 'maintain', 'run']
 
@@ -111,15 +110,8 @@ def report_path(warehouse: str, run_id: str) -> str:
 
 def _tables(lake: iceberg.IcebergLake) -> list[str]:
   """The events table and, when it exists, its rejected table (never created here)."""
-  try:
+  with iceberg.reaching(lake):
     names = iceberg_maintain.existing(lake, [lake.table, lake.rejected_table])
-  except Exception as e:  # noqa: BLE001 - whatever the catalog's client raises, told in one line
-    password = urllib.parse.urlsplit(lake.catalog).password
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if password:
-      reason = reason.replace(password, '***')
-    raise clients.StoreError(f'--catalog {fs.redact(lake.catalog)} could not be read: {reason}; '
-                             'check the URL and that the catalog runs') from None
   if lake.table not in names:
     raise opts.UsageError(f'--table {lake.table} is not in --catalog {fs.redact(lake.catalog)}: '
                           'check both flags')

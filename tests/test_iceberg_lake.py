@@ -401,6 +401,28 @@ def test_wrong_iceberg_flags_exit_2_with_one_line(tmp_path, capsys, flags, messa
   assert code == 2 and message in err and 'SECRET' not in err and 'Traceback' not in err
 
 
+@pytest.mark.parametrize('catalog,shown', [
+    ('postgresql://ferry:pw-SECRET-77@127.0.0.1:1/ferry', 'postgresql://ferry:***@127.0.0.1:1/ferry'),
+    ('http://127.0.0.1:1/catalog', 'http://127.0.0.1:1/catalog')])
+def test_an_unreachable_catalog_is_one_line_and_exit_5_in_every_command(tmp_path, catalog, shown):
+  source, warehouse = str(tmp_path / 'bucket'), str(tmp_path / 'wh')
+  write_day(source, DAY1, 1, 5)
+  (tmp_path / 'raw.jsonl').write_text('{}\n')
+  lake = ['--lake', warehouse, '--lake_format', 'iceberg', '--catalog', catalog]
+  commands = {'import_events': ['--source', source, '--date', DAY1],
+              'export_events': ['--date', DAY1, '--dest', str(tmp_path / 'out')],
+              'ingest': ['--input', str(tmp_path / 'raw.jsonl')],
+              'status': [], 'reconcile': [], 'forget': ['--user_id', 'user-1'],
+              'backfill': ['import', '--source', source, '--from_date', DAY1, '--to_date', DAY1]}
+  for command, flags in commands.items():
+    args = [flags[0], *lake, *flags[1:]] if command == 'backfill' else [*lake, *flags]
+    proc = run_cli(f'pipelines.{command}', *args, check=False)
+    assert proc.returncode == 5, (command, proc.stderr)
+    assert f'--catalog {shown} could not be read' in proc.stderr, (command, proc.stderr)
+    assert 'Traceback' not in proc.stderr and 'pw-SECRET-77' not in proc.stderr + proc.stdout
+    assert not os.path.exists(tmp_path / 'out'), command
+
+
 def test_a_hive_run_never_imports_pyiceberg(tmp_path):
   source = str(tmp_path / 'bucket')
   write_day(source, DAY1, 1, 4)

@@ -11,6 +11,7 @@ it leaves the table at its previous snapshot, its files unreferenced (orphans).
 
 pyiceberg is imported only here and only when a function needs it, so a Hive run never loads it.
 """
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -23,6 +24,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
+from transforms.stores.clients import StoreError
 
 if typing.TYPE_CHECKING:
   from pyiceberg.catalog import Catalog
@@ -151,7 +153,33 @@ def _warehouse(lake: str) -> str:
   return 'file://' + os.path.abspath(os.path.expanduser(lake))
 
 
+@contextlib.contextmanager
+def reaching(lake: IcebergLake) -> typing.Iterator[None]:
+  """Whatever a catalog's client raises (a refused connection, a wrong password, a missing
+  database, an HTTP error) told as one StoreError (exit code 5) naming the catalog without its
+  secrets; pyiceberg's answers about tables and namespaces pass through."""
+  from pyiceberg import exceptions
+  try:
+    yield
+  except (exceptions.NoSuchTableError, exceptions.NoSuchNamespaceError,
+          exceptions.TableAlreadyExistsError, exceptions.NamespaceAlreadyExistsError,
+          exceptions.CommitFailedException, exceptions.ValidationException):
+    raise
+  except Exception as e:  # noqa: BLE001 - every client's own kinds, told in one line
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    password = urllib.parse.urlsplit(lake.catalog).password
+    if password:
+      reason = reason.replace(password, '***')
+    raise StoreError(f'--catalog {redacted(lake.catalog)} could not be read: {reason}; check the '
+                     'URL and that the catalog runs') from None
+
+
 def catalog(lake: IcebergLake) -> 'Catalog':
+  with reaching(lake):
+    return _catalog(lake)
+
+
+def _catalog(lake: IcebergLake) -> 'Catalog':
   kind = _catalog_kind(lake.catalog)
   props = dict(lake.s3, warehouse=lake.warehouse)
   if lake.warehouse.startswith('gs://'):
@@ -231,16 +259,24 @@ def table(lake: IcebergLake, name: str | None = None, columns: pa.Schema | None 
   """The table `name` (default: the lake's), created on first use with `columns` (default: the
   lake's schema, or the rejected rows' schema for the rejected table) plus the day column,
   partitioned by the server day (`no_stats`: as _schema)."""
-  from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+  from pyiceberg.exceptions import NoSuchTableError
   name = name or lake.table
   cat = catalog(lake)
-  try:
-    return cat.load_table(name)
-  except NoSuchTableError:
-    pass
+  with reaching(lake):
+    try:
+      return cat.load_table(name)
+    except NoSuchTableError:
+      pass
   if columns is None:
     columns = REJECTED_SCHEMA if name == lake.rejected_table else LAKE_SCHEMA
   schema, spec, properties = _schema(columns, no_stats)
+  with reaching(lake):
+    return _create(cat, name, schema, spec, properties)
+
+
+def _create(cat: 'Catalog', name: str, schema, spec, properties) -> 'Table':
+  """The table, created with its namespace (or as another run created them meanwhile)."""
+  from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
   try:
     cat.create_namespace(name.split('.')[0])
   except NamespaceAlreadyExistsError:
