@@ -177,3 +177,49 @@ def test_a_lone_surrogate_is_explained_as_such(c_parser, monkeypatch):
   assert [(r['source_row'], r['reason']) for r in rejected] == [(1, 'invalid_text'), (2, 'invalid_text')]
   assert all('truncated' not in r['detail'] and 'surrogate' in r['detail'] for r in rejected)
   assert '\\ud800' in rejected[0]['detail'] and '\\udc00' in rejected[1]['detail']
+
+
+def test_two_runs_of_other_days_share_the_arrival_day_of_their_dead_letters(tmp_path):
+  """Malformed rows are filed under their file's arrival day, which two batch runs of other
+  days share: the second waits for the first (stopped holding that day) instead of refusing,
+  and the arrival day ends with both runs' dead letters."""
+  import signal
+  import subprocess
+  import sys
+  import time
+  from tests.conftest import ROOT
+  from transforms.lake.commit import STOP_AT
+  lake, arrived = str(tmp_path / 'lake'), datetime.datetime(2023, 6, 1, 12, tzinfo=datetime.timezone.utc)
+  paths = []
+  for k, day_ms in enumerate((DAY_MS, DAY_MS + 86_400_000)):
+    path = lines(tmp_path / f'raw{k}.jsonl', [raw_event(10 * k + n, ts=day_ms + n) for n in range(3)]
+                 + [b'{"insert_id": "cut sho', b'[1, 2]'])
+    os.utime(path, (arrived.timestamp(), arrived.timestamp()))
+    paths.append(path)
+
+  def start(path: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, '-m', 'pipelines.ingest', '--input', path, '--lake', lake],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+  first = start(paths[0], {STOP_AT: 'staged:_rejected/dt=2023-06-01'})
+  try:
+    deadline = time.monotonic() + 300
+    while open(f'/proc/{first.pid}/stat').read().rsplit(')', 1)[1].split()[0] != 'T':
+      assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+      time.sleep(0.3)
+    second = start(paths[1], {})
+    told = []   # its stderr up to the line that says it waits (or to its end)
+    for line in iter(second.stderr.readline, ''):
+      told.append(line)
+      if 'waiting up to' in line:
+        break
+    assert 'waiting up to 600 s for' in told[-1] and 'dt=2023-06-01' in told[-1], told
+    assert second.poll() is None
+  finally:
+    os.kill(first.pid, signal.SIGCONT)
+  for proc in (first, second):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+  assert ids(lake, '2023-06-01', rejected=True) == [4, 4, 5, 5]
+  assert ids(lake, DT) == sorted(uuid(n) for n in range(3))
+  assert ids(lake, '2023-01-02') == sorted(uuid(n) for n in range(10, 13))

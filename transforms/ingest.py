@@ -113,6 +113,10 @@ LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
 
 
 REJECTED_EMPTY = pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
+# Malformed rows have no event time and are filed under their arrival day, which runs over other
+# days' files share: a batch run whose day holds only dead letters waits (seconds) for another run
+# holding that day instead of refusing, since both only add to it.
+DEAD_LETTER_WAIT = 600
 
 
 class SplitDays(beam.DoFn):
@@ -334,7 +338,7 @@ class WriteDays(beam.DoFn):
     dt, shard = key
     s = self._s
     if s.batch and not day.opened and parts:
-      self._open(dt, shard, day, base, fresh)
+      self._open(dt, shard, day, base, fresh, dead_letters_only=not any(p.valid.num_rows for p in parts))
     stats = DayStats()
     for p in parts:
       stats.add(p.stats)
@@ -386,13 +390,13 @@ class WriteDays(beam.DoFn):
     self.files.inc(len(staged))
     return [dataclasses.replace(f, path=p) for f, p in zip(staged, final)]
 
-  def _open(self, dt: str, shard: int, day: DayState, base, fresh) -> None:
+  def _open(self, dt: str, shard: int, day: DayState, base, fresh, dead_letters_only: bool) -> None:
     """Batch, before the shard's first file: takes the day's lock; unless replacing, the
     insert_ids of this shard the day holds count as seen and its dead letters as written, so a
     row it holds already is a duplicate and a rerun of the same input adds nothing. Panes
     continue after this run's files the day lists, so a reused --run_id never overwrites a
     listed file."""
-    self._lock(dt)
+    self._lock(dt, wait=DEAD_LETTER_WAIT if dead_letters_only else 0)
     day.opened = True
     prefix = f'part-{self._s.run_id}-'
     listed = {kind: self._listed(kind, dt) for kind in ('lake', 'rejected')}
@@ -427,14 +431,16 @@ class WriteDays(beam.DoFn):
   def _read(paths: list[str], columns: list[str]) -> list[pa.Table]:
     return [pq.read_table(pa.BufferReader(fs.read_bytes(p)), columns=columns) for p in paths]
 
-  def _lock(self, dt: str) -> None:
+  def _lock(self, dt: str, wait: float) -> None:
     """Batch: the day's lock, as the import takes it, so an import and an ingest of one day never
     mix. Every shard of the day takes it: the first one makes it, the others (and a retried
-    bundle) find it this run's. Streaming jobs own their days."""
+    bundle) find it this run's. Streaming jobs own their days. `wait`: seconds to wait for
+    another run to finish the day."""
     partition = f'dt={dt}'
     try:
       locks.acquire(self._s.lake, partition, self._s.run_id,
-                    f'run writing {partition} of this lake', break_lock=self._s.break_lock)
+                    f'run writing {partition} of this lake', break_lock=self._s.break_lock,
+                    wait=wait)
     except locks.LockedError as held:
       try:
         locks.Fence(locks.lock_path(self._s.lake, partition), self._s.run_id).check('', '')

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import time
 import typing
 
 from transforms.lake.names import LOCK_SUFFIX, LOCKS_DIR, STATE_DIR
@@ -32,25 +33,34 @@ def lock_path(root: str, partition: str) -> str:
 
 
 def acquire(root: str, partition: str, run_id: str, what: str,
-            break_lock: str | typing.Collection[str | None] | None = None) -> str:
+            break_lock: str | typing.Collection[str | None] | None = None, wait: float = 0) -> str:
   """Takes the lock of `partition` under `root`; `what` names the activity in the refusal, e.g.
   'import of dt=2023-01-01 into this lake'. A lock held by run `break_lock` (or by one of them)
-  is taken over."""
+  is taken over. With `wait`, a lock held by a run that may still finish is waited for, up to
+  `wait` seconds, before the refusal."""
   path = lock_path(root, partition)
   owner = json.dumps({'run_id': run_id, 'host': socket.gethostname(), 'pid': os.getpid(),
                       'since': datetime.datetime.now(datetime.timezone.utc).isoformat()}).encode()
-  if fs.create_exclusive(path, owner):
-    return path
-  holder = _holder(path)
   runs = {break_lock} if isinstance(break_lock, str) else set(break_lock or ())
-  if holder.get('run_id') in runs - {None}:
-    fs.delete([path])
+  deadline, told = time.monotonic() + wait, False
+  while True:
     if fs.create_exclusive(path, owner):
-      print(f'warning: took over {path} from run {holder["run_id"]}', file=sys.stderr)
       return path
     holder = _holder(path)
-  raise LockedError(f'another {what} holds {path}: {_describe(holder)}. Wait for it to finish; '
-                    f'if it died, rerun with --break_lock {holder.get("run_id", "RUN_ID")}.')
+    if holder.get('run_id') in runs - {None}:
+      fs.delete([path])
+      if fs.create_exclusive(path, owner):
+        print(f'warning: took over {path} from run {holder["run_id"]}', file=sys.stderr)
+        return path
+      holder = _holder(path)
+    if time.monotonic() >= deadline or _died(holder):
+      raise LockedError(f'another {what} holds {path}: {_describe(holder)}. Wait for it to '
+                        'finish; if it died, rerun with --break_lock '
+                        f'{holder.get("run_id", "RUN_ID")}.')
+    if not told:
+      print(f'waiting up to {wait:.0f} s for {path}: {_describe(holder)}', file=sys.stderr)
+      told = True
+    time.sleep(0.5)
 
 
 def acquire_all(root: str, partitions: typing.Iterable[str], run_id: str, what: str,
@@ -100,6 +110,12 @@ def _describe(holder: dict) -> str:
     alive = _alive(holder['pid'])
     text += f', pid {holder["pid"]}, ' + ('still running' if alive else 'no longer running: it died')
   return text
+
+
+def _died(holder: dict) -> bool:
+  """Whether the holder ran on this host and its process is gone (then waiting is pointless)."""
+  return (holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int)
+          and not _alive(holder['pid']))
 
 
 def _alive(pid: int) -> bool:
