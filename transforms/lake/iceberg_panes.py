@@ -14,7 +14,9 @@ day does not list yet: a retried step commits nothing twice. A commit that meets
 (another day's commit) is redone from that snapshot, as iceberg.commit_day does.
 """
 import dataclasses
+import datetime
 import logging
+import threading
 import time
 import typing
 
@@ -65,6 +67,65 @@ class Committed:
   rows_replaced: int = 0    # --replace_days: rows of the files the overwrite removed
 
 
+class DayListing:
+  """The files a table's current snapshot lists for a day, kept per (table, day) in the worker
+  and brought up to date from the snapshots committed since: only the manifests those snapshots
+  added are read (their ADDED and DELETED entries of the day), where a scan plan reads every
+  manifest the day has, one per pane. When the snapshot it knew is gone (expired, or the table
+  rolled back), the day is listed afresh."""
+  MAX_WALK = 1000   # snapshots to walk back before a fresh listing is cheaper
+
+  def __init__(self):
+    self._known: dict[tuple[str, str], tuple[int, dict[str, typing.Any]]] = {}
+    self._lock = threading.Lock()
+
+  def files(self, tbl, dt: str) -> list:
+    current = tbl.current_snapshot()
+    if current is None:
+      return []
+    key = (tbl.metadata_location.rsplit('/metadata/', 1)[0], dt)
+    with self._lock:
+      known = self._known.get(key)
+    files = self._since(tbl, dt, current, known) if known else None
+    if files is None:
+      files = {f.file_path: f for f in iceberg.day_files(tbl, dt, current.snapshot_id)}
+    with self._lock:
+      self._known[key] = (current.snapshot_id, files)
+    return sorted(files.values(), key=lambda f: f.file_path)
+
+  def _since(self, tbl, dt: str, current, known) -> dict | None:
+    """The day's files at `current` from those at the known snapshot; None: no path back to it."""
+    from pyiceberg.manifest import ManifestContent, ManifestEntryStatus
+    known_id, known_files = known
+    chain, snapshot = [], current
+    while snapshot.snapshot_id != known_id:
+      chain.append(snapshot)
+      if snapshot.parent_snapshot_id is None or len(chain) > self.MAX_WALK:
+        return None
+      snapshot = tbl.snapshot_by_id(snapshot.parent_snapshot_id)
+      if snapshot is None:
+        return None
+    day = (datetime.date.fromisoformat(dt) - datetime.date(1970, 1, 1)).days
+    files, spec = dict(known_files), tbl.spec().spec_id
+    for snapshot in reversed(chain):   # oldest first
+      for manifest in snapshot.manifests(tbl.io):
+        if manifest.added_snapshot_id != snapshot.snapshot_id:
+          continue
+        if manifest.content != ManifestContent.DATA or manifest.partition_spec_id != spec:
+          return None   # row-level deletes or another partitioning: the scan plan knows them
+        for entry in manifest.fetch_manifest_entry(tbl.io, discard_deleted=False):
+          if entry.snapshot_id != snapshot.snapshot_id or entry.data_file.partition[0] != day:
+            continue
+          if entry.status == ManifestEntryStatus.ADDED:
+            files[entry.data_file.file_path] = entry.data_file
+          elif entry.status == ManifestEntryStatus.DELETED:
+            files.pop(entry.data_file.file_path, None)
+    return files
+
+
+LISTING = DayListing()
+
+
 def held_paths(tables_: PaneTables, kind: str, dt: str) -> list[str]:
   """Store paths of the files the table's current snapshot lists for day `dt`."""
   tbl = iceberg.table(tables_.lake, tables_.name(kind))
@@ -85,7 +146,7 @@ def commit_files(tables_: PaneTables, kind: str, dt: str, paths: list[str], run_
   uris = sorted(iceberg.file_uri(p) for p in paths)
   data_files: dict[str, typing.Any] = {}
   for attempt in range(iceberg.COMMIT_ATTEMPTS):
-    old = iceberg.day_files(tbl, dt)
+    old = LISTING.files(tbl, dt)
     listed = {f.file_path for f in old}
     new = [u for u in uris if u not in listed]
     removed = [f for f in old if f.file_path not in set(uris)] if replace and uris else []
