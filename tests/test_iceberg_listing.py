@@ -7,12 +7,15 @@ import os
 import tempfile
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import LAKE_SCHEMA
 from transforms.lake import iceberg, iceberg_maintain, iceberg_panes
 from transforms.lake.commit import write_parquet
+
+pytestmark = pytest.mark.engine   # real catalog commits: about a second an example
 
 DAYS = ['2023-04-01', '2023-04-02', '2023-04-03']
 STEPS = st.lists(st.one_of(
