@@ -83,7 +83,7 @@ def _dataflow_api_on_launch() -> None:
   def run_pipeline(self, pipeline, options, pipeline_proto=None):
     dataflow_runner.dataflow_api = importlib.import_module(DATAFLOW_API)
     return launch(self, pipeline, options, pipeline_proto)
-  dataflow_runner.DataflowRunner.run_pipeline = run_pipeline  # type: ignore[method-assign]
+  dataflow_runner.DataflowRunner.run_pipeline = run_pipeline
 
 
 def deferred_schemes() -> set[str]:
