@@ -17,7 +17,7 @@ only to ask whether it was given pandas objects: its first look is made here, so
 absent; pyarrow's pandas functions (to_pandas, from_pandas) still import it when called.
 A process that imported Beam before (a Beam worker, a test) keeps Beam as it is.
 
-Each hook here is checked against the pinned Beam by tests/test_compat.py.
+Each hook here is checked against the pinned Beam by tests/test_startup.py (in fresh interpreters).
 """
 import importlib
 import importlib.abc
