@@ -15,7 +15,7 @@ makes them absent; afterwards
 pyarrow, too, imports pandas (when installed) on its first conversion of a list or a numpy array,
 only to ask whether it was given pandas objects: its first look is made here, so it finds pandas
 absent; pyarrow's pandas functions (to_pandas, from_pandas) still import it when called.
-A process that imported Beam before (a Beam worker, a test) keeps Beam as it is.
+A process that imported Beam before (a Beam worker started by Beam) keeps Beam as it is.
 
 Each hook here is checked against the pinned Beam by tests/test_startup.py (in fresh interpreters).
 """
