@@ -40,3 +40,5 @@ def _stopped_while_starting(signum, frame):
 
 if sys.argv[:1] == ['-m']:   # python -m pipelines.X, while it imports; main_guard restores it
   signal.signal(signal.SIGINT, _stopped_while_starting)
+
+import transforms  # noqa: E402,F401  Beam, imported without the clients a run does not use (transforms/compat/startup.py)

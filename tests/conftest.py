@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 
+import transforms  # noqa: F401  first: Beam imported as the commands import it (transforms/compat/startup.py)
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from schemas.export import EXPORT_SCHEMA, PROFILE_SCHEMA
+from transforms.kernels.isotime import iso_millis
 from transforms.kernels.jsonify import map_to_json, quote
 from transforms.validate import constant
 
@@ -96,43 +97,36 @@ class Format:
 # Row formats are encoded a slice of rows at a time (transforms/export_files.py streams them):
 # each has the bytes a file starts with, the bytes of a slice of rows, and the bytes it ends with.
 
-def _ts_text(ts: pa.Array) -> pa.Array:
-  """2023-01-01T00:01:02.333Z: UTC with milliseconds (Arrow's %S carries the column's ms)."""
-  return pc.binary_join_element_wise(pc.strftime(ts, format='%Y-%m-%dT%H:%M:%S'), 'Z', '')
-
-
 def _jsonl(table: pa.Table, fmt: Format, first: bool) -> bytes:
   """One JSON object per line. Maps are nested objects; decimals are exact text; timestamps are
   2023-01-01T00:01:02.333Z."""
   if table.num_rows == 0:
     return b''
   t = table.combine_chunks()
-  parts = []
+  parts: list = []   # '{"name": ', value, ', "name": ', value, ... joined in one pass
   for i, field in enumerate(t.schema):
     col = t[field.name].chunk(0)
     if field.name in MAP_FIELDS:
       value = col
     elif pa.types.is_timestamp(field.type):
-      value = quote(_ts_text(col))
+      value = iso_millis(col, '"')
     else:
       value = quote(col.cast(pa.string()))
-    parts.append(pc.binary_join_element_wise(('{' if i == 0 else ', ') + f'"{field.name}": ',
-                                             value, ''))
-  lines = pc.binary_join_element_wise(*parts, '}\n', '')
-  return _concatenated(lines)
+    parts += [('{' if i == 0 else ', ') + f'"{field.name}": ', value]
+  return _concatenated(pc.binary_join_element_wise(*parts, '}\n', ''))
 
 
 def _concatenated(strings: pa.Array) -> bytes:
   """All values of a string array back to back, straight from its data buffer."""
   offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
       strings.offset:strings.offset + len(strings) + 1]
-  return strings.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+  return strings.buffers()[2][offsets[0]:offsets[-1]].to_pybytes()
 
 
 def _timestamps_as_text(table: pa.Table) -> pa.Table:
   for i, field in enumerate(table.schema):
     if pa.types.is_timestamp(field.type):
-      table = table.set_column(i, field.name, _ts_text(table[field.name].combine_chunks()))
+      table = table.set_column(i, field.name, iso_millis(table[field.name].combine_chunks()))
   return table
 
 

@@ -141,7 +141,8 @@ def read_pubsub(pipeline: beam.Pipeline, subscription: str | None, topic: str | 
                 attribute: str | None) -> beam.PCollection:
   """Messages of the subscription (or of a temporary one on `topic`) -> RawChunks; `attribute`
   names the one holding the server time. ValueError for a malformed subscription or topic."""
-  read = beam.io.ReadFromPubSub(subscription=subscription, topic=topic, with_attributes=True)
+  from apache_beam.io.gcp.pubsub import ReadFromPubSub   # not loaded by Beam's import (compat/startup.py)
+  read = ReadFromPubSub(subscription=subscription, topic=topic, with_attributes=True)
   return (pipeline | 'ReadPubSub' >> read
           | 'Payloads' >> beam.ParDo(PubsubPayloads(subscription or topic or '', attribute))
           | 'Batch' >> beam.BatchElements(min_batch_size=1, max_batch_size=CHUNK_ROWS)
