@@ -9,7 +9,7 @@ BEAM_VERSION = '2.77.0'
 
 setuptools.setup(
     name='eventferry',
-    version='0.5.0',   # CHANGELOG.md: bumped when behaviour changes
+    version='0.6.0',   # CHANGELOG.md: bumped when behaviour changes
     description='Import, ingest and export product-analytics events with Apache Beam',
     packages=setuptools.find_packages(include=['pipelines', 'transforms', 'transforms.*', 'schemas']),
     # The raw-event parser of streaming ingest (transforms/kernels/rawjson.py). Optional: without a C
@@ -30,6 +30,7 @@ setuptools.setup(
     ],
     extras_require={
         'test': ['pytest==9.0.3', 'duckdb==2.0.0', 'hypothesis==6.170.15',
+                 'pytest-xdist==3.8.0',   # ./run.sh test runs the whole suite on two workers
                  'ruff==0.17.5', 'mypy==2.4.1',   # ./run.sh test lints and type-checks first (pyproject.toml)
                  # the writer matrix (tests/test_import_writers.py); pyspark needs Java 17
                  'polars==2.1.0', 'pandas==3.1.1', 'pyspark==4.3.0',

@@ -85,13 +85,15 @@ def opened(url: str):
        '--disable-extensions', '--disable-default-apps', f'--user-data-dir={profile}',
        '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0',
        '--proxy-server=127.0.0.1:9', '--host-resolver-rules=MAP * ~NOTFOUND', 'about:blank'],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=servers.die_with_parent())
+      stdout=subprocess.DEVNULL, stderr=open(os.path.join(profile, 'stderr.log'), 'wb'),
+      preexec_fn=servers.die_with_parent())
   try:
     port_file = os.path.join(profile, 'DevToolsActivePort')
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120   # a loaded 2-core machine: chromium once took over 30 s
     while not os.path.exists(port_file) or not open(port_file).read().strip():
       if time.monotonic() > deadline or proc.poll() is not None:
-        raise RuntimeError('chromium did not start its DevTools endpoint')
+        told = open(os.path.join(profile, 'stderr.log'), errors='replace').read()[-2000:]
+        raise RuntimeError(f'chromium did not start its DevTools endpoint (exit {proc.poll()}):\n{told}')
       time.sleep(0.1)
     port = int(open(port_file).read().split()[0])
     targets = json.load(urllib.request.urlopen(f'http://127.0.0.1:{port}/json/list', timeout=10))

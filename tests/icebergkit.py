@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import import_events, options
-from tests import servers
+from tests import servers, tools
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UTC = datetime.timezone.utc
@@ -147,14 +147,15 @@ print(json.dumps(out))
 def duckdb_iceberg_python() -> str:
   """The python of a venv with DuckDB 1.5.5 and its iceberg extension (made once, under .tools/)."""
   python = os.path.join(DUCKDB_ICEBERG, 'bin', 'python')
-  if not os.path.exists(python):
-    try:
-      subprocess.run([sys.executable, '-m', 'venv', DUCKDB_ICEBERG], check=True, capture_output=True)
-      subprocess.run([python, '-m', 'pip', 'install', '-q', 'duckdb==1.5.5', 'pytz',
-                      *(f'duckdb-extension-{e}==1.5.5' for e in ('avro', 'httpfs', 'iceberg'))],
-                     check=True, capture_output=True, timeout=600)
-    except (subprocess.SubprocessError, OSError) as e:
-      pytest.skip(f'no DuckDB iceberg extension: {e}')
+  with tools.building():
+    if not os.path.exists(python):
+      try:
+        subprocess.run([sys.executable, '-m', 'venv', DUCKDB_ICEBERG], check=True, capture_output=True)
+        subprocess.run([python, '-m', 'pip', 'install', '-q', 'duckdb==1.5.5', 'pytz',
+                        *(f'duckdb-extension-{e}==1.5.5' for e in ('avro', 'httpfs', 'iceberg'))],
+                       check=True, capture_output=True, timeout=600)
+      except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip(f'no DuckDB iceberg extension: {e}')
   return python
 
 
@@ -196,16 +197,17 @@ def spark_iceberg_venv() -> tuple[str, str]:
   jar = os.path.join(jars, 'iceberg-spark-runtime-4.1_2.13-1.12.0.jar')
   if shutil.which('java') is None or shutil.which('mvn') is None:
     pytest.skip('Spark needs Java (17) and mvn on PATH')
-  try:
-    if not os.path.exists(jar):
-      subprocess.run(['mvn', '-q', 'dependency:copy', f'-Dartifact={SPARK_RUNTIME}',
-                      f'-DoutputDirectory={jars}'], check=True, capture_output=True, timeout=600)
-    if not os.path.exists(python):
-      subprocess.run([sys.executable, '-m', 'venv', SPARK_VENV], check=True, capture_output=True)
-      subprocess.run([python, '-m', 'pip', 'install', '-q', 'pyspark==4.1.1'], check=True,
-                     capture_output=True, timeout=1200)
-  except (subprocess.SubprocessError, OSError) as e:
-    pytest.skip(f'no Spark with Iceberg: {e}')
+  with tools.building():
+    try:
+      if not os.path.exists(jar):
+        subprocess.run(['mvn', '-q', 'dependency:copy', f'-Dartifact={SPARK_RUNTIME}',
+                        f'-DoutputDirectory={jars}'], check=True, capture_output=True, timeout=600)
+      if not os.path.exists(python):
+        subprocess.run([sys.executable, '-m', 'venv', SPARK_VENV], check=True, capture_output=True)
+        subprocess.run([python, '-m', 'pip', 'install', '-q', 'pyspark==4.1.1'], check=True,
+                       capture_output=True, timeout=1200)
+    except (subprocess.SubprocessError, OSError) as e:
+      pytest.skip(f'no Spark with Iceberg: {e}')
   return python, jar
 
 

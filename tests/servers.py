@@ -20,6 +20,8 @@ import sys
 import time
 import urllib.request
 
+from tests import tools
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = '127.0.0.1'
 MOTO_KEY, MOTO_SECRET = 'AKIDTESTING0001', 's3-SECRET-7c1e9a2b40d6'
@@ -84,26 +86,35 @@ def free_port() -> int:
 
 
 def start(cmd: list[str], workdir: str, name: str, ready, env: dict | None = None,
-          port: int | None = None, timeout: float = 60) -> Server:
-  """Starts `cmd` (which must listen on `port`), logging to WORKDIR/NAME.log, and waits until
-  `ready(port)` holds."""
-  port = port or free_port()
-  log = os.path.join(workdir, f'{name}.log')
-  with open(log, 'wb') as out:
-    proc = subprocess.Popen([c.format(port=port) for c in cmd], stdout=out,
-                            stderr=subprocess.STDOUT, cwd=workdir,
-                            env={**os.environ, **(env or {})}, preexec_fn=die_with_parent())
-  server = Server(proc, port, log)
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if proc.poll() is not None:
-      raise RuntimeError(f'{name} exited with {proc.returncode}: {open(log).read()[-2000:]}')
-    with contextlib.suppress(OSError):
-      if ready(port):
-        return server
-    time.sleep(0.2)
-  server.stop()
-  raise RuntimeError(f'{name} did not become ready in {timeout}s: {open(log).read()[-2000:]}')
+          timeout: float = 60) -> Server:
+  """Starts `cmd` on a free port (`{port}` in `cmd` and in `env`'s values), logging to
+  WORKDIR/NAME.log, and waits until `ready(port)` holds. Another process (a parallel pytest
+  worker) may take the port between `free_port` and the server's bind: then it starts again on
+  another one."""
+  for attempt in range(3):
+    port = free_port()
+    log = os.path.join(workdir, f'{name}.log')
+    with open(log, 'wb') as out:
+      proc = subprocess.Popen([c.format(port=port) for c in cmd], stdout=out,
+                              stderr=subprocess.STDOUT, cwd=workdir,
+                              env={**os.environ, **{k: v.replace('{port}', str(port)) for k, v in (env or {}).items()}},
+                              preexec_fn=die_with_parent())
+    server = Server(proc, port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if proc.poll() is not None:
+        text = open(log, errors='replace').read()
+        if attempt < 2 and ('in use' in text or 'EADDRINUSE' in text):
+          break
+        raise RuntimeError(f'{name} exited with {proc.returncode}: {text[-2000:]}')
+      with contextlib.suppress(OSError):
+        if ready(port):
+          return server
+      time.sleep(0.2)
+    else:
+      server.stop()
+      raise RuntimeError(f'{name} did not become ready in {timeout}s: {open(log).read()[-2000:]}')
+  raise AssertionError('unreachable')
 
 
 def http_ok(path: str = '/'):
@@ -311,7 +322,9 @@ def rest_catalog_jars() -> str:
   """The server's classpath under .tools/rest-catalog/jars, fetched by mvn the first time
   (about 85 MB); raises RuntimeError with mvn's words when that fails."""
   stamp = os.path.join(REST_CATALOG_JARS, '.complete')
-  if not os.path.exists(stamp):
+  with tools.building():
+    if os.path.exists(stamp):
+      return os.path.join(REST_CATALOG_JARS, '*')
     folder = os.path.dirname(REST_CATALOG_JARS)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, 'pom.xml'), 'w') as f:
@@ -331,8 +344,7 @@ def rest_catalog(workdir: str, warehouse: str) -> Server:
   Its settings come from CATALOG_* variables (RCKUtils: CATALOG_REST_PORT is rest.port). It
   listens on every interface: the server takes only a port, no host."""
   classpath = rest_catalog_jars()
-  port = free_port()
-  env = {'CATALOG_WAREHOUSE': warehouse, 'CATALOG_REST_PORT': str(port),
+  env = {'CATALOG_WAREHOUSE': warehouse, 'CATALOG_REST_PORT': '{port}',
          'CATALOG_URI': f'jdbc:sqlite:file:{os.path.join(workdir, "rest-catalog.db")}'}
   return start(['java', '-cp', classpath, 'org.apache.iceberg.rest.RESTCatalogServer'], workdir,
-               'rest-catalog', http_ok('/v1/config'), env, port=port, timeout=120)
+               'rest-catalog', http_ok('/v1/config'), env, timeout=120)

@@ -9,6 +9,7 @@ S3 (moto) warehouse.
 import decimal
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,17 +122,41 @@ def report_of(out: str) -> dict:
   return json.load(open(path))
 
 
-@pytest.fixture
-def lakes(tmp_path):
-  """Two days written by real writers, imported into a Hive lake and an Iceberg lake."""
-  source, hive, warehouse = str(tmp_path / 'bucket'), str(tmp_path / 'hive'), str(tmp_path / 'wh')
-  flags = ['--catalog', f'sqlite:///{tmp_path}/lake.db']
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+  """Two days written by real writers, imported into a Hive lake and an Iceberg lake, once for
+  the module (four imports)."""
+  root = tmp_path_factory.mktemp('lakes')
+  source, hive, warehouse = str(root / 'bucket'), str(root / 'hive'), str(root / 'wh')
+  flags = ['--catalog', f'sqlite:///{root}/lake.db']
   write_day(source, DAY1, 1, 40)
   write_day(source, DAY2, 100, 21)
   for day in (DAY1, DAY2):
     hive_import(source, day, hive)
     iceberg_import(source, day, warehouse, flags)
-  return {'source': source, 'hive': hive, 'warehouse': warehouse, 'flags': flags,
+  return {'source': source, 'hive': hive, 'warehouse': warehouse, 'flags': flags}
+
+
+@pytest.fixture
+def lakes(built, tmp_path):
+  """The module's days: the customer's bucket and the Hive lake copied for the test (it may
+  change them), the Iceberg lake shared (its metadata holds its own paths, so it cannot be
+  copied): tests that change the Iceberg lake take `own_iceberg` too. An export records its
+  delivery in the lake it reads, under its own destination, which no other test exports to."""
+  source, hive = str(tmp_path / 'bucket'), str(tmp_path / 'hive')
+  shutil.copytree(built['source'], source)
+  shutil.copytree(built['hive'], hive)
+  return {'source': source, 'hive': hive, 'warehouse': built['warehouse'], 'flags': built['flags'],
+          'iceberg': ['--lake_format', 'iceberg', *built['flags']]}
+
+
+@pytest.fixture
+def own_iceberg(lakes, tmp_path):
+  """`lakes` with an Iceberg lake of the test's own, imported from its copy of the bucket."""
+  warehouse, flags = str(tmp_path / 'wh'), ['--catalog', f'sqlite:///{tmp_path}/lake.db']
+  for day in (DAY1, DAY2):
+    iceberg_import(lakes['source'], day, warehouse, flags)
+  return {**lakes, 'warehouse': warehouse, 'flags': flags,
           'iceberg': ['--lake_format', 'iceberg', *flags]}
 
 
@@ -326,7 +351,8 @@ def stream_into(lakes: dict, day: str, count: int) -> None:
 
 
 @pytest.mark.parametrize('fmt', ['parquet', 'iceberg'])
-def test_since_last_export_adds_the_rows_a_streaming_day_gained(tmp_path, lakes, fmt):
+def test_since_last_export_adds_the_rows_a_streaming_day_gained(tmp_path, own_iceberg, fmt):
+  lakes = own_iceberg
   dest = str(tmp_path / 'out')
   flags = dest_flags(tmp_path) if fmt == 'iceberg' else []
   first = export(lakes['warehouse'], dest, '--since_last_export', *lakes['iceberg'], *flags)
@@ -361,7 +387,8 @@ def test_since_last_export_adds_the_rows_a_streaming_day_gained(tmp_path, lakes,
 
 
 @pytest.mark.parametrize('fmt', ['parquet', 'iceberg'])
-def test_since_last_export_exports_a_replaced_day_whole(tmp_path, lakes, fmt):
+def test_since_last_export_exports_a_replaced_day_whole(tmp_path, own_iceberg, fmt):
+  lakes = own_iceberg
   dest = str(tmp_path / 'out')
   flags = dest_flags(tmp_path) if fmt == 'iceberg' else []
   export(lakes['warehouse'], dest, '--since_last_export', *lakes['iceberg'], *flags)

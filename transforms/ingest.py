@@ -114,9 +114,9 @@ LAKE_EMPTY = pa.RecordBatch.from_pylist([], schema=pa.schema(
 
 REJECTED_EMPTY = pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
 # Malformed rows have no event time and are filed under their arrival day, which runs over other
-# days' files share: a batch run whose day holds only dead letters waits (seconds) for another run
-# holding that day instead of refusing, since both only add to it.
-DEAD_LETTER_WAIT = 600
+# days' files share: a batch run with only dead letters for a day another run holds waits for it
+# instead of refusing, since both only add to that day.
+DEAD_LETTER_WAIT = 600   # seconds
 
 
 class SplitDays(beam.DoFn):

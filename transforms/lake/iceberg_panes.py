@@ -74,6 +74,7 @@ class DayListing:
   manifest the day has, one per pane. When the snapshot it knew is gone (expired, or the table
   rolled back), the day is listed afresh."""
   MAX_WALK = 1000   # snapshots to walk back before a fresh listing is cheaper
+  MAX_DAYS = 64     # (table, day) listings kept, the least recently used dropped
 
   def __init__(self):
     self._known: dict[tuple[str, str], tuple[int, dict[str, typing.Any]]] = {}
@@ -90,7 +91,10 @@ class DayListing:
     if files is None:
       files = {f.file_path: f for f in iceberg.day_files(tbl, dt, current.snapshot_id)}
     with self._lock:
-      self._known[key] = (current.snapshot_id, files)
+      self._known.pop(key, None)
+      self._known[key] = (current.snapshot_id, files)   # the most recent last
+      while len(self._known) > self.MAX_DAYS:   # a streaming job's old days are not written again
+        del self._known[next(iter(self._known))]
     return sorted(files.values(), key=lambda f: f.file_path)
 
   def _since(self, tbl, dt: str, current, known) -> dict | None:
