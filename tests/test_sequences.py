@@ -57,6 +57,21 @@ def wait_stopped_or_done(proc: subprocess.Popen, seconds: float = 300) -> bool:
   raise AssertionError('the run neither stopped nor finished')
 
 
+def wait_one_stopped(procs: list[subprocess.Popen], seconds: float = 300) -> subprocess.Popen | None:
+  """The first of `procs` to stop itself (STOP_AT), or None if all exited first."""
+  deadline = time.monotonic() + seconds
+  while time.monotonic() < deadline:
+    for p in procs:
+      if is_stopped(p):
+        return p
+    if all(p.poll() is not None for p in procs):
+      return None
+    time.sleep(0.2)
+  for p in procs:
+    p.kill()
+  raise AssertionError('no run stopped or finished')
+
+
 @pytest.mark.parametrize('stage', ['staged', 'promoting'])
 def test_stalled_run_taken_over_cannot_commit_over_the_newer_run(tmp_path, stage):
   """Run A stalls inside its commit; run B takes over A's lock (--break_lock) and publishes a new
@@ -81,20 +96,24 @@ def test_stalled_run_taken_over_cannot_commit_over_the_newer_run(tmp_path, stage
 
 def test_two_imports_of_one_day_at_once_one_refuses(tmp_path):
   """Started together: whichever takes the day's lock first publishes; the other exits 4 and
-  names the lock. One of them pauses inside its commit so that they surely overlap."""
+  names the lock. Both pause inside their commit, so the one that took the lock holds it until
+  the other has exited, however the machine schedules them."""
   bucket, lake = str(tmp_path / 'bucket'), str(tmp_path / 'lake')
   table = rows(DAY, 2000, seed=3)
   samples.write_day(bucket, DAY, table, files=2)
-  paused = start(import_args(bucket, lake), env={STOP_AT: 'staged:lake/dt=2023-01-01'})
-  other = start(import_args(bucket, lake))
+  runs = [start(import_args(bucket, lake), env={STOP_AT: 'staged:lake/dt=2023-01-01'})
+          for _ in range(2)]
   try:
-    if wait_stopped_or_done(paused):            # it holds the lock: the other must refuse
-      other.wait(300)
+    holder = wait_one_stopped(runs)
+    for p in runs:
+      if p is not holder:
+        p.wait(300)                             # it must refuse while the lock is held
   finally:
-    if paused.poll() is None:                   # it may have lost the race and exited 4 already
-      os.kill(paused.pid, signal.SIGCONT)
+    for p in runs:
+      if p.poll() is None:
+        os.kill(p.pid, signal.SIGCONT)
   outs = {}
-  for p in (paused, other):
+  for p in runs:
     _, err = p.communicate(timeout=300)
     outs[p.returncode] = err
   assert sorted(outs) == [0, 4], outs
