@@ -24,7 +24,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
 from schemas.events import LAKE_SCHEMA, REJECTED_SCHEMA
-from transforms.stores.clients import StoreError
+from transforms.stores import clients
 
 if typing.TYPE_CHECKING:
   from pyiceberg.catalog import Catalog
@@ -166,11 +166,11 @@ def reaching(lake: IcebergLake) -> typing.Iterator[None]:
           exceptions.CommitFailedException, exceptions.ValidationException):
     raise
   except Exception as e:  # noqa: BLE001 - every client's own kinds, told in one line
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    reason = clients.redact(str(e).strip().splitlines()[0]) if str(e).strip() else type(e).__name__
     password = urllib.parse.urlsplit(lake.catalog).password
     if password:
       reason = reason.replace(password, '***')
-    raise StoreError(f'--catalog {redacted(lake.catalog)} could not be read: {reason}; check the '
+    raise clients.StoreError(f'--catalog {redacted(lake.catalog)} could not be read: {reason}; check the '
                      'URL and that the catalog runs') from None
 
 
@@ -214,14 +214,12 @@ def _sql_catalog(uri: str, props: dict) -> 'Catalog':
   them."""
   from pyiceberg.catalog.sql import SqlCatalog
   from sqlalchemy.exc import DBAPIError
-  for attempt in range(CREATE_ATTEMPTS):
+  for attempt in range(CREATE_ATTEMPTS - 1):
     try:
       return SqlCatalog('eventferry', uri=_sqlalchemy_uri(uri), **props)
     except DBAPIError:
-      if attempt == CREATE_ATTEMPTS - 1:
-        raise
       time.sleep(0.05 * (attempt + 1))
-  raise AssertionError('unreachable')
+  return SqlCatalog('eventferry', uri=_sqlalchemy_uri(uri), **props)
 
 
 def _sqlalchemy_uri(uri: str) -> str:

@@ -84,7 +84,7 @@ class DayListing:
     current = tbl.current_snapshot()
     if current is None:
       return []
-    key = (tbl.metadata_location.rsplit('/metadata/', 1)[0], dt)
+    key = (tbl.location(), dt)
     with self._lock:
       known = self._known.get(key)
     files = self._since(tbl, dt, current, known) if known else None
