@@ -22,7 +22,6 @@ import time
 
 import apache_beam as beam
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pydantic
 import yaml
 from apache_beam.io.filesystems import FileSystems
@@ -206,8 +205,7 @@ def unmatched_events(events: list[str], files: dict[str, list[str]]) -> list[str
   for dt, paths in files.items() if events else ():
     have = set()
     for path in paths:
-      with fs.open_read(path) as f:
-        have.update(pc.unique(pq.read_table(f, columns=['event_key'])['event_key']).to_pylist())
+      have.update(pc.unique(fs.read_parquet(path, ['event_key'])['event_key']).to_pylist())
     missing = [e for e in events if e not in have]
     if missing:
       names = sorted(n for n in have if n is not None)

@@ -178,8 +178,7 @@ def scan(lake: str, kind: str, dt: str, ids, keys, tables: iceberg.IcebergLake |
   manifest = Manifest.model_validate_json(fs.read_bytes(fs.join(target, MANIFEST)))
   found = {}
   for f in manifest.files:
-    with fs.open_read(fs.join(target, f.name)) as fh:
-      column = pq.read_table(fh, columns=[KINDS[kind][0]])[KINDS[kind][0]]
+    column = fs.read_parquet(fs.join(target, f.name), [KINDS[kind][0]])[KINDS[kind][0]]
     n = pc.sum(_matches(kind, column, ids, keys)).as_py() or 0
     if n:
       found[f.name] = n
@@ -211,8 +210,7 @@ def rewrite_day(lake: str, kind: str, dt: str, ids, keys, run_id: str, resumed: 
   entries: list[ManifestFile] = []
   for f in manifest.files:
     path = fs.join(target, f.name)
-    with fs.open_read(path) as fh:
-      table = pq.read_table(fh)
+    table = fs.read_parquet(path)
     mask = _matches(kind, table[column], ids, keys)
     if pc.sum(mask).as_py():
       kept_rows = table.filter(pc.invert(mask)).cast(schema)

@@ -85,3 +85,29 @@ def test_option_classes_declare_their_flags_in_any_order():
         cls._add_argparse_args(parser)
       except argparse.ArgumentError as e:
         raise AssertionError(f'{cls.__module__}.{cls.__name__}: {e}') from None
+
+
+def _keyword(call: ast.Call, name: str):
+  return next((ast.literal_eval(k.value) for k in call.keywords if k.arg == name), None)
+
+
+def test_parquet_from_a_store_is_read_without_pre_buffering():
+  """pyarrow's pre-buffered read of a Python file object (a store's file) leaves Arrow I/O
+  threads that can hold Python bytes at interpreter exit, and the process aborts with exit 134
+  after its work is done (seen after reconcile --deep). So a whole-file read goes through
+  fs.read_parquet, which does not pre-buffer, or reads Arrow's own in-memory buffer."""
+  wrong = []
+  for path in MODULES:
+    for node in ast.walk(ast.parse(path.read_text())):
+      if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        continue
+      where = f'{path.relative_to(ROOT)}:{node.lineno}'
+      if node.func.attr == 'read_table':
+        source = node.args[0] if node.args else None
+        in_memory = (isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute)
+                     and source.func.attr == 'BufferReader')
+        if not in_memory and not (path.name == 'fs.py' and _keyword(node, 'pre_buffer') is False):
+          wrong.append(where)
+      elif node.func.attr == 'ParquetFile' and _keyword(node, 'pre_buffer'):
+        wrong.append(where)
+  assert not wrong, wrong

@@ -22,7 +22,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from schemas.events import LAKE_SCHEMA, SOURCE_FILE, SOURCE_ROW
@@ -184,8 +183,7 @@ class ReadSeenIds(beam.DoFn):
 
   def process(self, element: tuple[str, str]):
     dt, path = element
-    with fs.open_read(path) as f:
-      ids = pq.read_table(f, columns=['insert_id'])
+    ids = fs.read_parquet(path, ['insert_id'])
     batch = pa.RecordBatch.from_arrays([ids['insert_id'].combine_chunks()], names=['insert_id'])
     for shard, part in split_by_shard(batch, self._shards[dt]):
       yield (dt, shard), (SEEN, part.column('insert_id'))

@@ -8,7 +8,6 @@ Each table then gets one overwrite snapshot of the day (iceberg.commit_day).
 """
 import typing
 
-import pyarrow.parquet as pq
 
 from transforms.lake import iceberg
 from transforms.lake.commit import StagedFile, shard_name, write_parquet
@@ -31,8 +30,7 @@ def commit_rejected(lake: iceberg.IcebergLake, dt: str, staged: list[StagedFile]
   paths = []
   for f in staged:
     if f.rows:
-      with fs.open_read(f.path) as src:
-        rows = pq.read_table(src)
+      rows = fs.read_parquet(f.path)
       name = shard_name(0, 1)
       paths.append(write_parquet(iceberg.with_day(rows, dt, schema),
                                  fs.join(partition_dir(root, dt), name), name).path)

@@ -15,7 +15,6 @@ import typing
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from transforms.lake import iceberg, iceberg_maintain
 from transforms.lake.commit import write_parquet
@@ -36,8 +35,7 @@ def scan(lake: iceberg.IcebergLake, name: str, dt: str, column: str, matches: Ma
   found = {}
   for f in iceberg.day_files(iceberg.table(lake, name), dt):
     path = iceberg.store_path(f.file_path)
-    with fs.open_read(path) as fh:
-      n = pc.sum(matches(pq.read_table(fh, columns=[column])[column])).as_py() or 0
+    n = pc.sum(matches(fs.read_parquet(path, [column])[column])).as_py() or 0
     if n:
       found[relative(_root(lake), path)] = n
   return found
@@ -54,8 +52,7 @@ def rewrite(lake: iceberg.IcebergLake, name: str, dt: str, column: str, matches:
   kept, removed = [], 0
   for i, f in enumerate(iceberg.day_files(tbl, dt)):
     path = iceberg.store_path(f.file_path)
-    with fs.open_read(path) as fh:
-      rows = pq.read_table(fh)
+    rows = fs.read_parquet(path)
     mask = matches(rows[column])
     n = pc.sum(mask).as_py() or 0
     if not n:

@@ -285,8 +285,7 @@ def footer_rows(path: str) -> int:
 
 def all_rows(path: str) -> int:
   """A Parquet file's rows, counted by decoding every column (a checksum-free file's --deep check)."""
-  with fs.open_read(path) as f:
-    return pq.read_table(f).num_rows
+  return fs.read_parquet(path).num_rows
 
 
 def sha256(path: str) -> str:
@@ -302,11 +301,7 @@ def insert_ids(path: str, fmt: str, flags: dict | None = None) -> list[str | Non
   """The insert_id of every row of a data file in `fmt`, decompressed by extension. CSV is read
   with the delimiter and header its export recorded (`flags`; else the defaults)."""
   if fmt == 'parquet':
-    # One thread: pyarrow's reader threads on a Python file object aborted the process at its
-    # exit now and then ('terminate called without an active exception', 1 run in 20). It still
-    # does now and then after reconcile --deep (2 runs in 40, also from bytes in memory).
-    with fs.open_read(path) as f:
-      return pq.read_table(f, columns=['insert_id'], use_threads=False)['insert_id'].to_pylist()
+    return fs.read_parquet(path, ['insert_id'])['insert_id'].to_pylist()
   if fmt == 'xml':   # streamed: an Event's elements are dropped once its insert_id is kept
     parser: ET.XMLPullParser = ET.XMLPullParser(events=['end'])
     ids: list[str | None] = []

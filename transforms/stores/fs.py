@@ -17,13 +17,15 @@ import re
 import typing
 import zlib
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.stores import azure, clients, gcs, s3, sftp  # noqa: F401  (registers sftp://, S3 role + encryption)
 
 __all__ = ['RAW', 'configure', 'STORES', 'redact', 'has_dirs', 'join', 'exists', 'partition_dir',
-           'list_files', 'list_dated', 'read_bytes', 'open_read', 'Unreadable', 'read_blocks', 'Upload',
+           'list_files', 'list_dated', 'read_bytes', 'open_read', 'read_parquet', 'Unreadable', 'read_blocks', 'Upload',
            'open_write', 'write_bytes', 'create_exclusive', 'delete', 'rename', 'delete_tree']
 
 RAW = CompressionTypes.UNCOMPRESSED
@@ -120,6 +122,15 @@ def read_bytes(path: str) -> bytes:
 @_guarded('open', 'GET')
 def open_read(path: str) -> typing.BinaryIO:
   return FileSystems.open(path, compression_type=RAW)
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+  """A Parquet file's rows (or those columns), from any store. Not pre-buffered: pyarrow's
+  pre-buffering reads a Python file object on Arrow's I/O threads, and one of them can still hold
+  a buffer of Python bytes as the interpreter exits, which then aborts the process after its work
+  is done ('terminate called without an active exception', exit 134)."""
+  with open_read(path) as f:
+    return pq.read_table(f, columns=columns, pre_buffer=False)
 
 
 class Unreadable(Exception):
