@@ -21,8 +21,8 @@ from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
 from transforms.kernels import coerce, rawjson
 
-__all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'lone_surrogate', 'parse_chunk', 'payload_text',
-           'reject']
+__all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'lone_surrogate', 'parse_chunk', 'parse_rows',
+           'payload_text', 'reject']
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date
 ARRIVAL_MS = '_arrival_ms'    # when the row reached us (-1: batch input, never late)
@@ -336,10 +336,21 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
   """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
   server and arrival times; rejected rows for payloads that are not raw events; the server time
   of each rejected row in ms: its own where readable, else when the chunk was received)."""
+  batch, keep, rejected, when = parse_rows(chunk)
+  return batch if keep is None else batch.filter(pa.array(keep)), rejected, when
+
+
+def parse_rows(chunk: RawChunk
+               ) -> tuple[pa.RecordBatch, np.ndarray | None, pa.RecordBatch, np.ndarray]:
+  """As parse_chunk, but the rows it rejects stay in the batch: -> (rows, mask of the rows that
+  are not rejected or None when all are, rejected rows, their server times). A filter of a chunk
+  copies every column (its maps and payloads most of all), so a caller that filters the rows
+  anyway (validation: validate_batch's `skip`) copies them once instead of twice."""
   if chunk.unreadable is not None:
     empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
                                 fallback_ms=None, unreadable=None)
-    return (parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)]),
+    return (parse_chunk(empty)[0], None,
+            reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)]),
             np.array([chunk.received_ms], dtype=np.int64))
   good, columns, bad, rejected = _columns(chunk.payloads)
   whole = len(good) == len(chunk)   # the usual case: per-payload lists serve as they are
@@ -375,6 +386,7 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
       PAYLOAD: _binary(pick(chunk.payloads)),
       SERVER_MS: server, ARRIVAL_MS: arrival})
   server_of = {}
+  keep = None
   if bad:
     server_ms = np.asarray(server)
     for j, (reason, detail) in bad.items():
@@ -382,10 +394,9 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
       server_of[int(good[j])] = int(server_ms[j])
     keep = np.ones(len(good), dtype=bool)
     keep[list(bad)] = False
-    batch = batch.filter(pa.array(keep))
   rejected_batch = reject(chunk, rejected)   # sorts `rejected` by payload
-  return batch, rejected_batch, np.array([server_of.get(i, chunk.received_ms) for i, _, _ in rejected],
-                                         dtype=np.int64)
+  return batch, keep, rejected_batch, np.array(
+      [server_of.get(i, chunk.received_ms) for i, _, _ in rejected], dtype=np.int64)
 
 
 def payload_text(payload: bytes) -> str:
