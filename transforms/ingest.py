@@ -350,8 +350,8 @@ class WriteDays(beam.DoFn):
     stats = DayStats()
     for p in parts:
       stats.add(p.stats)
-    table, _ = dedupe.dedupe([p.valid for p in parts])
-    table = seen.drop_seen(table, base, fresh)
+    table, _ = dedupe.dedupe([p.valid for p in parts],
+                             unseen=functools.partial(seen.keep_unseen, base=base, fresh=fresh))
     stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
     stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)
