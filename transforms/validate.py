@@ -9,6 +9,7 @@ rejected rows, to explain them.
 import dataclasses
 import datetime
 import json
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -88,11 +89,12 @@ def _blank(arr: pa.Array) -> np.ndarray:
 
 
 def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
-                   day: datetime.date | None = None, skip: np.ndarray | None = None) -> Validated:
+                   day: datetime.date | None = None, skip: np.ndarray | None = None,
+                   payloads: typing.Sequence[bytes] | None = None) -> Validated:
   """`environment`: one for the batch, or one per row. `skip`: rows another step rejected
   already (streaming ingest: payloads its parser refused, rows too late), left in so that the
   batch is copied once, by the caller's filter of the valid rows: they are neither valid nor
-  rejected here, and count nowhere."""
+  rejected here, and count nowhere. `payloads`: each row's raw payload, for explain."""
   n = raw.num_rows
   check_columns(raw.schema)
   stats = DayStats(rows_in=n if skip is None else n - int(skip.sum()))
@@ -164,7 +166,7 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
       lake.columns + [raw.column(SOURCE_FILE), raw.column(SOURCE_ROW)],
       names=lake.schema.names + list(LINEAGE))
   bad_rows = np.flatnonzero(reason >= 0)
-  rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
+  rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]], payloads)
   stats.rows_rejected = len(bad_rows)
   stats.rejected.update(r.value for r in (_REASONS[i] for i in reason[bad_rows]))
   return Validated(checked, ok, rejected, stats)
@@ -192,11 +194,16 @@ _COLUMN_OF = {
 }
 
 
-def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.RecordBatch:
-  """The rejected rows: original values (JSON), reason code, and what was found where."""
+def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason],
+            payloads: typing.Sequence[bytes] | None = None) -> pa.RecordBatch:
+  """The rejected rows: original values (the payload as it arrived: the batch's PAYLOAD column,
+  or `payloads`, one per row of `raw`; else the row as JSON), reason code, and what was found
+  where."""
   if len(rows) == 0:
     return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
   taken = _undecoded(raw.take(pa.array(rows)))
+  if payloads is not None:
+    taken = taken.append_column(PAYLOAD, pa.array([payloads[i] for i in rows], pa.large_binary()))
   columns = {}   # column by column: RecordBatch.to_pylist took 4x as long
   for name, column in zip(taken.schema.names, taken.columns):
     values = column.to_pylist()
