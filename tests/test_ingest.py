@@ -1,6 +1,7 @@
 """Streaming ingest: raw-event parsing, server days across DST, and the pane/commit policy driven
 by TestStream (early, on-time, late and too-late rows across two days and a DST change)."""
 import bz2
+import collections
 import dataclasses
 import datetime
 import gzip
@@ -165,6 +166,51 @@ def test_a_chunk_parses_as_its_payloads_do_one_by_one():
   for kind in ('valid', 'rejected'):
     assert getattr(checked[0], kind).to_pylist() == [
         r for c in checked[1:] for r in getattr(c, kind).to_pylist()]
+
+
+@pytest.mark.parametrize('zone', ['UTC', 'America/New_York'])   # the rows on one day; on two
+def test_a_days_part_is_validation_of_its_rows_without_the_rejected_and_too_late_ones(zone):
+  """SplitDays leaves the payloads its parser rejected and the rows too late in the batch, for
+  validation to skip (one copy of the rows, not three). Each day's part must be what validating
+  the day's other rows alone gives: the same rows, rejections and counts, and no map key
+  collision counted for a skipped row."""
+  tz = zoneinfo.ZoneInfo(zone)
+  start, end = day_bounds(DAY_A, tz)
+  colliding = {'Grade': 'gold', 'grade': 'silver'}
+  payloads = samples.raw_events(datetime.date(2023, 3, 11), 200, seed=9) + [
+      event(start + 10, user_properties=colliding),                  # valid, one collision
+      event(start + 20, ts=True, user_properties=colliding),         # parser: wrong type
+      b'{"insert_id": "cut', b'[1, 2]',                              # parser: not objects
+      event(start + 30, insert_id='no', user_properties=colliding),  # validation rejects it
+      event(start + 40, user_properties=colliding),                  # too late
+      event(start + 50, user_properties=colliding)]                  # too late
+  arrival = [start] * (len(payloads) - 2) + [end + 1, end + 2]
+  source = raw.RawChunk(source=['f'] * len(payloads), rows=list(range(1, len(payloads) + 1)),
+                        payloads=payloads, received_ms=start + 60, arrival_ms=arrival)
+  split = ingest.SplitDays(zone, 'production', allowed_lateness_ms=0)
+  split.setup()
+  split.start_bundle()
+  parts = {dt: part for (dt, _), part in split.process(source) if part.valid.num_rows}
+  assert list(parts) == ([DAY_A] if zone == 'UTC' else ['2023-03-10', DAY_A])
+
+  batch, _, _ = raw.parse_chunk(source)   # the rows the parser took; of them, those in time
+  server, arrived = np.asarray(batch.column(raw.SERVER_MS)), np.asarray(batch.column(raw.ARRIVAL_MS))
+  for dt, got in parts.items():
+    first, last = day_bounds(dt, tz)
+    in_day = (server >= first) & (server < last)
+    on_time = arrived <= last
+    want = validate.validate_batch(batch.filter(on_time & in_day), 'production',
+                                   datetime.date.fromisoformat(dt))
+    late = int((~on_time & in_day).sum())
+    assert late == (2 if dt == DAY_A else 0)
+    assert got.valid.to_pylist() == want.valid.to_pylist()
+    assert got.rejected.to_pylist()[late:] == want.rejected.to_pylist()
+    assert got.rejected.column('reason').to_pylist()[:late] == ['too_late'] * late
+    assert got.stats.rows_in == want.stats.rows_in + late
+    assert got.stats.rejected == want.stats.rejected + collections.Counter(too_late=late)
+    assert got.stats.flags == want.stats.flags
+  # the valid row's and the rejected one's (rejected rows count, as in the import)
+  assert want.stats.flags['map_key_collision'] == 2 and want.stats.rejected['invalid_insert_id'] == 1
 
 
 def _lake_rows(lake: str, dt: str, rejected: bool = False) -> list[dict]:

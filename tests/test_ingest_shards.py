@@ -214,6 +214,22 @@ def test_seen_ids_drop_exactly_what_was_written_and_writes_follow_the_panes(pane
   assert base.written + fresh.written <= 16 * (2 + 1 / seen.RATIO) * len(written) + 2 * 200 * len(panes)
 
 
+def test_seen_keys_are_the_ids_bytes_and_lookups_match_numpy():
+  """uuid_keys against uuid.UUID(...).bytes (on a slice too: Arrow offsets); held_in, which
+  searches 8-byte halves, against np.isin, on random ids and on ids that share first halves."""
+  ids = [str(uuid.uuid4()) for _ in range(5000)]
+  keys = seen.uuid_keys(pa.array(ids))
+  assert keys.tobytes() == b''.join(uuid.UUID(i).bytes for i in ids)   # tolist() would cut trailing NULs
+  assert seen.uuid_keys(pa.array(ids).slice(1234, 100)).tobytes() == keys[1234:1334].tobytes()
+  rng = np.random.default_rng(3)
+  shared = rng.integers(0, 256, (5000, 16), dtype=np.uint8)
+  shared[:, :8] = shared[rng.integers(0, 20, 5000), :8]   # 20 first halves among 5000 ids
+  for pool in (np.unique(keys), np.unique(np.ascontiguousarray(shared).view('S16').ravel())):
+    known = pool[rng.random(len(pool)) < 0.5]
+    for asked in (pool[rng.permutation(len(pool))], pool):   # shuffled, and in order
+      assert (seen.held_in(known, asked) == np.isin(asked, known)).all()
+
+
 def test_a_pane_writes_its_own_ids_not_the_days():
   """At 100k ids already held, a pane of 1,000 new ids writes about 16 kB, not 1.6 MB."""
   base, fresh = State(bag=False), State(bag=True)

@@ -2,6 +2,8 @@
 generated payloads, usual and hostile, parse_chunk must give the same rows, rejections and details
 with the parser as without it."""
 import json
+import math
+import random
 
 import pyarrow as pa
 import pytest
@@ -119,3 +121,23 @@ def test_columns_are_arrow_arrays_of_the_contract_types():
   _, columns = rawjson.columns([b'{"identifiers": {"id": "u"}, "ts": 5}'])
   assert columns['identifiers'].type == pa.map_(pa.string(), pa.string())
   assert columns['ts'].to_pylist() == [5] and columns['ts_text'].to_pylist() == [None]
+
+
+@needs_parser
+def test_metric_doubles_read_as_python_writes_them():
+  """The C parser's metric literals with a fraction or exponent become the text of their double,
+  by Arrow's casts where they agree with Python (plain decimals) and by repr elsewhere: against
+  repr(float(literal)) over random literals, the edges of repr's plain notation, and literals
+  beyond a double's range (kept as sent)."""
+  rng = random.Random(11)
+  literals = ['0.0', '-0.0', '1.50', '1e5', '1E+5', '2.5e-3', '1e-4', '9.9999e-5', '1e16', '1e-400',
+              '9999999999999998.0', '1e15', '123456789012345.6', '1e400', '-1e400', '5e-324']
+  for _ in range(20_000):
+    whole = str(rng.randint(0, 10 ** rng.randint(1, 20)))
+    fraction = ''.join(rng.choice('0123456789') for _ in range(rng.randint(1, 18)))
+    exponent = f'e{rng.choice(["", "+", "-"])}{rng.randint(0, 30)}' if rng.random() < 0.3 else ''
+    literals.append(f'{rng.choice(["", "-"])}{whole}.{fraction}{exponent}')
+  taken, columns = rawjson.columns([b'{"metric_value": %s}' % v.encode() for v in literals])
+  assert taken.all()
+  assert columns['metric_value'].to_pylist() == [
+      repr(float(v)) if math.isfinite(float(v)) else v for v in literals]

@@ -74,8 +74,11 @@ def _lineage_start(part: pa.Table | pa.RecordBatch) -> tuple[str, int]:
   return str(part.column(SOURCE_FILE)[0]), part.column(SOURCE_ROW)[0].as_py()
 
 
-def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Array] = ()) -> tuple[pa.Table, int]:
+def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Array] = (),
+           unseen: typing.Callable[[pa.Array], np.ndarray] | None = None) -> tuple[pa.Table, int]:
   """-> (one row per insert_id not in `seen`, in LAKE_SCHEMA, in source order; rows dropped).
+  `unseen`: given the surviving insert_ids (distinct, in ascending order), the mask of those to
+  keep (streaming: those its key has not written, seen.keep_unseen), in the same one filter.
 
   Parts are contiguous row ranges of source files; concatenated in (file, first row) order they
   give a table in source order whatever order they arrived in. Survivors are found with one sort of
@@ -96,6 +99,9 @@ def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Arra
   if seen:
     known = pa.concat_arrays([s.cast(pa.string()) for s in seen])
     first &= ~np.asarray(pc.is_in(ids, value_set=known))
+  if unseen is not None:
+    survivors = np.flatnonzero(first)
+    first[survivors[~unseen(ids.take(survivors))]] = False
   keep = np.zeros(len(ids), dtype=bool)
   keep[np.asarray(order)[first]] = True
   out = table.select(LAKE_SCHEMA.names).filter(pa.array(keep))
@@ -105,16 +111,17 @@ def dedupe(parts: list[pa.Table | pa.RecordBatch], seen: typing.Sequence[pa.Arra
 def _id_words(ids: pa.Array) -> dict[str, np.ndarray]:
   """Validated insert_ids (36 ASCII characters each) as five integer columns of their bytes. Equal
   ids have equal words, so sorting on them groups the copies of an id as the text does, and it
-  sorted 1M events in 0.12 s against 0.31 s."""
+  sorted 1M events in 0.12 s against 0.31 s. The words are read big-endian, so their order is the
+  text's: the survivors come out sorted, as seen.keep_unseen wants them."""
   n = len(ids)
   offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset:ids.offset + n + 1]
   start = offsets[0]
   if ids.null_count or offsets[-1] - start != 36 * n:
     raise ValueError('dedupe takes validated insert_ids (36 characters each)')
   text = np.frombuffer(ids.buffers()[2], dtype=np.uint8, count=36 * n, offset=start).reshape(n, 36)
-  head = np.ascontiguousarray(text[:, :32]).view(np.uint64)
-  words: dict[str, np.ndarray] = {f'id{i}': np.ascontiguousarray(head[:, i]) for i in range(4)}
-  words['id4'] = np.ascontiguousarray(text[:, 32:]).view(np.uint32).ravel()
+  head = np.ascontiguousarray(text[:, :32]).view('>u8')
+  words: dict[str, np.ndarray] = {f'id{i}': head[:, i].astype(np.uint64) for i in range(4)}
+  words['id4'] = np.ascontiguousarray(text[:, 32:]).view('>u4').ravel().astype(np.uint32)
   return words
 
 

@@ -145,12 +145,20 @@ class SplitDays(beam.DoFn):
     self._announced: set[str] = set()   # per bundle: a retried bundle announces again
 
   def process(self, chunk: raw.RawChunk) -> typing.Iterator[tuple[tuple[str, int], DayPart]]:
-    batch, unreadable, when = raw.parse_chunk(chunk)
+    batch, keep, payloads, unreadable, when = raw.parse_rows(chunk)
     server = np.asarray(batch.column(raw.SERVER_MS))
-    days, index = server_days(server, self._zone)
-    for k, dt in enumerate(days):
-      rows = batch if len(days) == 1 else batch.filter(pa.array(index == k))
-      yield from self._by_shard(dt, self._part(dt, rows))
+    days, index = server_days(server if keep is None else server[keep], self._zone)
+    if len(days) == 1:   # the usual case: the rows the parser rejected are validation's `skip`
+      yield from self._by_shard(days[0], self._part(days[0], batch, payloads,
+                                                    None if keep is None else ~keep))
+    elif days:
+      if keep is not None:   # -1: the rows the parser rejected, in no day's filter
+        index, of_kept = np.full(len(keep), -1), index
+        index[keep] = of_kept
+      for k, dt in enumerate(days):
+        rows = np.flatnonzero(index == k)
+        yield from self._by_shard(dt, self._part(dt, batch.take(pa.array(rows)),
+                                                 [payloads[i] for i in rows]))
     # their server day where their time is readable, else the day they arrived
     r_days, r_index = server_days(when, self._zone)
     for k, dt in enumerate(r_days):
@@ -183,16 +191,22 @@ class SplitDays(beam.DoFn):
     for shard, piece in pieces.items():
       yield (dt, shard), piece
 
-  def _part(self, dt: str, rows: pa.RecordBatch) -> DayPart:
+  def _part(self, dt: str, rows: pa.RecordBatch, payloads: list[bytes],
+            skip: np.ndarray | None = None) -> DayPart:
+    """The day's part of `rows` (with their `payloads`), less the rows `skip` marks (rejected
+    already, elsewhere)."""
     arrival = np.asarray(rows.column(raw.ARRIVAL_MS))
     too_late = (arrival >= 0) & (arrival > day_bounds(dt, self._zone)[1] + self._lateness)
-    late = validate.explain(rows, np.flatnonzero(too_late), [Reason.TOO_LATE] * int(too_late.sum()))
-    if too_late.any():
-      rows = rows.filter(pa.array(~too_late))
+    if skip is not None:
+      too_late &= ~skip
+    late = validate.explain(rows, np.flatnonzero(too_late), [Reason.TOO_LATE] * int(too_late.sum()),
+                            payloads)
+    if too_late.any():   # left in, as validation's `skip`, so that the one filter is of the valid rows
+      skip = too_late if skip is None else skip | too_late
     env = rows.column('environment')
     env = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(env), 0), False), env,
                      self._environment)
-    result = validate.validate_batch(rows, env, datetime.date.fromisoformat(dt))
+    result = validate.validate_batch(rows, env, datetime.date.fromisoformat(dt), skip, payloads)
     rejected = pa.Table.from_batches([late, result.rejected]).combine_chunks().to_batches()
     stats = result.stats.add(_stats_of_rejected(late))
     valid = result.valid
@@ -342,8 +356,8 @@ class WriteDays(beam.DoFn):
     stats = DayStats()
     for p in parts:
       stats.add(p.stats)
-    table, _ = dedupe.dedupe([p.valid for p in parts])
-    table = seen.drop_seen(table, base, fresh)
+    table, _ = dedupe.dedupe([p.valid for p in parts],
+                             unseen=functools.partial(seen.keep_unseen, base=base, fresh=fresh))
     stats.rows_duplicate += sum(p.valid.num_rows for p in parts) - table.num_rows
     stats.rows_written += table.num_rows
     self.written.inc(table.num_rows)

@@ -9,6 +9,7 @@ rejected rows, to explain them.
 import dataclasses
 import datetime
 import json
+import typing
 
 import apache_beam as beam
 import numpy as np
@@ -34,6 +35,7 @@ _MISSING_KEY_REASONS = {  # in the order of schemas.events.REQUIRED_KEYS
     'platform_properties': (Reason.MISSING_OSNAME, Reason.MISSING_APPVERSION),
 }
 _DAY_MS = 86_400_000
+_SKIPPED = -2   # reason of a row validate_batch's caller rejected (its `skip`)
 
 
 @dataclasses.dataclass
@@ -78,16 +80,24 @@ def _has_keys(arr: pa.MapArray, keys: tuple[str, ...]) -> list[np.ndarray]:
   return out
 
 
+def _entries(arr: pa.MapArray) -> np.ndarray:
+  return np.diff(np.asarray(arr.offsets))
+
+
 def _blank(arr: pa.Array) -> np.ndarray:
   return np.asarray(pc.fill_null(pc.equal(pc.binary_length(pc.utf8_trim_whitespace(arr)), 0), True))
 
 
 def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
-                   day: datetime.date | None = None) -> Validated:
-  """`environment`: one for the batch, or one per row."""
+                   day: datetime.date | None = None, skip: np.ndarray | None = None,
+                   payloads: typing.Sequence[bytes] | None = None) -> Validated:
+  """`environment`: one for the batch, or one per row. `skip`: rows another step rejected
+  already (streaming ingest: payloads its parser refused, rows too late), left in so that the
+  batch is copied once, by the caller's filter of the valid rows: they are neither valid nor
+  rejected here, and count nowhere. `payloads`: each row's raw payload, for explain."""
   n = raw.num_rows
   check_columns(raw.schema)
-  stats = DayStats(rows_in=n)
+  stats = DayStats(rows_in=n if skip is None else n - int(skip.sum()))
   col = {name: raw.column(name) if name in raw.schema.names else pa.nulls(n)   # optional, absent
          for name in IMPORT_SCHEMA.names}
   failures: list[tuple[Reason, np.ndarray]] = []
@@ -96,6 +106,8 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   for name in MAP_COLUMNS:
     as_map, bad, unreadable = coerce.to_map(col[name], name)
     maps[name], dropped = normalize.lower_map_keys(as_map)
+    if dropped and skip is not None:   # only the entries of the rows validated here count
+      dropped = int((_entries(as_map) - _entries(maps[name]))[~skip].sum())
     stats.flags[Flag.KEY_COLLISION.value] += dropped
     bad_map |= bad
     bad_text |= unreadable
@@ -127,7 +139,9 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   reason = np.full(n, -1, dtype=np.int16)
   for reason_code, mask in reversed(failures):
     reason[mask] = _REASONS.index(reason_code)
-  ok = reason < 0
+  if skip is not None:
+    reason[skip] = _SKIPPED
+  ok = reason == -1
 
   null_metric = np.asarray(metric.is_null()) & ok
   stats.flags[Flag.METRIC_VALUE_DEFAULTED.value] += int(null_metric.sum())
@@ -151,8 +165,8 @@ def validate_batch(raw: pa.RecordBatch, environment: str | pa.Array,
   checked = pa.RecordBatch.from_arrays(
       lake.columns + [raw.column(SOURCE_FILE), raw.column(SOURCE_ROW)],
       names=lake.schema.names + list(LINEAGE))
-  bad_rows = np.flatnonzero(~ok)
-  rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]])
+  bad_rows = np.flatnonzero(reason >= 0)
+  rejected = explain(raw, bad_rows, [_REASONS[r] for r in reason[bad_rows]], payloads)
   stats.rows_rejected = len(bad_rows)
   stats.rejected.update(r.value for r in (_REASONS[i] for i in reason[bad_rows]))
   return Validated(checked, ok, rejected, stats)
@@ -180,11 +194,16 @@ _COLUMN_OF = {
 }
 
 
-def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason]) -> pa.RecordBatch:
-  """The rejected rows: original values (JSON), reason code, and what was found where."""
+def explain(raw: pa.RecordBatch, rows: np.ndarray, reasons: list[Reason],
+            payloads: typing.Sequence[bytes] | None = None) -> pa.RecordBatch:
+  """The rejected rows: original values (the payload as it arrived: the batch's PAYLOAD column,
+  or `payloads`, one per row of `raw`; else the row as JSON), reason code, and what was found
+  where."""
   if len(rows) == 0:
     return pa.RecordBatch.from_pylist([], schema=REJECTED_SCHEMA)
   taken = _undecoded(raw.take(pa.array(rows)))
+  if payloads is not None:
+    taken = taken.append_column(PAYLOAD, pa.array([payloads[i] for i in rows], pa.large_binary()))
   columns = {}   # column by column: RecordBatch.to_pylist took 4x as long
   for name, column in zip(taken.schema.names, taken.columns):
     values = column.to_pylist()

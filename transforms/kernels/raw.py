@@ -21,8 +21,8 @@ from schemas.raw import COLUMN_OF
 from schemas.reasons import Reason
 from transforms.kernels import coerce, rawjson
 
-__all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'lone_surrogate', 'parse_chunk', 'payload_text',
-           'reject']
+__all__ = ['SERVER_MS', 'ARRIVAL_MS', 'RawChunk', 'Parsed', 'lone_surrogate', 'parse_chunk',
+           'parse_rows', 'payload_text', 'reject']
 
 SERVER_MS = '_server_ms'      # server time: partitions by server date
 ARRIVAL_MS = '_arrival_ms'    # when the row reached us (-1: batch input, never late)
@@ -336,11 +336,34 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
   """-> (rows in import-contract columns plus environment (null: not given), lineage, payload,
   server and arrival times; rejected rows for payloads that are not raw events; the server time
   of each rejected row in ms: its own where readable, else when the chunk was received)."""
+  parsed = parse_rows(chunk)
+  batch = parsed.rows.add_column(parsed.rows.schema.get_field_index(SOURCE_ROW) + 1, PAYLOAD,
+                                 _binary(parsed.payloads))
+  return (batch if parsed.keep is None else batch.filter(pa.array(parsed.keep)), parsed.rejected,
+          parsed.rejected_server_ms)
+
+
+class Parsed(typing.NamedTuple):
+  """parse_chunk's result before it copies anything: the rows (no payload column) including
+  those it rejects, `keep` marking the others (None: all), and each row's payload."""
+  rows: pa.RecordBatch
+  keep: np.ndarray | None
+  payloads: list[bytes]
+  rejected: pa.RecordBatch
+  rejected_server_ms: np.ndarray
+
+
+def parse_rows(chunk: RawChunk) -> Parsed:
+  """As parse_chunk, but without its two copies of the rows: a filter copies every column (the
+  maps most of all), and the payload column copies every payload, for the few rows a caller
+  rejects. A caller that filters the rows anyway (validation: validate_batch's `skip`) and
+  explains rejected rows from `payloads` copies them once."""
   if chunk.unreadable is not None:
     empty = dataclasses.replace(chunk, source=[], rows=[], payloads=[], arrival_ms=None,
                                 fallback_ms=None, unreadable=None)
-    return (parse_chunk(empty)[0], reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)]),
-            np.array([chunk.received_ms], dtype=np.int64))
+    return Parsed(parse_rows(empty).rows, None, [],
+                  reject(chunk, [(0, Reason.UNREADABLE_FILE, chunk.unreadable)]),
+                  np.array([chunk.received_ms], dtype=np.int64))
   good, columns, bad, rejected = _columns(chunk.payloads)
   whole = len(good) == len(chunk)   # the usual case: per-payload lists serve as they are
 
@@ -372,9 +395,9 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
       'ts': ts.cast(coerce.TS_TYPE), **columns,
       SOURCE_FILE: pa.array(pick(chunk.source), pa.string()),
       SOURCE_ROW: pa.array(pick(chunk.rows), pa.int64()),
-      PAYLOAD: _binary(pick(chunk.payloads)),
       SERVER_MS: server, ARRIVAL_MS: arrival})
   server_of = {}
+  keep = None
   if bad:
     server_ms = np.asarray(server)
     for j, (reason, detail) in bad.items():
@@ -382,10 +405,9 @@ def parse_chunk(chunk: RawChunk) -> tuple[pa.RecordBatch, pa.RecordBatch, np.nda
       server_of[int(good[j])] = int(server_ms[j])
     keep = np.ones(len(good), dtype=bool)
     keep[list(bad)] = False
-    batch = batch.filter(pa.array(keep))
   rejected_batch = reject(chunk, rejected)   # sorts `rejected` by payload
-  return batch, rejected_batch, np.array([server_of.get(i, chunk.received_ms) for i, _, _ in rejected],
-                                         dtype=np.int64)
+  return Parsed(batch, keep, pick(chunk.payloads), rejected_batch, np.array(
+      [server_of.get(i, chunk.received_ms) for i, _, _ in rejected], dtype=np.int64))
 
 
 def payload_text(payload: bytes) -> str:

@@ -42,15 +42,29 @@ def _doubles_as_repr(text: pa.Array, double: np.ndarray) -> pa.Array:
   """metric_value literals with a fraction or exponent -> repr of the double, as msgspec's path
   writes them (1.50 -> 1.5, 1e5 -> 100000.0). A literal beyond a double's range keeps its text,
   as msgspec's path does, for the metric's range rule. (Property values keep their literal: see
-  _rawjson.c.)"""
+  _rawjson.c.)
+
+  Arrow's casts do it for most of them: text -> double rounds correctly, as float() does, and
+  double -> text gives the shortest digits that round-trip, as repr does, in its own notation. Where
+  both write plain decimals (repr does from 1e-4 to 1e16, Arrow then too unless it picks an
+  exponent) they differ only by repr's '.0' after a whole number; the rest go through repr."""
   at = np.flatnonzero(double)
   if not len(at):
     return text
-  literals = text.take(at).to_pylist()
-  doubles = [float(v) for v in literals]
-  return pc.replace_with_mask(text, pa.array(double), pa.array(
-      [repr(v) if math.isfinite(v) else literal for v, literal in zip(doubles, literals)],
-      pa.string()))
+  literals = text.take(at)
+  values = literals.cast(pa.float64())
+  shown = values.cast(pa.string())
+  size = pc.abs(values)
+  plain = pc.and_(pc.or_(pc.equal(size, 0), pc.and_(pc.greater_equal(size, 1e-4), pc.less(size, 1e16))),
+                  pc.invert(pc.match_substring(shown, 'e')))
+  shown = pc.if_else(pc.match_substring(shown, '.'), shown, pc.binary_join_element_wise(shown, '.0', ''))
+  other = np.flatnonzero(~np.asarray(plain))
+  if len(other):   # exponents, and literals beyond a double's range: Python's repr
+    numbers = [float(v) for v in literals.take(other).to_pylist()]
+    shown = pc.replace_with_mask(shown, pa.array(~np.asarray(plain)), pa.array(
+        [repr(v) if math.isfinite(v) else literal
+         for v, literal in zip(numbers, literals.take(other).to_pylist())], pa.string()))
+  return pc.replace_with_mask(text, pa.array(double), shown)
 
 
 def columns(payloads: list[bytes]) -> tuple[np.ndarray, dict[str, pa.Array]]:
