@@ -195,7 +195,17 @@ FIXTURE_TIERS = {'servers_dir': 'servers', 'spark': 'spark'}
 _running: dict = {'fast': False}
 
 
+# The modules that take longest (worker-seconds of a full run, docs/testing.md), handed out
+# first: pytest-xdist gives whole modules to the worker that is free, so a long module that
+# starts last keeps one worker busy after the other has finished.
+LONGEST_FIRST = ('test_iceberg_lake', 'test_forget_clouds', 'test_forget', 'test_clouds',
+                 'test_iceberg_export', 'test_export_engines', 'test_crash_rerun',
+                 'test_iceberg_ingest', 'test_iceberg_maintain')
+
+
 def pytest_collection_modifyitems(items) -> None:
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))   # stable: modules keep their order
   for item in items:
     for fixture, tier in FIXTURE_TIERS.items():
       if fixture in item.fixturenames:
