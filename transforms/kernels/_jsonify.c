@@ -57,9 +57,14 @@ static void put_escaped(Out *o, const unsigned char *s, Py_ssize_t n) {
   static const char HEX[] = "0123456789abcdef";
   Py_ssize_t i = 0, from = 0;
   for (;;) {
-    for (uint64_t w; i + 8 <= n; i += 8) {
+    uint64_t w;
+    for (; i + 8 <= n; i += 8) {
       memcpy(&w, s + i, 8);
       if (special8(w)) break;
+    }
+    if (i < n && i + 8 > n && n >= 8) {   /* the tail: the last 8 bytes, some seen already */
+      memcpy(&w, s + n - 8, 8);
+      if (!special8(w)) i = n;
     }
     while (i < n && !ESCAPE[s[i]]) i++;
     if (i > from) emit(o, s + from, i - from);   /* s may be NULL when n is 0 */
