@@ -73,7 +73,6 @@ def test_the_lake_columns_take_the_c_path(monkeypatch):
   assert calls == ['maps', 'quote']
 
 
-@needs_kernel
 def test_a_null_map_with_entries_is_an_empty_object():
   """Arrow lets a null list keep entries, which are not its value: both paths write {}."""
   keys, items = pa.array(['a', 'b']), pa.array(['1', None])
@@ -84,7 +83,6 @@ def test_a_null_map_with_entries_is_an_empty_object():
       ['{}', '{"b": null}']
 
 
-@needs_kernel
 def test_escapes_that_lengthen_the_text_past_the_estimate():
   """Every byte a 6-byte escape: the kernel counts, the buffer grows, the kernel writes again."""
   value = ''.join(map(chr, range(32))) * 50
