@@ -35,7 +35,8 @@ def test_a_local_import_loads_no_sftp_client(tmp_path):
 # that was refused, so the refused names themselves prove nothing).
 CLIENTS = ('google.cloud.storage.', 'azure.storage.blob.', 'google.cloud.pubsub_v1.',
            'google.cloud.bigquery.', 'google.cloud.dataflow_v1beta3', 'pandas.',
-           'apache_beam.io.gcp.gcsio', 'apache_beam.io.aws.s3io', 'apache_beam.io.azure.blobstorageio')
+           'apache_beam.io.gcp.gcsio', 'apache_beam.io.aws.s3io', 'apache_beam.io.azure.blobstorageio',
+           'boto3.', 'botocore.', 'apache_beam.io.aws.clients.s3.boto3_client')
 
 
 def test_a_local_export_loads_no_cloud_client_nor_pandas(tmp_path):

@@ -2,7 +2,10 @@
 
 Each hook here is checked against the pinned versions by tests/test_compat.py.
 """
-import botocore.session
+import typing
+
+if typing.TYPE_CHECKING:   # botocore itself is imported by the first S3 client (transforms/stores/s3.py)
+  import botocore.session
 
 __all__ = ['skip_google_credentials', 'use_credentials']
 
@@ -15,7 +18,7 @@ def skip_google_credentials() -> None:
     auth._Credentials._credentials, auth._Credentials._credentials_init = None, True
 
 
-def use_credentials(session: botocore.session.Session, credentials) -> None:
+def use_credentials(session: 'botocore.session.Session', credentials) -> None:
   """Gives a botocore session credentials that renew themselves (RefreshableCredentials):
   `set_credentials` takes static keys only."""
   session._credentials = credentials

@@ -11,7 +11,9 @@ makes them absent; afterwards
 - the Dataflow API client is imported when a Dataflow job is launched (DataflowRunner.run_pipeline):
   Beam reads it only for a job's state and messages;
 - Pub/Sub is imported by the code that reads it (transforms/read_raw.py); the project uses
-  neither BigQuery nor pandas, and Beam's other modules import them themselves when they need them.
+  neither BigQuery nor pandas, and Beam's other modules import them themselves when they need them;
+- what the project sets inside such a client's modules is set when they are imported
+  (`after_import`: transforms/compat/filesystems.py hands Beam's S3 filesystem our boto3 client).
 pyarrow, too, imports pandas (when installed) on its first conversion of a list or a numpy array,
 only to ask whether it was given pandas objects: its first look is made here, so it finds pandas
 absent; pyarrow's pandas functions (to_pandas, from_pandas) still import it when called.
@@ -24,7 +26,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__all__ = ['FILESYSTEMS', 'DATAFLOW_API', 'ABSENT', 'import_beam', 'deferred_schemes']
+__all__ = ['FILESYSTEMS', 'DATAFLOW_API', 'ABSENT', 'import_beam', 'deferred_schemes', 'after_import']
 
 # scheme -> Beam's filesystem module, imported on the first path of that scheme
 FILESYSTEMS = {'gs': 'apache_beam.io.gcp.gcsfilesystem', 's3': 'apache_beam.io.aws.s3filesystem',
@@ -89,3 +91,49 @@ def _dataflow_api_on_launch() -> None:
 def deferred_schemes() -> set[str]:
   """The schemes whose Beam filesystem was left out of the import and is not imported yet."""
   return {s for s, m in _deferred.items() if m not in sys.modules}
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+  """Runs hooks on a module right after its first import, whoever imports it."""
+
+  def __init__(self):
+    self.hooks: dict[str, list] = {}
+
+  def find_spec(self, name, path=None, target=None):
+    if name not in self.hooks:
+      return None
+    for finder in sys.meta_path:   # the finder that would have found it, then its loader wrapped
+      spec = None if finder is self else getattr(finder, 'find_spec', lambda *_: None)(name, path, target)
+      if spec is not None:
+        break
+    if spec is None or spec.loader is None or not hasattr(spec.loader, 'exec_module'):
+      return spec
+    spec.loader = _HookedLoader(spec.loader, self.hooks.pop(name))
+    return spec
+
+
+class _HookedLoader(importlib.abc.Loader):
+  def __init__(self, loader, hooks: list):
+    self._loader, self._hooks = loader, hooks
+
+  def create_module(self, spec):
+    return self._loader.create_module(spec)
+
+  def exec_module(self, module):
+    self._loader.exec_module(module)
+    for hook in self._hooks:
+      hook(module)
+
+
+_after_import = _AfterImport()
+
+
+def after_import(name: str, hook) -> None:
+  """Calls hook(module) once module `name` is imported: now if it is already, else right after
+  its import (the clients left out of Beam's import are imported on first use, if ever)."""
+  if name in sys.modules:
+    hook(sys.modules[name])
+    return
+  if _after_import not in sys.meta_path:
+    sys.meta_path.insert(0, _after_import)
+  _after_import.hooks.setdefault(name, []).append(hook)
