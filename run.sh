@@ -140,10 +140,12 @@ case "$cmd" in
             "$VENV/bin/ruff" check --quiet . || { echo "run.sh: ruff found the problems above" >&2; exit 1; }
             [ -n "$fast" ] || "$VENV/bin/mypy" pipelines transforms schemas \
               || { echo "run.sh: mypy found the problems above" >&2; exit 1; }
-            # The suite on two pytest workers, each taking whole modules (a module's baselines are
-            # built once); -n 0 runs it in one process. The fast tier starts no workers: they cost more than it takes.
+            [ -n "$fast" ] || "$VENV/bin/python" -m tests.tools   # the tools the suite reads with
+            # The suite on three pytest workers, each taking whole modules (a module's baselines are
+            # built once): on two cores a third fills the time the others wait on processes, servers
+            # and JVMs (docs/testing.md); -n 0 runs it in one process. The fast tier starts no workers: they cost more than it takes.
             if [ -n "$fast" ]; then set -- tests "$@"
-            else set -- -n "${EVENTFERRY_TEST_WORKERS:-2}" --dist loadfile tests "$@"; fi
+            else set -- -n "${EVENTFERRY_TEST_WORKERS:-3}" --dist loadfile tests "$@"; fi
           fi
           exec "$VENV/bin/python" -m pytest "$@" ;;
   import) ensure_venv; exec "$VENV/bin/python" -m pipelines.import_events "$@" ;;

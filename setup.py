@@ -9,7 +9,7 @@ BEAM_VERSION = '2.77.0'
 
 setuptools.setup(
     name='eventferry',
-    version='0.6.0',   # CHANGELOG.md: bumped when behaviour changes
+    version='0.7.0',   # CHANGELOG.md: bumped when behaviour changes
     description='Import, ingest and export product-analytics events with Apache Beam',
     packages=setuptools.find_packages(include=['pipelines', 'transforms', 'transforms.*', 'schemas']),
     # The raw-event parser of streaming ingest (transforms/kernels/rawjson.py) and the JSON text of

@@ -1,10 +1,13 @@
-"""Tools the tests build under .tools/ on first use (DuckDB's iceberg venv, pyspark 4.1.1 with
-Iceberg's runtime jar, the REST catalog's jars): one builder at a time, across the pytest
-workers of a parallel run and across checkouts that share one .tools/ folder."""
+"""Tools the tests build under .tools/ (DuckDB's iceberg venv, pyspark 4.1.1 with Iceberg's
+runtime jar, the REST catalog's jars): on first use, one builder at a time, across the pytest
+workers of a parallel run and across checkouts that share one .tools/ folder. `./run.sh test`
+builds them all before the suite (`python -m tests.tools`), as it installs the venv and Prism,
+so that the suite's own time is the tests'."""
 import contextlib
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,3 +26,30 @@ def building():
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_all() -> int:
+  """Builds every tool that is missing; a tool that cannot be built is one line (its tests skip
+  or fail with the reason), never a stop."""
+  import time
+
+  from _pytest.outcomes import Skipped
+
+  from tests import icebergkit, servers
+  for name, build in (('DuckDB with its iceberg extension', icebergkit.duckdb_iceberg_python),
+                      ('pyspark 4.1.1 with the Iceberg runtime', icebergkit.spark_iceberg_venv),
+                      ("Iceberg's REST catalog server", servers.rest_catalog_jars)):
+    start = time.monotonic()
+    try:
+      build()
+    except (Skipped, RuntimeError) as e:
+      print(f'run.sh: could not build {name} ({str(e).splitlines()[0]}); its tests will say why',
+            file=sys.stderr)
+      continue
+    if time.monotonic() - start > 5:
+      print(f'run.sh: built {name} under .tools/ ({time.monotonic() - start:.0f} s)', file=sys.stderr)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(build_all())
