@@ -318,5 +318,11 @@ def delete_tree(directory: str, prune_parent: bool = False) -> None:
   if exists(directory):
     FileSystems.delete([directory])
   parent = posixpath.dirname(directory.rstrip('/'))
-  if prune_parent and not list_files(parent):
+  if prune_parent and '://' not in parent:
+    # rmdir, not a tree delete: another run's staging folder may be created in it meanwhile
+    try:
+      os.rmdir(parent)
+    except OSError:
+      pass   # not empty: another run stages there
+  elif prune_parent and not list_files(parent):
     delete([parent])
