@@ -90,6 +90,29 @@ def test_storage_helpers_behave_alike_on_every_store(store):
   assert names(fs.join(base, 'd1')) == ['x']
 
 
+@pytest.mark.parametrize('where', ['local', 'sftp'])
+def test_pruning_staging_keeps_another_runs_folder_made_a_moment_ago(where, tmp_path, request):
+  # Two runs of different days share DEST/_staging. One finishes while the other has made its
+  # folder but written nothing yet: the shared parent must stay, the other's folder too.
+  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import PipelineOptions
+  if where == 'sftp':
+    store = request.getfixturevalue('sftp_store')
+    fs.configure(PipelineOptions(store.flags))
+    base = store.url('prune')
+  else:
+    base = str(tmp_path)
+  mine, theirs = fs.join(base, '_staging', 'run-a'), fs.join(base, '_staging', 'run-b')
+  fs.write_bytes(fs.join(mine, 'part-0.parquet'), b'x')
+  FileSystems.mkdirs(theirs)
+  fs.delete_tree(mine, prune_parent=True)
+  assert not fs.exists(mine)
+  assert fs.exists(theirs)
+  fs.write_bytes(fs.join(theirs, 'part-0.parquet'), b'y')   # the other run goes on writing
+  fs.delete_tree(theirs, prune_parent=True)
+  assert not fs.exists(fs.join(base, '_staging'))            # the last one out removes it
+
+
 def check(*flags, env=None, run=run_cli):
   return run('pipelines.check', *flags, env=env, check=False)
 

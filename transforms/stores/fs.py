@@ -317,12 +317,17 @@ def delete_tree(directory: str, prune_parent: bool = False) -> None:
     return
   if exists(directory):
     FileSystems.delete([directory])
-  parent = posixpath.dirname(directory.rstrip('/'))
-  if prune_parent and '://' not in parent:
-    # rmdir, not a tree delete: another run's staging folder may be created in it meanwhile
+  if prune_parent:
+    _remove_if_empty(posixpath.dirname(directory.rstrip('/')))
+
+
+def _remove_if_empty(folder: str) -> None:
+  """rmdir, never a tree delete: another run may have just made its own (still empty) staging
+  folder in `folder`, and listing files first would not see it."""
+  if '://' not in folder:
     try:
-      os.rmdir(parent)
+      os.rmdir(folder)
     except OSError:
       pass   # not empty: another run stages there
-  elif prune_parent and not list_files(parent):
-    delete([parent])
+  else:
+    FileSystems.get_filesystem(folder).remove_if_empty(folder)

@@ -288,6 +288,14 @@ class SftpFileSystem(FileSystem):
     attrs = _run(sftp.stat(remote))
     return FileMetadata(path, attrs.size, attrs.mtime)
 
+  def remove_if_empty(self, path):
+    """Removes the folder only if it is empty (SFTP's rmdir refuses otherwise)."""
+    sftp, remote = self._client(path)
+    try:
+      _run(sftp.rmdir(remote))
+    except (OSError, asyncssh.Error):
+      pass   # not empty, or already gone
+
   def delete(self, paths):
     errors = {}
     for path in paths:
