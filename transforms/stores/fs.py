@@ -330,4 +330,6 @@ def _remove_if_empty(folder: str) -> None:
     except OSError:
       pass   # not empty: another run stages there
   else:
-    FileSystems.get_filesystem(folder).remove_if_empty(folder)
+    filesystem = FileSystems.get_filesystem(folder)
+    if isinstance(filesystem, sftp.SftpFileSystem):   # the one other store with folders
+      filesystem.remove_if_empty(folder)
